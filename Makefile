@@ -1,0 +1,39 @@
+# The two commands: `make run` and `make test`. Everything else is a helper of those.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+
+.PHONY: run test build build-asan bench format lint clean deps
+
+run: deps build
+	./$(BUILD)/microshop run
+
+test:
+	bash scripts/bootstrap.sh test
+	bash tests/run.sh
+
+deps:
+	bash scripts/bootstrap.sh
+
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+bench:
+	bash scripts/bootstrap.sh bench
+	bash bench/http.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr -I src src
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

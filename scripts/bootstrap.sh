@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages microshop needs, only those missing. Idempotent and quiet.
+#   scripts/bootstrap.sh          build and run dependencies
+#   scripts/bootstrap.sh test     plus what the test suite starts (PostgreSQL, pytest, ...)
+#   scripts/bootstrap.sh bench    plus wrk and nginx (the benchmark reference)
+set -euo pipefail
+
+build_pkgs=(gcc make cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
+    libsqlite3-dev libpq-dev libargon2-dev)
+test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-requests sqlite3 curl procps)
+bench_pkgs=(wrk nginx-light curl procps)
+
+want=("${build_pkgs[@]}")
+for extra in "$@"; do
+    case "$extra" in
+    test) want+=("${test_pkgs[@]}") ;;
+    bench) want+=("${bench_pkgs[@]}") ;;
+    *) echo "bootstrap: unknown set '$extra' (use: test, bench)" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+        echo "bootstrap: missing packages (${missing[*]}) and not root; install them and retry" >&2
+        exit 1
+    fi
+else SUDO=; fi
+
+echo "bootstrap: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,18 @@
+/*
+ * cli.h — the commands of the one binary (`microshop run|serve|migrate|version|help`).
+ * Each returns the process exit status: 0 ok, 1 failure, 2 bad usage or configuration.
+ */
+#ifndef MS_CLI_H
+#define MS_CLI_H
+
+#include "services/service.h"
+
+int cmd_serve(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+/* The service targets, NULL-terminated, and a lookup by name (NULL when unknown). */
+extern const ms_service *const ms_targets[];
+const ms_service *ms_target_find(const char *name);
+
+#endif

@@ -1,0 +1,164 @@
+/* Flags of serve/migrate with their environment variables and limits; see options.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/options.h"
+#include "runtime/config.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/banned.h"
+
+static int make_dirs(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof tmp)
+        return -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0750) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+int options_parse(serve_options *o, const ms_service *svc, bool with_http, int argc, char **argv,
+                  int first, ms_server_config *server, ms_db_config *db)
+{
+    static char default_listen[32];
+    snprintf(default_listen, sizeof default_listen, "127.0.0.1:%d", svc->default_port);
+    ms_server_config_defaults(server);
+    *o = (serve_options){
+        .listen = default_listen,
+        .data = "./data",
+        .log_level = "info",
+        .threads = server->threads,
+        .pool_size = 20,
+        .pool_overflow = 30,
+        .pool_timeout_ms = 30000,
+        .pool_recycle_s = 3600,
+        .busy_timeout_ms = 5000,
+        .request_timeout_ms = server->request_timeout_ms,
+        .headers_timeout_ms = server->headers_timeout_ms,
+        .idle_timeout_ms = server->idle_timeout_ms,
+        .body_timeout_ms = server->body_timeout_ms,
+        .drain_timeout_ms = server->drain_timeout_ms,
+        .max_body_bytes = (long)server->max_body_bytes,
+        .max_header_bytes = (long)server->max_header_bytes,
+        .max_headers = server->max_headers,
+        .pre_ping = true,
+    };
+    const long H = 3600L * 1000;
+    const ms_option all[] = {
+        {"data", "MICROSHOP_DATA", MS_OPT_STRING, &o->data, 0, 0,
+         "directory of the SQLite files (when no database URL)"},
+        {"database-url", "DATABASE_URL", MS_OPT_STRING, &o->database_url, 0, 0,
+         "PostgreSQL URL; SQLite under --data when unset"},
+        {"db-pool-size", "MICROSHOP_DB_POOL_SIZE", MS_OPT_INT, &o->pool_size, 1, 1000,
+         "connections kept open per process"},
+        {"db-pool-overflow", "MICROSHOP_DB_POOL_OVERFLOW", MS_OPT_INT, &o->pool_overflow, 0, 1000,
+         "extra connections under load"},
+        {"db-pool-timeout-ms", "MICROSHOP_DB_POOL_TIMEOUT_MS", MS_OPT_INT, &o->pool_timeout_ms, 1,
+         H, "longest wait for a free connection (then 503)"},
+        {"db-pool-recycle-s", "MICROSHOP_DB_POOL_RECYCLE_S", MS_OPT_INT, &o->pool_recycle_s, 1,
+         7 * 24 * 3600, "reopen connections older than this"},
+        {"db-pre-ping", "MICROSHOP_DB_PRE_PING", MS_OPT_BOOL, &o->pre_ping, 0, 0,
+         "check a connection before use"},
+        {"db-busy-timeout-ms", "MICROSHOP_DB_BUSY_TIMEOUT_MS", MS_OPT_INT, &o->busy_timeout_ms, 1,
+         H, "SQLite lock wait / PostgreSQL statement timeout"},
+        {"log-level", "MICROSHOP_LOG_LEVEL", MS_OPT_STRING, &o->log_level, 0, 0,
+         "debug, info, warn or error"},
+        /* HTTP flags follow: migrate stops before them */
+        {"listen", "MICROSHOP_LISTEN", MS_OPT_STRING, &o->listen, 0, 0, "HOST:PORT to serve on"},
+        {"threads", "MICROSHOP_THREADS", MS_OPT_INT, &o->threads, 1, 64,
+         "event-loop threads (default: cores)"},
+        {"request-timeout-ms", "MICROSHOP_REQUEST_TIMEOUT_MS", MS_OPT_INT, &o->request_timeout_ms,
+         1, H, "deadline of a request's answer"},
+        {"headers-timeout-ms", "MICROSHOP_HEADERS_TIMEOUT_MS", MS_OPT_INT, &o->headers_timeout_ms,
+         1, H, "time to receive a request's headers (then 408)"},
+        {"idle-timeout-ms", "MICROSHOP_IDLE_TIMEOUT_MS", MS_OPT_INT, &o->idle_timeout_ms, 1, H,
+         "keep-alive connection idle limit"},
+        {"body-timeout-ms", "MICROSHOP_BODY_TIMEOUT_MS", MS_OPT_INT, &o->body_timeout_ms, 1, H,
+         "longest pause while receiving a body (then 408)"},
+        {"drain-timeout-ms", "MICROSHOP_DRAIN_TIMEOUT_MS", MS_OPT_INT, &o->drain_timeout_ms, 1, H,
+         "graceful drain limit on SIGTERM"},
+        {"max-body-bytes", "MICROSHOP_MAX_BODY_BYTES", MS_OPT_INT, &o->max_body_bytes, 0, 64L << 20,
+         "largest request body (then 413)"},
+        {"max-header-bytes", "MICROSHOP_MAX_HEADER_BYTES", MS_OPT_INT, &o->max_header_bytes, 1024,
+         1L << 20, "largest request head (then 431)"},
+        {"max-headers", "MICROSHOP_MAX_HEADERS", MS_OPT_INT, &o->max_headers, 1, 10000,
+         "most header fields (then 431)"},
+        {"access-log", "MICROSHOP_ACCESS_LOG", MS_OPT_BOOL, &o->access_log, 0, 0,
+         "log every request"},
+    };
+    size_t n = with_http ? sizeof all / sizeof all[0] : 9;
+    char err[256];
+    int rc = ms_config_parse(all, n, argc, argv, first, err, sizeof err);
+    if (rc == 1)
+        return 1;
+    ms_log_level level;
+    if (rc == 0 && ms_log_level_parse(o->log_level, &level) < 0) {
+        snprintf(err, sizeof err, "--log-level must be debug, info, warn or error, not '%s'",
+                 o->log_level);
+        rc = MS_EINVAL;
+    }
+    if (rc == 0 && with_http && ms_config_split_listen(o->listen, o->host, &o->port) < 0) {
+        snprintf(err, sizeof err,
+                 "--listen must be HOST:PORT with a numeric address, like 127.0.0.1:%d, not '%s'",
+                 svc->default_port, o->listen);
+        rc = MS_EINVAL;
+    }
+    if (rc == 0 && o->database_url && strncmp(o->database_url, "postgres://", 11) != 0 &&
+        strncmp(o->database_url, "postgresql://", 13) != 0) {
+        snprintf(err, sizeof err, "DATABASE_URL must start with postgresql:// or postgres://");
+        rc = MS_EINVAL;
+    }
+    if (rc == 0 && !o->database_url) {
+        if (make_dirs(o->data) < 0 || access(o->data, W_OK) < 0) {
+            snprintf(err, sizeof err, "the data directory '%s' cannot be created or written",
+                     o->data);
+            rc = MS_EINVAL;
+        } else {
+            snprintf(o->sqlite_path, sizeof o->sqlite_path, "%s/%s.db", o->data, svc->name);
+        }
+    }
+    if (rc < 0) {
+        fprintf(stderr, "microshop %s: %s\n", svc->name, err);
+        return 2;
+    }
+    ms_log_init(svc->name, level);
+
+    server->service = svc->name;
+    server->host = o->host;
+    server->port = o->port;
+    server->threads = (int)o->threads;
+    server->request_timeout_ms = (uint32_t)o->request_timeout_ms;
+    server->headers_timeout_ms = (uint32_t)o->headers_timeout_ms;
+    server->idle_timeout_ms = (uint32_t)o->idle_timeout_ms;
+    server->body_timeout_ms = (uint32_t)o->body_timeout_ms;
+    server->drain_timeout_ms = (uint32_t)o->drain_timeout_ms;
+    server->max_body_bytes = (size_t)o->max_body_bytes;
+    server->max_header_bytes = (size_t)o->max_header_bytes;
+    server->max_headers = (int)o->max_headers;
+    server->access_log = o->access_log;
+
+    *db = (ms_db_config){
+        .backend = o->database_url ? MS_DB_POSTGRES : MS_DB_SQLITE,
+        .sqlite_path = o->sqlite_path,
+        .pg_conninfo = o->database_url,
+        .busy_timeout_ms = (int)o->busy_timeout_ms,
+        .pool_size = (int)o->pool_size,
+        .pool_overflow = (int)o->pool_overflow,
+        .pool_timeout_ms = (int)o->pool_timeout_ms,
+        .pool_recycle_s = (int)o->pool_recycle_s,
+        .pool_pre_ping = o->pre_ping,
+    };
+    return 0;
+}

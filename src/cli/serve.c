@@ -1,0 +1,91 @@
+/* `microshop serve TARGET` and `microshop migrate TARGET`: one component, as a pod runs it. */
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/options.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/banned.h"
+
+static const ms_service *target_arg(const char *cmd, int argc, char **argv)
+{
+    if (argc < 3 || argv[2][0] == '-') {
+        fprintf(stderr, "usage: microshop %s TARGET [flags]   (targets:", cmd);
+        for (int i = 0; ms_targets[i]; i++)
+            fprintf(stderr, " %s", ms_targets[i]->name);
+        fprintf(stderr, "; see microshop help %s)\n", cmd);
+        return NULL;
+    }
+    const ms_service *svc = ms_target_find(argv[2]);
+    if (!svc)
+        fprintf(stderr, "microshop %s: unknown target '%s'\n", cmd, argv[2]);
+    return svc;
+}
+
+/* Opens one connection and applies the pending migrations. */
+static int migrate(const ms_service *svc, const ms_db_config *db, bool verbose)
+{
+    ms_db_conn *c = NULL;
+    int rc = ms_db_open(db, false, &c);
+    if (rc < 0) {
+        ms_log(MS_LOG_ERROR, "cannot open the database", "error", ms_strerror(rc), NULL);
+        return 1;
+    }
+    int applied = 0;
+    rc = ms_db_migrate(c, svc->migrations, svc->nmigrations, &applied);
+    if (rc < 0) {
+        ms_log(MS_LOG_ERROR, "migration failed", "error", ms_db_errmsg(c), NULL);
+        ms_db_close(c);
+        return 1;
+    }
+    ms_db_close(c);
+    char n[16], total[16];
+    snprintf(n, sizeof n, "%d", applied);
+    snprintf(total, sizeof total, "%zu", svc->nmigrations);
+    ms_log(MS_LOG_INFO, "migrations applied", "#applied", n, "#schema_version", total, NULL);
+    if (verbose)
+        printf("%s: %d migration(s) applied, schema at version %zu\n", svc->name, applied,
+               svc->nmigrations);
+    return 0;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+    const ms_service *svc = target_arg("migrate", argc, argv);
+    if (!svc)
+        return 2;
+    serve_options o;
+    ms_server_config server;
+    ms_db_config db;
+    int rc = options_parse(&o, svc, false, argc, argv, 3, &server, &db);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    return migrate(svc, &db, true);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const ms_service *svc = target_arg("serve", argc, argv);
+    if (!svc)
+        return 2;
+    serve_options o;
+    ms_server_config server;
+    ms_db_config db;
+    int rc = options_parse(&o, svc, true, argc, argv, 3, &server, &db);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    /* Large blocks (a password hash takes 19 MiB) must go back to the system when freed, not
+     * stay in a heap: a fixed mmap threshold stops glibc from raising it after the first one. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_ARENA_MAX, 2);
+    if (migrate(svc, &db, false) != 0)
+        return 1;
+    ms_router *router = ms_router_new();
+    if (svc->add_routes(router) < 0)
+        MS_BUG("a service route template is malformed");
+    rc = ms_server_run(&server, router, &db);
+    ms_router_free(router);
+    return rc;
+}

@@ -1,0 +1,15 @@
+/* The service targets this binary can serve, in start order. */
+#include <string.h>
+
+#include "cli/cli.h"
+#include "runtime/banned.h"
+
+const ms_service *const ms_targets[] = {&ms_user_service, NULL};
+
+const ms_service *ms_target_find(const char *name)
+{
+    for (int i = 0; ms_targets[i]; i++)
+        if (!strcmp(ms_targets[i]->name, name))
+            return ms_targets[i];
+    return NULL;
+}

@@ -1,0 +1,115 @@
+/*
+ * db.h — one small storage interface over SQLite (the embedded default: WAL, synchronous=FULL,
+ * a file per service) and PostgreSQL (libpq, used when DATABASE_URL is set).
+ *
+ * SQL is written once for both: placeholders are $1..$N, values travel as text in and out
+ * (NULL pointer = SQL NULL). Where the dialects differ, a migration carries two texts.
+ *
+ * Threading: an ms_db_conn is used by one thread at a time (blocking calls). An ms_db_pool is
+ * owned by one loop thread: create, run and close it from that thread only; its work
+ * functions run on libuv's thread pool, its done callbacks on the owning loop.
+ * Ownership: results are owned by the caller (ms_db_result_free); the pool owns its conns.
+ */
+#ifndef MS_DB_H
+#define MS_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef enum { MS_DB_SQLITE, MS_DB_POSTGRES } ms_db_backend;
+
+typedef struct ms_db_config {
+    ms_db_backend backend;
+    const char *sqlite_path; /* SQLite: the database file (created if missing) */
+    const char *pg_conninfo; /* PostgreSQL: a libpq URL or keyword string (DATABASE_URL) */
+    int busy_timeout_ms;     /* SQLite busy timeout; PostgreSQL statement_timeout */
+    int pool_size;           /* connections kept open, per process (the seed's 20) */
+    int pool_overflow;       /* extra connections opened under load, closed when idle (30) */
+    int pool_timeout_ms;     /* longest wait for a free connection (capped by the deadline) */
+    int pool_recycle_s;      /* reopen a connection older than this (3600) */
+    bool pool_pre_ping;      /* check a connection before handing it out (true) */
+} ms_db_config;
+
+typedef struct ms_db_conn ms_db_conn;
+typedef struct ms_db_result ms_db_result;
+
+/* Opens one connection (blocking). `readonly` opens SQLite read-only. 0, MS_ECONN or MS_EDB. */
+int ms_db_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out);
+void ms_db_close(ms_db_conn *c);
+ms_db_backend ms_db_backend_of(const ms_db_conn *c);
+
+/*
+ * Runs one statement with text parameters. `out` may be NULL when no rows are wanted.
+ * Returns 0; MS_ECONFLICT on a unique/constraint violation; MS_EBUSY when locked past the busy
+ * timeout; MS_ETIMEDOUT on a statement timeout; MS_ECONN when the connection is lost; MS_EDB
+ * otherwise (ms_db_errmsg says why, never with parameter values).
+ */
+int ms_db_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+               ms_db_result **out);
+/* Runs a script of several statements without parameters (migrations). */
+int ms_db_exec_script(ms_db_conn *c, const char *sql);
+/* Transactions: SQLite BEGIN IMMEDIATE (a writer from the start), PostgreSQL BEGIN. */
+int ms_db_begin(ms_db_conn *c);
+int ms_db_commit(ms_db_conn *c);
+int ms_db_rollback(ms_db_conn *c);
+/* A round trip that proves the connection works. */
+int ms_db_ping(ms_db_conn *c);
+/* Text of the last error on this connection (static until the next call). */
+const char *ms_db_errmsg(const ms_db_conn *c);
+
+int ms_db_nrows(const ms_db_result *r);
+int ms_db_ncols(const ms_db_result *r);
+/* The value at (row, col) as text, or NULL for SQL NULL. Borrowed from the result. */
+const char *ms_db_get(const ms_db_result *r, int row, int col);
+/* Rows changed by an INSERT/UPDATE/DELETE. */
+long long ms_db_affected(const ms_db_result *r);
+void ms_db_result_free(ms_db_result *r);
+
+/* Versioned migrations: applied in order, each in its own transaction, recorded in
+ * schema_migrations. postgres_sql NULL means sqlite_sql serves both. */
+typedef struct ms_migration {
+    int version;
+    const char *name;
+    const char *sqlite_sql;
+    const char *postgres_sql;
+} ms_migration;
+/* Applies the pending ones (safe when several processes start at once). `applied` may be NULL. */
+int ms_db_migrate(ms_db_conn *c, const ms_migration *list, size_t n, int *applied);
+
+/* ---- the pool (one per loop thread) ---- */
+typedef struct ms_db_pool ms_db_pool;
+/* Runs on a worker thread (or inline, see MS_DB_READ) with a checked-out connection. */
+typedef int (*ms_db_work_fn)(ms_db_conn *c, void *arg);
+/* Runs on the owning loop with the work's return code, or MS_EPOOLTIMEOUT / MS_ECONN. */
+typedef void (*ms_db_done_fn)(int rc, void *arg);
+
+enum {
+    MS_DB_WRITE = 0,
+    /* A short read: on SQLite it runs inline on the loop thread's own read-only connection
+     * (WAL readers never block) and `done` is called before ms_db_pool_run returns. */
+    MS_DB_READ = 1,
+};
+
+/* `share` is how many pools split the process-wide size/overflow (the number of loop threads);
+ * each gets at least one connection. */
+int ms_db_pool_new(uv_loop_t *loop, const ms_db_config *cfg, int share, ms_db_pool **out);
+/* Queues `work`; `deadline` is an absolute uv_now() time in ms after which waiting for a
+ * connection ends with MS_EPOOLTIMEOUT. Never blocks the loop. */
+void ms_db_pool_run(ms_db_pool *p, int flags, uint64_t deadline, ms_db_work_fn work,
+                    ms_db_done_fn done, void *arg);
+/* Closes idle connections now and the rest as their work ends; waiters get MS_ESHUTDOWN.
+ * `on_closed` runs on the loop when everything is closed (may be NULL). */
+void ms_db_pool_close(ms_db_pool *p, void (*on_closed)(void *arg), void *arg);
+
+typedef struct ms_db_pool_stats {
+    int size, overflow; /* configured, for this pool */
+    int open, in_use, waiting;
+    uint64_t checkouts_total, timeouts_total, reconnects_total;
+    double wait_seconds_sum; /* total time spent waiting for a connection */
+} ms_db_pool_stats;
+/* A consistent snapshot; callable from any thread. */
+void ms_db_pool_get_stats(ms_db_pool *p, ms_db_pool_stats *out);
+
+#endif

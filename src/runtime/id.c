@@ -1,0 +1,68 @@
+/* UUIDv7 (RFC 9562) and RFC 3339 timestamps. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "runtime/error.h"
+#include "runtime/id.h"
+#include "runtime/banned.h"
+
+void ms_random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0)
+            MS_BUG("getrandom failed");
+        p += got;
+        n -= (size_t)got;
+    }
+}
+
+void ms_uuid_new(char out[MS_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    ms_random_bytes(b + 6, 10);
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0F)); /* version 7 */
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3F)); /* variant 10 */
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
+}
+
+bool ms_uuid_valid(const char *s)
+{
+    for (int i = 0; i < MS_UUID_LEN; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return s[MS_UUID_LEN] == '\0';
+}
+
+void ms_time_now(char out[MS_TIME_LEN + 1])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(out, MS_TIME_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, MS_TIME_LEN + 1 - n, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
+}

@@ -1,0 +1,142 @@
+/*
+ * preferences.c — GET and PUT /api/v1/users/{id}/preferences:
+ * `{language, currency, marketing_emails}`. PUT replaces them all; a field left out takes
+ * its default (en, USD, false), which is also what a user without stored preferences reads.
+ */
+#include <string.h>
+
+#include "runtime/error.h"
+#include "runtime/id.h"
+#include "runtime/json.h"
+#include "runtime/problem.h"
+#include "runtime/server.h"
+#include "services/user/user_internal.h"
+#include "runtime/banned.h"
+
+static const char DEFAULT_LANGUAGE[] = "en", DEFAULT_CURRENCY[] = "USD";
+
+typedef struct {
+    ms_http_request *req;
+    const char *id;
+    const char *language, *currency, *marketing_emails; /* PUT: "0" or "1" */
+    char now[MS_TIME_LEN + 1];
+    json_t *result;
+} preferences_call;
+
+static int load_preferences(ms_db_conn *c, const char *id, json_t **out)
+{
+    ms_db_result *r = NULL;
+    const char *params[] = {id};
+    int rc = ms_db_exec(c,
+                        "SELECT p.language, p.currency, p.marketing_emails, p.updated_at "
+                        "FROM users u LEFT JOIN user_preferences p ON p.user_id = u.id "
+                        "WHERE u.id = $1",
+                        1, params, &r);
+    if (rc == 0 && ms_db_nrows(r) == 0)
+        rc = MS_ENOTFOUND;
+    if (rc == 0) {
+        const char *lang = ms_db_get(r, 0, 0), *cur = ms_db_get(r, 0, 1);
+        const char *mail = ms_db_get(r, 0, 2), *updated = ms_db_get(r, 0, 3);
+        *out = json_pack("{s:s, s:s, s:b, s:o}", "language", lang ? lang : DEFAULT_LANGUAGE,
+                         "currency", cur ? cur : DEFAULT_CURRENCY, "marketing_emails",
+                         mail && strcmp(mail, "0") != 0, "updated_at",
+                         updated ? json_string(updated) : json_null());
+    }
+    ms_db_result_free(r);
+    return rc;
+}
+
+static int get_work(ms_db_conn *c, void *arg)
+{
+    preferences_call *k = arg;
+    return load_preferences(c, k->id, &k->result);
+}
+
+static int put_work(ms_db_conn *c, void *arg)
+{
+    preferences_call *k = arg;
+    int rc = ms_db_begin(c);
+    if (rc < 0)
+        return rc;
+    rc = user_exists(c, k->id);
+    if (rc == 0) {
+        const char *params[] = {k->id, k->language, k->currency, k->marketing_emails, k->now};
+        rc = ms_db_exec(c,
+                        "INSERT INTO user_preferences (user_id, language, currency, "
+                        "marketing_emails, updated_at) VALUES ($1, $2, $3, $4, $5) "
+                        "ON CONFLICT (user_id) DO UPDATE SET language = excluded.language, "
+                        "currency = excluded.currency, "
+                        "marketing_emails = excluded.marketing_emails, "
+                        "updated_at = excluded.updated_at",
+                        5, params, NULL);
+    }
+    if (rc == 0)
+        rc = load_preferences(c, k->id, &k->result);
+    if (rc == 0)
+        rc = ms_db_commit(c);
+    if (rc < 0) {
+        ms_db_rollback(c);
+        json_decref(k->result);
+        k->result = NULL;
+    }
+    return rc;
+}
+
+static void done(int rc, void *arg)
+{
+    preferences_call *k = arg;
+    user_answer(k->req, rc, 200, k->result, "cannot reach preferences");
+}
+
+static preferences_call *begin(ms_http_request *req)
+{
+    const char *id = user_path_id(req);
+    if (!id)
+        return NULL;
+    preferences_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    memset(k, 0, sizeof *k);
+    k->req = req;
+    k->id = id;
+    return k;
+}
+
+void user_preferences_get(ms_http_request *req)
+{
+    preferences_call *k = begin(req);
+    if (k)
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, done, k);
+}
+
+void user_preferences_put(ms_http_request *req)
+{
+    static const ms_json_field fields[] = {
+        {"language", MS_JSON_STRING, false, false},
+        {"currency", MS_JSON_STRING, false, false},
+        {"marketing_emails", MS_JSON_BOOL, false, false},
+    };
+    preferences_call *k = begin(req);
+    if (!k)
+        return;
+    json_t *body;
+    if (ms_json_body(req, &body) < 0)
+        return;
+    json_t *malformed = json_array(), *invalid = json_array();
+    ms_json_check(body, fields, 3, "", malformed, invalid);
+    const char *lang = json_string_value(json_object_get(body, "language"));
+    const char *cur = json_string_value(json_object_get(body, "currency"));
+    const char *why;
+    if (lang && (why = user_check_language(lang)))
+        ms_field_error(invalid, "language", "%s", why);
+    if (cur && (why = user_check_currency(cur)))
+        ms_field_error(invalid, "currency", "%s", why);
+    k->language = ms_arena_strndup(&req->arena, lang ? lang : DEFAULT_LANGUAGE,
+                                   strlen(lang ? lang : DEFAULT_LANGUAGE));
+    k->currency = ms_arena_strndup(&req->arena, cur ? cur : DEFAULT_CURRENCY,
+                                   strlen(cur ? cur : DEFAULT_CURRENCY));
+    k->marketing_emails = json_is_true(json_object_get(body, "marketing_emails")) ? "1" : "0";
+    json_decref(body);
+    if (ms_json_reject(req, malformed, invalid))
+        return;
+    ms_time_now(k->now);
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, done, k);
+}

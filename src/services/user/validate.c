@@ -1,0 +1,154 @@
+/* Field rules of the user service. Each check returns NULL or the message for that field. */
+#include <string.h>
+
+#include "runtime/json.h"
+#include "services/user/user_internal.h"
+#include "runtime/banned.h"
+
+static bool is_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+const char *user_check_text(const char *s, size_t max)
+{
+    size_t n = ms_utf8_length(s);
+    if (n == 0)
+        return "must not be empty";
+    if (n > max)
+        return "is too long";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return "must not contain control characters";
+    if (s[0] == ' ' || s[strlen(s) - 1] == ' ')
+        return "must not start or end with a space";
+    return NULL;
+}
+
+const char *user_check_email(const char *email)
+{
+    size_t n = strlen(email);
+    const char *at = strchr(email, '@');
+    if (n < 3 || n > 254 || !at || strchr(at + 1, '@'))
+        return "must be an email address like name@example.com";
+    size_t local = (size_t)(at - email);
+    if (local == 0 || local > 64)
+        return "must be an email address like name@example.com";
+    static const char local_extra[] = ".!#$%&'*+/=?^_`{|}~-";
+    for (size_t i = 0; i < local; i++) {
+        char c = email[i];
+        if (!is_alnum(c) && !strchr(local_extra, c))
+            return "must be an email address like name@example.com";
+        if (c == '.' && (i == 0 || i + 1 == local || email[i + 1] == '.'))
+            return "must be an email address like name@example.com";
+    }
+    /* domain: dot-separated labels of letters, digits and inner hyphens; a letter TLD */
+    const char *d = at + 1;
+    int labels = 0;
+    while (*d) {
+        const char *dot = strchr(d, '.');
+        size_t len = dot ? (size_t)(dot - d) : strlen(d);
+        if (len == 0 || len > 63 || d[0] == '-' || d[len - 1] == '-')
+            return "must be an email address like name@example.com";
+        for (size_t i = 0; i < len; i++)
+            if (!is_alnum(d[i]) && d[i] != '-')
+                return "must be an email address like name@example.com";
+        labels++;
+        if (!dot) {
+            if (len < 2)
+                return "must be an email address like name@example.com";
+            for (size_t i = 0; i < len; i++)
+                if (d[i] >= '0' && d[i] <= '9')
+                    return "must be an email address like name@example.com";
+        }
+        d += len + (dot ? 1 : 0);
+        if (dot && !*d)
+            return "must be an email address like name@example.com";
+    }
+    return labels >= 2 ? NULL : "must be an email address like name@example.com";
+}
+
+const char *user_check_name(const char *name)
+{
+    return user_check_text(name, 100);
+}
+
+const char *user_check_password(const char *password)
+{
+    /* OWASP: at least 8, allow long passphrases; argon2 has no 72-byte cut like bcrypt */
+    size_t n = ms_utf8_length(password);
+    if (n < 8)
+        return "must be at least 8 characters";
+    if (n > 128)
+        return "must be at most 128 characters";
+    return NULL;
+}
+
+const char *user_check_phone(const char *phone)
+{
+    /* E.164: '+', a non-zero country digit, 7 to 15 digits in all */
+    size_t n = strlen(phone);
+    if (n < 8 || n > 16 || phone[0] != '+' || phone[1] < '1' || phone[1] > '9')
+        return "must be an E.164 number like +14155550100";
+    for (size_t i = 1; i < n; i++)
+        if (phone[i] < '0' || phone[i] > '9')
+            return "must be an E.164 number like +14155550100";
+    return NULL;
+}
+
+const char *user_check_country(const char *country)
+{
+    if (strlen(country) != 2 || country[0] < 'A' || country[0] > 'Z' || country[1] < 'A' ||
+        country[1] > 'Z')
+        return "must be an ISO 3166-1 alpha-2 code like DE";
+    return NULL;
+}
+
+const char *user_check_postal_code(const char *code)
+{
+    size_t n = strlen(code);
+    if (n == 0 || n > 12)
+        return "must be 1 to 12 letters, digits, spaces or hyphens";
+    for (size_t i = 0; i < n; i++)
+        if (!is_alnum(code[i]) && code[i] != ' ' && code[i] != '-')
+            return "must be 1 to 12 letters, digits, spaces or hyphens";
+    return NULL;
+}
+
+const char *user_check_language(const char *lang)
+{
+    /* a BCP 47 subset: ll, lll, ll-RR */
+    size_t n = strlen(lang), i = 0;
+    while (i < n && lang[i] >= 'a' && lang[i] <= 'z')
+        i++;
+    if (i < 2 || i > 3)
+        return "must be a language tag like en or pt-BR";
+    if (i == n)
+        return NULL;
+    if (n - i == 3 && lang[i] == '-' && lang[i + 1] >= 'A' && lang[i + 1] <= 'Z' &&
+        lang[i + 2] >= 'A' && lang[i + 2] <= 'Z')
+        return NULL;
+    return "must be a language tag like en or pt-BR";
+}
+
+/* Active ISO 4217 codes that a shop may price in. */
+static const char currencies[] =
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN "
+    "BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD "
+    "FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY "
+    "KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP "
+    "MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR "
+    "RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT "
+    "TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW "
+    "ZWL";
+
+const char *user_check_currency(const char *currency)
+{
+    const char *msg = "must be an ISO 4217 currency code like EUR";
+    if (strlen(currency) != 3)
+        return msg;
+    for (size_t i = 0; i + 3 < sizeof currencies; i += 4)
+        if (!strncmp(currencies + i, currency, 3))
+            return NULL;
+    return msg;
+}
