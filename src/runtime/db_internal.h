@@ -1,0 +1,50 @@
+/*
+ * db_internal.h — what db.c shares with its backends (db_sqlite.c, db_postgres.c) and the pool.
+ * Include only from src/runtime/db*.c.
+ *
+ * A backend embeds ms_db_conn as its first member and fills `ops`; db.c dispatches through it.
+ * Results are backend-neutral copies, so a result outlives the statement that made it.
+ */
+#ifndef MS_DB_INTERNAL_H
+#define MS_DB_INTERNAL_H
+
+#include <stdarg.h>
+
+#include "runtime/db.h"
+
+typedef struct ms_db_ops {
+    int (*exec)(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                ms_db_result **out);
+    int (*exec_script)(ms_db_conn *c, const char *sql);
+    void (*close)(ms_db_conn *c);
+    const char *begin_sql;
+} ms_db_ops;
+
+struct ms_db_conn {
+    const ms_db_ops *ops;
+    ms_db_backend backend;
+    char errmsg[512];
+};
+
+/* Cells are NUL-terminated texts in one buffer; offs[i] == MS_DB_NULL_OFF marks SQL NULL.
+ * Offsets, not pointers, because buf moves as it grows. */
+#define MS_DB_NULL_OFF ((size_t)-1)
+struct ms_db_result {
+    int ncols;
+    long long affected;
+    size_t *offs, ncells, cap_cells;
+    char *buf;
+    size_t len, cap;
+};
+
+ms_db_result *ms_db__result_new(int ncols);
+/* Appends the next cell, row by row; v == NULL is SQL NULL. */
+void ms_db__result_push(ms_db_result *r, const char *v, size_t n);
+void ms_db__set_error(ms_db_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* FNV-1a of a statement text: the key of both statement caches. */
+uint64_t ms_db__hash(const char *s, size_t n);
+
+int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out);
+int ms_db__pg_open(const ms_db_config *cfg, ms_db_conn **out);
+
+#endif

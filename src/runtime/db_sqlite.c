@@ -1,0 +1,209 @@
+/*
+ * db_sqlite.c — the SQLite backend: WAL + synchronous=FULL (a commit survives power loss),
+ * foreign keys on, and a small per-connection cache of prepared statements, because preparing
+ * costs more than running the short statements services issue.
+ */
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/db_internal.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/banned.h"
+
+#define STMT_CACHE_SIZE 32
+
+typedef struct cached_stmt {
+    uint64_t hash;
+    char *sql; /* own copy: the key must not change under us */
+    size_t len;
+    sqlite3_stmt *stmt;
+    uint64_t last_used;
+} cached_stmt;
+
+typedef struct sqlite_conn {
+    ms_db_conn base;
+    sqlite3 *db;
+    cached_stmt cache[STMT_CACHE_SIZE];
+    uint64_t clock;
+} sqlite_conn;
+
+static int map_error(sqlite_conn *s, int rc)
+{
+    ms_db__set_error(&s->base, "%s", sqlite3_errmsg(s->db));
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        return MS_ECONFLICT;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return MS_EBUSY;
+    default:
+        return MS_EDB;
+    }
+}
+
+/* Finds or prepares the statement for `sql`. Keyed by the full text (not its address): callers
+ * build SQL in reused buffers, so one address can carry different statements. */
+static int get_stmt(sqlite_conn *s, const char *sql, sqlite3_stmt **out)
+{
+    size_t len = strlen(sql);
+    uint64_t h = ms_db__hash(sql, len);
+    cached_stmt *victim = &s->cache[0];
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        cached_stmt *e = &s->cache[i];
+        if (e->stmt && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
+            e->last_used = ++s->clock;
+            *out = e->stmt;
+            return 0;
+        }
+        if (!e->stmt || (victim->stmt && e->last_used < victim->last_used))
+            victim = e;
+    }
+    sqlite3_stmt *stmt;
+    int rc = sqlite3_prepare_v3(s->db, sql, (int)len + 1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return map_error(s, rc);
+    if (!stmt) { /* only whitespace or comments */
+        ms_db__set_error(&s->base, "empty statement");
+        return MS_EDB;
+    }
+    sqlite3_finalize(victim->stmt);
+    free(victim->sql);
+    *victim = (cached_stmt){h, ms_xstrndup(sql, len), len, stmt, ++s->clock};
+    *out = stmt;
+    return 0;
+}
+
+/* SQLite reads "$1" as a named parameter: map each name back to its position in `params`. */
+static int bind_params(sqlite_conn *s, sqlite3_stmt *stmt, int nparams, const char *const *params)
+{
+    int count = sqlite3_bind_parameter_count(stmt);
+    for (int j = 1; j <= count; j++) {
+        const char *name = sqlite3_bind_parameter_name(stmt, j);
+        char *end = NULL;
+        long k = name && name[0] == '$' ? strtol(name + 1, &end, 10) : 0;
+        if (k < 1 || k > nparams || *end != '\0') {
+            ms_db__set_error(&s->base, "placeholder %s has no parameter (%d given)",
+                             name ? name : "?", nparams);
+            return MS_EDB;
+        }
+        const char *v = params[k - 1];
+        int rc = v ? sqlite3_bind_text(stmt, j, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, j);
+        if (rc != SQLITE_OK)
+            return map_error(s, rc);
+    }
+    return 0;
+}
+
+static int sqlite_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                       ms_db_result **out)
+{
+    sqlite_conn *s = (sqlite_conn *)c;
+    sqlite3_stmt *stmt = NULL;
+    ms_db_result *r = NULL;
+    int rc = get_stmt(s, sql, &stmt);
+    if (rc < 0)
+        return rc;
+    if ((rc = bind_params(s, stmt, nparams, params)) < 0)
+        goto out;
+    /* Columns are counted after the first step: a schema change recompiles the statement
+     * there, and `SELECT *` may then have more columns than when it was cached. */
+    int step = sqlite3_step(stmt);
+    int ncols = sqlite3_column_count(stmt);
+    if (out)
+        r = ms_db__result_new(ncols);
+    for (; step == SQLITE_ROW; step = sqlite3_step(stmt)) {
+        if (!r)
+            continue;
+        for (int i = 0; i < ncols; i++) {
+            if (sqlite3_column_type(stmt, i) == SQLITE_NULL) {
+                ms_db__result_push(r, NULL, 0);
+                continue;
+            }
+            const char *v = (const char *)sqlite3_column_text(stmt, i);
+            if (!v && sqlite3_errcode(s->db) == SQLITE_NOMEM)
+                MS_BUG("sqlite out of memory");
+            ms_db__result_push(r, v ? v : "", v ? (size_t)sqlite3_column_bytes(stmt, i) : 0);
+        }
+    }
+    if (step != SQLITE_DONE) {
+        rc = map_error(s, step);
+        goto out;
+    }
+    if (r)
+        r->affected = sqlite3_stmt_readonly(stmt) ? 0 : sqlite3_changes64(s->db);
+out:
+    /* Reset now so a finished read does not hold its WAL snapshot; STATIC bindings are
+     * cleared before the caller's parameters go away. */
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    if (rc < 0) {
+        ms_db_result_free(r);
+        r = NULL;
+    }
+    if (out)
+        *out = r;
+    return rc;
+}
+
+static int sqlite_exec_script(ms_db_conn *c, const char *sql)
+{
+    sqlite_conn *s = (sqlite_conn *)c;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : map_error(s, rc);
+}
+
+static void sqlite_close(ms_db_conn *c)
+{
+    sqlite_conn *s = (sqlite_conn *)c;
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        sqlite3_finalize(s->cache[i].stmt);
+        free(s->cache[i].sql);
+    }
+    sqlite3_close_v2(s->db);
+    free(s);
+}
+
+static const ms_db_ops sqlite_ops = {
+    .exec = sqlite_exec,
+    .exec_script = sqlite_exec_script,
+    .close = sqlite_close,
+    .begin_sql = "BEGIN IMMEDIATE",
+};
+
+int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out)
+{
+    sqlite_conn *s = ms_xcalloc(1, sizeof *s);
+    s->base.ops = &sqlite_ops;
+    s->base.backend = MS_DB_SQLITE;
+    int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(cfg->sqlite_path ? cfg->sqlite_path : "", &s->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        rc = MS_ECONN;
+        goto out;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0);
+    /* journal_mode is stored in the file: a read-only connection only checks it. */
+    const char *pragmas = readonly ? "PRAGMA foreign_keys=ON;"
+                                   : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                                     "PRAGMA foreign_keys=ON;";
+    if ((rc = sqlite_exec_script(&s->base, pragmas)) < 0) {
+        rc = MS_EDB;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0) {
+        /* The caller gets no connection to ask ms_db_errmsg on, so the reason is logged. */
+        ms_log(MS_LOG_ERROR, "sqlite open failed", "path", cfg->sqlite_path, "error",
+               s->db ? sqlite3_errmsg(s->db) : "out of memory", NULL);
+        sqlite3_close_v2(s->db);
+        free(s);
+        return rc;
+    }
+    *out = &s->base;
+    return 0;
+}

@@ -1,0 +1,553 @@
+/*
+ * test_db.c — the storage interface (db.h) against real SQLite and, when MS_TEST_PG_URL names a
+ * PostgreSQL superuser URL, a real PostgreSQL (a fresh database per run, dropped at the end;
+ * tests/lib/pg.sh starts a throwaway server). Every case runs on both backends.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "runtime/db.h"
+#include "runtime/error.h"
+#include "runtime/banned.h"
+
+static ms_db_backend backend_sqlite = MS_DB_SQLITE;
+static ms_db_backend backend_pg = MS_DB_POSTGRES;
+static char pg_admin_url[512];
+static char pg_test_url[600];
+static char pg_dbname[64];
+
+typedef struct fixture {
+    bool is_ready;
+    char dir[64];
+    char path[128];
+    ms_db_config cfg;
+} fixture;
+
+static ms_db_conn *open_conn(const ms_db_config *cfg)
+{
+    ms_db_conn *c = NULL;
+    int rc = ms_db_open(cfg, false, &c);
+    if (rc != 0)
+        fail_msg("ms_db_open: %s", ms_errname(rc));
+    return c;
+}
+
+static void x(ms_db_conn *c, const char *sql)
+{
+    int rc = ms_db_exec(c, sql, 0, NULL, NULL);
+    if (rc != 0)
+        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
+}
+
+static ms_db_result *q(ms_db_conn *c, const char *sql, int n, const char *const *params)
+{
+    ms_db_result *r = NULL;
+    int rc = ms_db_exec(c, sql, n, params, &r);
+    if (rc != 0)
+        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
+    return r;
+}
+
+static long long count_rows(ms_db_conn *c, const char *table)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", table);
+    ms_db_result *r = q(c, sql, 0, NULL);
+    long long n = atoll(ms_db_get(r, 0, 0));
+    ms_db_result_free(r);
+    return n;
+}
+
+static int admin_exec(const char *sql)
+{
+    ms_db_config cfg = {.backend = MS_DB_POSTGRES, .pg_conninfo = pg_admin_url};
+    ms_db_conn *c = NULL;
+    int rc = ms_db_open(&cfg, false, &c);
+    if (rc == 0) {
+        rc = ms_db_exec(c, sql, 0, NULL, NULL);
+        if (rc != 0)
+            fprintf(stderr, "%s: %s\n", sql, ms_db_errmsg(c));
+        ms_db_close(c);
+    }
+    return rc;
+}
+
+static int group_setup(void **state)
+{
+    const char *url = getenv("MS_TEST_PG_URL");
+    if (!url || !*url)
+        return 0;
+    snprintf(pg_admin_url, sizeof pg_admin_url, "%s", url);
+    snprintf(pg_dbname, sizeof pg_dbname, "ms_unit_%d", (int)getpid());
+    /* Same server and user, another database: replace the URL's last path element. */
+    const char *slash = strrchr(url, '/');
+    const char *query = strchr(slash ? slash : url, '?');
+    if (!slash || strstr(url, "://") + 2 == slash)
+        return -1;
+    snprintf(pg_test_url, sizeof pg_test_url, "%.*s/%s%s", (int)(slash - url), url, pg_dbname,
+             query ? query : "");
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", pg_dbname);
+    return admin_exec(sql) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    if (!pg_dbname[0])
+        return 0;
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_dbname);
+    return admin_exec(sql) == 0 ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    ms_db_backend backend = *(ms_db_backend *)*state;
+    fixture *f = calloc(1, sizeof *f);
+    f->cfg.backend = backend;
+    f->cfg.busy_timeout_ms = 5000;
+    if (backend == MS_DB_SQLITE) {
+        snprintf(f->dir, sizeof f->dir, "/tmp/ms_test_db_XXXXXX");
+        if (!mkdtemp(f->dir)) {
+            free(f);
+            return -1;
+        }
+        snprintf(f->path, sizeof f->path, "%s/test.db", f->dir);
+        f->cfg.sqlite_path = f->path;
+        f->is_ready = true;
+    } else if (pg_test_url[0]) {
+        f->cfg.pg_conninfo = pg_test_url;
+        ms_db_conn *c = open_conn(&f->cfg);
+        x(c, "DROP SCHEMA public CASCADE");
+        x(c, "CREATE SCHEMA public");
+        ms_db_close(c);
+        f->is_ready = true;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->dir[0]) {
+        const char *suffixes[] = {"", "-wal", "-shm"};
+        for (size_t i = 0; i < 3; i++) {
+            char p[160];
+            snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+            unlink(p);
+        }
+        rmdir(f->dir);
+    }
+    free(f);
+    return 0;
+}
+
+static fixture *ready(void **state)
+{
+    fixture *f = *state;
+    if (!f->is_ready)
+        skip(); /* PostgreSQL case without MS_TEST_PG_URL */
+    return f;
+}
+
+static void test_rows_nulls_affected(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    x(c, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)");
+    const char *rows[][3] = {{"1", "apple", "5"}, {"2", NULL, "7"}, {"3", "", "0"}};
+    for (int i = 0; i < 3; i++) {
+        ms_db_result *r = q(c, "INSERT INTO items (id, name, qty) VALUES ($1, $2, $3)", 3, rows[i]);
+        assert_int_equal(ms_db_affected(r), 1);
+        assert_int_equal(ms_db_nrows(r), 0);
+        ms_db_result_free(r);
+    }
+    const char *min[] = {"1"};
+    ms_db_result *r = q(c, "UPDATE items SET qty = qty + 1 WHERE qty > $1", 1, min);
+    assert_int_equal(ms_db_affected(r), 2);
+    ms_db_result_free(r);
+
+    r = q(c, "SELECT id, name, qty FROM items ORDER BY id", 0, NULL);
+    assert_int_equal(ms_db_nrows(r), 3);
+    assert_int_equal(ms_db_ncols(r), 3);
+    assert_int_equal(ms_db_affected(r), 0);
+    assert_string_equal(ms_db_get(r, 0, 1), "apple");
+    assert_string_equal(ms_db_get(r, 0, 2), "6");
+    assert_null(ms_db_get(r, 1, 1));
+    assert_string_equal(ms_db_get(r, 1, 2), "8");
+    assert_non_null(ms_db_get(r, 2, 1)); /* empty text is not NULL */
+    assert_string_equal(ms_db_get(r, 2, 1), "");
+    assert_string_equal(ms_db_get(r, 2, 2), "0");
+    ms_db_result_free(r);
+
+    const char *missing[] = {"99"};
+    r = q(c, "SELECT id, name FROM items WHERE id = $1", 1, missing);
+    assert_int_equal(ms_db_nrows(r), 0);
+    assert_int_equal(ms_db_ncols(r), 2);
+    ms_db_result_free(r);
+    r = q(c, "DELETE FROM items WHERE id = $1", 1, missing);
+    assert_int_equal(ms_db_affected(r), 0);
+    ms_db_result_free(r);
+    const char *two[] = {"2"};
+    r = q(c, "DELETE FROM items WHERE id = $1 RETURNING qty", 1, two);
+    assert_int_equal(ms_db_affected(r), 1);
+    assert_int_equal(ms_db_nrows(r), 1);
+    assert_string_equal(ms_db_get(r, 0, 0), "8");
+    ms_db_result_free(r);
+    assert_int_equal(count_rows(c, "items"), 2);
+    ms_db_close(c);
+}
+
+static void test_placeholders_out_of_order(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    x(c, "CREATE TABLE t (a TEXT, b TEXT)");
+    const char *ba[] = {"B", "A"};
+    ms_db_result *r = q(c, "INSERT INTO t (a, b) VALUES ($2, $1)", 2, ba);
+    ms_db_result_free(r);
+    x(c, "INSERT INTO t (a, b) VALUES ('B', 'A')");
+    r = q(c, "SELECT a, b FROM t WHERE a = $2 AND b = $1", 2, ba);
+    assert_int_equal(ms_db_nrows(r), 1);
+    assert_string_equal(ms_db_get(r, 0, 0), "A");
+    assert_string_equal(ms_db_get(r, 0, 1), "B");
+    ms_db_result_free(r);
+    /* One parameter used twice. */
+    const char *only_a[] = {"A"};
+    r = q(c, "SELECT a FROM t WHERE a = $1 OR b = $1 ORDER BY a", 1, only_a);
+    assert_int_equal(ms_db_nrows(r), 2);
+    ms_db_result_free(r);
+    /* A placeholder without a value is an error, and the connection stays usable. */
+    assert_int_equal(ms_db_exec(c, "SELECT a FROM t WHERE a = $2", 1, only_a, &r), MS_EDB);
+    assert_null(r);
+    assert_true(strlen(ms_db_errmsg(c)) > 0);
+    assert_int_equal(ms_db_ping(c), 0);
+    ms_db_close(c);
+}
+
+static void test_unique_violation_is_conflict(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    x(c, "CREATE TABLE users (email TEXT UNIQUE NOT NULL, n INTEGER)");
+    const char *first[] = {"secret-a@example.com", "1"};
+    ms_db_result_free(q(c, "INSERT INTO users (email, n) VALUES ($1, $2)", 2, first));
+    ms_db_result *r = NULL;
+    const char *dup[] = {"secret-a@example.com", "2"};
+    assert_int_equal(ms_db_exec(c, "INSERT INTO users (email, n) VALUES ($1, $2)", 2, dup, &r),
+                     MS_ECONFLICT);
+    assert_null(r);
+    assert_true(strlen(ms_db_errmsg(c)) > 0);
+    assert_null(strstr(ms_db_errmsg(c), "secret")); /* never parameter values */
+
+    /* In a transaction: the failed statement's batch leaves nothing behind. */
+    assert_int_equal(ms_db_begin(c), 0);
+    const char *other[] = {"b@example.com", "3"};
+    ms_db_result_free(q(c, "INSERT INTO users (email, n) VALUES ($1, $2)", 2, other));
+    assert_int_equal(ms_db_exec(c, "INSERT INTO users (email, n) VALUES ($1, $2)", 2, dup, NULL),
+                     MS_ECONFLICT);
+    assert_int_equal(ms_db_rollback(c), 0);
+
+    r = q(c, "SELECT email, n FROM users", 0, NULL);
+    assert_int_equal(ms_db_nrows(r), 1);
+    assert_string_equal(ms_db_get(r, 0, 0), "secret-a@example.com");
+    assert_string_equal(ms_db_get(r, 0, 1), "1");
+    ms_db_result_free(r);
+    /* NOT NULL and foreign keys (on by default on SQLite too) are conflicts as well. */
+    const char *null_email[] = {NULL, "4"};
+    assert_int_equal(
+        ms_db_exec(c, "INSERT INTO users (email, n) VALUES ($1, $2)", 2, null_email, NULL),
+        MS_ECONFLICT);
+    x(c, "CREATE TABLE orders (id INTEGER PRIMARY KEY, email TEXT NOT NULL "
+         "REFERENCES users (email))");
+    const char *orphan[] = {"nobody@example.com"};
+    assert_int_equal(
+        ms_db_exec(c, "INSERT INTO orders (id, email) VALUES (1, $1)", 1, orphan, NULL),
+        MS_ECONFLICT);
+    assert_int_equal(count_rows(c, "orders"), 0);
+    ms_db_close(c);
+}
+
+static void test_rollback_and_commit(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    ms_db_conn *other = open_conn(&f->cfg);
+    x(c, "CREATE TABLE t (n INTEGER)");
+    assert_int_equal(ms_db_begin(c), 0);
+    x(c, "INSERT INTO t VALUES (1)");
+    x(c, "INSERT INTO t VALUES (2)");
+    assert_int_equal(count_rows(c, "t"), 2);
+    assert_int_equal(count_rows(other, "t"), 0); /* not visible before commit */
+    assert_int_equal(ms_db_rollback(c), 0);
+    assert_int_equal(count_rows(c, "t"), 0);
+
+    assert_int_equal(ms_db_begin(c), 0);
+    x(c, "INSERT INTO t VALUES (3)");
+    assert_int_equal(ms_db_commit(c), 0);
+    assert_int_equal(count_rows(other, "t"), 1);
+    ms_db_close(other);
+    ms_db_close(c);
+}
+
+static const ms_migration migrations[] = {
+    {1, "create items", "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)",
+     "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT)"},
+    {2, "seed",
+     "INSERT INTO items (name) VALUES ('first'); CREATE INDEX items_name ON items (name)", NULL},
+    {5, "add qty", "ALTER TABLE items ADD COLUMN qty INTEGER NOT NULL DEFAULT 0", NULL},
+};
+
+static void test_migrations_applied_once(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    int applied = -1;
+    assert_int_equal(ms_db_migrate(c, migrations, 2, &applied), 0);
+    assert_int_equal(applied, 2);
+    assert_int_equal(ms_db_migrate(c, migrations, 2, &applied), 0);
+    assert_int_equal(applied, 0);
+    ms_db_close(c);
+
+    c = open_conn(&f->cfg);
+    assert_int_equal(ms_db_migrate(c, migrations, 3, &applied), 0);
+    assert_int_equal(applied, 1); /* only the new one */
+    assert_int_equal(ms_db_migrate(c, migrations, 3, NULL), 0);
+    ms_db_result *r = q(c, "SELECT id, name, qty FROM items", 0, NULL);
+    assert_int_equal(ms_db_nrows(r), 1); /* the seed ran once */
+    assert_string_equal(ms_db_get(r, 0, 0), "1");
+    assert_string_equal(ms_db_get(r, 0, 1), "first");
+    assert_string_equal(ms_db_get(r, 0, 2), "0");
+    ms_db_result_free(r);
+    r = q(c, "SELECT version FROM schema_migrations ORDER BY version", 0, NULL);
+    assert_int_equal(ms_db_nrows(r), 3);
+    assert_string_equal(ms_db_get(r, 2, 0), "5");
+    ms_db_result_free(r);
+    ms_db_close(c);
+}
+
+static void test_failed_migration_rolls_back(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    const ms_migration bad[] = {
+        migrations[0],
+        {2, "half done", "CREATE TABLE extra (x INTEGER); INSERT INTO missing VALUES (1)", NULL},
+        {3, "never reached", "CREATE TABLE later (x INTEGER)", NULL},
+    };
+    int applied = -1;
+    assert_int_equal(ms_db_migrate(c, bad, 3, &applied), MS_EDB);
+    assert_int_equal(applied, 1);
+    assert_true(strlen(ms_db_errmsg(c)) > 0);
+    assert_int_equal(count_rows(c, "schema_migrations"), 1);
+    ms_db_result *r = NULL;
+    assert_int_equal(ms_db_exec(c, "SELECT * FROM extra", 0, NULL, &r), MS_EDB);
+    assert_int_equal(ms_db_exec(c, "SELECT * FROM later", 0, NULL, &r), MS_EDB);
+    /* Versions out of order are refused before anything runs. */
+    const ms_migration unordered[] = {migrations[2], migrations[1]};
+    assert_int_equal(ms_db_migrate(c, unordered, 2, &applied), MS_EINVAL);
+    assert_int_equal(count_rows(c, "schema_migrations"), 1);
+    ms_db_close(c);
+}
+
+typedef struct migrator {
+    const ms_db_config *cfg;
+    uv_barrier_t *start;
+    int rc, applied;
+} migrator;
+
+static void migrate_thread(void *arg)
+{
+    migrator *m = arg;
+    ms_db_conn *c = NULL;
+    m->rc = ms_db_open(m->cfg, false, &c);
+    uv_barrier_wait(m->start);
+    if (m->rc == 0)
+        m->rc = ms_db_migrate(c, migrations, 3, &m->applied);
+    ms_db_close(c);
+}
+
+static void test_concurrent_migrations(void **state)
+{
+    fixture *f = ready(state);
+    enum { N = 4 };
+    uv_barrier_t start;
+    uv_barrier_init(&start, N);
+    migrator m[N];
+    uv_thread_t t[N];
+    for (int i = 0; i < N; i++) {
+        m[i] = (migrator){&f->cfg, &start, -1, 0};
+        assert_int_equal(uv_thread_create(&t[i], migrate_thread, &m[i]), 0);
+    }
+    int total = 0;
+    for (int i = 0; i < N; i++) {
+        uv_thread_join(&t[i]);
+        assert_int_equal(m[i].rc, 0);
+        total += m[i].applied;
+    }
+    uv_barrier_destroy(&start);
+    assert_int_equal(total, 3); /* each migration applied by exactly one process */
+    ms_db_conn *c = open_conn(&f->cfg);
+    assert_int_equal(count_rows(c, "items"), 1);
+    assert_int_equal(count_rows(c, "schema_migrations"), 3);
+    ms_db_close(c);
+}
+
+static void test_statement_cache_keys_on_text(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    char sql[64]; /* one buffer, many statements: the cache must not go by address */
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 100; i++) {
+            snprintf(sql, sizeof sql, "SELECT %d", i);
+            ms_db_result *r = q(c, sql, 0, NULL);
+            char want[16];
+            snprintf(want, sizeof want, "%d", i);
+            assert_string_equal(ms_db_get(r, 0, 0), want);
+            ms_db_result_free(r);
+        }
+    }
+    /* A cached statement still sees a table created after it was first prepared. */
+    x(c, "CREATE TABLE t (a INTEGER)");
+    x(c, "INSERT INTO t VALUES (1)");
+    ms_db_result *r = q(c, "SELECT * FROM t", 0, NULL);
+    assert_int_equal(ms_db_ncols(r), 1);
+    ms_db_result_free(r);
+    x(c, "ALTER TABLE t ADD COLUMN b TEXT");
+    r = q(c, "SELECT * FROM t", 0, NULL);
+    assert_int_equal(ms_db_ncols(r), 2);
+    ms_db_result_free(r);
+    ms_db_close(c);
+}
+
+static void test_bad_sql_is_db_error(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    ms_db_result *r = NULL;
+    assert_int_equal(ms_db_exec(c, "SELEC nothing", 0, NULL, &r), MS_EDB);
+    assert_null(r);
+    assert_true(strlen(ms_db_errmsg(c)) > 0);
+    assert_int_equal(ms_db_exec(c, "SELECT * FROM no_such_table", 0, NULL, NULL), MS_EDB);
+    assert_int_equal(ms_db_exec_script(c, "CREATE TABLE a (x INTEGER); CREATE TABLE b (y INTEGER)"),
+                     0);
+    assert_int_equal(count_rows(c, "b"), 0);
+    assert_int_equal(ms_db_ping(c), 0);
+    assert_int_equal(ms_db_backend_of(c), f->cfg.backend);
+    ms_db_close(c);
+}
+
+/* ---- SQLite only ---- */
+
+static void test_sqlite_busy_and_readonly(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *writer = open_conn(&f->cfg);
+    x(writer, "CREATE TABLE t (n INTEGER)");
+    x(writer, "INSERT INTO t VALUES (1)");
+    ms_db_config quick = f->cfg;
+    quick.busy_timeout_ms = 50;
+    ms_db_conn *second = open_conn(&quick);
+    assert_int_equal(ms_db_begin(writer), 0);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(ms_db_begin(second), MS_EBUSY);
+    assert_true(uv_hrtime() - t0 >= 40 * 1000000ULL); /* it did wait for the busy timeout */
+
+    ms_db_conn *ro = NULL;
+    assert_int_equal(ms_db_open(&f->cfg, true, &ro), 0);
+    assert_int_equal(count_rows(ro, "t"), 1); /* WAL: reads while a writer holds the lock */
+    assert_int_equal(ms_db_exec(ro, "INSERT INTO t VALUES (2)", 0, NULL, NULL), MS_EDB);
+    assert_int_equal(ms_db_commit(writer), 0);
+    ms_db_result *r = q(writer, "PRAGMA journal_mode", 0, NULL);
+    assert_string_equal(ms_db_get(r, 0, 0), "wal");
+    ms_db_result_free(r);
+    r = q(writer, "PRAGMA synchronous", 0, NULL);
+    assert_string_equal(ms_db_get(r, 0, 0), "2"); /* FULL */
+    ms_db_result_free(r);
+    ms_db_close(ro);
+    ms_db_close(second);
+    ms_db_close(writer);
+
+    ms_db_config missing = f->cfg;
+    missing.sqlite_path = "/nonexistent-dir/x.db";
+    ms_db_conn *none = NULL;
+    assert_int_equal(ms_db_open(&missing, false, &none), MS_ECONN);
+    assert_null(none);
+}
+
+/* ---- PostgreSQL only ---- */
+
+static void test_pg_timeouts_locks_and_lost_connections(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_config quick = f->cfg;
+    quick.busy_timeout_ms = 100;
+    ms_db_conn *c = open_conn(&quick);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(ms_db_exec(c, "SELECT pg_sleep(5)", 0, NULL, NULL), MS_ETIMEDOUT);
+    assert_true(uv_hrtime() - t0 < 2000 * 1000000ULL);
+
+    x(c, "CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    x(c, "INSERT INTO t VALUES (1)");
+    ms_db_conn *other = open_conn(&f->cfg);
+    assert_int_equal(ms_db_begin(other), 0);
+    x(other, "SELECT id FROM t WHERE id = 1 FOR UPDATE");
+    assert_int_equal(
+        ms_db_exec(c, "SELECT id FROM t WHERE id = 1 FOR UPDATE NOWAIT", 0, NULL, NULL), MS_EBUSY);
+    assert_int_equal(ms_db_rollback(other), 0);
+
+    /* Data errors quote the input: the message must not. */
+    const char *secret[] = {"secret-42x"};
+    assert_int_equal(ms_db_exec(c, "SELECT $1::integer", 1, secret, NULL), MS_EDB);
+    assert_null(strstr(ms_db_errmsg(c), "secret"));
+
+    /* A session killed by the server is a lost connection. */
+    ms_db_result *r = q(c, "SELECT pg_backend_pid()", 0, NULL);
+    const char *pid[] = {ms_db_get(r, 0, 0)};
+    ms_db_result_free(q(other, "SELECT pg_terminate_backend($1::integer)", 1, pid));
+    ms_db_result_free(r);
+    assert_int_equal(ms_db_ping(c), MS_ECONN);
+    ms_db_close(other);
+    ms_db_close(c);
+
+    ms_db_config nowhere = f->cfg;
+    nowhere.pg_conninfo = "postgresql://postgres@127.0.0.1:1/postgres";
+    ms_db_conn *none = NULL;
+    assert_int_equal(ms_db_open(&nowhere, false, &none), MS_ECONN);
+    assert_null(none);
+}
+
+#define BOTH(f)                                                                                    \
+    {#f "/sqlite", f, setup, teardown, &backend_sqlite},                                           \
+    {                                                                                              \
+#f "/postgres", f, setup, teardown, &backend_pg                                            \
+    }
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        BOTH(test_rows_nulls_affected),
+        BOTH(test_placeholders_out_of_order),
+        BOTH(test_unique_violation_is_conflict),
+        BOTH(test_rollback_and_commit),
+        BOTH(test_migrations_applied_once),
+        BOTH(test_failed_migration_rolls_back),
+        BOTH(test_concurrent_migrations),
+        BOTH(test_statement_cache_keys_on_text),
+        BOTH(test_bad_sql_is_db_error),
+        {"test_sqlite_busy_and_readonly", test_sqlite_busy_and_readonly, setup, teardown,
+         &backend_sqlite},
+        {"test_pg_timeouts_locks_and_lost_connections", test_pg_timeouts_locks_and_lost_connections,
+         setup, teardown, &backend_pg},
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
