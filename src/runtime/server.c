@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,9 @@ static struct {
     int nloops;
     ms_http_metrics **shards;
     int signals;
-} srv;
+    /* a scrape on one loop reads every loop's pool; a draining loop frees its own */
+    pthread_mutex_t pools_lock;
+} srv = {.pools_lock = PTHREAD_MUTEX_INITIALIZER};
 
 void ms_server_config_defaults(ms_server_config *cfg)
 {
@@ -108,10 +111,11 @@ static void collect_db(ms_buf *out, void *arg)
 {
     (void)arg;
     ms_db_pool_stats sum = {0};
+    pthread_mutex_lock(&srv.pools_lock);
     for (int i = 0; i < srv.nloops; i++) {
         ms_db_pool_stats s;
         if (!srv.loops[i].db)
-            return;
+            continue;
         ms_db_pool_get_stats(srv.loops[i].db, &s);
         sum.size += s.size;
         sum.overflow += s.overflow;
@@ -123,6 +127,7 @@ static void collect_db(ms_buf *out, void *arg)
         sum.reconnects_total += s.reconnects_total;
         sum.wait_seconds_sum += s.wait_seconds_sum;
     }
+    pthread_mutex_unlock(&srv.pools_lock);
     const char *svc = srv.cfg->service;
     ms_metrics_family(out, "db_pool_size", "gauge", "Connections the pool keeps open.");
     ms_metrics_sample(out, "db_pool_size", sum.size, "service", svc, NULL);
@@ -218,7 +223,11 @@ static void finish_drain(ms_loop *l)
 {
     uv_timer_stop(&l->drain_timer);
     if (l->db) {
-        ms_db_pool_close(l->db, on_pool_closed, l);
+        pthread_mutex_lock(&srv.pools_lock);
+        ms_db_pool *pool = l->db;
+        l->db = NULL; /* no scrape reads it from now on */
+        pthread_mutex_unlock(&srv.pools_lock);
+        ms_db_pool_close(pool, on_pool_closed, l);
         return;
     }
     on_pool_closed(l);

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` and CI run it:
+#   1. build the normal and the ASan+UBSan binaries (with -Werror)
+#   2. start a throwaway PostgreSQL on loopback
+#   3. unit tests (cmocka, via ctest) on both builds
+#   4. integration tests (pytest, real processes over real sockets) on both builds,
+#      each against SQLite and against PostgreSQL
+#   5. style and static analysis (clang-format, cppcheck)
+# Each runner prints its own summary; the last line sums them all.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc)
+results=$(mktemp -d)
+pgdir=""
+failed_steps=()
+
+cleanup() {
+    [ -n "$pgdir" ] && bash tests/lib/pg.sh stop "$pgdir" >/dev/null 2>&1
+    rm -rf "$results"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+build() { # dir, extra cmake flags...
+    local log="$results/build-$1.log"
+    if cmake -S . -B "$1" "${@:2}" >"$log" 2>&1 && cmake --build "$1" -j "$jobs" >>"$log" 2>&1; then
+        echo "$1: built"
+    else
+        cat "$log"
+        return 1
+    fi
+}
+
+step "build (release with debug info, and ASan+UBSan)"
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || { echo "build failed"; exit 1; }
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON || { echo "ASan build failed"; exit 1; }
+
+step "PostgreSQL for the tests"
+pgdir=$(mktemp -d /tmp/microshop-pg.XXXXXX)
+if ! MS_TEST_PG_URL=$(bash tests/lib/pg.sh start "$pgdir"); then
+    echo "cannot start PostgreSQL"
+    exit 1
+fi
+export MS_TEST_PG_URL
+echo "started at $MS_TEST_PG_URL"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23:strict_string_checks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+unit() { # build dir, label
+    step "unit tests ($2)"
+    (cd "$1" && ctest --output-on-failure --output-junit "$results/unit-$2.xml") ||
+        failed_steps+=("unit tests ($2)")
+}
+unit build release
+unit build-asan asan
+
+integration() { # binary, backend, label
+    step "integration tests ($3, $2)"
+    MS_BINARY="$root/$1" MS_TEST_BACKEND=$2 /usr/bin/python3 -m pytest tests/integration -q \
+        -p no:cacheprovider --junitxml="$results/it-$3-$2.xml" ||
+        failed_steps+=("integration tests ($3, $2)")
+}
+integration build/microshop sqlite release
+integration build/microshop postgres release
+integration build-asan/microshop sqlite asan
+integration build-asan/microshop postgres asan
+
+step "style and static analysis"
+if clang-format --dry-run --Werror $(git ls-files '*.c' '*.h') && echo "clang-format: clean" &&
+    cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+        --inline-suppr --suppress=missingIncludeSystem -I src src && echo "cppcheck: clean"; then
+    echo "lint: 1 passed, 0 failed"
+    echo '<testsuite tests="1" failures="0" errors="0" skipped="0"/>' >"$results/lint.xml"
+else
+    failed_steps+=("lint")
+    echo '<testsuite tests="1" failures="1" errors="0" skipped="0"/>' >"$results/lint.xml"
+fi
+
+step "summary"
+/usr/bin/python3 - "$results" <<'EOF'
+import glob, sys, xml.etree.ElementTree as ET
+tests = failures = skipped = 0
+for f in sorted(glob.glob(sys.argv[1] + "/*.xml")):
+    root = ET.parse(f).getroot()
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    for s in suites:
+        t, fl = int(s.get("tests", 0)), int(s.get("failures", 0)) + int(s.get("errors", 0))
+        sk = int(s.get("skipped", 0) or 0)
+        tests, failures, skipped = tests + t, failures + fl, skipped + sk
+print(f"all: {tests - failures - skipped} passed, {failures} failed, {skipped} skipped")
+EOF
+if [ ${#failed_steps[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed_steps[@]}"
+    exit 1
+fi
