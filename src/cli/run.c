@@ -44,6 +44,7 @@ static struct {
     uv_signal_t sigint, sigterm;
     uv_timer_t kill_timer, ready_timer;
     int ready_checks;
+    char **env;
 } sup;
 
 static void start_child(child *c);
@@ -116,10 +117,14 @@ static void start_child(child *c)
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
     };
+    /* Children get their own session, so a terminal's Ctrl-C reaches only the supervisor,
+     * which then drains them in order; MICROSHOP_PARENT_PID makes them exit if it dies. */
     uv_process_options_t opts = {
         .exit_cb = on_child_exit,
         .file = sup.exe,
         .args = args,
+        .env = sup.env,
+        .flags = UV_PROCESS_DETACHED,
         .stdio_count = 3,
         .stdio = stdio,
     };
@@ -187,12 +192,12 @@ static void print_banner(void)
     for (int i = 0; i < sup.n; i++)
         printf("  %-10s http://%s   (/health /ready /metrics)\n", sup.children[i].svc->name,
                sup.children[i].listen);
-    printf("\nTry it:\n"
-           "  curl -s -X POST http://%s/api/v1/users -H 'Content-Type: application/json' \\\n"
+    printf("\nTry it (copy and paste):\n"
+           "  ID=$(curl -s -X POST http://%s/api/v1/users -H 'Content-Type: application/json' \\\n"
            "       -d '{\"email\":\"ada-%.8s@example.com\",\"name\":\"Ada\","
-           "\"password\":\"correct horse battery\"}'\n"
-           "  curl -s http://%s/api/v1/users/ID -H 'X-User-Id: ID' -H 'X-User-Role: customer'\n"
-           "  (ID is the \"id\" the first call printed)\n\n"
+           "\"password\":\"correct horse battery\"}' | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
+           "  curl -s http://%s/api/v1/users/$ID -H \"X-User-Id: $ID\" "
+           "-H 'X-User-Role: customer'\n\n"
            "Press Ctrl-C to stop.\n",
            user, tag + 28, user);
     fflush(stdout);
@@ -237,6 +242,14 @@ int cmd_run(int argc, char **argv)
     sup.exe[n] = '\0';
     sup.data = data;
     sup.loop = uv_default_loop();
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    sup.env = ms_xcalloc(nenv + 2, sizeof(char *));
+    memcpy(sup.env, environ, nenv * sizeof(char *));
+    char parent[48];
+    snprintf(parent, sizeof parent, "MICROSHOP_PARENT_PID=%d", (int)getpid());
+    sup.env[nenv] = parent;
     signal(SIGPIPE, SIG_IGN);
     uv_signal_init(sup.loop, &sup.sigint);
     uv_signal_init(sup.loop, &sup.sigterm);
@@ -258,5 +271,6 @@ int cmd_run(int argc, char **argv)
     uv_timer_start(&sup.ready_timer, on_ready_timer, 50, 100);
     uv_run(sup.loop, UV_RUN_DEFAULT);
     uv_loop_close(sup.loop);
+    free(sup.env);
     return sup.status;
 }

@@ -1,5 +1,9 @@
 /* `microshop serve TARGET` and `microshop migrate TARGET`: one component, as a pod runs it. */
 #include <malloc.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -65,6 +69,32 @@ int cmd_migrate(int argc, char **argv)
     return migrate(svc, &db, true);
 }
 
+/* Under `microshop run` a child dies with its supervisor instead of lingering on the port. */
+static void follow_supervisor(void)
+{
+    const char *parent = getenv("MICROSHOP_PARENT_PID");
+    if (!parent)
+        return;
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != (pid_t)atoi(parent))
+        exit(1); /* the supervisor died before the line above */
+}
+
+int cmd_routes(int argc, char **argv)
+{
+    const ms_service *svc = target_arg("routes", argc, argv);
+    if (!svc)
+        return 2;
+    ms_router *router = ms_router_new();
+    if (svc->add_routes(router) < 0)
+        MS_BUG("a service route template is malformed");
+    for (int i = 0; i < ms_router_count(router); i++)
+        printf("%s %s\n", ms_router_route(router, i)->method, ms_router_route(router, i)->template);
+    printf("GET /health\nGET /ready\nGET /metrics\n");
+    ms_router_free(router);
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     const ms_service *svc = target_arg("serve", argc, argv);
@@ -76,6 +106,7 @@ int cmd_serve(int argc, char **argv)
     int rc = options_parse(&o, svc, true, argc, argv, 3, &server, &db);
     if (rc)
         return rc == 1 ? 0 : rc;
+    follow_supervisor();
     /* Large blocks (a password hash takes 19 MiB) must go back to the system when freed, not
      * stay in a heap: a fixed mmap threshold stops glibc from raising it after the first one. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
