@@ -32,9 +32,7 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 lint:
-	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
-	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --inline-suppr -I src src
+	bash scripts/lint.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -258,7 +258,7 @@ int cmd_run(int argc, char **argv)
     uv_timer_init(sup.loop, &sup.kill_timer);
     uv_timer_init(sup.loop, &sup.ready_timer);
 
-    for (int i = 0; ms_targets[i] && i < MAX_CHILDREN; i++, sup.n++) {
+    for (int i = 0; i < MAX_CHILDREN && ms_targets[i]; i++, sup.n++) {
         child *c = &sup.children[i];
         c->svc = ms_targets[i];
         /* the embedded ports keep their offsets from 8080 (user 8081, order 8082, ...) */

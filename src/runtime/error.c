@@ -39,7 +39,8 @@ void ms_bug__internal(const char *file, int line, const char *msg)
     abort();
 }
 
-static void *oom(size_t n)
+static void oom(size_t n) __attribute__((noreturn));
+static void oom(size_t n)
 {
     fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", n);
     abort();
@@ -48,19 +49,25 @@ static void *oom(size_t n)
 void *ms_xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
-    return p ? p : oom(n);
+    if (!p)
+        oom(n);
+    return p;
 }
 
 void *ms_xcalloc(size_t count, size_t n)
 {
     void *p = calloc(count ? count : 1, n ? n : 1);
-    return p ? p : oom(count * n);
+    if (!p)
+        oom(count * n);
+    return p;
 }
 
 void *ms_xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
-    return q ? q : oom(n);
+    if (!q)
+        oom(n);
+    return q;
 }
 
 char *ms_xstrdup(const char *s)
