@@ -78,9 +78,12 @@ void ms_buf_printf(ms_buf *b, const char *fmt, ...)
 void ms_buf_consume(ms_buf *b, size_t n)
 {
     if (n >= b->n) {
+        memset(b->p, 0, b->n);
         b->n = 0;
         return;
     }
     memmove(b->p, b->p + n, b->n - n);
+    /* clear the vacated tail: request bytes (passwords) must not linger in a reused buffer */
+    memset(b->p + b->n - n, 0, n);
     b->n -= n;
 }
