@@ -34,8 +34,8 @@ build() { # dir, extra cmake flags...
 }
 
 step "build (release with debug info, and ASan+UBSan)"
-build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || { echo "build failed"; exit 1; }
-build build-asan -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON || { echo "ASan build failed"; exit 1; }
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TESTS=ON || { echo "build failed"; exit 1; }
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_TESTS=ON || { echo "ASan build failed"; exit 1; }
 
 step "PostgreSQL for the tests"
 pgdir=$(mktemp -d /tmp/microshop-pg.XXXXXX)

@@ -179,7 +179,6 @@ enum {
     NBUCKETS = sizeof bucket_bounds / sizeof bucket_bounds[0],
     NMETHODS = 8,
     NROUTES = MS_ROUTER_MAX_ROUTES + 1, /* the last one is "no route matched" */
-    NSTATUS = 16,
 };
 static const char *const method_names[NMETHODS] = {"GET",   "HEAD",   "POST",    "PUT",
                                                    "PATCH", "DELETE", "OPTIONS", "OTHER"};
@@ -188,9 +187,38 @@ typedef struct {
     uint64_t buckets[NBUCKETS + 1]; /* per bucket, not cumulative; the last is +Inf */
     double sum;
     uint64_t count;
-    int status[NSTATUS];
-    uint64_t status_count[NSTATUS];
+    int nstatus, status_cap; /* the statuses seen, in first-seen order */
+    int *status;
+    uint64_t *status_count;
 } series;
+
+/* Adds `count` answers with `status` to a series' status list. */
+static void add_status(series *s, int status, uint64_t count)
+{
+    for (int i = 0; i < s->nstatus; i++) {
+        if (s->status[i] == status) {
+            s->status_count[i] += count;
+            return;
+        }
+    }
+    if (s->nstatus == s->status_cap) {
+        s->status_cap = s->status_cap ? s->status_cap * 2 : 4;
+        s->status = ms_xrealloc(s->status, (size_t)s->status_cap * sizeof *s->status);
+        s->status_count =
+            ms_xrealloc(s->status_count, (size_t)s->status_cap * sizeof *s->status_count);
+    }
+    s->status[s->nstatus] = status;
+    s->status_count[s->nstatus++] = count;
+}
+
+static void series_free(series *s)
+{
+    if (s) {
+        free(s->status);
+        free(s->status_count);
+        free(s);
+    }
+}
 
 struct ms_http_metrics {
     pthread_mutex_t lock;
@@ -211,7 +239,7 @@ void ms_http_metrics_free(ms_http_metrics *m)
         return;
     for (int r = 0; r < NROUTES; r++)
         for (int k = 0; k < NMETHODS; k++)
-            free(m->s[r][k]);
+            series_free(m->s[r][k]);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -253,13 +281,7 @@ void ms_http_metrics_observe(ms_http_metrics *m, int route_index, int method, in
     s->buckets[b]++;
     s->sum += seconds;
     s->count++;
-    for (int i = 0; i < NSTATUS; i++) {
-        if (s->status[i] == status || s->status[i] == 0) {
-            s->status[i] = status;
-            s->status_count[i]++;
-            break;
-        }
-    }
+    add_status(s, status, 1);
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -287,22 +309,15 @@ void ms_http_metrics_render(ms_buf *out, const char *service, const ms_router *r
         if (r >= nroutes && r != NROUTES - 1)
             continue;
         for (int k = 0; k < NMETHODS; k++) {
-            memset(sum, 0, sizeof *sum);
+            sum->nstatus = 0; /* the status arrays are reused from pair to pair */
             for (int i = 0; i < nshards; i++) {
                 pthread_mutex_lock(&shards[i]->lock);
                 const series *s = shards[i]->s[r][k];
-                for (int j = 0; s && j < NSTATUS && s->status[j]; j++) {
-                    for (int t = 0; t < NSTATUS; t++) {
-                        if (sum->status[t] == s->status[j] || sum->status[t] == 0) {
-                            sum->status[t] = s->status[j];
-                            sum->status_count[t] += s->status_count[j];
-                            break;
-                        }
-                    }
-                }
+                for (int j = 0; s && j < s->nstatus; j++)
+                    add_status(sum, s->status[j], s->status_count[j]);
                 pthread_mutex_unlock(&shards[i]->lock);
             }
-            for (int t = 0; t < NSTATUS && sum->status[t]; t++) {
+            for (int t = 0; t < sum->nstatus; t++) {
                 char code[8];
                 snprintf(code, sizeof code, "%d", sum->status[t]);
                 ms_metrics_sample(out, "requests_total", (double)sum->status_count[t], "service",
@@ -318,7 +333,9 @@ void ms_http_metrics_render(ms_buf *out, const char *service, const ms_router *r
         if (r >= nroutes && r != NROUTES - 1)
             continue;
         for (int k = 0; k < NMETHODS; k++) {
-            memset(sum, 0, sizeof *sum);
+            memset(sum->buckets, 0, sizeof sum->buckets);
+            sum->sum = 0;
+            sum->count = 0;
             for (int i = 0; i < nshards; i++) {
                 pthread_mutex_lock(&shards[i]->lock);
                 const series *s = shards[i]->s[r][k];
@@ -351,7 +368,7 @@ void ms_http_metrics_render(ms_buf *out, const char *service, const ms_router *r
                               service, "method", method_names[k], "endpoint", ep, NULL);
         }
     }
-    free(sum);
+    series_free(sum);
 
     long conns = 0;
     for (int i = 0; i < nshards; i++) {
