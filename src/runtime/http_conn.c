@@ -44,7 +44,8 @@ struct ms_http_conn {
     int error_status; /* set by a parser callback that refuses the message */
     const char *error_detail;
     bool message_done, in_dispatch, keep_alive, eof, reading, timer_is_header;
-    int refs; /* tcp handle + timer handle + the request being handled */
+    bool write_blocked; /* answers pile up unread: no more requests until they drain */
+    int refs;           /* tcp handle + timer handle + the request being handled */
 };
 
 typedef struct {
@@ -52,7 +53,12 @@ typedef struct {
     char *data;
 } write_req;
 
-enum { READ_CHUNK = 4096, MAX_BUFFERED = 64 * 1024, LINGER_MS = 2000 };
+enum {
+    READ_CHUNK = 4096,
+    MAX_BUFFERED = 64 * 1024,     /* unparsed input kept while a handler works */
+    MAX_WRITE_QUEUE = 256 * 1024, /* unsent answers before pipelined requests wait */
+    LINGER_MS = 2000,
+};
 
 static void process(ms_http_conn *c);
 static int start_reading(ms_http_conn *c);
@@ -173,8 +179,15 @@ static void on_write(uv_write_t *req, int status)
     ms_http_conn *c = req->data;
     free(w->data);
     free(w);
-    if (status < 0)
+    if (status < 0) {
         conn_close(c);
+        return;
+    }
+    if (c->write_blocked &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < MAX_WRITE_QUEUE / 2) {
+        c->write_blocked = false;
+        uv_timer_start(&c->timer, on_resume, 0, 0);
+    }
 }
 
 /* Sends `out` (taking its storage). */
@@ -354,6 +367,12 @@ void ms_http_respond(ms_http_request *req, int status, const char *content_type,
         return;
     }
     c->phase = PH_HEADERS;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > MAX_WRITE_QUEUE) {
+        /* a client that pipelines without reading: wait until it reads (on_write resumes) */
+        c->write_blocked = true;
+        uv_timer_start(&c->timer, on_idle_timeout, c->loop->cfg->idle_timeout_ms, 0);
+        return;
+    }
     /* Continue with pipelined bytes after the handler has returned: it may still touch
      * the request's memory on its way out. */
     if (!c->in_dispatch)
@@ -766,7 +785,7 @@ static void feed_error(ms_http_conn *c)
 static void process(ms_http_conn *c)
 {
     c->in_dispatch = true;
-    while (c->phase == PH_HEADERS || c->phase == PH_BODY) {
+    while ((c->phase == PH_HEADERS || c->phase == PH_BODY) && !c->write_blocked) {
         if (c->phase == PH_HEADERS) {
             /* RFC 9112 2.2: empty lines before a request line are ignored */
             while (c->in.n >= 2 && c->in.p[0] == '\r' && c->in.p[1] == '\n')
