@@ -45,6 +45,10 @@ void ms_db__set_error(ms_db_conn *c, const char *fmt, ...) __attribute__((format
 uint64_t ms_db__hash(const char *s, size_t n);
 
 int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out);
+/* SQLite in WAL mode: a value that changes whenever any connection of any process commits,
+ * read from the WAL index header in shared memory without a system call. MS_EIO when it cannot
+ * be read (no WAL index yet): then a snapshot must not be reused. */
+int ms_db__sqlite_change_token(ms_db_conn *c, uint64_t *out);
 int ms_db__pg_open(const ms_db_config *cfg, ms_db_conn **out);
 
 #endif

@@ -47,7 +47,11 @@ struct ms_db_pool {
     uv_timer_t timer;
     uint64_t timer_due; /* UINT64_MAX when not armed */
     ms_db_conn *reader; /* SQLite MS_DB_READ connection, opened on first use */
-    bool is_closing, is_timer_closed;
+    /* the reader's read transaction, kept while nothing commits (see run_inline) */
+    uv_prepare_t read_end;
+    bool is_read_open;
+    uint64_t read_token;
+    bool is_closing, is_timer_closed, is_prepare_closed;
     void (*on_closed)(void *);
     void *on_closed_arg;
     uint64_t checkouts, timeouts, reconnects;
@@ -123,7 +127,8 @@ static void timer_cb(uv_timer_t *t);
 /* Frees the pool once nothing can call back into it any more. */
 static void maybe_finish(ms_db_pool *p)
 {
-    if (!p->is_closing || !p->is_timer_closed || p->pending > 0 || p->open > 0)
+    if (!p->is_closing || !p->is_timer_closed || !p->is_prepare_closed || p->pending > 0 ||
+        p->open > 0)
         return;
     void (*cb)(void *) = p->on_closed;
     void *arg = p->on_closed_arg;
@@ -255,6 +260,13 @@ static void timer_close_cb(uv_handle_t *h)
     maybe_finish(p);
 }
 
+static void prepare_close_cb(uv_handle_t *h)
+{
+    ms_db_pool *p = h->data;
+    p->is_prepare_closed = true;
+    maybe_finish(p);
+}
+
 /* Takes a connection back from finished work. */
 static void release(ms_db_pool *p, slot *s)
 {
@@ -317,22 +329,60 @@ int ms_db_pool_new(uv_loop_t *loop, const ms_db_config *cfg, int share, ms_db_po
         MS_BUG("uv_mutex_init failed");
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
+    uv_prepare_init(loop, &p->read_end);
+    p->read_end.data = p;
     p->timer_due = UINT64_MAX;
     publish(p);
     *out = p;
     return 0;
 }
 
-/* SQLite reads run right here: a WAL reader never waits for the writer, and a short read costs
- * less than a trip through the thread pool. */
+static void end_read(ms_db_pool *p)
+{
+    if (p->is_read_open) {
+        p->is_read_open = false;
+        ms_db_exec_script(p->reader, "COMMIT");
+    }
+    uv_prepare_stop(&p->read_end);
+}
+
+static void on_read_end(uv_prepare_t *h)
+{
+    end_read(h->data);
+}
+
+/*
+ * SQLite reads run right here: a WAL reader never waits for the writer, and a short read costs
+ * less than a trip through the thread pool.
+ *
+ * Each SQLite read transaction costs two fcntl() calls (the WAL read lock), as much as the rest
+ * of a GET. So the reader keeps its transaction across reads for as long as the WAL index says
+ * nothing has committed since it began (a memory read, see ms_db__sqlite_change_token): a read
+ * on a reused snapshot sees the latest commit, exactly as a fresh one would. The transaction
+ * ends before the loop next waits for I/O (uv_prepare), so it is never held while idle and a
+ * writer's WAL reset is not held off.
+ */
 static void run_inline(ms_db_pool *p, ms_db_work_fn work, ms_db_done_fn done, void *arg)
 {
     int rc = 0;
     if (!p->reader)
         rc = ms_db_open(&p->cfg, true, &p->reader);
     if (rc == 0) {
+        uint64_t token;
+        bool known = ms_db__sqlite_change_token(p->reader, &token) == 0;
+        if (p->is_read_open && (!known || token != p->read_token))
+            end_read(p);
+        if (!p->is_read_open && known && ms_db_exec_script(p->reader, "BEGIN") == 0) {
+            /* the token is read before the snapshot is taken: a commit in between only makes
+             * the next check end this transaction early */
+            p->is_read_open = true;
+            p->read_token = token;
+            uv_prepare_start(&p->read_end, on_read_end);
+        }
         p->checkouts++;
         rc = work(p->reader, arg);
+        if (rc < 0)
+            end_read(p);
         if (rc == MS_ECONN) {
             ms_db_close(p->reader);
             p->reader = NULL;
@@ -391,6 +441,9 @@ void ms_db_pool_close(ms_db_pool *p, void (*on_closed)(void *arg), void *arg)
     p->waiting = 0;
     stop_timer(p);
     uv_close((uv_handle_t *)&p->timer, timer_close_cb);
+    if (p->reader)
+        end_read(p);
+    uv_close((uv_handle_t *)&p->read_end, prepare_close_cb);
     while (p->idle) {
         slot *s = p->idle;
         p->idle = s->next_idle;

@@ -438,6 +438,44 @@ static void test_sqlite_read_runs_inline(void **state)
     close_pool(f, p);
 }
 
+/* Inserts one row through a connection of its own, as another process would. */
+static void insert_elsewhere(fixture *f)
+{
+    ms_db_conn *c = NULL;
+    assert_int_equal(ms_db_open(&f->cfg, false, &c), 0);
+    assert_int_equal(ms_db_exec(c, "INSERT INTO t (n) VALUES (7)", 0, NULL, NULL), 0);
+    ms_db_close(c);
+}
+
+static void test_sqlite_reused_snapshot_sees_every_commit(void **state)
+{
+    fixture *f = *state;
+    ms_db_pool *p = new_pool(f, 1, 0);
+    /* Several reads in one loop iteration share a read transaction, but a commit made in
+     * between, by any connection, must be visible to the very next read. */
+    for (int expect = 0; expect < 3; expect++) {
+        call r = {.f = f, .value = -1};
+        ms_db_pool_run(p, MS_DB_READ, deadline_in(f, 1000), work_count, done_record, &r);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.value, expect);
+        call again = {.f = f, .value = -1};
+        ms_db_pool_run(p, MS_DB_READ, deadline_in(f, 1000), work_count, done_record, &again);
+        assert_int_equal(again.value, expect);
+        insert_elsewhere(f);
+    }
+    /* The loop ends the read transaction before it waits: a checkpoint that needs every
+     * reader gone (TRUNCATE) then completes. */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    ms_db_conn *c = NULL;
+    ms_db_result *r = NULL;
+    assert_int_equal(ms_db_open(&f->cfg, false, &c), 0);
+    assert_int_equal(ms_db_exec(c, "PRAGMA wal_checkpoint(TRUNCATE)", 0, NULL, &r), 0);
+    assert_string_equal(ms_db_get(r, 0, 0), "0"); /* not busy */
+    ms_db_result_free(r);
+    ms_db_close(c);
+    close_pool(f, p);
+}
+
 static void run_and_wait(fixture *f, ms_db_pool *p, ms_db_work_fn fn, call *k)
 {
     ms_db_pool_run(p, MS_DB_WRITE, deadline_in(f, 5000), fn, done_record, k);
@@ -597,6 +635,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_share_divides_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_read_runs_inline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sqlite_reused_snapshot_sees_every_commit, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_lost_connection_is_not_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_connection_is_recycled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pg_pre_ping_reconnects, setup, teardown),
