@@ -1,5 +1,4 @@
-/* test_arena_buf.c — arena.c (alignment, big allocations, reset, printf), buf.c (growth,
- * printf, consume, ms_str_ieq) and id.c (UUIDv7 layout and order, ms_uuid_valid, ms_time_now). */
+/* test_arena_buf.c — arena.c, buf.c and id.c (UUIDv7 layout and order, timestamps) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

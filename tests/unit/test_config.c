@@ -1,5 +1,4 @@
-/* test_config.c — config.c: flag forms, env fallback and precedence, range and usage errors,
- * --help, and ms_config_split_listen. */
+/* test_config.c — config.c: flags, env fallback, range/usage errors, --help, split_listen */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>

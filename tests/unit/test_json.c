@@ -1,5 +1,4 @@
-/* test_json.c — the pure parts of json.c (ms_json_check, ms_utf8_length, is_json_type) and
- * problem.c's MS_E* → HTTP status mapping. */
+/* test_json.c — json.c (ms_json_check, utf8 length, is_json_type), problem.c status mapping */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

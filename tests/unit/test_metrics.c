@@ -1,5 +1,4 @@
-/* test_metrics.c — metrics.c: escaping, sample and family lines, HTTP shards summed at render,
- * cumulative histograms, "unmatched" endpoint, and the whole exposition through promtool. */
+/* test_metrics.c — metrics.c: format, escaping, HTTP shards, histograms, promtool check */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
