@@ -315,9 +315,9 @@ static void finish_request(ms_http_conn *c, int status)
         snprintf(st, sizeof st, "%d", status);
         snprintf(ms, sizeof ms, "%.3f", secs * 1000);
         ms_log(status >= 500 ? MS_LOG_WARN : MS_LOG_INFO, "request", "method",
-               http_method_str((enum http_method)r->method), "path", r->path ? r->path : "",
-               "endpoint", r->route ? r->route->template : "", "#status", st, "#duration_ms", ms,
-               NULL);
+               r->method < 0 ? "-" : http_method_str((enum http_method)r->method), "path",
+               r->path ? r->path : "", "endpoint", r->route ? r->route->template : "", "#status",
+               st, "#duration_ms", ms, NULL);
     }
 }
 
@@ -468,7 +468,7 @@ static void start_message(ms_http_conn *c)
 {
     ms_http_request *r = &c->req;
     ms_arena_reset(&r->arena);
-    r->method = 0;
+    r->method = -1; /* not parsed yet (0 would be DELETE) */
     r->path = NULL;
     r->query = "";
     r->body = "";
@@ -588,6 +588,7 @@ static int on_headers_complete(http_parser *p)
     ms_http_conn *c = p->data;
     ms_http_request *r = &c->req;
     const ms_server_config *cfg = c->loop->cfg;
+    r->method = p->method;
     for (int i = 0; i < r->nheaders; i++) {
         if (check_header(c, &r->headers[i]) < 0) {
             c->error_status = 400;
@@ -624,20 +625,19 @@ static int on_headers_complete(http_parser *p)
         c->error_detail = "the request body is larger than the limit";
         return -1;
     }
-    if (!c->url || (c->url[0] != '/' && strcmp(c->url, "*") != 0)) {
+    if (!c->url || (c->url[0] != '/' && (strcmp(c->url, "*") != 0 || p->method != HTTP_OPTIONS))) {
         c->error_status = 400;
         c->error_detail = "the request target must be an absolute path";
         return -1;
     }
-    r->method = p->method;
+    char *hash = strchr(c->url, '#'); /* a fragment is never the server's business */
+    if (hash)
+        *hash = '\0';
     char *q = strchr(c->url, '?');
     if (q) {
         *q = '\0';
         r->query = q + 1;
     }
-    char *hash = strchr(r->query, '#');
-    if (hash)
-        *hash = '\0';
     r->path = c->url;
     if (c->expect_continue && (c->te_seen || p->content_length > 0)) {
         ms_buf cont;

@@ -137,6 +137,47 @@ bool ms_json_reject(ms_http_request *req, json_t *malformed, json_t *invalid)
     return false;
 }
 
+void ms_json_put_string(ms_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    ms_buf_add(b, "\"", 1);
+    const char *run = s; /* bytes that need no escape are copied in runs */
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        ms_buf_add(b, run, (size_t)(s - run));
+        run = s + 1;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            ms_buf_add(b, e, 2);
+        } else if (c == '\n') {
+            ms_buf_add(b, "\\n", 2);
+        } else if (c == '\t') {
+            ms_buf_add(b, "\\t", 2);
+        } else if (c == '\r') {
+            ms_buf_add(b, "\\r", 2);
+        } else {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            ms_buf_add(b, e, 6);
+        }
+    }
+    ms_buf_add(b, run, (size_t)(s - run));
+    ms_buf_add(b, "\"", 1);
+}
+
+static int dump_to_buf(const char *p, size_t n, void *arg)
+{
+    ms_buf_add(arg, p, n);
+    return 0;
+}
+
+void ms_json_put_doc(ms_buf *b, json_t *doc)
+{
+    json_dump_callback(doc, dump_to_buf, b, JSON_COMPACT);
+    json_decref(doc);
+}
+
 size_t ms_utf8_length(const char *s)
 {
     size_t n = 0;

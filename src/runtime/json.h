@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "runtime/buf.h"
 #include "runtime/http.h"
 
 /*
@@ -39,6 +40,12 @@ void ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const cha
 /* When either list has entries, answers 400 (malformed first) or 422 and returns true.
  * Consumes both lists either way. */
 bool ms_json_reject(ms_http_request *req, json_t *malformed, json_t *invalid);
+
+/* Appends `s` as a JSON string literal (quoted, escaped): for hand-written answers on hot
+ * paths, where building a jansson tree costs more than the rest of the request. */
+void ms_json_put_string(ms_buf *b, const char *s);
+/* Appends `doc` as compact JSON; consumes it. */
+void ms_json_put_doc(ms_buf *b, json_t *doc);
 
 /* Number of code points in a UTF-8 string (jansson has already checked the encoding). */
 size_t ms_utf8_length(const char *s);

@@ -71,6 +71,8 @@ int ms_router_add(ms_router *r, const char *method, const char *template, ms_htt
 /* Matches the segments only; binds parameters into req when `bind`. */
 static bool match_path(const route_entry *e, const char *path, ms_http_request *req, bool bind)
 {
+    if (path[0] != '/')
+        return false; /* "*" (OPTIONS) names no resource */
     const char *p = path + 1;
     int nparams = 0;
     for (int i = 0; i < e->nseg; i++) {

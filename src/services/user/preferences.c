@@ -20,10 +20,10 @@ typedef struct {
     const char *id;
     const char *language, *currency, *marketing_emails; /* PUT: "0" or "1" */
     char now[MS_TIME_LEN + 1];
-    json_t *result;
+    ms_buf result; /* the answer's JSON text */
 } preferences_call;
 
-static int load_preferences(ms_db_conn *c, const char *id, json_t **out)
+static int load_preferences(ms_db_conn *c, const char *id, ms_buf *out)
 {
     ms_db_result *r = NULL;
     const char *params[] = {id};
@@ -37,10 +37,11 @@ static int load_preferences(ms_db_conn *c, const char *id, json_t **out)
     if (rc == 0) {
         const char *lang = ms_db_get(r, 0, 0), *cur = ms_db_get(r, 0, 1);
         const char *mail = ms_db_get(r, 0, 2), *updated = ms_db_get(r, 0, 3);
-        *out = json_pack("{s:s, s:s, s:b, s:o}", "language", lang ? lang : DEFAULT_LANGUAGE,
-                         "currency", cur ? cur : DEFAULT_CURRENCY, "marketing_emails",
-                         mail && strcmp(mail, "0") != 0, "updated_at",
-                         updated ? json_string(updated) : json_null());
+        ms_json_put_doc(out, json_pack("{s:s, s:s, s:b, s:o}", "language",
+                                       lang ? lang : DEFAULT_LANGUAGE, "currency",
+                                       cur ? cur : DEFAULT_CURRENCY, "marketing_emails",
+                                       mail && strcmp(mail, "0") != 0, "updated_at",
+                                       updated ? json_string(updated) : json_null()));
     }
     ms_db_result_free(r);
     return rc;
@@ -76,8 +77,7 @@ static int put_work(ms_db_conn *c, void *arg)
         rc = ms_db_commit(c);
     if (rc < 0) {
         ms_db_rollback(c);
-        json_decref(k->result);
-        k->result = NULL;
+        k->result.n = 0;
     }
     return rc;
 }
@@ -85,7 +85,7 @@ static int put_work(ms_db_conn *c, void *arg)
 static void done(int rc, void *arg)
 {
     preferences_call *k = arg;
-    user_answer(k->req, rc, 200, k->result, "cannot reach preferences");
+    user_answer(k->req, rc, 200, &k->result, "cannot reach preferences");
 }
 
 static preferences_call *begin(ms_http_request *req)

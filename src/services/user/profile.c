@@ -18,7 +18,7 @@ typedef struct {
     const char *id;
     const char *phone, *line1, *city, *postal_code, *country; /* PUT: NULL for null */
     char now[MS_TIME_LEN + 1];
-    json_t *result;
+    ms_buf result; /* the answer's JSON text */
 } profile_call;
 
 static json_t *nullable(const char *s)
@@ -26,7 +26,7 @@ static json_t *nullable(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-static int load_profile(ms_db_conn *c, const char *id, json_t **out)
+static int load_profile(ms_db_conn *c, const char *id, ms_buf *out)
 {
     ms_db_result *r = NULL;
     const char *params[] = {id};
@@ -43,8 +43,9 @@ static int load_profile(ms_db_conn *c, const char *id, json_t **out)
             address = json_pack("{s:s, s:s, s:s, s:s}", "line1", ms_db_get(r, 0, 1), "city",
                                 ms_db_get(r, 0, 2), "postal_code", ms_db_get(r, 0, 3), "country",
                                 ms_db_get(r, 0, 4));
-        *out = json_pack("{s:o, s:o, s:o}", "phone", nullable(ms_db_get(r, 0, 0)), "address",
-                         address, "updated_at", nullable(ms_db_get(r, 0, 5)));
+        ms_json_put_doc(out,
+                        json_pack("{s:o, s:o, s:o}", "phone", nullable(ms_db_get(r, 0, 0)),
+                                  "address", address, "updated_at", nullable(ms_db_get(r, 0, 5))));
     }
     ms_db_result_free(r);
     return rc;
@@ -81,8 +82,7 @@ static int put_work(ms_db_conn *c, void *arg)
         rc = ms_db_commit(c);
     if (rc < 0) {
         ms_db_rollback(c);
-        json_decref(k->result);
-        k->result = NULL;
+        k->result.n = 0;
     }
     return rc;
 }
@@ -90,7 +90,7 @@ static int put_work(ms_db_conn *c, void *arg)
 static void done(int rc, void *arg)
 {
     profile_call *k = arg;
-    user_answer(k->req, rc, 200, k->result, "cannot reach a profile");
+    user_answer(k->req, rc, 200, &k->result, "cannot reach a profile");
 }
 
 static profile_call *begin(ms_http_request *req)

@@ -39,8 +39,9 @@ int user_exists(ms_db_conn *c, const char *id);
 /* The {id} of the path when the caller may reach it; otherwise answers 401/403/404 and
  * returns NULL. */
 const char *user_path_id(ms_http_request *req);
-/* Answers a finished call: `result` with `status` (consumed), or the error mapped at the
+/* Answers a finished call: the JSON text `result` with `status` (released either way), or the
+ * error mapped at the
  * edge; server errors are logged with `what`. */
-void user_answer(ms_http_request *req, int rc, int status, json_t *result, const char *what);
+void user_answer(ms_http_request *req, int rc, int status, ms_buf *result, const char *what);
 
 #endif
