@@ -119,13 +119,15 @@ ms_route_result ms_router_match(const ms_router *r, ms_http_request *req, const 
             *route = &e->pub;
             return MS_ROUTE_FOUND;
         }
-        size_t mlen = strlen(e->pub.method);
+        /* a GET route also answers HEAD, so Allow names both */
+        const char *m = strcmp(e->pub.method, "GET") == 0 ? "GET, HEAD" : e->pub.method;
+        size_t mlen = strlen(m);
         if (used + mlen + 3 < allow_n && !strstr(allow, e->pub.method)) {
             if (used) {
                 memcpy(allow + used, ", ", 2);
                 used += 2;
             }
-            memcpy(allow + used, e->pub.method, mlen + 1);
+            memcpy(allow + used, m, mlen + 1);
             used += mlen;
         }
     }
