@@ -46,14 +46,8 @@ int ms_config_parse(const ms_option *opts, size_t n, int argc, char **argv, int 
                     size_t errn)
 {
     char source[96];
-    for (size_t i = 0; i < n; i++) {
-        const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
-        if (v && *v) {
-            snprintf(source, sizeof source, "the environment variable %s", opts[i].env);
-            if (set_value(&opts[i], v, source, err, errn) < 0)
-                return MS_EINVAL;
-        }
-    }
+    bool from_flag[n > 0 ? n : 1]; /* a flag wins: its variable is not even read */
+    memset(from_flag, 0, sizeof from_flag);
     for (int a = first; a < argc; a++) {
         const char *arg = argv[a];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -67,9 +61,12 @@ int ms_config_parse(const ms_option *opts, size_t n, int argc, char **argv, int 
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const ms_option *o = NULL;
-        for (size_t i = 0; i < n && !o; i++)
-            if (strlen(opts[i].flag) == len && !strncmp(opts[i].flag, name, len))
+        for (size_t i = 0; i < n && !o; i++) {
+            if (strlen(opts[i].flag) == len && !strncmp(opts[i].flag, name, len)) {
                 o = &opts[i];
+                from_flag[i] = true;
+            }
+        }
         if (!o) {
             snprintf(err, errn, "unknown flag '--%.*s' (see --help)", (int)len, name);
             return MS_EINVAL;
@@ -79,7 +76,7 @@ int ms_config_parse(const ms_option *opts, size_t n, int argc, char **argv, int 
             v = eq + 1;
         } else if (o->type == MS_OPT_BOOL && (a + 1 >= argc || !strncmp(argv[a + 1], "--", 2))) {
             v = "true";
-        } else if (a + 1 < argc) {
+        } else if (a + 1 < argc && strncmp(argv[a + 1], "--", 2) != 0) {
             v = argv[++a];
         } else {
             snprintf(err, errn, "the flag --%s needs a value", o->flag);
@@ -88,6 +85,14 @@ int ms_config_parse(const ms_option *opts, size_t n, int argc, char **argv, int 
         snprintf(source, sizeof source, "--%s", o->flag);
         if (set_value(o, v, source, err, errn) < 0)
             return MS_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *v = opts[i].env && !from_flag[i] ? getenv(opts[i].env) : NULL;
+        if (v && *v) {
+            snprintf(source, sizeof source, "the environment variable %s", opts[i].env);
+            if (set_value(&opts[i], v, source, err, errn) < 0)
+                return MS_EINVAL;
+        }
     }
     return 0;
 }
@@ -121,9 +126,9 @@ int ms_config_split_listen(const char *s, char host[64], int *port)
         s++;
         colon = close + 1;
     } else {
-        colon = strrchr(s, ':');
-        if (!colon)
-            return MS_EINVAL;
+        colon = strchr(s, ':');
+        if (!colon || strchr(colon + 1, ':'))
+            return MS_EINVAL; /* an IPv6 address needs its brackets */
         hlen = (size_t)(colon - s);
     }
     if (hlen == 0 || hlen >= 64)
@@ -132,10 +137,12 @@ int ms_config_split_listen(const char *s, char host[64], int *port)
     host[hlen] = '\0';
     if (!strcmp(host, "localhost"))
         memcpy(host, "127.0.0.1", 10);
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end || p < 0 || p > 65535)
+    const char *digits = colon + 1;
+    size_t nd = strspn(digits, "0123456789");
+    if (nd == 0 || nd > 5 || digits[nd] != '\0')
+        return MS_EINVAL;
+    long p = strtol(digits, NULL, 10);
+    if (p > 65535)
         return MS_EINVAL;
     unsigned char tmp[16];
     if (inet_pton(AF_INET, host, tmp) != 1 && inet_pton(AF_INET6, host, tmp) != 1)

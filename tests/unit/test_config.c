@@ -302,21 +302,44 @@ static void test_split_listen_localhost(void **state)
     assert_int_equal(port, 1);
 }
 
+static void test_flag_wins_over_bad_env(void **state)
+{
+    /* a valid flag is enough even when the variable it overrides is invalid */
+    targets *t = *state;
+    char err[256];
+    setenv(ENV_THREADS, "lots", 1);
+    assert_int_equal(parse(t, err, sizeof err, "--threads", "2", NULL), 0);
+    assert_int_equal(t->threads, 2);
+}
+
+static void test_flag_value_is_not_a_flag(void **state)
+{
+    targets *t = *state;
+    char err[256];
+    assert_int_equal(parse(t, err, sizeof err, "--listen", "--threads", "2", NULL), MS_EINVAL);
+    assert_non_null(strstr(err, "--listen needs a value"));
+    assert_string_equal(t->listen, "127.0.0.1:8080");
+}
+
 static void test_split_listen_bad_forms(void **state)
 {
     static const char *const bad[] = {
-        "127.0.0.1",       /* no port */
-        "127.0.0.1:",      /* empty port */
-        "127.0.0.1:70000", /* port out of range */
-        "127.0.0.1:-1",    /* negative port */
-        "127.0.0.1:80x",   /* junk after the port */
-        "example.com:80",  /* a name, not an address */
-        ":80",             /* empty host */
-        "[]:80",           /* empty v6 host */
-        "[::1]",           /* v6 without port */
-        "[::1]80",         /* v6 without colon */
-        "[::1:80",         /* unclosed bracket */
-        "256.0.0.1:80",    /* not an address */
+        "127.0.0.1",        /* no port */
+        "127.0.0.1:",       /* empty port */
+        "127.0.0.1:70000",  /* port out of range */
+        "127.0.0.1:-1",     /* negative port */
+        "127.0.0.1:80x",    /* junk after the port */
+        "example.com:80",   /* a name, not an address */
+        ":80",              /* empty host */
+        "[]:80",            /* empty v6 host */
+        "[::1]",            /* v6 without port */
+        "[::1]80",          /* v6 without colon */
+        "[::1:80",          /* unclosed bracket */
+        "256.0.0.1:80",     /* not an address */
+        "::1:80",           /* v6 without brackets: which colon ends the host? */
+        "127.0.0.1:+80",    /* a sign is not a port */
+        "127.0.0.1: 80",    /* nor is a space */
+        "127.0.0.1:000080", /* six digits */
         "",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -349,6 +372,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_env_fallback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_env_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flag_wins_over_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flag_wins_over_bad_env, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flag_value_is_not_a_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_int_range_error_names_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_int_range_error_names_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_flag, setup, teardown),
