@@ -122,7 +122,7 @@ class Database:
         if self.name:
             import psycopg2
             if self._pg is None:
-                self._pg = psycopg2.connect(self.url)
+                self._pg = psycopg2.connect(self.url, application_name="ms-it")
                 self._pg.autocommit = True
             yield self._pg
             return

@@ -110,7 +110,8 @@ def test_query_string_is_not_part_of_the_path(server):
 def test_chunked_request_body_creates_a_user(server):
     body = user_body().encode()
     chunks = [body[:7], body[7:30], body[30:]]
-    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in chunks) + b"0\r\n\r\n"
+    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in chunks)
+    wire += b"0\r\nX-Checksum: none\r\n\r\n"  # with a trailer field
     with RawConn(server) as c:
         c.send(raw_request("POST", "/api/v1/users",
                            {"Content-Type": "application/json",
@@ -167,16 +168,27 @@ def test_chunked_body_over_limit_is_413(server):
 
 # ---- header limits ----
 
-def test_header_block_over_16k_is_431(server):
+def head_of_size(n):
+    """A GET /health whose header block (request line to the blank line) is n bytes."""
+    base = len(raw_request("GET", "/health", {"X-Big": ""}))
+    return raw_request("GET", "/health", {"X-Big": "a" * (n - base)})
+
+
+def test_header_block_of_16k_is_served_and_one_byte_more_is_431(server):
     with RawConn(server) as c:
-        c.send(raw_request("GET", "/health", {"X-Big": "a" * (17 * 1024)}))
+        c.send(head_of_size(16 * 1024))
+        assert c.response().status_code == 200
+        c.send(head_of_size(16 * 1024 + 1))
         assert_closed_after(c, c.response(), 431)
 
 
-def test_header_block_under_16k_is_served(server):
+def test_huge_header_block_is_431(server):
     with RawConn(server) as c:
-        c.send(raw_request("GET", "/health", {"X-Big": "a" * (15 * 1024)}))
-        assert c.response().status_code == 200
+        try:
+            c.send(head_of_size(1024 * 1024))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert_closed_after(c, c.response(), 431)
 
 
 def test_101_header_fields_are_431_and_100_are_served(server):
@@ -226,6 +238,9 @@ SMUGGLING = [
                        b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
                        b"zz\r\n{}\r\n0\r\n\r\n"),
     ("garbage-request-line", b"HELLO\r\n\r\n"),
+    ("lowercase-method", b"get /health HTTP/1.1\r\nHost: t\r\n\r\n"),
+    ("nul-in-header", b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n"),
+    ("space-in-target", b"GET /he alth HTTP/1.1\r\nHost: t\r\n\r\n"),
 ]
 
 
@@ -262,6 +277,25 @@ def test_pipelined_writes_with_bodies_are_answered_in_order(server):
         answers = [c.response() for _ in range(4)]
     assert [a.status_code for a in answers] == [201, 201, 201, 200]
     assert [a.json()["email"] for a in answers[:3]] == [json.loads(b)["email"] for b in bodies]
+
+
+def test_request_after_connection_close_is_not_answered(server):
+    with RawConn(server) as c:
+        c.send(raw_request("GET", "/health", {"Connection": "close"}) + HEALTH)
+        assert c.response().status_code == 200
+        assert c.is_closed()
+
+
+def test_empty_lines_before_a_request_are_ignored(server):
+    with RawConn(server) as c:
+        c.send(b"\r\n\r\n" + HEALTH)
+        assert c.response().status_code == 200
+
+
+def test_http_2_request_line_is_505(server):
+    with RawConn(server) as c:
+        c.send(b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n")
+        assert_closed_after(c, c.response(), 505)
 
 
 def test_pipelined_request_after_an_error_is_not_answered(server):

@@ -58,6 +58,12 @@ def test_requests_total_counts_by_route_template(server):
 
 def test_metrics_exposition_is_valid(server):
     server.create_user()
+    for wire in (b"HELLO\r\n\r\n", b"BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n",
+                 b"GET /\"quote\\ HTTP/1.1\r\nHost: t\r\n\r\n",
+                 raw_request("GET", "/health", {"X-Big": "a" * 20000})):
+        with RawConn(server) as c:  # refused requests must not break the exposition
+            c.send(wire)
+            assert c.response().status_code >= 400
     r = server.get("/metrics")
     assert r.status_code == 200
     assert r.headers["Content-Type"] == METRICS_TYPE
@@ -245,6 +251,55 @@ def test_sigint_drains_too(start_server):
     assert s.db.count("users", "WHERE id = ?", [user["id"]]) == 1
 
 
+def test_idle_keep_alive_connections_do_not_hold_up_shutdown(start_server):
+    s = start_server()
+    with RawConn(s) as idle:
+        idle.send(raw_request("GET", "/health"))
+        assert idle.response().status_code == 200
+        t0 = time.monotonic()
+        s.signal(signal.SIGTERM)
+        assert idle.is_closed(), "the idle connection was not closed on SIGTERM"
+    assert s.wait(15 * SLOW) == 0, s.log_tail()
+    assert time.monotonic() - t0 < 3 * SLOW  # the drain limit is 10 s
+
+
+def test_drain_timeout_bounds_shutdown_with_a_stuck_request(start_server):
+    s = start_server("--drain-timeout-ms", "500", "--db-busy-timeout-ms", "8000",
+                     "--request-timeout-ms", "8000")
+    user = s.create_user()
+    with s.db.write_lock("user_preferences"), RawConn(s) as stuck:
+        stuck.send(raw_request("PUT", f"/api/v1/users/{user['id']}/preferences",
+                               {"Content-Type": "application/json", **ident(user["id"])},
+                               body="{}"))
+        poll(lambda: s.metric("db_pool_connections", service="user", state="in_use"),
+             5 * SLOW, what="the PUT to hold a database connection")
+        t0 = time.monotonic()
+        s.signal(signal.SIGTERM)
+        try:
+            s.proc.wait(0.5 + 2 * SLOW)
+        except subprocess.TimeoutExpired:
+            pass
+        elapsed = time.monotonic() - t0
+        exited_in_time = s.proc.returncode is not None
+    assert s.wait(15 * SLOW) == 0, s.log_tail()
+    assert exited_in_time, f"running {elapsed:.1f} s after SIGTERM, --drain-timeout-ms 500"
+
+
+# ---- deadlines ----
+
+def test_request_deadline_answers_504_in_time(start_server):
+    s = start_server("--request-timeout-ms", "500", "--db-busy-timeout-ms", "5000")
+    user = s.create_user()
+    with s.db.write_lock("user_preferences"):
+        t0 = time.monotonic()
+        r = s.request("PUT", f"/api/v1/users/{user['id']}/preferences", user=user["id"],
+                      json={"language": "de"})
+        elapsed = time.monotonic() - t0
+    assert_problem(r, 504)
+    assert elapsed < 0.5 + 1.0 * SLOW, f"answered after {elapsed:.2f} s"
+    assert s.get("/health").status_code == 200
+
+
 # ---- pool exhaustion ----
 
 def test_pool_exhaustion_answers_503_quickly_and_recovers(start_server):
@@ -277,6 +332,57 @@ def test_pool_exhaustion_answers_503_quickly_and_recovers(start_server):
     assert s.metric("db_pool_timeouts_total", service="user") >= 1
     assert s.get("/health").status_code == 200 and s.get("/ready").status_code == 200
     assert put_prefs(second).status_code == 200
+
+
+# ---- PostgreSQL connection loss ----
+
+pg_only = pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL sessions only")
+
+
+def pg_admin(sql):
+    import psycopg2
+    conn = psycopg2.connect(os.environ["MS_TEST_PG_URL"])
+    conn.autocommit = True
+    try:
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
+def terminate_sessions(db):
+    """Ends the server's PostgreSQL sessions (not the test's own reading session)."""
+    pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             f"WHERE datname = '{db.name}' AND application_name <> 'ms-it'")
+
+
+@pg_only
+def test_pre_ping_replaces_a_connection_the_database_dropped(start_server):
+    s = start_server("--threads", "1")
+    user = s.create_user()
+    assert s.get(f"/api/v1/users/{user['id']}", user=user["id"]).status_code == 200
+    terminate_sessions(s.db)
+    time.sleep(1.1)  # pre-ping checks connections idle for more than a second
+    r = s.get(f"/api/v1/users/{user['id']}", user=user["id"])
+    assert r.status_code == 200, r.text
+    assert s.metric("db_pool_reconnects_total", service="user") >= 1
+
+
+@pg_only
+def test_ready_follows_the_database(start_server):
+    s = start_server("--threads", "1")
+    user = s.create_user()
+    pg_admin(f"ALTER DATABASE {s.db.name} ALLOW_CONNECTIONS false")
+    try:
+        terminate_sessions(s.db)
+        time.sleep(1.1)
+        r = s.get("/ready")
+        assert_problem(r, 503)
+        assert_problem(s.get(f"/api/v1/users/{user['id']}", user=user["id"]), 503)
+        assert s.get("/health").status_code == 200  # liveness does not depend on the database
+    finally:
+        pg_admin(f"ALTER DATABASE {s.db.name} ALLOW_CONNECTIONS true")
+    poll(lambda: s.get("/ready").status_code == 200, 5 * SLOW, what="/ready = 200")
+    assert s.get(f"/api/v1/users/{user['id']}", user=user["id"]).status_code == 200
 
 
 # ---- durability ----
@@ -358,7 +464,7 @@ def test_run_supervises_the_user_service():
     log = open(os.path.join(data, "run.log"), "wb")
     sup = subprocess.Popen([BINARY, "run", "--data", data, "--port-base", str(base)],
                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                           env=clean_env(), start_new_session=True)
+                           env=clean_env())
     try:
         banner = b""
         deadline = time.monotonic() + 20 * SLOW
@@ -372,16 +478,15 @@ def test_run_supervises_the_user_service():
         url = f"http://127.0.0.1:{base + 1}"
         assert "Ctrl-C" in text and url in text, text
 
-        post = re.search(r"curl .*?-X POST (\S+/api/v1/users).*?-d '([^']+)'", text, re.S)
-        get = re.search(r"curl -s (\S+/api/v1/users/)ID -H 'X-User-Id: ID' "
-                        r"-H 'X-User-Role: (\w+)'", text)
-        assert post and get, text
-        r = requests.post(post.group(1), data=post.group(2),
-                          headers={"Content-Type": "application/json"}, timeout=10 * SLOW)
-        assert r.status_code == 201, r.text
-        uid = r.json()["id"]
-        r = requests.get(get.group(1) + uid, headers=ident(uid, get.group(2)), timeout=10 * SLOW)
-        assert r.status_code == 200 and r.json()["id"] == uid
+        # the example lines must work as printed: run them and read the user they print
+        example = text.split("Try it", 1)[1].split("\n", 1)[1].split("Press Ctrl-C")[0]
+        assert f"{url}/api/v1/users" in example and "X-User-Role" in example, example
+        p = subprocess.run(["bash", "-c", example], capture_output=True, text=True,
+                           timeout=20 * SLOW)
+        assert p.returncode == 0, p.stderr
+        user = json.loads(p.stdout.strip().splitlines()[-1])
+        uid = user["id"]
+        assert user["name"] and "@" in user["email"], user
 
         child, = children_of(sup.pid)
         os.kill(child, signal.SIGKILL)
@@ -405,7 +510,9 @@ def test_run_supervises_the_user_service():
         assert refuses_connections(base + 1)
     finally:
         if sup.poll() is None:
-            os.killpg(sup.pid, signal.SIGKILL)
+            for pid in children_of(sup.pid):
+                os.kill(pid, signal.SIGKILL)
+            sup.kill()
             sup.wait()
         sup.stdout.close()
         log.close()

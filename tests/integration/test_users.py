@@ -63,13 +63,14 @@ def test_create_then_get_reads_the_same_user(server):
 @pytest.mark.parametrize("changes", [
     {"name": "x" * 100},
     {"name": "é" * 100},                      # 100 code points, 200 bytes
-    {"name": "Zoë 李"},
+    {"name": "Zoë \"Z\" \\ 李 😀 </script>"},
     {"password": "12345678"},
     {"password": "p" * 128},
     {"password": "ñ" * 8},
     {"email": f"first.last+tag-{uuid.uuid4().hex[:6]}@mail.example.co.uk"},
-], ids=["name-100", "name-100-multibyte", "name-unicode", "password-8", "password-128",
-        "password-8-multibyte", "email-plus-subdomains"])
+    {"email": f"{uuid.uuid4().hex[:8]}{'l' * 56}@{'d' * 63}.{'e' * 63}.{'f' * 57}.com"},
+], ids=["name-100", "name-100-multibyte", "name-escapes-and-emoji", "password-8",
+        "password-128", "password-8-multibyte", "email-plus-subdomains", "email-254"])
 def test_create_accepts_boundary_values(server, changes):
     doc = body(**changes)
     r = post(server, doc)
@@ -134,6 +135,8 @@ BAD_CREATE = [
     ("email-numeric-tld", {"email": "ada@example.123"}, 422, "email"),
     ("email-local-65", {"email": "a" * 65 + "@example.com"}, 422, "email"),
     ("email-empty", {"email": ""}, 422, "email"),
+    ("email-255", {"email": f"{'l' * 64}@{'d' * 63}.{'e' * 63}.{'f' * 58}.com"}, 422, "email"),
+    ("email-non-ascii", {"email": "zoë@example.com"}, 422, "email"),
     ("name-empty", {"name": ""}, 422, "name"),
     ("name-101", {"name": "x" * 101}, 422, "name"),
     ("name-101-multibyte", {"name": "é" * 101}, 422, "name"),
@@ -143,6 +146,7 @@ BAD_CREATE = [
     ("name-newline", {"name": "Ada\nLovelace"}, 422, "name"),
     ("name-tab", {"name": "Ada\tLovelace"}, 422, "name"),
     ("name-del", {"name": "Ada\x7f"}, 422, "name"),
+    ("name-c1-control", {"name": "Ada\u0085Lovelace"}, 422, "name"),  # NEL, category Cc
     ("password-7", {"password": "1234567"}, 422, "password"),
     ("password-129", {"password": "p" * 129}, 422, "password"),
     ("password-empty", {"password": ""}, 422, "password"),
@@ -176,6 +180,9 @@ BAD_BODIES = [
     ("number", b"42"),
     ("duplicate-key", json.dumps(body()).encode()[:-1] + b', "name": "Other"}'),
     ("two-documents", b'{"email": "a@example.com"} {}'),
+    ("nul-escape", b'{"email": "a@example.com", "name": "A\\u0000B", "password": "12345678"}'),
+    ("lone-surrogate", b'{"email": "a@example.com", "name": "\\ud800", "password": "12345678"}'),
+    ("nested-too-deep", b'{"name": ' + b"[" * 100000 + b"]" * 100000 + b"}"),
 ]
 
 
