@@ -121,7 +121,9 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         rc = MS_EINVAL;
     }
     if (rc == 0 && !o->database_url) {
-        if (make_dirs(o->data) < 0 || access(o->data, W_OK) < 0) {
+        struct stat st;
+        if (make_dirs(o->data) < 0 || stat(o->data, &st) < 0 || !S_ISDIR(st.st_mode) ||
+            access(o->data, W_OK) < 0) {
             snprintf(err, sizeof err, "the data directory '%s' cannot be created or written",
                      o->data);
             rc = MS_EINVAL;
