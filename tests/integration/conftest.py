@@ -223,7 +223,13 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def log_tail(self, n=40):
-        return "\n".join(self.log_text().splitlines()[-n:])
+        """The last lines of stderr, or the start of a sanitizer report when there is one."""
+        lines = self.log_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.search(r"ERROR: (Address|Leak)Sanitizer|runtime error:", line):
+                report = [x for x in lines[i:] if not re.match(r"\s*(=>)?0x", x)]
+                return "\n".join(lines[max(0, i - 3):i] + report[:n])
+        return "\n".join(lines[-n:])
 
     def request(self, method, path, user=None, role="customer", headers=None, **kw):
         """A request through `requests`; `user` is sent as the caller identity."""
