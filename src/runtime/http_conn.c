@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "runtime/error.h"
 #include "runtime/http_internal.h"
@@ -26,6 +27,7 @@ typedef enum { PH_HEADERS, PH_BODY, PH_HANDLING, PH_CLOSING } conn_phase;
 struct ms_http_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_timer_t reap; /* frees a connection that died during a handler, after it returns */
     ms_loop *loop;
     ms_http_conn *prev, *next;
     http_parser parser;
@@ -120,6 +122,11 @@ static void on_header_timeout(uv_timer_t *t)
 static void on_resume(uv_timer_t *t)
 {
     process(t->data);
+}
+
+static void on_reap(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, on_handle_closed); /* drops the request's reference */
 }
 
 /* ---- writing ---- */
@@ -359,9 +366,15 @@ void ms_http_respond(ms_http_request *req, int status, const char *content_type,
     bool dead = uv_is_closing((uv_handle_t *)&c->tcp);
     conn_send(c, &out);
     finish_request(c, status);
-    conn_unref(c); /* frees the connection if it died while the handler worked */
-    if (dead)
+    if (dead) {
+        /* The connection died while the handler worked. Free it on the next loop turn: the
+         * handler may still touch the request's memory on its way out. */
+        uv_timer_init(&c->loop->uv, &c->reap);
+        c->reap.data = c;
+        uv_timer_start(&c->reap, on_reap, 0, 0);
         return;
+    }
+    conn_unref(c);
     if (close_after) {
         start_shutdown(c);
         return;
@@ -624,6 +637,13 @@ static int on_headers_complete(http_parser *p)
         c->error_status = 413;
         c->error_detail = "the request body is larger than the limit";
         return -1;
+    }
+    if (c->url &&
+        (strncasecmp(c->url, "http://", 7) == 0 || strncasecmp(c->url, "https://", 8) == 0)) {
+        /* absolute-form (RFC 9112 3.2.2): a server must accept it; the path is what routes */
+        const char *authority = strstr(c->url, "//") + 2;
+        const char *path = authority + strcspn(authority, "/?#");
+        c->url = *path == '/' ? (char *)path : ms_arena_printf(&r->arena, "/%s", path);
     }
     if (!c->url || (c->url[0] != '/' && (strcmp(c->url, "*") != 0 || p->method != HTTP_OPTIONS))) {
         c->error_status = 400;
