@@ -34,12 +34,26 @@ ms_db_backend ms_db_backend_of(const ms_db_conn *c)
     return c->backend;
 }
 
+uint64_t ms_db__now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+void ms_db_set_deadline(ms_db_conn *c, uint64_t deadline_ms)
+{
+    c->deadline_ms = deadline_ms;
+}
+
 int ms_db_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
                ms_db_result **out)
 {
     if (out)
         *out = NULL;
     c->errmsg[0] = '\0';
+    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
+        ms_db__set_error(c, "the request's deadline passed");
+        return MS_ETIMEDOUT;
+    }
     return c->ops->exec(c, sql, nparams, params, out);
 }
 

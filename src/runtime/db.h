@@ -54,6 +54,13 @@ int ms_db_exec_script(ms_db_conn *c, const char *sql);
 int ms_db_begin(ms_db_conn *c);
 int ms_db_commit(ms_db_conn *c);
 int ms_db_rollback(ms_db_conn *c);
+/*
+ * Sets the deadline of the work running on this connection: an absolute uv_hrtime() time in
+ * ms (uv_now() of a loop is the same clock). Once it has passed, statements fail with
+ * MS_ETIMEDOUT instead of starting, and lock waits (SQLite) and statements (PostgreSQL) are
+ * cut short at it. 0 means none. The pool sets it from the request's deadline.
+ */
+void ms_db_set_deadline(ms_db_conn *c, uint64_t deadline_ms);
 /* A round trip that proves the connection works. */
 int ms_db_ping(ms_db_conn *c);
 /* Text of the last error on this connection (static until the next call). */

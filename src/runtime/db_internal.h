@@ -23,8 +23,12 @@ typedef struct ms_db_ops {
 struct ms_db_conn {
     const ms_db_ops *ops;
     ms_db_backend backend;
+    uint64_t deadline_ms; /* see ms_db_set_deadline; 0: none */
     char errmsg[512];
 };
+
+/* Now, on the clock of deadlines (ms). */
+uint64_t ms_db__now_ms(void);
 
 /* Cells are NUL-terminated texts in one buffer; offs[i] == MS_DB_NULL_OFF marks SQL NULL.
  * Offsets, not pointers, because buf moves as it grows. */

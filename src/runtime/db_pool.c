@@ -33,6 +33,7 @@ typedef struct request {
     int rc;
     bool reconnected;
     uint64_t queued_ms, expires_ms;
+    uint64_t deadline_ms; /* the request's: statements stop at it */
     struct request *next; /* waiter FIFO */
 } request;
 
@@ -111,7 +112,9 @@ static void work_cb(uv_work_t *w)
         }
         s->opened_ns = uv_hrtime();
     }
+    ms_db_set_deadline(s->db, r->deadline_ms);
     r->rc = r->fn(s->db, r->arg);
+    ms_db_set_deadline(s->db, 0);
     s->used_ns = uv_hrtime();
     if (r->rc == MS_ECONN) { /* closed here, not on the loop: closing may block */
         ms_db_close(s->db);
@@ -362,7 +365,8 @@ static void on_read_end(uv_prepare_t *h)
  * ends before the loop next waits for I/O (uv_prepare), so it is never held while idle and a
  * writer's WAL reset is not held off.
  */
-static void run_inline(ms_db_pool *p, ms_db_work_fn work, ms_db_done_fn done, void *arg)
+static void run_inline(ms_db_pool *p, uint64_t deadline, ms_db_work_fn work, ms_db_done_fn done,
+                       void *arg)
 {
     int rc = 0;
     if (!p->reader)
@@ -380,7 +384,9 @@ static void run_inline(ms_db_pool *p, ms_db_work_fn work, ms_db_done_fn done, vo
             uv_prepare_start(&p->read_end, on_read_end);
         }
         p->checkouts++;
+        ms_db_set_deadline(p->reader, deadline);
         rc = work(p->reader, arg);
+        ms_db_set_deadline(p->reader, 0);
         if (rc < 0)
             end_read(p);
         if (rc == MS_ECONN) {
@@ -400,7 +406,7 @@ void ms_db_pool_run(ms_db_pool *p, int flags, uint64_t deadline, ms_db_work_fn w
         return;
     }
     if ((flags & MS_DB_READ) && p->cfg.backend == MS_DB_SQLITE) {
-        run_inline(p, work, done, arg);
+        run_inline(p, deadline, work, done, arg);
         return;
     }
     request *r = ms_xcalloc(1, sizeof *r);
@@ -410,6 +416,7 @@ void ms_db_pool_run(ms_db_pool *p, int flags, uint64_t deadline, ms_db_work_fn w
     r->arg = arg;
     r->queued_ms = uv_now(p->loop);
     r->expires_ms = deadline;
+    r->deadline_ms = deadline;
     if (p->cfg.pool_timeout_ms > 0 && r->queued_ms + (uint64_t)p->cfg.pool_timeout_ms < deadline)
         r->expires_ms = r->queued_ms + (uint64_t)p->cfg.pool_timeout_ms;
     slot *s;

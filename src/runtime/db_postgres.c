@@ -82,6 +82,8 @@ typedef struct cached_stmt {
 typedef struct pg_conn {
     ms_db_conn base;
     PGconn *pg;
+    int statement_timeout_ms; /* configured (busy_timeout_ms) */
+    int session_timeout_ms;   /* what the session has now */
     cached_stmt cache[STMT_CACHE_SIZE];
     uint64_t clock, next_id;
 } pg_conn;
@@ -168,13 +170,39 @@ static bool is_stale_plan(const PGresult *res)
     return state && msg && strcmp(state, "0A000") == 0 && strstr(msg, "cached plan must not");
 }
 
+static int pg_exec_script(ms_db_conn *c, const char *sql);
+
+/* Keeps statement_timeout at the configured value, or at the time left before the work's
+ * deadline when that is shorter, so a statement blocked on a lock ends when the request's time
+ * is up. The SET is sent only when the value changes: ordinary requests pay nothing. */
+static int fit_statement_timeout(pg_conn *p)
+{
+    int want = p->statement_timeout_ms; /* 0: no limit */
+    if (p->base.deadline_ms) {
+        uint64_t now = ms_db__now_ms();
+        uint64_t left = p->base.deadline_ms > now ? p->base.deadline_ms - now : 1;
+        if (want == 0 || left < (uint64_t)want)
+            want = (int)left;
+    }
+    if (want == p->session_timeout_ms)
+        return 0;
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %d", want);
+    int rc = pg_exec_script(&p->base, sql);
+    if (rc == 0)
+        p->session_timeout_ms = want;
+    return rc;
+}
+
 static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
                    ms_db_result **out)
 {
     pg_conn *p = (pg_conn *)c;
     const char *name;
     PGresult *res = NULL;
-    int rc;
+    int rc = fit_statement_timeout(p);
+    if (rc < 0)
+        return rc;
     for (int attempt = 0;; attempt++) {
         if ((rc = get_stmt(p, sql, &name)) < 0)
             return rc;
@@ -257,10 +285,9 @@ int ms_db__pg_open(const ms_db_config *cfg, ms_db_conn **out)
         goto out;
     }
     pq.PQsetNoticeReceiver(p->pg, ignore_notice, NULL);
-    char sql[64];
-    snprintf(sql, sizeof sql, "SET statement_timeout = %d",
-             cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0);
-    if ((rc = pg_exec_script(&p->base, sql)) < 0)
+    p->statement_timeout_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0;
+    p->session_timeout_ms = -1; /* unknown: the first fit sets it */
+    if ((rc = fit_statement_timeout(p)) < 0)
         ms_log(MS_LOG_ERROR, "postgres session setup failed", "error", p->base.errmsg, NULL);
 out:
     if (rc < 0) {

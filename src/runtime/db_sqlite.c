@@ -34,7 +34,36 @@ typedef struct sqlite_conn {
     uint64_t clock;
     char *path;
     const uint32_t *wal_index; /* read-only mapping of the -shm file, or NULL */
+    int busy_timeout_ms;
+    uint64_t busy_since_ms;
+    bool busy_hit_deadline;
 } sqlite_conn;
+
+/*
+ * Waits for a lock like sqlite3_busy_timeout, but never past the work's deadline: a request
+ * blocked behind another writer ends with MS_ETIMEDOUT (504) when its time is up.
+ */
+static int on_busy(void *arg, int count)
+{
+    sqlite_conn *s = arg;
+    uint64_t now = ms_db__now_ms();
+    if (count == 0) {
+        s->busy_since_ms = now;
+        s->busy_hit_deadline = false;
+    }
+    if (now - s->busy_since_ms >= (uint64_t)s->busy_timeout_ms)
+        return 0;
+    if (s->base.deadline_ms && now >= s->base.deadline_ms) {
+        s->busy_hit_deadline = true;
+        return 0;
+    }
+    uint64_t nap = count < 3 ? 1 : count < 10 ? 2 : 5; /* ms: short first, then gentler */
+    if (s->base.deadline_ms && now + nap > s->base.deadline_ms)
+        nap = s->base.deadline_ms - now;
+    struct timespec ts = {0, (long)(nap * 1000000)};
+    nanosleep(&ts, NULL);
+    return 1;
+}
 
 enum { WAL_INDEX_MAP = 4096 };
 
@@ -76,7 +105,7 @@ static int map_error(sqlite_conn *s, int rc)
         return MS_ECONFLICT;
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-        return MS_EBUSY;
+        return s->busy_hit_deadline ? MS_ETIMEDOUT : MS_EBUSY;
     default:
         return MS_EDB;
     }
@@ -228,7 +257,8 @@ int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out)
         goto out;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0);
+    s->busy_timeout_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0;
+    sqlite3_busy_handler(s->db, on_busy, s);
     /* journal_mode is stored in the file: a read-only connection only checks it. */
     const char *pragmas = readonly ? "PRAGMA foreign_keys=ON;"
                                    : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "

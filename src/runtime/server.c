@@ -30,6 +30,7 @@ static struct {
     int signals;
     /* a scrape on one loop reads every loop's pool; a draining loop frees its own */
     pthread_mutex_t pools_lock;
+    uv_async_t loop_ended; /* a loop thread tells the main thread it has returned */
 } srv = {.pools_lock = PTHREAD_MUTEX_INITIALIZER};
 
 void ms_server_config_defaults(ms_server_config *cfg)
@@ -259,6 +260,29 @@ static void on_wake(uv_async_t *a)
         finish_drain(l);
 }
 
+/* The drain limit passed and a loop still waits for database work that ignores it (a lock
+ * wait shorter than its own timeout but longer than the drain): leave without it. Nothing is
+ * lost: the work was never acknowledged, and its transaction rolls back. */
+static void on_drain_overdue(uv_timer_t *t)
+{
+    (void)t;
+    ms_log(MS_LOG_WARN, "drain limit passed with database work in flight: exiting", NULL);
+    _exit(0);
+}
+
+static void on_loop_ended(uv_async_t *a)
+{
+    (void)a; /* only wakes the main loop, which then looks at every loop's `ended` */
+}
+
+static bool all_loops_ended(int started)
+{
+    for (int i = 0; i < started; i++)
+        if (!__atomic_load_n(&srv.loops[i].ended, __ATOMIC_ACQUIRE))
+            return false;
+    return true;
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     if (srv.signals++ > 0) {
@@ -275,6 +299,8 @@ static void loop_main(void *arg)
 {
     ms_loop *l = arg;
     uv_run(&l->uv, UV_RUN_DEFAULT);
+    __atomic_store_n(&l->ended, true, __ATOMIC_RELEASE);
+    uv_async_send(&srv.loop_ended);
 }
 
 static void set_threadpool_size(const ms_db_config *db)
@@ -342,6 +368,9 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     uv_loop_t main_loop;
     uv_loop_init(&main_loop);
     uv_signal_t sigterm, sigint;
+    uv_timer_t overdue;
+    uv_timer_init(&main_loop, &overdue);
+    uv_async_init(&main_loop, &srv.loop_ended, on_loop_ended);
     uv_signal_init(&main_loop, &sigterm);
     uv_signal_init(&main_loop, &sigint);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
@@ -354,11 +383,17 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     snprintf(threads, sizeof threads, "%d", cfg->threads);
     ms_log(MS_LOG_INFO, "listening", "addr", addr, "#threads", threads, NULL);
 
-    /* the main thread only waits for signals; it returns when every loop has drained */
+    /* the main thread only waits for signals; it returns when every loop has drained, or
+     * leaves a little after the drain limit (on_drain_overdue) */
     while (srv.signals == 0)
+        uv_run(&main_loop, UV_RUN_ONCE);
+    uv_timer_start(&overdue, on_drain_overdue, cfg->drain_timeout_ms + 500, 0);
+    while (!all_loops_ended(started))
         uv_run(&main_loop, UV_RUN_ONCE);
     for (int i = 0; i < started; i++)
         uv_thread_join(&srv.loops[i].thread);
+    uv_close((uv_handle_t *)&overdue, NULL);
+    uv_close((uv_handle_t *)&srv.loop_ended, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(&main_loop, UV_RUN_DEFAULT);

@@ -41,6 +41,7 @@ struct ms_loop {
     const ms_router *router;
     ms_db_pool *db; /* NULL when the service has no database */
     bool draining;
+    bool ended; /* set (atomically) by the loop thread when its loop has returned */
     /* private to the runtime */
     uv_tcp_t listener;
     uv_async_t wake;

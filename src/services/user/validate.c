@@ -17,9 +17,11 @@ const char *user_check_text(const char *s, size_t max)
         return "must not be empty";
     if (n > max)
         return "is too long";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        /* C0, DEL, and C1 (U+0080..U+009F, encoded C2 80..C2 9F) */
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
             return "must not contain control characters";
+    }
     if (s[0] == ' ' || s[strlen(s) - 1] == ' ')
         return "must not start or end with a space";
     return NULL;
