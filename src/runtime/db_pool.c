@@ -21,7 +21,13 @@ typedef struct slot {
     ms_db_conn *db;              /* NULL until opened on a worker, or after it was closed there */
     uint64_t opened_ns, used_ns; /* uv_hrtime(): readable from any thread */
     struct slot *next_idle;
+    bool is_fresh; /* handed out to be opened by its first work */
 } slot;
+
+/* New connections opened at once per pool. A burst of requests on a cold pool would otherwise
+ * open size+overflow connections in the same instant, and a database that forks a process per
+ * connection (PostgreSQL) answers that storm with connect timeouts for everyone. */
+enum { MAX_OPENING = 2 };
 
 typedef struct request {
     uv_work_t work;
@@ -43,6 +49,7 @@ struct ms_db_pool {
     int size, overflow;
     slot *idle;
     int open, in_use, pending; /* pending: queued uv_work items, including closes */
+    int opening;               /* fresh slots whose first work has not finished */
     request *wait_head, *wait_tail;
     int waiting;
     uv_timer_t timer;
@@ -175,10 +182,13 @@ static slot *take_slot(ms_db_pool *p)
         p->idle = s->next_idle;
         return s;
     }
-    if (p->open >= p->size + p->overflow)
+    if (p->open >= p->size + p->overflow || p->opening >= MAX_OPENING)
         return NULL;
     p->open++;
-    return ms_xcalloc(1, sizeof *s);
+    p->opening++;
+    s = ms_xcalloc(1, sizeof *s);
+    s->is_fresh = true;
+    return s;
 }
 
 /* Makes the timer fire by `due` (absolute uv_now ms). It is only ever moved earlier here;
@@ -304,6 +314,10 @@ static void after_work_cb(uv_work_t *w, int status)
     p->in_use--;
     if (r->reconnected)
         p->reconnects++;
+    if (r->slot->is_fresh) {
+        r->slot->is_fresh = false;
+        p->opening--;
+    }
     release(p, r->slot);
     publish(p);
     ms_db_done_fn done = r->done;
