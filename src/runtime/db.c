@@ -78,6 +78,15 @@ int ms_db_rollback(ms_db_conn *c)
     return ms_db_exec(c, "ROLLBACK", 0, NULL, NULL);
 }
 
+int ms_db_end(ms_db_conn *c, int rc)
+{
+    if (rc == 0)
+        rc = ms_db_commit(c);
+    if (rc < 0)
+        ms_db_rollback(c);
+    return rc;
+}
+
 int ms_db_ping(ms_db_conn *c)
 {
     return ms_db_exec(c, "SELECT 1", 0, NULL, NULL);

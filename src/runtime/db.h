@@ -54,6 +54,9 @@ int ms_db_exec_script(ms_db_conn *c, const char *sql);
 int ms_db_begin(ms_db_conn *c);
 int ms_db_commit(ms_db_conn *c);
 int ms_db_rollback(ms_db_conn *c);
+/* Ends the transaction ms_db_begin started: commits when `rc` is 0, rolls back otherwise.
+ * Returns `rc`, or the commit's error. */
+int ms_db_end(ms_db_conn *c, int rc);
 /*
  * Sets the deadline of the work running on this connection: an absolute uv_hrtime() time in
  * ms (uv_now() of a loop is the same clock). Once it has passed, statements fail with

@@ -16,11 +16,8 @@
 static const char DEFAULT_LANGUAGE[] = "en", DEFAULT_CURRENCY[] = "USD";
 
 typedef struct {
-    ms_http_request *req;
-    const char *id;
+    user_call base;
     const char *language, *currency, *marketing_emails; /* PUT: "0" or "1" */
-    char now[MS_TIME_LEN + 1];
-    ms_buf result; /* the answer's JSON text */
 } preferences_call;
 
 static int load_preferences(ms_db_conn *c, const char *id, ms_buf *out)
@@ -50,7 +47,7 @@ static int load_preferences(ms_db_conn *c, const char *id, ms_buf *out)
 static int get_work(ms_db_conn *c, void *arg)
 {
     preferences_call *k = arg;
-    return load_preferences(c, k->id, &k->result);
+    return load_preferences(c, k->base.id, &k->base.result);
 }
 
 static int put_work(ms_db_conn *c, void *arg)
@@ -59,9 +56,10 @@ static int put_work(ms_db_conn *c, void *arg)
     int rc = ms_db_begin(c);
     if (rc < 0)
         return rc;
-    rc = user_exists(c, k->id);
+    rc = user_exists(c, k->base.id);
     if (rc == 0) {
-        const char *params[] = {k->id, k->language, k->currency, k->marketing_emails, k->now};
+        const char *params[] = {k->base.id, k->language, k->currency, k->marketing_emails,
+                                k->base.now};
         rc = ms_db_exec(c,
                         "INSERT INTO user_preferences (user_id, language, currency, "
                         "marketing_emails, updated_at) VALUES ($1, $2, $3, $4, $5) "
@@ -72,39 +70,15 @@ static int put_work(ms_db_conn *c, void *arg)
                         5, params, NULL);
     }
     if (rc == 0)
-        rc = load_preferences(c, k->id, &k->result);
-    if (rc == 0)
-        rc = ms_db_commit(c);
-    if (rc < 0) {
-        ms_db_rollback(c);
-        k->result.n = 0;
-    }
-    return rc;
-}
-
-static void done(int rc, void *arg)
-{
-    preferences_call *k = arg;
-    user_answer(k->req, rc, 200, &k->result, "cannot reach preferences");
-}
-
-static preferences_call *begin(ms_http_request *req)
-{
-    const char *id = user_path_id(req);
-    if (!id)
-        return NULL;
-    preferences_call *k = ms_arena_alloc(&req->arena, sizeof *k);
-    memset(k, 0, sizeof *k);
-    k->req = req;
-    k->id = id;
-    return k;
+        rc = load_preferences(c, k->base.id, &k->base.result);
+    return ms_db_end(c, rc);
 }
 
 void user_preferences_get(ms_http_request *req)
 {
-    preferences_call *k = begin(req);
+    preferences_call *k = user_call_new(req, sizeof *k);
     if (k)
-        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, done, k);
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
 }
 
 void user_preferences_put(ms_http_request *req)
@@ -114,7 +88,7 @@ void user_preferences_put(ms_http_request *req)
         {"currency", MS_JSON_STRING, false, false},
         {"marketing_emails", MS_JSON_BOOL, false, false},
     };
-    preferences_call *k = begin(req);
+    preferences_call *k = user_call_new(req, sizeof *k);
     if (!k)
         return;
     json_t *body;
@@ -137,6 +111,5 @@ void user_preferences_put(ms_http_request *req)
     json_decref(body);
     if (ms_json_reject(req, malformed, invalid))
         return;
-    ms_time_now(k->now);
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, done, k);
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
 }

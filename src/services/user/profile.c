@@ -14,11 +14,8 @@
 #include "runtime/banned.h"
 
 typedef struct {
-    ms_http_request *req;
-    const char *id;
+    user_call base;
     const char *phone, *line1, *city, *postal_code, *country; /* PUT: NULL for null */
-    char now[MS_TIME_LEN + 1];
-    ms_buf result; /* the answer's JSON text */
 } profile_call;
 
 static json_t *nullable(const char *s)
@@ -54,7 +51,7 @@ static int load_profile(ms_db_conn *c, const char *id, ms_buf *out)
 static int get_work(ms_db_conn *c, void *arg)
 {
     profile_call *k = arg;
-    return load_profile(c, k->id, &k->result);
+    return load_profile(c, k->base.id, &k->base.result);
 }
 
 static int put_work(ms_db_conn *c, void *arg)
@@ -63,10 +60,10 @@ static int put_work(ms_db_conn *c, void *arg)
     int rc = ms_db_begin(c);
     if (rc < 0)
         return rc;
-    rc = user_exists(c, k->id);
+    rc = user_exists(c, k->base.id);
     if (rc == 0) {
-        const char *params[] = {k->id,          k->phone,   k->line1, k->city,
-                                k->postal_code, k->country, k->now};
+        const char *params[] = {k->base.id,     k->phone,   k->line1,   k->city,
+                                k->postal_code, k->country, k->base.now};
         rc = ms_db_exec(c,
                         "INSERT INTO user_profiles (user_id, phone, line1, city, postal_code, "
                         "country, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
@@ -77,40 +74,15 @@ static int put_work(ms_db_conn *c, void *arg)
                         7, params, NULL);
     }
     if (rc == 0)
-        rc = load_profile(c, k->id, &k->result);
-    if (rc == 0)
-        rc = ms_db_commit(c);
-    if (rc < 0) {
-        ms_db_rollback(c);
-        k->result.n = 0;
-    }
-    return rc;
-}
-
-static void done(int rc, void *arg)
-{
-    profile_call *k = arg;
-    user_answer(k->req, rc, 200, &k->result, "cannot reach a profile");
-}
-
-static profile_call *begin(ms_http_request *req)
-{
-    const char *id = user_path_id(req);
-    if (!id)
-        return NULL;
-    profile_call *k = ms_arena_alloc(&req->arena, sizeof *k);
-    memset(k, 0, sizeof *k);
-    k->req = req;
-    k->id = id;
-    return k;
+        rc = load_profile(c, k->base.id, &k->base.result);
+    return ms_db_end(c, rc);
 }
 
 void user_profile_get(ms_http_request *req)
 {
-    profile_call *k = begin(req);
-    if (!k)
-        return;
-    ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, done, k);
+    profile_call *k = user_call_new(req, sizeof *k);
+    if (k)
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
 }
 
 static const char *copy(ms_http_request *req, json_t *obj, const char *key)
@@ -131,7 +103,7 @@ void user_profile_put(ms_http_request *req)
         {"postal_code", MS_JSON_STRING, true, false},
         {"country", MS_JSON_STRING, true, false},
     };
-    profile_call *k = begin(req);
+    profile_call *k = user_call_new(req, sizeof *k);
     if (!k)
         return;
     json_t *body;
@@ -163,6 +135,5 @@ void user_profile_put(ms_http_request *req)
         ms_field_error(invalid, "address.country", "%s", why);
     if (ms_json_reject(req, malformed, invalid))
         return;
-    ms_time_now(k->now);
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, done, k);
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
 }

@@ -11,6 +11,16 @@
 
 #include "runtime/db.h"
 #include "runtime/http.h"
+#include "runtime/id.h"
+
+/* The head of every call's context (a struct that starts with it, in the request's arena):
+ * what a handler hands to its work function and to the done callback. */
+typedef struct user_call {
+    ms_http_request *req;
+    const char *id;            /* the user */
+    char now[MS_TIME_LEN + 1]; /* when the call was made, for timestamps */
+    ms_buf result;             /* the answer's JSON text, written by the work */
+} user_call;
 
 /* handlers (users.c, profile.c, preferences.c) */
 void user_create(ms_http_request *req);
@@ -36,12 +46,14 @@ const char *user_check_text(const char *s, size_t max);
 /* users.c */
 /* 0 when the user exists, MS_ENOTFOUND, or a database error (worker thread). */
 int user_exists(ms_db_conn *c, const char *id);
-/* The {id} of the path when the caller may reach it; otherwise answers 401/403/404 and
- * returns NULL. */
-const char *user_path_id(ms_http_request *req);
-/* Answers a finished call: the JSON text `result` with `status` (released either way), or the
- * error mapped at the
- * edge; server errors are logged with `what`. */
-void user_answer(ms_http_request *req, int rc, int status, ms_buf *result, const char *what);
+/* For a route with {id}: when the caller may reach that user, a zeroed context of `size`
+ * bytes (a struct starting with user_call) with req, id and now set; otherwise answers
+ * 401/403/404 and returns NULL. */
+void *user_call_new(ms_http_request *req, size_t size);
+/* Answers a finished call: its result with `status`, or the error mapped at the edge (server
+ * errors are logged). Releases the result either way. */
+void user_answer(user_call *k, int rc, int status);
+/* A done callback that answers 200 (see user_answer). */
+void user_call_done(int rc, void *arg);
 
 #endif

@@ -78,7 +78,7 @@ static int write_outbox(ms_db_conn *c, const char *aggregate_id, const char *typ
     return rc;
 }
 
-const char *user_path_id(ms_http_request *req)
+void *user_call_new(ms_http_request *req, size_t size)
 {
     const char *id = ms_http_param(req, "id");
     if (ms_identity_require_self(req, id) < 0)
@@ -87,17 +87,23 @@ const char *user_path_id(ms_http_request *req)
         ms_problem(req, 404, "no such user");
         return NULL;
     }
-    return id;
+    user_call *k = ms_arena_alloc(&req->arena, size);
+    memset(k, 0, size);
+    k->req = req;
+    k->id = id;
+    ms_time_now(k->now);
+    return k;
 }
 
-void user_answer(ms_http_request *req, int rc, int status, ms_buf *result, const char *what)
+void user_answer(user_call *k, int rc, int status)
 {
+    ms_http_request *req = k->req;
     if (rc == 0) {
-        ms_http_respond(req, status, "application/json", result->p, result->n);
-        ms_buf_release(result);
+        ms_http_respond(req, status, "application/json", k->result.p, k->result.n);
+        ms_buf_release(&k->result);
         return;
     }
-    ms_buf_release(result);
+    ms_buf_release(&k->result);
     if (rc == MS_ENOTFOUND) {
         ms_problem(req, 404, "no such user");
     } else if (rc == MS_ECONFLICT) {
@@ -106,7 +112,8 @@ void user_answer(ms_http_request *req, int rc, int status, ms_buf *result, const
         ms_problem_fields(req, 409, "a user with this email already exists", errors);
     } else {
         if (ms_http_status_for(rc) >= 500)
-            ms_log(MS_LOG_ERROR, what, "error", ms_strerror(rc), NULL);
+            ms_log(MS_LOG_ERROR, "user call failed", "endpoint",
+                   req->route ? req->route->template : "", "error", ms_strerror(rc), NULL);
         ms_problem_from_error(req, rc, NULL);
     }
 }
@@ -114,13 +121,12 @@ void user_answer(ms_http_request *req, int rc, int status, ms_buf *result, const
 /* ---- POST /api/v1/users ---- */
 
 typedef struct {
-    ms_http_request *req;
+    user_call base; /* base.id points at new_id */
+    char new_id[MS_UUID_LEN + 1];
     uv_work_t hash_job;
-    char id[MS_UUID_LEN + 1], now[MS_TIME_LEN + 1];
     char *email, *email_key, *name, *password;
     char encoded[160];
     int rc;
-    ms_buf result; /* the answer's JSON text */
 } create_call;
 
 static int email_taken_work(ms_db_conn *c, void *arg)
@@ -141,36 +147,30 @@ static int insert_work(ms_db_conn *c, void *arg)
     int rc = ms_db_begin(c);
     if (rc < 0)
         return rc;
-    const char *params[] = {k->id, k->email, k->email_key, k->name, k->encoded, k->now};
+    const char *params[] = {k->new_id, k->email, k->email_key, k->name, k->encoded, k->base.now};
     rc = ms_db_exec(c,
                     "INSERT INTO users (id, email, email_key, name, password_hash, created_at, "
                     "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
                     6, params, NULL);
     if (rc == 0) {
-        json_t *event = json_pack("{s:s, s:s, s:s, s:s}", "user_id", k->id, "email", k->email,
-                                  "name", k->name, "created_at", k->now);
-        rc = write_outbox(c, k->id, "user.created", event, k->now);
+        json_t *event = json_pack("{s:s, s:s, s:s, s:s}", "user_id", k->new_id, "email", k->email,
+                                  "name", k->name, "created_at", k->base.now);
+        rc = write_outbox(c, k->new_id, "user.created", event, k->base.now);
         json_decref(event);
     }
     if (rc == 0)
-        rc = load_user(c, k->id, &k->result);
-    if (rc == 0)
-        rc = ms_db_commit(c);
-    if (rc < 0) {
-        ms_db_rollback(c);
-        k->result.n = 0;
-    }
-    return rc;
+        rc = load_user(c, k->new_id, &k->base.result);
+    return ms_db_end(c, rc);
 }
 
 static void insert_done(int rc, void *arg)
 {
     create_call *k = arg;
     if (rc == 0) {
-        char *location = ms_arena_printf(&k->req->arena, "/api/v1/users/%s", k->id);
-        ms_http_set_header(k->req, "Location", location);
+        char *location = ms_arena_printf(&k->base.req->arena, "/api/v1/users/%s", k->new_id);
+        ms_http_set_header(k->base.req, "Location", location);
     }
-    user_answer(k->req, rc, 201, &k->result, "cannot create a user");
+    user_answer(&k->base, rc, 201);
 }
 
 static void hash_work(uv_work_t *w)
@@ -190,10 +190,11 @@ static void hash_done(uv_work_t *w, int status)
     if (status < 0 || k->rc != ARGON2_OK) {
         ms_log(MS_LOG_ERROR, "password hashing failed", "error",
                status < 0 ? "cancelled" : argon2_error_message(k->rc), NULL);
-        ms_problem(k->req, 500, "the password could not be hashed");
+        ms_problem(k->base.req, 500, "the password could not be hashed");
         return;
     }
-    ms_db_pool_run(k->req->loop->db, MS_DB_WRITE, k->req->deadline, insert_work, insert_done, k);
+    ms_http_request *req = k->base.req;
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, insert_work, insert_done, k);
 }
 
 static void email_taken_done(int rc, void *arg)
@@ -201,12 +202,12 @@ static void email_taken_done(int rc, void *arg)
     create_call *k = arg;
     if (rc < 0) {
         explicit_bzero(k->password, strlen(k->password));
-        user_answer(k->req, rc, 0, &k->result, "cannot check the email");
+        user_answer(&k->base, rc, 0);
         return;
     }
     k->hash_job.data = k;
-    if (uv_queue_work(&k->req->loop->uv, &k->hash_job, hash_work, hash_done) < 0)
-        ms_problem(k->req, 500, "the password could not be hashed");
+    if (uv_queue_work(&k->base.req->loop->uv, &k->hash_job, hash_work, hash_done) < 0)
+        ms_problem(k->base.req, 500, "the password could not be hashed");
 }
 
 void user_create(ms_http_request *req)
@@ -237,9 +238,10 @@ void user_create(ms_http_request *req)
     }
     create_call *k = ms_arena_alloc(&req->arena, sizeof *k);
     memset(k, 0, sizeof *k);
-    k->req = req;
-    ms_uuid_new(k->id);
-    ms_time_now(k->now);
+    k->base.req = req;
+    ms_uuid_new(k->new_id);
+    k->base.id = k->new_id;
+    ms_time_now(k->base.now);
     k->email = ms_arena_strndup(&req->arena, email, strlen(email));
     k->email_key = ms_arena_strndup(&req->arena, email, strlen(email));
     for (char *p = k->email_key; *p; p++)
@@ -256,13 +258,10 @@ void user_create(ms_http_request *req)
 
 /* ---- GET /api/v1/users/{id} ---- */
 
-typedef struct {
-    ms_http_request *req;
-    const char *id;
-    json_t *patch; /* PATCH: the validated fields, or NULL */
-    char now[MS_TIME_LEN + 1];
-    ms_buf result; /* the answer's JSON text */
-} user_call;
+void user_call_done(int rc, void *arg)
+{
+    user_answer(arg, rc, 200);
+}
 
 static int get_work(ms_db_conn *c, void *arg)
 {
@@ -270,68 +269,51 @@ static int get_work(ms_db_conn *c, void *arg)
     return load_user(c, k->id, &k->result);
 }
 
-static void get_done(int rc, void *arg)
-{
-    user_call *k = arg;
-    user_answer(k->req, rc, 200, &k->result, "cannot read a user");
-}
-
 void user_get(ms_http_request *req)
 {
-    const char *id = user_path_id(req);
-    if (!id)
-        return;
-    user_call *k = ms_arena_alloc(&req->arena, sizeof *k);
-    *k = (user_call){.req = req, .id = id};
-    ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, get_done, k);
+    user_call *k = user_call_new(req, sizeof *k);
+    if (k)
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
 }
 
 /* ---- PATCH /api/v1/users/{id} ---- */
 
+typedef struct {
+    user_call base;
+    const char *name; /* NULL: nothing to change */
+} patch_call;
+
 static int patch_work(ms_db_conn *c, void *arg)
 {
-    user_call *k = arg;
-    const char *name = json_string_value(json_object_get(k->patch, "name"));
-    if (!name)
-        return load_user(c, k->id, &k->result); /* nothing to change */
+    patch_call *k = arg;
+    const char *id = k->base.id, *now = k->base.now;
+    if (!k->name)
+        return load_user(c, id, &k->base.result);
     int rc = ms_db_begin(c);
     if (rc < 0)
         return rc;
     ms_db_result *r = NULL;
-    const char *params[] = {k->id, name, k->now};
+    const char *params[] = {id, k->name, now};
     rc = ms_db_exec(c, "UPDATE users SET name = $2, updated_at = $3 WHERE id = $1", 3, params, &r);
     if (rc == 0 && ms_db_affected(r) == 0)
         rc = MS_ENOTFOUND;
     ms_db_result_free(r);
     if (rc == 0) {
         json_t *event =
-            json_pack("{s:s, s:s, s:s}", "user_id", k->id, "name", name, "updated_at", k->now);
-        rc = write_outbox(c, k->id, "user.updated", event, k->now);
+            json_pack("{s:s, s:s, s:s}", "user_id", id, "name", k->name, "updated_at", now);
+        rc = write_outbox(c, id, "user.updated", event, now);
         json_decref(event);
     }
     if (rc == 0)
-        rc = load_user(c, k->id, &k->result);
-    if (rc == 0)
-        rc = ms_db_commit(c);
-    if (rc < 0) {
-        ms_db_rollback(c);
-        k->result.n = 0;
-    }
-    return rc;
-}
-
-static void patch_done(int rc, void *arg)
-{
-    user_call *k = arg;
-    json_decref(k->patch);
-    user_answer(k->req, rc, 200, &k->result, "cannot update a user");
+        rc = load_user(c, id, &k->base.result);
+    return ms_db_end(c, rc);
 }
 
 void user_patch(ms_http_request *req)
 {
     static const ms_json_field fields[] = {{"name", MS_JSON_STRING, false, false}};
-    const char *id = user_path_id(req);
-    if (!id)
+    patch_call *k = user_call_new(req, sizeof *k);
+    if (!k)
         return;
     json_t *body;
     if (ms_json_body(req, &body) < 0)
@@ -342,12 +324,10 @@ void user_patch(ms_http_request *req)
     const char *why;
     if (name && (why = user_check_name(name)))
         ms_field_error(invalid, "name", "%s", why);
-    if (ms_json_reject(req, malformed, invalid)) {
-        json_decref(body);
+    if (name)
+        k->name = ms_arena_strndup(&req->arena, name, strlen(name));
+    json_decref(body);
+    if (ms_json_reject(req, malformed, invalid))
         return;
-    }
-    user_call *k = ms_arena_alloc(&req->arena, sizeof *k);
-    *k = (user_call){.req = req, .id = id, .patch = body};
-    ms_time_now(k->now);
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, patch_done, k);
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, user_call_done, k);
 }
