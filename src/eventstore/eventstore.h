@@ -1,0 +1,141 @@
+/*
+ * eventstore.h — an event store on SQLite or PostgreSQL (through db.h), for any service.
+ * It knows nothing of orders.
+ *
+ * Streams of events {event_id, stream_id, type, version, position, data, metadata,
+ * recorded_at}. `version` counts events within a stream from 1; `position` is global and
+ * strictly increasing in commit order, so a reader that has seen position P has seen every
+ * event that will ever commit below P (on PostgreSQL appends are serialized by an advisory
+ * lock held to commit; SQLite has one writer).
+ *
+ * Appends are group-committed: one writer thread per store takes every queued append, runs
+ * them in one transaction with one fsync, and only then answers each caller. An append whose
+ * expected version does not match fails alone with MS_ECONFLICT and writes nothing; an append
+ * whose events (by event_id) are already stored at the same place is a no-op success
+ * (idempotent retries).
+ *
+ * Threading: ms_es_* may be called from any thread unless said otherwise; answers to
+ * ms_es_append come back on the caller's loop through its port. Ownership: the store copies
+ * what it needs from an append request before ms_es_append returns; pages are freed by
+ * ms_es_page_release.
+ */
+#ifndef MS_EVENTSTORE_H
+#define MS_EVENTSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "runtime/db.h"
+
+/* The tables (events, snapshots, outbox) as migrations, to append to a service's own list:
+ * versions 1000..1099 are reserved for the event store. */
+extern const ms_migration ms_es_migrations[];
+extern const size_t ms_es_nmigrations;
+
+enum {
+    MS_ES_ANY = -1,           /* append whatever the stream's version */
+    MS_ES_NO_STREAM = -2,     /* the stream must not exist yet */
+    MS_ES_STREAM_EXISTS = -3, /* the stream must have at least one event */
+};
+
+typedef struct ms_es_event {
+    char event_id[37]; /* UUID; the caller's, so a retried append is recognised */
+    const char *type;
+    const char *data;     /* JSON text */
+    const char *metadata; /* JSON text, "{}" when none */
+    /* filled when read */
+    const char *stream_id;
+    int64_t version, position;
+    const char *recorded_at; /* RFC 3339 UTC */
+} ms_es_event;
+
+/* A row for the transactional outbox, written in the same transaction as the events. */
+typedef struct ms_es_outbox_row {
+    const char *aggregate_type, *aggregate_id, *type, *payload; /* payload: JSON text */
+    char id[37];                                                 /* UUID, the dedup key */
+} ms_es_outbox_row;
+
+typedef struct ms_es_append {
+    const char *stream_id;
+    int64_t expected_version; /* MS_ES_ANY / NO_STREAM / STREAM_EXISTS, or the exact version */
+    const ms_es_event *events;
+    size_t nevents;
+    const ms_es_outbox_row *outbox;
+    size_t noutbox;
+    /* results, set before the callback runs */
+    int64_t first_position, last_position; /* of the appended (or already stored) events */
+    int64_t version;                       /* the stream's version after the append */
+} ms_es_append;
+
+typedef struct ms_es ms_es;
+typedef struct ms_es_port ms_es_port;
+
+typedef struct ms_es_options {
+    int max_batch;          /* appends per group commit (default 256) */
+    int snapshot_every;     /* suggest a snapshot every N events of a stream (default 50) */
+} ms_es_options;
+
+/* Opens the store on `cfg` (migrated by the caller) and starts its writer thread. */
+int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out);
+/* Finishes queued appends, stops the writer, closes. No port may be open. */
+void ms_es_close(ms_es *es);
+
+/* A loop's door to the store: answers to its appends arrive on this loop. Loop thread only. */
+int ms_es_port_open(ms_es *es, uv_loop_t *loop, ms_es_port **out);
+/* Closes after pending answers are delivered; `on_closed` (may be NULL) runs on the loop. */
+void ms_es_port_close(ms_es_port *port, void (*on_closed)(void *arg), void *arg);
+
+typedef void (*ms_es_append_cb)(int rc, ms_es_append *a, void *arg);
+/*
+ * Queues an append for the next group commit. `cb` runs on the port's loop after the commit
+ * (or failure) with: 0; MS_ECONFLICT (expected version did not match, or an event_id is stored
+ * elsewhere); MS_EINVAL (empty stream id, no events); MS_ESHUTDOWN; a database error. `a` is
+ * the caller's and must live until `cb`. Loop thread only.
+ */
+void ms_es_append(ms_es_port *port, ms_es_append *a, ms_es_append_cb cb, void *arg);
+/* The same, blocking: for tools and tests (never on a loop thread). */
+int ms_es_append_wait(ms_es *es, ms_es_append *a);
+
+/* A page of events read; its strings live until ms_es_page_release. */
+typedef struct ms_es_page {
+    ms_es_event *events;
+    size_t n;
+    void *storage; /* private */
+} ms_es_page;
+void ms_es_page_release(ms_es_page *page);
+
+/* Blocking reads on a connection of the caller's (a pool worker, a tool). */
+/* Events of one stream with version >= from_version, in version order, at most `max`. */
+int ms_es_read_stream(ms_db_conn *c, const char *stream_id, int64_t from_version, size_t max,
+                      ms_es_page *out);
+/* Events of every stream with position > after, in position order, at most `max`. */
+int ms_es_read_all(ms_db_conn *c, int64_t after, size_t max, ms_es_page *out);
+/* The stream's version, 0 when it has no event. */
+int ms_es_stream_version(ms_db_conn *c, const char *stream_id, int64_t *version);
+
+/* Snapshots: the latest state of a stream as JSON text at a version. */
+int ms_es_snapshot_save(ms_db_conn *c, const char *stream_id, int64_t version, const char *data);
+/* *data is a malloc()ed copy (free it), or NULL with *version 0 when there is none. */
+int ms_es_snapshot_load(ms_db_conn *c, const char *stream_id, int64_t *version, char **data);
+/* True when a stream that went from `before` to `after` should get a new snapshot. */
+bool ms_es_snapshot_due(const ms_es *es, int64_t before, int64_t after);
+
+/* The highest position this process has committed (0 before any). */
+int64_t ms_es_committed_position(ms_es *es);
+/* Waits (blocking) until this process has committed up to `position` or `timeout_ms` passed;
+ * 0 or MS_ETIMEDOUT. For catch-up subscribers that have read everything. */
+int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms);
+
+/* Metrics of the store: append latency, group-commit batch sizes, committed position. */
+typedef struct ms_es_stats {
+    uint64_t appends_total, conflicts_total, batches_total, events_total;
+    uint64_t batch_size_hist[8]; /* batches of 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64-127, 128+ */
+    double append_seconds_sum;   /* queue to answer */
+    uint64_t append_seconds_hist[12]; /* <=0.5,1,2.5,5,10,25,50,100,250,500,1000 ms, +Inf */
+    int64_t committed_position;
+} ms_es_stats;
+void ms_es_get_stats(ms_es *es, ms_es_stats *out);
+
+#endif
