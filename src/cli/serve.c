@@ -116,7 +116,15 @@ int cmd_serve(int argc, char **argv)
     ms_router *router = ms_router_new();
     if (svc->add_routes(router) < 0)
         MS_BUG("a service route template is malformed");
-    rc = ms_server_run(&server, router, &db);
+    ms_service_env env = {.db = &db, .data_dir = o.data, .server = &server};
+    if (svc->start && (rc = svc->start(&env)) < 0) {
+        ms_log(MS_LOG_ERROR, "cannot start the service", "error", ms_strerror(rc), NULL);
+        ms_router_free(router);
+        return 1;
+    }
+    rc = ms_server_run(&server, router, &db, &svc->loop_hooks);
+    if (svc->stop)
+        svc->stop();
     ms_router_free(router);
     return rc;
 }

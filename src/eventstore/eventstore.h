@@ -54,7 +54,7 @@ typedef struct ms_es_event {
 /* A row for the transactional outbox, written in the same transaction as the events. */
 typedef struct ms_es_outbox_row {
     const char *aggregate_type, *aggregate_id, *type, *payload; /* payload: JSON text */
-    char id[37];                                                 /* UUID, the dedup key */
+    char id[37];                                                /* UUID, the dedup key */
 } ms_es_outbox_row;
 
 typedef struct ms_es_append {
@@ -73,8 +73,8 @@ typedef struct ms_es ms_es;
 typedef struct ms_es_port ms_es_port;
 
 typedef struct ms_es_options {
-    int max_batch;          /* appends per group commit (default 256) */
-    int snapshot_every;     /* suggest a snapshot every N events of a stream (default 50) */
+    int max_batch;      /* appends per group commit (default 256) */
+    int snapshot_every; /* suggest a snapshot every N events of a stream (default 50) */
 } ms_es_options;
 
 /* Opens the store on `cfg` (migrated by the caller) and starts its writer thread. */
@@ -131,8 +131,8 @@ int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms);
 /* Metrics of the store: append latency, group-commit batch sizes, committed position. */
 typedef struct ms_es_stats {
     uint64_t appends_total, conflicts_total, batches_total, events_total;
-    uint64_t batch_size_hist[8]; /* batches of 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64-127, 128+ */
-    double append_seconds_sum;   /* queue to answer */
+    uint64_t batch_size_hist[8];      /* batches of 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64-127, 128+ */
+    double append_seconds_sum;        /* queue to answer */
     uint64_t append_seconds_hist[12]; /* <=0.5,1,2.5,5,10,25,50,100,250,500,1000 ms, +Inf */
     int64_t committed_position;
 } ms_es_stats;

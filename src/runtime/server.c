@@ -27,6 +27,7 @@ static struct {
     ms_loop *loops;
     int nloops;
     ms_http_metrics **shards;
+    const ms_loop_hooks *hooks;
     int signals;
     /* a scrape on one loop reads every loop's pool; a draining loop frees its own */
     pthread_mutex_t pools_lock;
@@ -219,10 +220,8 @@ static void on_pool_closed(void *arg)
     uv_close((uv_handle_t *)&l->drain_timer, on_closed_quietly);
 }
 
-/* Called when a draining loop has no connection left: release what keeps it alive. */
-static void finish_drain(ms_loop *l)
+static void close_pool(ms_loop *l)
 {
-    uv_timer_stop(&l->drain_timer);
     if (l->db) {
         pthread_mutex_lock(&srv.pools_lock);
         ms_db_pool *pool = l->db;
@@ -232,6 +231,18 @@ static void finish_drain(ms_loop *l)
         return;
     }
     on_pool_closed(l);
+}
+
+/* Called when a draining loop has no connection left: release what keeps it alive, the
+ * service's state first (it may still use the pool). */
+static void finish_drain(ms_loop *l)
+{
+    uv_timer_stop(&l->drain_timer);
+    if (srv.hooks && srv.hooks->close && l->service) {
+        srv.hooks->close(l, close_pool, srv.hooks->arg);
+        return;
+    }
+    close_pool(l);
 }
 
 void ms_server__conns_gone(ms_loop *l)
@@ -314,7 +325,8 @@ static void set_threadpool_size(const ms_db_config *db)
     setenv("UV_THREADPOOL_SIZE", v, 1);
 }
 
-int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_config *db)
+int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_config *db,
+                  const ms_loop_hooks *hooks)
 {
     int rc = 0;
     if (ms_router_add(router, "GET", "/health", ms_server__health) < 0 ||
@@ -326,6 +338,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
 
     srv.cfg = cfg;
     srv.router = router;
+    srv.hooks = hooks;
     srv.nloops = cfg->threads;
     srv.loops = ms_xcalloc((size_t)cfg->threads, sizeof(ms_loop));
     srv.shards = ms_xcalloc((size_t)cfg->threads, sizeof(ms_http_metrics *));
@@ -360,6 +373,11 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
             MS_BUG("uv_listen on a listening socket failed");
         if (db && (rc = ms_db_pool_new(&l->uv, db, srv.nloops, &l->db)) < 0) {
             ms_log(MS_LOG_ERROR, "cannot create the database pool", "error", ms_strerror(rc), NULL);
+            rc = 1;
+            goto out;
+        }
+        if (hooks && hooks->open && (rc = hooks->open(l, hooks->arg)) < 0) {
+            ms_log(MS_LOG_ERROR, "cannot set up the service", "error", ms_strerror(rc), NULL);
             rc = 1;
             goto out;
         }

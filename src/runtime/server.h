@@ -33,6 +33,18 @@ typedef struct ms_server_config {
     bool access_log;             /* one log line per request */
 } ms_server_config;
 
+typedef struct ms_loop ms_loop;
+
+/* A service's state per loop (an event-store port, a second pool...). Both optional. */
+typedef struct ms_loop_hooks {
+    /* Sets up l->service before the loop runs (called on the main thread). 0 or MS_E*. */
+    int (*open)(ms_loop *l, void *arg);
+    /* Releases it on the loop's thread once the loop's connections are gone during a drain;
+     * must call done(l) when finished (before or after returning). */
+    void (*close)(ms_loop *l, void (*done)(ms_loop *l), void *arg);
+    void *arg;
+} ms_loop_hooks;
+
 /* One loop thread. Handlers reach it as req->loop. */
 struct ms_loop {
     uv_loop_t uv;
@@ -40,6 +52,7 @@ struct ms_loop {
     const ms_server_config *cfg;
     const ms_router *router;
     ms_db_pool *db; /* NULL when the service has no database */
+    void *service;  /* the service's per-loop state (ms_loop_hooks) */
     bool draining;
     bool ended; /* set (atomically) by the loop thread when its loop has returned */
     /* private to the runtime */
@@ -58,8 +71,9 @@ struct ms_loop {
 /* Fills the documented defaults. */
 void ms_server_config_defaults(ms_server_config *cfg);
 
-/* Runs until a signal ends it, then drains. `db` may be NULL. Returns 0 after a clean drain,
- * non-zero when the listeners could not be set up (logged). */
-int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_config *db);
+/* Runs until a signal ends it, then drains. `db` and `hooks` may be NULL. Returns 0 after a
+ * clean drain, non-zero when the listeners or a loop's state could not be set up (logged). */
+int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_config *db,
+                  const ms_loop_hooks *hooks);
 
 #endif

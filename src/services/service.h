@@ -9,6 +9,14 @@
 
 #include "runtime/db.h"
 #include "runtime/router.h"
+#include "runtime/server.h"
+
+/* What a service's process-wide start sees. */
+typedef struct ms_service_env {
+    const ms_db_config *db;         /* its (migrated) database */
+    const char *data_dir;           /* for further SQLite files */
+    const ms_server_config *server; /* threads, timeouts */
+} ms_service_env;
 
 typedef struct ms_service {
     const char *name;
@@ -18,6 +26,12 @@ typedef struct ms_service {
     size_t nmigrations;
     /* Adds the service's routes; 0 or MS_EINVAL. */
     int (*add_routes)(ms_router *r);
+    /* Optional: process-wide state (writer threads, projectors), started after the migrations
+     * and stopped after every loop has drained; 0 or MS_E* (then the process exits 1). */
+    int (*start)(const ms_service_env *env);
+    void (*stop)(void);
+    /* Optional: per-loop state. */
+    ms_loop_hooks loop_hooks;
 } ms_service;
 
 extern const ms_service ms_user_service;
