@@ -57,7 +57,8 @@ typedef struct ms_es_outbox_row {
     char id[37];                                                /* UUID, the dedup key */
 } ms_es_outbox_row;
 
-typedef struct ms_es_append {
+/* An append request (named _req: `ms_es_append` is the function). */
+typedef struct ms_es_append_req {
     const char *stream_id;
     int64_t expected_version; /* MS_ES_ANY / NO_STREAM / STREAM_EXISTS, or the exact version */
     const ms_es_event *events;
@@ -66,8 +67,8 @@ typedef struct ms_es_append {
     size_t noutbox;
     /* results, set before the callback runs */
     int64_t first_position, last_position; /* of the appended (or already stored) events */
-    int64_t version;                       /* the stream's version after the append */
-} ms_es_append;
+    int64_t version; /* the stream's version after the append (on MS_ECONFLICT: as found) */
+} ms_es_append_req;
 
 typedef struct ms_es ms_es;
 typedef struct ms_es_port ms_es_port;
@@ -87,16 +88,16 @@ int ms_es_port_open(ms_es *es, uv_loop_t *loop, ms_es_port **out);
 /* Closes after pending answers are delivered; `on_closed` (may be NULL) runs on the loop. */
 void ms_es_port_close(ms_es_port *port, void (*on_closed)(void *arg), void *arg);
 
-typedef void (*ms_es_append_cb)(int rc, ms_es_append *a, void *arg);
+typedef void (*ms_es_append_cb)(int rc, ms_es_append_req *a, void *arg);
 /*
  * Queues an append for the next group commit. `cb` runs on the port's loop after the commit
  * (or failure) with: 0; MS_ECONFLICT (expected version did not match, or an event_id is stored
  * elsewhere); MS_EINVAL (empty stream id, no events); MS_ESHUTDOWN; a database error. `a` is
  * the caller's and must live until `cb`. Loop thread only.
  */
-void ms_es_append(ms_es_port *port, ms_es_append *a, ms_es_append_cb cb, void *arg);
+void ms_es_append(ms_es_port *port, ms_es_append_req *a, ms_es_append_cb cb, void *arg);
 /* The same, blocking: for tools and tests (never on a loop thread). */
-int ms_es_append_wait(ms_es *es, ms_es_append *a);
+int ms_es_append_wait(ms_es *es, ms_es_append_req *a);
 
 /* A page of events read; its strings live until ms_es_page_release. */
 typedef struct ms_es_page {
@@ -122,7 +123,7 @@ int ms_es_snapshot_load(ms_db_conn *c, const char *stream_id, int64_t *version, 
 /* True when a stream that went from `before` to `after` should get a new snapshot. */
 bool ms_es_snapshot_due(const ms_es *es, int64_t before, int64_t after);
 
-/* The highest position this process has committed (0 before any). */
+/* The highest position this process has committed; at open, the highest already stored. */
 int64_t ms_es_committed_position(ms_es *es);
 /* Waits (blocking) until this process has committed up to `position` or `timeout_ms` passed;
  * 0 or MS_ETIMEDOUT. For catch-up subscribers that have read everything. */

@@ -1,0 +1,73 @@
+/*
+ * eventstore_internal.h — what the event store's files share: the store, a queued append (a
+ * job) and the port. Include only from src/eventstore/.
+ *
+ * A job is one allocation holding a deep copy of the caller's request, so the caller's strings
+ * may go away once ms_es_append returns. It moves caller -> writer queue (es->mu) -> writer
+ * thread -> port queue (port->mu) or waiter (es->mu) -> caller's thread, which frees it.
+ */
+#ifndef MS_EVENTSTORE_INTERNAL_H
+#define MS_EVENTSTORE_INTERNAL_H
+
+#include "eventstore/eventstore.h"
+
+typedef struct es_job {
+    struct es_job *next;
+    ms_es_append_req req; /* the copy; its pointers point into this allocation */
+    ms_es_append_req *caller;
+    ms_es_append_cb cb;
+    void *arg;
+    ms_es_port *port; /* NULL for ms_es_append_wait */
+    uv_cond_t *wake;  /* ms_es_append_wait: signalled under es->mu when is_done */
+    bool is_done;
+    bool is_noop; /* a retry that found its events stored */
+    int rc;
+    int64_t first_position, last_position, version; /* copied to `caller` on its thread */
+    uint64_t queued_ns;                             /* uv_hrtime() at ms_es_append_req */
+} es_job;
+
+struct ms_es {
+    ms_db_config cfg; /* strings owned */
+    ms_es_options opt;
+    ms_db_conn *conn; /* the writer's; NULL after a lost connection until reopened */
+    uv_thread_t writer;
+
+    uv_mutex_t mu; /* the queue, stopping, ports, waiters */
+    uv_cond_t has_work;
+    es_job *head, *tail;
+    bool is_stopping;
+    int nports;
+
+    uv_mutex_t stats_mu; /* stats, committed position */
+    uv_cond_t committed_cond;
+    ms_es_stats stats;
+};
+
+struct ms_es_port {
+    ms_es *es;
+    uv_loop_t *loop;
+    uv_async_t async;
+    uv_mutex_t mu; /* the answered jobs */
+    es_job *head, *tail;
+    /* loop thread only */
+    size_t pending; /* appends not yet answered on this loop */
+    bool is_closing, is_close_started, is_delivering;
+    void (*on_closed)(void *arg);
+    void *on_closed_arg;
+};
+
+/* Checks and copies a request into a new job; MS_EINVAL (no job) when it is malformed. */
+int ms_es__job_new(const ms_es_append_req *a, es_job **out);
+/* Runs one append inside the writer's open transaction. Returns 0 (results in the job),
+ * MS_ECONFLICT having written nothing, or an error; `*is_dirty` tells that a statement failed,
+ * so the transaction must be rolled back (PostgreSQL has aborted it; SQLite may hold part of
+ * this append). */
+int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty);
+/* Queues a job for the writer, or answers it MS_ESHUTDOWN when the store is closing. */
+void ms_es__submit(ms_es *es, es_job *j);
+/* Hands an answered job to its port's loop (any thread). */
+void ms_es__port_deliver(ms_es_port *port, es_job *j);
+/* On the port's loop: copies the results to the caller's request, runs its callback, frees. */
+void ms_es__finish_on_loop(es_job *j);
+
+#endif

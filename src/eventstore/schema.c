@@ -1,0 +1,75 @@
+/*
+ * schema.c — the event store's tables as migrations 1000..1099, appended by a service to its
+ * own list (ms_db_migrate wants ascending versions, so they go after the service's < 1000).
+ *
+ * `position` must never be reused (a reader's checkpoint would skip a reused one): SQLite
+ * AUTOINCREMENT, PostgreSQL a sequence. Data stays TEXT on PostgreSQL too (not jsonb), so an
+ * event reads back byte for byte as it was appended. Timestamps are RFC 3339 TEXT, as in the
+ * rest of the repository.
+ */
+#include <stddef.h>
+
+#include "eventstore/eventstore.h"
+#include "runtime/banned.h"
+
+// clang-format off
+const ms_migration ms_es_migrations[] = {
+    {1000, "eventstore: events",
+     "CREATE TABLE events ("
+     " position INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " event_id TEXT NOT NULL UNIQUE,"
+     " stream_id TEXT NOT NULL,"
+     " version INTEGER NOT NULL CHECK (version > 0),"
+     " type TEXT NOT NULL,"
+     " data TEXT NOT NULL,"
+     " metadata TEXT NOT NULL DEFAULT '{}',"
+     " recorded_at TEXT NOT NULL,"
+     " UNIQUE (stream_id, version))",
+     "CREATE TABLE events ("
+     " position BIGSERIAL PRIMARY KEY,"
+     " event_id TEXT NOT NULL UNIQUE,"
+     " stream_id TEXT NOT NULL,"
+     " version BIGINT NOT NULL CHECK (version > 0),"
+     " type TEXT NOT NULL,"
+     " data TEXT NOT NULL,"
+     " metadata TEXT NOT NULL DEFAULT '{}',"
+     " recorded_at TEXT NOT NULL,"
+     " UNIQUE (stream_id, version))"},
+    {1001, "eventstore: snapshots",
+     "CREATE TABLE snapshots ("
+     " stream_id TEXT PRIMARY KEY,"
+     " version INTEGER NOT NULL,"
+     " data TEXT NOT NULL,"
+     " taken_at TEXT NOT NULL)",
+     "CREATE TABLE snapshots ("
+     " stream_id TEXT PRIMARY KEY,"
+     " version BIGINT NOT NULL,"
+     " data TEXT NOT NULL,"
+     " taken_at TEXT NOT NULL)"},
+    /* The relay reads unpublished rows in seq order: the partial index holds only those, so
+     * it stays small however long the published history grows. */
+    {1002, "eventstore: outbox",
+     "CREATE TABLE outbox ("
+     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " id TEXT NOT NULL UNIQUE,"
+     " aggregate_type TEXT NOT NULL,"
+     " aggregate_id TEXT NOT NULL,"
+     " type TEXT NOT NULL,"
+     " payload TEXT NOT NULL,"
+     " created_at TEXT NOT NULL,"
+     " published_at TEXT);"
+     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL",
+     "CREATE TABLE outbox ("
+     " seq BIGSERIAL PRIMARY KEY,"
+     " id TEXT NOT NULL UNIQUE,"
+     " aggregate_type TEXT NOT NULL,"
+     " aggregate_id TEXT NOT NULL,"
+     " type TEXT NOT NULL,"
+     " payload TEXT NOT NULL,"
+     " created_at TEXT NOT NULL,"
+     " published_at TEXT);"
+     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL"},
+};
+// clang-format on
+
+const size_t ms_es_nmigrations = sizeof ms_es_migrations / sizeof ms_es_migrations[0];

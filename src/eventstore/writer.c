@@ -1,0 +1,370 @@
+/*
+ * writer.c — the store's lifecycle and its writer thread: group commit.
+ *
+ * One thread per store owns the write connection. It takes every queued append (up to
+ * max_batch) into one transaction, commits once — one fsync for the lot: SQLite runs WAL with
+ * synchronous=FULL — and only then answers each caller. No timer waits for a batch to fill:
+ * appends that arrive while a commit is being flushed form the next batch, so batches grow
+ * with the load and a lone append pays no extra latency.
+ *
+ * Position order is commit order. SQLite has one writer (this thread, holding BEGIN IMMEDIATE).
+ * On PostgreSQL several processes may append to one database, so every batch transaction
+ * first takes a transaction-scoped advisory lock (see begin_batch).
+ *
+ * Threads: the queue, `is_stopping` and the ports count are guarded by es->mu; the stats and
+ * the committed position by es->stats_mu; the connection belongs to the writer thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventstore/eventstore_internal.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/banned.h"
+
+/*
+ * Any fixed key works: it only has to be the same in every process appending to this
+ * database, and differ from db.c's migration key.
+ */
+#define APPEND_LOCK_KEY "7236353617836911"
+
+/* Appends that fail with a statement error are dropped from the batch and the rest re-run;
+ * past this many in one batch the failure is not the appends' own, and all of them fail. */
+enum { MAX_REDOS = 4 };
+
+static const double latency_bounds_ms[11] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000};
+
+/* ---- answers ---- */
+
+static void answer(ms_es *es, es_job *j)
+{
+    if (j->port) {
+        ms_es__port_deliver(j->port, j);
+        return;
+    }
+    uv_mutex_lock(&es->mu);
+    j->is_done = true;
+    uv_cond_signal(j->wake);
+    uv_mutex_unlock(&es->mu);
+}
+
+void ms_es__submit(ms_es *es, es_job *j)
+{
+    uv_mutex_lock(&es->mu);
+    if (es->is_stopping) {
+        uv_mutex_unlock(&es->mu);
+        j->rc = MS_ESHUTDOWN;
+        answer(es, j);
+        return;
+    }
+    if (es->tail)
+        es->tail->next = j;
+    else
+        es->head = j;
+    es->tail = j;
+    uv_cond_signal(&es->has_work);
+    uv_mutex_unlock(&es->mu);
+}
+
+/* ---- the batch ---- */
+
+/*
+ * Starts a batch transaction. On PostgreSQL a sequence value is taken at INSERT but becomes
+ * visible at COMMIT, so two overlapping transactions could commit out of position order and a
+ * reader checkpointing past the later one's positions would never see the earlier's (see
+ * REFERENCE.md, "the global-position trap"). Every append transaction therefore takes the same
+ * advisory lock before it reads or writes anything: appenders run one at a time, each takes
+ * its positions while holding the lock, and PostgreSQL releases a transaction's locks only
+ * after its commit is recorded and visible to new snapshots (CommitTransaction marks the
+ * transaction committed in the proc array before releasing locks). So when the next appender
+ * gets the lock and takes higher positions, every lower position is already committed (or
+ * rolled back, leaving a gap that is final): any snapshot that sees position P sees everything
+ * below P that will ever exist. Holding a lock across a whole batch costs little: the batch is
+ * the unit of work anyway, and the writer thread already serialises this process's appends.
+ */
+static int begin_batch(ms_db_conn *c)
+{
+    int rc = ms_db_begin(c);
+    if (rc < 0 || ms_db_backend_of(c) != MS_DB_POSTGRES)
+        return rc;
+    if ((rc = ms_db_exec(c, "SELECT pg_advisory_xact_lock(" APPEND_LOCK_KEY ")", 0, NULL, NULL)) <
+        0)
+        ms_db_rollback(c);
+    return rc;
+}
+
+/* A failure that is not one append's own: the connection, a lock timeout, the server. */
+static bool is_batch_wide(int rc)
+{
+    return rc == MS_ECONN || rc == MS_ETIMEDOUT || rc == MS_EBUSY || rc == MS_EINTERNAL;
+}
+
+/* Runs jobs[0..n) as one transaction; each job's rc and results are set. Returns the highest
+ * committed position, or 0 when nothing was written. */
+static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
+{
+    int rc = 0;
+    if (!es->conn && (rc = ms_db_open(&es->cfg, false, &es->conn)) < 0) {
+        es->conn = NULL;
+        for (size_t i = 0; i < n; i++)
+            jobs[i]->rc = MS_ECONN;
+        return 0;
+    }
+    ms_db_conn *c = es->conn;
+    bool *is_out = ms_xcalloc(n, sizeof *is_out); /* failed alone by a statement error */
+    int redos = 0;
+redo:
+    if ((rc = begin_batch(c)) < 0)
+        goto fail_all;
+    for (size_t i = 0; i < n; i++) {
+        if (is_out[i])
+            continue;
+        bool is_dirty;
+        int arc = ms_es__apply(c, jobs[i], &is_dirty);
+        jobs[i]->rc = arc;
+        if (!is_dirty)
+            continue;
+        /* A statement failed: what this transaction holds of the append is unknown (and on
+         * PostgreSQL the transaction is aborted). Undo all, run the rest again without it. */
+        ms_db_rollback(c);
+        if (is_batch_wide(arc) || ++redos > MAX_REDOS) {
+            rc = arc;
+            goto fail_all;
+        }
+        is_out[i] = true;
+        goto redo;
+    }
+    if ((rc = ms_db_commit(c)) < 0) {
+        ms_db_rollback(c);
+        goto fail_all;
+    }
+    int64_t top = 0;
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->rc == 0 && jobs[i]->last_position > top)
+            top = jobs[i]->last_position;
+    free(is_out);
+    return top;
+
+fail_all:
+    /* Nothing of the batch is stored, and the checks of the others ran against writes that
+     * are now undone: every append gets the error (a retry with the same event ids is safe,
+     * even if a failed COMMIT did in fact reach the disk). */
+    ms_log(MS_LOG_WARN, "eventstore batch failed", "error", ms_errname(rc), "detail",
+           ms_db_errmsg(c), NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (!is_out[i])
+            jobs[i]->rc = rc;
+        jobs[i]->first_position = jobs[i]->last_position = jobs[i]->version = 0;
+    }
+    if (rc == MS_ECONN) { /* reopened by the next batch */
+        ms_db_close(es->conn);
+        es->conn = NULL;
+    }
+    free(is_out);
+    return 0;
+}
+
+static int size_bucket(size_t n)
+{
+    int b = 0;
+    while (b < 7 && n >= (size_t)2 << b)
+        b++;
+    return b;
+}
+
+static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)
+{
+    uint64_t now = uv_hrtime();
+    uv_mutex_lock(&es->stats_mu);
+    ms_es_stats *s = &es->stats;
+    s->batches_total++;
+    s->batch_size_hist[size_bucket(n)]++;
+    for (size_t i = 0; i < n; i++) {
+        const es_job *j = jobs[i];
+        double ms = (double)(now - j->queued_ns) / 1e6;
+        int b = 0;
+        while (b < 11 && ms > latency_bounds_ms[b])
+            b++;
+        s->append_seconds_hist[b]++;
+        s->append_seconds_sum += ms / 1000.0;
+        s->appends_total++;
+        if (j->rc == MS_ECONFLICT)
+            s->conflicts_total++;
+        /* events written now, not retries that found theirs stored */
+        if (j->rc == 0 && !j->is_noop)
+            s->events_total += j->req.nevents;
+    }
+    if (top > s->committed_position) {
+        s->committed_position = top;
+        uv_cond_broadcast(&es->committed_cond);
+    }
+    uv_mutex_unlock(&es->stats_mu);
+}
+
+static void writer_main(void *arg)
+{
+    ms_es *es = arg;
+    size_t max = (size_t)es->opt.max_batch;
+    es_job **jobs = ms_xcalloc(max, sizeof *jobs);
+    for (;;) {
+        size_t n = 0;
+        uv_mutex_lock(&es->mu);
+        while (!es->head && !es->is_stopping)
+            uv_cond_wait(&es->has_work, &es->mu);
+        while (es->head && n < max) {
+            es_job *j = es->head;
+            es->head = j->next;
+            j->next = NULL;
+            jobs[n++] = j;
+        }
+        if (!es->head)
+            es->tail = NULL;
+        bool is_last = es->is_stopping && n == 0;
+        uv_mutex_unlock(&es->mu);
+        if (is_last)
+            break;
+        int64_t top = run_batch(es, jobs, n);
+        /* Stats first: a caller answered next may read them and the committed position. */
+        account(es, jobs, n, top);
+        for (size_t i = 0; i < n; i++)
+            answer(es, jobs[i]);
+    }
+    free(jobs);
+}
+
+/* ---- the store ---- */
+
+int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
+{
+    *out = NULL;
+    ms_es *es = ms_xcalloc(1, sizeof *es);
+    es->cfg = *cfg;
+    es->cfg.sqlite_path = cfg->sqlite_path ? ms_xstrdup(cfg->sqlite_path) : NULL;
+    es->cfg.pg_conninfo = cfg->pg_conninfo ? ms_xstrdup(cfg->pg_conninfo) : NULL;
+    es->opt.max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 256;
+    es->opt.snapshot_every = opt && opt->snapshot_every > 0 ? opt->snapshot_every : 50;
+    ms_db_result *r = NULL;
+    int rc = ms_db_open(&es->cfg, false, &es->conn);
+    if (rc < 0)
+        goto out;
+    /* Positions committed before this process started count as committed: a subscriber
+     * waiting for one of them must not wait for a new append. */
+    if ((rc = ms_db_exec(es->conn, "SELECT COALESCE(MAX(position), 0) FROM events", 0, NULL, &r)) <
+        0) {
+        ms_log(MS_LOG_ERROR, "eventstore open failed (not migrated?)", "error",
+               ms_db_errmsg(es->conn), NULL);
+        goto out;
+    }
+    es->stats.committed_position = strtoll(ms_db_get(r, 0, 0), NULL, 10);
+    uv_mutex_init(&es->mu);
+    uv_cond_init(&es->has_work);
+    uv_mutex_init(&es->stats_mu);
+    uv_cond_init(&es->committed_cond);
+    if (uv_thread_create(&es->writer, writer_main, es) != 0)
+        MS_BUG("eventstore: cannot start the writer thread");
+out:
+    ms_db_result_free(r);
+    if (rc < 0) {
+        ms_db_close(es->conn);
+        free((char *)es->cfg.sqlite_path);
+        free((char *)es->cfg.pg_conninfo);
+        free(es);
+        return rc;
+    }
+    *out = es;
+    return 0;
+}
+
+void ms_es_close(ms_es *es)
+{
+    if (!es)
+        return;
+    uv_mutex_lock(&es->mu);
+    if (es->nports > 0)
+        MS_BUG("ms_es_close: a port is still open");
+    es->is_stopping = true;
+    uv_cond_signal(&es->has_work);
+    uv_mutex_unlock(&es->mu);
+    uv_thread_join(&es->writer); /* it finishes the queue first */
+    ms_db_close(es->conn);
+    uv_cond_destroy(&es->committed_cond);
+    uv_mutex_destroy(&es->stats_mu);
+    uv_cond_destroy(&es->has_work);
+    uv_mutex_destroy(&es->mu);
+    free((char *)es->cfg.sqlite_path);
+    free((char *)es->cfg.pg_conninfo);
+    free(es);
+}
+
+static void copy_results(es_job *j)
+{
+    j->caller->first_position = j->first_position;
+    j->caller->last_position = j->last_position;
+    j->caller->version = j->version;
+}
+
+int ms_es_append_wait(ms_es *es, ms_es_append_req *a)
+{
+    es_job *j;
+    int rc = ms_es__job_new(a, &j);
+    if (rc < 0)
+        return rc;
+    uv_cond_t wake;
+    uv_cond_init(&wake);
+    j->wake = &wake;
+    ms_es__submit(es, j);
+    uv_mutex_lock(&es->mu);
+    while (!j->is_done)
+        uv_cond_wait(&wake, &es->mu);
+    uv_mutex_unlock(&es->mu);
+    uv_cond_destroy(&wake);
+    rc = j->rc;
+    copy_results(j);
+    free(j);
+    return rc;
+}
+
+void ms_es__finish_on_loop(es_job *j)
+{
+    copy_results(j);
+    j->cb(j->rc, j->caller, j->arg);
+    free(j);
+}
+
+bool ms_es_snapshot_due(const ms_es *es, int64_t before, int64_t after)
+{
+    int64_t every = es->opt.snapshot_every;
+    return every > 0 && after > before && before / every != after / every;
+}
+
+int64_t ms_es_committed_position(ms_es *es)
+{
+    uv_mutex_lock(&es->stats_mu);
+    int64_t p = es->stats.committed_position;
+    uv_mutex_unlock(&es->stats_mu);
+    return p;
+}
+
+int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms)
+{
+    uint64_t deadline = uv_hrtime() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
+    int rc = 0;
+    uv_mutex_lock(&es->stats_mu);
+    while (es->stats.committed_position < position) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) {
+            rc = MS_ETIMEDOUT;
+            break;
+        }
+        uv_cond_timedwait(&es->committed_cond, &es->stats_mu, deadline - now);
+    }
+    uv_mutex_unlock(&es->stats_mu);
+    return rc;
+}
+
+void ms_es_get_stats(ms_es *es, ms_es_stats *out)
+{
+    uv_mutex_lock(&es->stats_mu);
+    *out = es->stats;
+    uv_mutex_unlock(&es->stats_mu);
+}
