@@ -1,0 +1,859 @@
+/*
+ * order_aggregate.c — the order's rules: commands validated and decided into events, events
+ * evolving the state, the public view and snapshots. Pure; contract in order_aggregate.h.
+ *
+ * Commands are checked against policy (limits, currency list, address rules). Events and
+ * snapshots are facts already stored, so reading them checks shape and invariants only
+ * (UUIDs, a total that matches the items, the status machine), not today's policy: raising
+ * or lowering a limit must not make old streams unreadable.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "runtime/currency.h"
+#include "runtime/error.h"
+#include "runtime/json.h"
+#include "runtime/problem.h"
+#include "services/order/order_aggregate.h"
+#include "runtime/banned.h"
+
+enum { SNAPSHOT_FORMAT = 1 };
+
+/* ---- statuses ---------------------------------------------------------------------------- */
+
+static const char *const status_names[] = {
+    [ORDER_STATUS_NONE] = NULL,
+    [ORDER_STATUS_PENDING] = "pending",
+    [ORDER_STATUS_CONFIRMED] = "confirmed",
+    [ORDER_STATUS_SHIPPED] = "shipped",
+    [ORDER_STATUS_DELIVERED] = "delivered",
+    [ORDER_STATUS_REJECTED] = "rejected",
+    [ORDER_STATUS_CANCELLED] = "cancelled",
+};
+enum { NSTATUS = sizeof status_names / sizeof status_names[0] };
+
+#define TO(s) (1u << (s))
+/* next[from]: the statuses `from` may move to (API.md). */
+static const unsigned next[NSTATUS] = {
+    [ORDER_STATUS_PENDING] =
+        TO(ORDER_STATUS_CONFIRMED) | TO(ORDER_STATUS_REJECTED) | TO(ORDER_STATUS_CANCELLED),
+    [ORDER_STATUS_CONFIRMED] = TO(ORDER_STATUS_SHIPPED) | TO(ORDER_STATUS_CANCELLED),
+    [ORDER_STATUS_SHIPPED] = TO(ORDER_STATUS_DELIVERED),
+};
+
+const char *order_status_name(order_status s)
+{
+    return (unsigned)s < NSTATUS ? status_names[s] : NULL;
+}
+
+int order_status_parse(const char *name, order_status *out)
+{
+    for (unsigned i = 1; name && i < NSTATUS; i++) {
+        if (strcmp(status_names[i], name) == 0) {
+            *out = (order_status)i;
+            return 0;
+        }
+    }
+    return MS_EINVAL;
+}
+
+bool order_status_can_move(order_status from, order_status to)
+{
+    return (unsigned)from < NSTATUS && (unsigned)to < NSTATUS && (next[from] & TO(to));
+}
+
+/* The event that moves an order into each status (all but CREATED). */
+static const struct transition {
+    const char *type;
+    order_status to;
+    bool has_reason;
+} transitions[] = {
+    {ORDER_EVENT_CONFIRMED, ORDER_STATUS_CONFIRMED, false},
+    {ORDER_EVENT_REJECTED, ORDER_STATUS_REJECTED, true},
+    {ORDER_EVENT_SHIPPED, ORDER_STATUS_SHIPPED, false},
+    {ORDER_EVENT_DELIVERED, ORDER_STATUS_DELIVERED, false},
+    {ORDER_EVENT_CANCELLED, ORDER_STATUS_CANCELLED, true},
+};
+enum { NTRANSITIONS = sizeof transitions / sizeof transitions[0] };
+
+static const struct transition *transition_to(order_status to)
+{
+    for (size_t i = 0; i < NTRANSITIONS; i++)
+        if (transitions[i].to == to)
+            return &transitions[i];
+    return NULL;
+}
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static bool is_digits(const char *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+static int two(const char *s)
+{
+    return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
+/* RFC 3339 date-time: 2026-11-25T06:15:47(.123)?(Z|+01:00). */
+static bool is_timestamp(const char *s)
+{
+    if (!s || strlen(s) < 20 || strlen(s) > 40)
+        return false;
+    if (!is_digits(s, 4) || s[4] != '-' || !is_digits(s + 5, 2) || s[7] != '-' ||
+        !is_digits(s + 8, 2) || s[10] != 'T' || !is_digits(s + 11, 2) || s[13] != ':' ||
+        !is_digits(s + 14, 2) || s[16] != ':' || !is_digits(s + 17, 2))
+        return false;
+    if (two(s + 5) < 1 || two(s + 5) > 12 || two(s + 8) < 1 || two(s + 8) > 31 ||
+        two(s + 11) > 23 || two(s + 14) > 59 || two(s + 17) > 60)
+        return false;
+    const char *p = s + 19;
+    if (*p == '.') {
+        if (!is_digits(++p, 1))
+            return false;
+        while (is_digits(p, 1))
+            p++;
+    }
+    if (*p == 'Z')
+        return p[1] == '\0';
+    return (*p == '+' || *p == '-') && is_digits(p + 1, 2) && p[3] == ':' && is_digits(p + 4, 2) &&
+           p[6] == '\0' && two(p + 1) <= 23 && two(p + 4) <= 59;
+}
+
+/* Copies a valid UUID in its canonical lower case. */
+static void copy_uuid(char dst[MS_UUID_LEN + 1], const char *src)
+{
+    for (int i = 0; i < MS_UUID_LEN; i++)
+        dst[i] = (src[i] >= 'A' && src[i] <= 'F') ? (char)(src[i] - 'A' + 'a') : src[i];
+    dst[MS_UUID_LEN] = '\0';
+}
+
+static bool is_upper3(const char *s)
+{
+    return s && strlen(s) == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' &&
+           s[2] >= 'A' && s[2] <= 'Z';
+}
+
+static const char *get_str(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? ms_xstrdup(s) : NULL;
+}
+
+/* Compact JSON with sorted keys (stable bytes for events and snapshots); consumes doc. */
+static char *dump(json_t *doc)
+{
+    if (!doc)
+        MS_BUG("json_pack failed on a well-formed value");
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(doc);
+    if (!text)
+        MS_BUG("json_dumps failed");
+    return text;
+}
+
+static void set_reason(order_decision *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_reason(order_decision *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->reason, sizeof d->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- state ------------------------------------------------------------------------------- */
+
+void order_state_init(order_state *s)
+{
+    memset(s, 0, sizeof *s);
+}
+
+void order_state_release(order_state *s)
+{
+    free(s->items);
+    free(s->shipping_address);
+    free(s->created_at);
+    free(s->updated_at);
+    free(s->reason);
+    order_state_init(s);
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+bool order_state_equal(const order_state *a, const order_state *b)
+{
+    if (strcmp(a->id, b->id) != 0 || strcmp(a->user_id, b->user_id) != 0 ||
+        a->status != b->status || a->nitems != b->nitems || strcmp(a->currency, b->currency) != 0 ||
+        a->total_cents != b->total_cents || a->version != b->version ||
+        !same_text(a->shipping_address, b->shipping_address) ||
+        !same_text(a->created_at, b->created_at) || !same_text(a->updated_at, b->updated_at) ||
+        !same_text(a->reason, b->reason))
+        return false;
+    for (size_t i = 0; i < a->nitems; i++) {
+        const order_item *x = &a->items[i], *y = &b->items[i];
+        if (strcmp(x->product_id, y->product_id) != 0 || x->quantity != y->quantity ||
+            x->unit_price_cents != y->unit_price_cents)
+            return false;
+    }
+    return true;
+}
+
+int order_total(const order_item *items, size_t n, int64_t *out)
+{
+    int64_t sum = 0, line;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].quantity < 0 || items[i].unit_price_cents < 0)
+            return MS_EINVAL;
+        if (__builtin_mul_overflow((int64_t)items[i].quantity, items[i].unit_price_cents, &line) ||
+            __builtin_add_overflow(sum, line, &sum))
+            return MS_ETOOBIG;
+    }
+    *out = sum;
+    return 0;
+}
+
+/* ---- command validation ------------------------------------------------------------------ */
+
+typedef enum { K_STRING, K_INTEGER, K_OBJECT, K_ARRAY } kind;
+
+typedef struct field {
+    const char *name;
+    kind kind;
+    bool required, nullable;
+} field;
+
+static const char *kind_name(kind k)
+{
+    static const char *const names[] = {"a string", "an integer", "an object", "an array"};
+    return names[k];
+}
+
+static bool has_kind(const json_t *v, kind k)
+{
+    switch (k) {
+    case K_STRING:
+        return json_is_string(v);
+    case K_INTEGER:
+        return json_is_integer(v);
+    case K_OBJECT:
+        return json_is_object(v);
+    default:
+        return json_is_array(v);
+    }
+}
+
+/* ms_json_check with arrays: unknown fields and wrong kinds are malformed, missing required
+ * fields invalid. True when every present field has its kind (rules may look at values). */
+static bool check_shape(json_t *obj, const field *fields, size_t n, const char *prefix,
+                        json_t *malformed, json_t *invalid)
+{
+    char path[96];
+    const char *key;
+    json_t *v;
+    bool ok = true;
+    json_object_foreach(obj, key, v)
+    {
+        size_t i = 0;
+        while (i < n && strcmp(fields[i].name, key) != 0)
+            i++;
+        snprintf(path, sizeof path, "%s%s", prefix, key);
+        if (i == n) {
+            ms_field_error(malformed, path, "unknown field");
+            ok = false;
+        } else if (json_is_null(v) ? !fields[i].nullable : !has_kind(v, fields[i].kind)) {
+            ms_field_error(malformed, path, "must be %s%s", kind_name(fields[i].kind),
+                           fields[i].nullable ? " or null" : "");
+            ok = false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fields[i].required && !json_object_get(obj, fields[i].name)) {
+            snprintf(path, sizeof path, "%s%s", prefix, fields[i].name);
+            ms_field_error(invalid, path, "is required");
+        }
+    }
+    return ok;
+}
+
+static size_t error_count(json_t *malformed, json_t *invalid)
+{
+    return json_array_size(malformed) + json_array_size(invalid);
+}
+
+/* Free text: 1..max code points, no control characters (C0, DEL, C1), no outer spaces. */
+static const char *check_text(const char *s, size_t max)
+{
+    size_t n = ms_utf8_length(s);
+    if (n == 0)
+        return "must not be empty";
+    if (n > max)
+        return "is too long";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            return "must not contain control characters";
+    if (s[0] == ' ' || s[strlen(s) - 1] == ' ')
+        return "must not start or end with a space";
+    return NULL;
+}
+
+static const char *check_reason(const char *s)
+{
+    const char *why = check_text(s, ORDER_MAX_REASON);
+    return why && strcmp(why, "is too long") == 0 ? "must be at most 500 characters" : why;
+}
+
+static const char *check_postal_code(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 12)
+        return "must be 1 to 12 letters, digits, spaces or hyphens";
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == ' ' || c == '-'))
+            return "must be 1 to 12 letters, digits, spaces or hyphens";
+    }
+    return NULL;
+}
+
+static const char *check_country(const char *s)
+{
+    if (strlen(s) != 2 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z')
+        return "must be an ISO 3166-1 alpha-2 code like DE";
+    return NULL;
+}
+
+/* Runs a rule on a string field when it is there and a string. */
+static void rule(json_t *obj, const char *key, const char *path, const char *(*check)(const char *),
+                 json_t *invalid)
+{
+    const char *s = get_str(obj, key);
+    const char *why = s ? check(s) : NULL;
+    if (why)
+        ms_field_error(invalid, path, "%s", why);
+}
+
+static const char *check_uuid(const char *s)
+{
+    return ms_uuid_valid(s) ? NULL : "must be a UUID";
+}
+
+static const char *check_currency(const char *s)
+{
+    return ms_currency_valid(s) ? NULL : "must be an ISO 4217 currency code like EUR";
+}
+
+static const char *check_line1(const char *s)
+{
+    return check_text(s, 200);
+}
+
+static const char *check_city(const char *s)
+{
+    return check_text(s, 100);
+}
+
+static void validate_address(json_t *addr, json_t *malformed, json_t *invalid)
+{
+    static const field fields[] = {
+        {"line1", K_STRING, true, false},
+        {"city", K_STRING, true, false},
+        {"postal_code", K_STRING, true, false},
+        {"country", K_STRING, true, false},
+    };
+    check_shape(addr, fields, 4, "shipping_address.", malformed, invalid);
+    rule(addr, "line1", "shipping_address.line1", check_line1, invalid);
+    rule(addr, "city", "shipping_address.city", check_city, invalid);
+    rule(addr, "postal_code", "shipping_address.postal_code", check_postal_code, invalid);
+    rule(addr, "country", "shipping_address.country", check_country, invalid);
+}
+
+/* Checks items[i] and adds its line to *total; false when the line cannot be counted. */
+static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malformed,
+                          json_t *invalid)
+{
+    static const field fields[] = {
+        {"product_id", K_STRING, true, false},
+        {"quantity", K_INTEGER, true, false},
+        {"unit_price_cents", K_INTEGER, true, false},
+    };
+    char prefix[32], path[64];
+    json_t *item = json_array_get(items, i);
+    snprintf(prefix, sizeof prefix, "items[%zu]", i);
+    if (!json_is_object(item)) {
+        ms_field_error(malformed, prefix, "must be an object");
+        return false;
+    }
+    snprintf(prefix, sizeof prefix, "items[%zu].", i);
+    bool countable = check_shape(item, fields, 3, prefix, malformed, invalid);
+
+    const char *product = get_str(item, "product_id");
+    snprintf(path, sizeof path, "items[%zu].product_id", i);
+    if (product && !ms_uuid_valid(product)) {
+        ms_field_error(invalid, path, "must be a UUID");
+    } else if (product) {
+        for (size_t j = 0; j < i; j++) {
+            const char *other = get_str(json_array_get(items, j), "product_id");
+            if (other && strcasecmp(other, product) == 0) {
+                ms_field_error(invalid, path, "repeats items[%zu]: one line per product", j);
+                break;
+            }
+        }
+    }
+    json_t *q = json_object_get(item, "quantity");
+    json_t *p = json_object_get(item, "unit_price_cents");
+    snprintf(path, sizeof path, "items[%zu].quantity", i);
+    if (json_is_integer(q) &&
+        (json_integer_value(q) < 1 || json_integer_value(q) > ORDER_MAX_QUANTITY)) {
+        ms_field_error(invalid, path, "must be from 1 to %d", ORDER_MAX_QUANTITY);
+        countable = false;
+    }
+    snprintf(path, sizeof path, "items[%zu].unit_price_cents", i);
+    if (json_is_integer(p) &&
+        (json_integer_value(p) < 0 || json_integer_value(p) > ORDER_MAX_UNIT_PRICE_CENTS)) {
+        ms_field_error(invalid, path, "must be from 0 to %lld",
+                       (long long)ORDER_MAX_UNIT_PRICE_CENTS);
+        countable = false;
+    }
+    if (!countable || !json_is_integer(q) || !json_is_integer(p))
+        return false;
+    int64_t line;
+    return !__builtin_mul_overflow((int64_t)json_integer_value(q), (int64_t)json_integer_value(p),
+                                   &line) &&
+           !__builtin_add_overflow(*total, line, total);
+}
+
+static int validate_create(json_t *cmd, json_t *malformed, json_t *invalid)
+{
+    static const field fields[] = {
+        {"order_id", K_STRING, true, false},
+        {"user_id", K_STRING, true, false},
+        {"items", K_ARRAY, true, false},
+        {"currency", K_STRING, true, false},
+        {"shipping_address", K_OBJECT, false, true},
+    };
+    size_t before = error_count(malformed, invalid);
+    if (!json_is_object(cmd)) {
+        ms_field_error(malformed, "body", "must be a JSON object");
+        return MS_EINVAL;
+    }
+    check_shape(cmd, fields, 5, "", malformed, invalid);
+    rule(cmd, "order_id", "order_id", check_uuid, invalid);
+    rule(cmd, "user_id", "user_id", check_uuid, invalid);
+    rule(cmd, "currency", "currency", check_currency, invalid);
+
+    json_t *items = json_object_get(cmd, "items");
+    size_t n = json_array_size(items);
+    if (json_is_array(items) && n == 0) {
+        ms_field_error(invalid, "items", "must have at least 1 item");
+    } else if (n > ORDER_MAX_ITEMS) {
+        ms_field_error(invalid, "items", "must have at most %d items", ORDER_MAX_ITEMS);
+    } else if (n > 0) {
+        int64_t total = 0;
+        bool countable = true;
+        for (size_t i = 0; i < n; i++)
+            countable &= validate_item(items, i, &total, malformed, invalid);
+        if (countable && total > ORDER_MAX_TOTAL_CENTS)
+            ms_field_error(invalid, "items", "the order total must be at most %lld cents",
+                           (long long)ORDER_MAX_TOTAL_CENTS);
+    }
+    json_t *addr = json_object_get(cmd, "shipping_address");
+    if (json_is_object(addr))
+        validate_address(addr, malformed, invalid);
+    return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
+}
+
+static int validate_update(json_t *cmd, json_t *malformed, json_t *invalid)
+{
+    static const field fields[] = {
+        {"status", K_STRING, true, false},
+        {"reason", K_STRING, false, true},
+    };
+    size_t before = error_count(malformed, invalid);
+    if (!json_is_object(cmd)) {
+        ms_field_error(malformed, "body", "must be a JSON object");
+        return MS_EINVAL;
+    }
+    check_shape(cmd, fields, 2, "", malformed, invalid);
+    const char *name = get_str(cmd, "status");
+    order_status to = ORDER_STATUS_NONE;
+    if (name && order_status_parse(name, &to) == 0 &&
+        (to == ORDER_STATUS_PENDING || to == ORDER_STATUS_CANCELLED))
+        to = ORDER_STATUS_NONE; /* cancelling is CancelOrder's: it releases stock, refunds */
+    if (name && to == ORDER_STATUS_NONE)
+        ms_field_error(invalid, "status", "must be confirmed, shipped, delivered or rejected");
+    const char *reason = get_str(cmd, "reason");
+    const char *why = reason ? check_reason(reason) : NULL;
+    if (why)
+        ms_field_error(invalid, "reason", "%s", why);
+    else if (reason && to != ORDER_STATUS_NONE && to != ORDER_STATUS_REJECTED)
+        ms_field_error(invalid, "reason", "is only allowed with status rejected");
+    return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
+}
+
+static int validate_cancel(json_t *cmd, json_t *malformed, json_t *invalid)
+{
+    static const field fields[] = {{"reason", K_STRING, true, false}};
+    size_t before = error_count(malformed, invalid);
+    if (!json_is_object(cmd)) {
+        ms_field_error(malformed, "body", "must be a JSON object");
+        return MS_EINVAL;
+    }
+    check_shape(cmd, fields, 1, "", malformed, invalid);
+    rule(cmd, "reason", "reason", check_reason, invalid);
+    return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
+}
+
+/* ---- decide ------------------------------------------------------------------------------ */
+
+static void add_event(order_decision *d, const char *type, json_t *data)
+{
+    if (d->nevents == ORDER_MAX_DECIDED)
+        MS_BUG("a command decided more events than ORDER_MAX_DECIDED");
+    d->events[d->nevents].type = type;
+    d->events[d->nevents].data = dump(data);
+    d->nevents++;
+}
+
+static json_t *items_to_json(const order_item *items, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:s, s:i, s:I}", "product_id", items[i].product_id,
+                                           "quantity", items[i].quantity, "unit_price_cents",
+                                           (json_int_t)items[i].unit_price_cents));
+    return a;
+}
+
+static int decide_create(const order_state *s, json_t *cmd, const char *now, order_decision *d)
+{
+    if (s->status != ORDER_STATUS_NONE) {
+        set_reason(d, "order %s already exists", s->id);
+        return MS_ECONFLICT;
+    }
+    json_t *items = json_object_get(cmd, "items");
+    size_t n = json_array_size(items);
+    order_item *lines = ms_xcalloc(n ? n : 1, sizeof *lines);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(items, i);
+        copy_uuid(lines[i].product_id, get_str(item, "product_id"));
+        lines[i].quantity = (int)json_integer_value(json_object_get(item, "quantity"));
+        lines[i].unit_price_cents = json_integer_value(json_object_get(item, "unit_price_cents"));
+    }
+    int64_t total;
+    int rc = order_total(lines, n, &total);
+    if (rc < 0)
+        MS_BUG("a validated order has no total");
+    char order_id[MS_UUID_LEN + 1], user_id[MS_UUID_LEN + 1];
+    copy_uuid(order_id, get_str(cmd, "order_id"));
+    copy_uuid(user_id, get_str(cmd, "user_id"));
+    json_t *addr = json_object_get(cmd, "shipping_address");
+    add_event(d, ORDER_EVENT_CREATED,
+              json_pack("{s:s, s:s, s:o, s:s, s:I, s:o, s:s, s:s, s:s}", "order_id", order_id,
+                        "user_id", user_id, "items", items_to_json(lines, n), "currency",
+                        get_str(cmd, "currency"), "total_cents", (json_int_t)total,
+                        "shipping_address",
+                        json_is_object(addr) ? json_deep_copy(addr) : json_null(), "status",
+                        order_status_name(ORDER_INITIAL_STATUS), "created_at", now, "at", now));
+    free(lines);
+    return 0;
+}
+
+/* "order is shipped; only pending or confirmed orders can be cancelled" */
+static int refuse_move(const order_state *s, order_status to, order_decision *d)
+{
+    if (s->status == to) {
+        set_reason(d, "order is already %s", order_status_name(to));
+        return MS_ECONFLICT;
+    }
+    char from[80] = "";
+    size_t len = 0, count = 0, total = 0;
+    for (unsigned i = 1; i < NSTATUS; i++)
+        total += order_status_can_move((order_status)i, to);
+    for (unsigned i = 1; i < NSTATUS; i++) {
+        if (!order_status_can_move((order_status)i, to))
+            continue;
+        count++;
+        const char *sep = count == 1 ? "" : count == total ? " or " : ", ";
+        int w = snprintf(from + len, sizeof from - len, "%s%s", sep, status_names[i]);
+        if (w > 0 && (size_t)w < sizeof from - len)
+            len += (size_t)w;
+    }
+    set_reason(d, "order is %s; only %s orders can be %s", order_status_name(s->status), from,
+               order_status_name(to));
+    return MS_ECONFLICT;
+}
+
+/* Decides the event moving an existing order to `to`, with `reason` (may be NULL). */
+static int decide_move(const order_state *s, order_status to, const char *reason, const char *now,
+                       order_decision *d)
+{
+    if (s->status == ORDER_STATUS_NONE) {
+        set_reason(d, "order not found");
+        return MS_ENOTFOUND;
+    }
+    if (!order_status_can_move(s->status, to))
+        return refuse_move(s, to, d);
+    const struct transition *t = transition_to(to);
+    json_t *data = json_pack("{s:s}", "at", now);
+    if (t->has_reason)
+        json_object_set_new(data, "reason", reason ? json_string(reason) : json_null());
+    add_event(d, t->type, data);
+    return 0;
+}
+
+static int decide_update(const order_state *s, json_t *cmd, const char *now, order_decision *d)
+{
+    order_status to;
+    if (order_status_parse(get_str(cmd, "status"), &to) < 0)
+        MS_BUG("a validated UpdateOrderStatus has no status");
+    return decide_move(s, to, get_str(cmd, "reason"), now, d);
+}
+
+static int decide_cancel(const order_state *s, json_t *cmd, const char *now, order_decision *d)
+{
+    return decide_move(s, ORDER_STATUS_CANCELLED, get_str(cmd, "reason"), now, d);
+}
+
+static const order_command_handler handlers[] = {
+    {ORDER_CMD_CREATE, validate_create, decide_create},
+    {ORDER_CMD_UPDATE_STATUS, validate_update, decide_update},
+    {ORDER_CMD_CANCEL, validate_cancel, decide_cancel},
+};
+
+const order_command_handler *order_command_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof handlers / sizeof handlers[0]; i++)
+        if (strcmp(handlers[i].name, name) == 0)
+            return &handlers[i];
+    return NULL;
+}
+
+int order_validate(const char *command, json_t *cmd, json_t *malformed, json_t *invalid)
+{
+    const order_command_handler *h = order_command_find(command);
+    if (!h)
+        return MS_ENOTFOUND;
+    json_t *m = malformed ? json_incref(malformed) : json_array();
+    json_t *v = invalid ? json_incref(invalid) : json_array();
+    int rc = h->validate(cmd, m, v);
+    json_decref(m);
+    json_decref(v);
+    return rc;
+}
+
+void order_decision_init(order_decision *d)
+{
+    memset(d, 0, sizeof *d);
+}
+
+void order_decision_release(order_decision *d)
+{
+    for (size_t i = 0; i < d->nevents; i++)
+        free((char *)d->events[i].data);
+    order_decision_init(d);
+}
+
+int order_decide(const order_state *state, const char *command, json_t *cmd, const char *now,
+                 json_t *malformed, json_t *invalid, order_decision *out)
+{
+    order_decision_release(out);
+    const order_command_handler *h = order_command_find(command);
+    if (!h) {
+        set_reason(out, "unknown command %s", command ? command : "(null)");
+        return MS_ENOTFOUND;
+    }
+    int rc = order_validate(command, cmd, malformed, invalid);
+    if (rc < 0) {
+        set_reason(out, "the %s command has invalid fields", h->name);
+        return rc;
+    }
+    if (!is_timestamp(now)) {
+        set_reason(out, "the decision time is not an RFC 3339 timestamp");
+        return MS_EINVAL;
+    }
+    return h->decide(state, cmd, now, out);
+}
+
+/* ---- evolve, snapshots ------------------------------------------------------------------- */
+
+/* Reads the order fields that OrderCreated and a snapshot share into a zeroed `t`; the order
+ * id is under `id_key`. Stored facts: shape and invariants only (see the file comment). */
+static int read_order(json_t *doc, const char *id_key, order_state *t)
+{
+    const char *id = get_str(doc, id_key), *user = get_str(doc, "user_id");
+    const char *currency = get_str(doc, "currency"), *created = get_str(doc, "created_at");
+    json_t *items = json_object_get(doc, "items"), *total = json_object_get(doc, "total_cents");
+    json_t *addr = json_object_get(doc, "shipping_address");
+    if (!id || !ms_uuid_valid(id) || !user || !ms_uuid_valid(user) || !is_upper3(currency) ||
+        !is_timestamp(created) || !json_is_array(items) || json_array_size(items) == 0 ||
+        !json_is_integer(total) || (addr && !json_is_object(addr) && !json_is_null(addr)) ||
+        order_status_parse(get_str(doc, "status"), &t->status) < 0)
+        return MS_EINVAL;
+    copy_uuid(t->id, id);
+    copy_uuid(t->user_id, user);
+    memcpy(t->currency, currency, 4);
+    t->nitems = json_array_size(items);
+    t->items = ms_xcalloc(t->nitems, sizeof *t->items);
+    for (size_t i = 0; i < t->nitems; i++) {
+        json_t *item = json_array_get(items, i);
+        const char *product = get_str(item, "product_id");
+        json_t *q = json_object_get(item, "quantity");
+        json_t *p = json_object_get(item, "unit_price_cents");
+        if (!product || !ms_uuid_valid(product) || !json_is_integer(q) || !json_is_integer(p) ||
+            json_integer_value(q) < 1 || json_integer_value(q) > INT_MAX ||
+            json_integer_value(p) < 0)
+            return MS_EINVAL;
+        copy_uuid(t->items[i].product_id, product);
+        t->items[i].quantity = (int)json_integer_value(q);
+        t->items[i].unit_price_cents = json_integer_value(p);
+    }
+    if (order_total(t->items, t->nitems, &t->total_cents) < 0 ||
+        t->total_cents != json_integer_value(total))
+        return MS_EINVAL;
+    if (json_is_object(addr))
+        t->shipping_address = dump(json_incref(addr));
+    t->created_at = ms_xstrdup(created);
+    return 0;
+}
+
+static int apply_created(order_state *s, json_t *doc, const char *at)
+{
+    if (s->status != ORDER_STATUS_NONE)
+        return MS_EINVAL;
+    order_state t;
+    order_state_init(&t);
+    int rc = read_order(doc, "order_id", &t);
+    if (rc == 0 && t.status != ORDER_STATUS_PENDING && t.status != ORDER_STATUS_CONFIRMED)
+        rc = MS_EINVAL;
+    if (rc < 0) {
+        order_state_release(&t);
+        return rc;
+    }
+    t.updated_at = ms_xstrdup(at);
+    t.version = s->version + 1;
+    order_state_release(s);
+    *s = t;
+    return 0;
+}
+
+static int apply_move(order_state *s, const struct transition *t, json_t *doc, const char *at)
+{
+    json_t *reason = json_object_get(doc, "reason");
+    if (!order_status_can_move(s->status, t->to) ||
+        (reason && !json_is_string(reason) && !json_is_null(reason)))
+        return MS_EINVAL;
+    s->status = t->to;
+    free(s->updated_at);
+    s->updated_at = ms_xstrdup(at);
+    if (t->has_reason) {
+        free(s->reason);
+        s->reason = dup_or_null(json_string_value(reason));
+    }
+    s->version++;
+    return 0;
+}
+
+int order_evolve(order_state *s, const char *type, const char *data)
+{
+    if (!type || !data)
+        return MS_EINVAL;
+    const struct transition *t = NULL;
+    for (size_t i = 0; i < NTRANSITIONS && !t; i++)
+        if (strcmp(transitions[i].type, type) == 0)
+            t = &transitions[i];
+    if (!t && strcmp(type, ORDER_EVENT_CREATED) != 0)
+        return MS_EINVAL;
+    json_t *doc = json_loads(data, JSON_REJECT_DUPLICATES, NULL);
+    const char *at = get_str(doc, "at");
+    int rc = MS_EINVAL;
+    if (json_is_object(doc) && is_timestamp(at))
+        rc = t ? apply_move(s, t, doc, at) : apply_created(s, doc, at);
+    json_decref(doc);
+    return rc;
+}
+
+int order_rebuild(order_state *s, const order_event *events, size_t n, size_t *failed)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = order_evolve(s, events[i].type, events[i].data);
+        if (rc < 0) {
+            if (failed)
+                *failed = i;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+json_t *order_state_to_json(const order_state *s)
+{
+    if (s->status == ORDER_STATUS_NONE)
+        return NULL;
+    json_t *addr = s->shipping_address ? json_loads(s->shipping_address, 0, NULL) : NULL;
+    json_t *doc = json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:I, s:s, s:s, s:o}", "id", s->id,
+                            "user_id", s->user_id, "items", items_to_json(s->items, s->nitems),
+                            "total_cents", (json_int_t)s->total_cents, "currency", s->currency,
+                            "status", order_status_name(s->status), "version",
+                            (json_int_t)s->version, "created_at", s->created_at, "updated_at",
+                            s->updated_at, "shipping_address", addr ? addr : json_null());
+    if (!doc)
+        MS_BUG("an order state with a missing field");
+    if (s->reason)
+        json_object_set_new(doc, "reason", json_string(s->reason));
+    return doc;
+}
+
+char *order_snapshot_write(const order_state *s)
+{
+    json_t *doc = order_state_to_json(s);
+    if (!doc)
+        return NULL;
+    json_object_set_new(doc, "format", json_integer(SNAPSHOT_FORMAT));
+    json_object_set_new(doc, "reason", s->reason ? json_string(s->reason) : json_null());
+    return dump(doc);
+}
+
+int order_snapshot_read(const char *text, order_state *out)
+{
+    json_t *doc = text ? json_loads(text, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *format = json_object_get(doc, "format"), *version = json_object_get(doc, "version");
+    json_t *reason = json_object_get(doc, "reason");
+    const char *updated = get_str(doc, "updated_at");
+    order_state t;
+    order_state_init(&t);
+    int rc = MS_EINVAL;
+    if (!json_is_object(doc) || json_integer_value(format) != SNAPSHOT_FORMAT ||
+        !json_is_integer(format) || !json_is_integer(version) || json_integer_value(version) < 1 ||
+        !is_timestamp(updated) || (reason && !json_is_string(reason) && !json_is_null(reason)))
+        goto out;
+    rc = read_order(doc, "id", &t);
+    if (rc < 0)
+        goto out;
+    t.updated_at = ms_xstrdup(updated);
+    t.reason = dup_or_null(json_string_value(reason));
+    t.version = json_integer_value(version);
+    order_state_release(out);
+    *out = t;
+    order_state_init(&t);
+out:
+    order_state_release(&t);
+    json_decref(doc);
+    return rc;
+}
