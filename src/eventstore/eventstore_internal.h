@@ -11,6 +11,11 @@
 
 #include "eventstore/eventstore.h"
 
+/* PostgreSQL: the advisory lock every append transaction holds (writer.c says why). Any fixed
+ * key works: it only has to be the same in every process appending to this database, and
+ * differ from db.c's migration key. */
+#define MS_ES__APPEND_LOCK_KEY "7236353617836911"
+
 typedef struct es_job {
     struct es_job *next;
     ms_es_append_req req; /* the copy; its pointers point into this allocation */

@@ -22,12 +22,6 @@
 #include "runtime/log.h"
 #include "runtime/banned.h"
 
-/*
- * Any fixed key works: it only has to be the same in every process appending to this
- * database, and differ from db.c's migration key.
- */
-#define APPEND_LOCK_KEY "7236353617836911"
-
 /* Appends that fail with a statement error are dropped from the batch and the rest re-run;
  * past this many in one batch the failure is not the appends' own, and all of them fail. */
 enum { MAX_REDOS = 4 };
@@ -87,8 +81,8 @@ static int begin_batch(ms_db_conn *c)
     int rc = ms_db_begin(c);
     if (rc < 0 || ms_db_backend_of(c) != MS_DB_POSTGRES)
         return rc;
-    if ((rc = ms_db_exec(c, "SELECT pg_advisory_xact_lock(" APPEND_LOCK_KEY ")", 0, NULL, NULL)) <
-        0)
+    if ((rc = ms_db_exec(c, "SELECT pg_advisory_xact_lock(" MS_ES__APPEND_LOCK_KEY ")", 0, NULL,
+                         NULL)) < 0)
         ms_db_rollback(c);
     return rc;
 }
