@@ -33,6 +33,8 @@
  * versions 1000..1099 are reserved for the event store. */
 extern const ms_migration ms_es_migrations[];
 extern const size_t ms_es_nmigrations;
+/* The same count as a constant expression, for static initializers. */
+#define MS_ES_NMIGRATIONS 3
 
 enum {
     MS_ES_ANY = -1,           /* append whatever the stream's version */

@@ -73,3 +73,5 @@ const ms_migration ms_es_migrations[] = {
 // clang-format on
 
 const size_t ms_es_nmigrations = sizeof ms_es_migrations / sizeof ms_es_migrations[0];
+_Static_assert(sizeof ms_es_migrations / sizeof ms_es_migrations[0] == MS_ES_NMIGRATIONS,
+               "MS_ES_NMIGRATIONS must count ms_es_migrations");
