@@ -12,6 +12,8 @@ int cmd_migrate(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 /* Prints a target's routes, one "METHOD TEMPLATE" a line (docs and the OpenAPI check). */
 int cmd_routes(int argc, char **argv);
+/* `microshop order rebuild-projections`: replays the event store into fresh order views. */
+int cmd_order(int argc, char **argv);
 
 /* The service targets, NULL-terminated, and a lookup by name (NULL when unknown). */
 extern const ms_service *const ms_targets[];

@@ -37,6 +37,8 @@ int main(int argc, char **argv)
         return cmd_run(argc, argv);
     if (!strcmp(cmd, "routes"))
         return cmd_routes(argc, argv);
+    if (!strcmp(cmd, "order"))
+        return cmd_order(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("microshop %s\n", MS_VERSION);
         return 0;

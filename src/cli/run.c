@@ -197,9 +197,23 @@ static void print_banner(void)
            "       -d '{\"email\":\"ada-%.8s@example.com\",\"name\":\"Ada\","
            "\"password\":\"correct horse battery\"}' | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
            "  curl -s http://%s/api/v1/users/$ID -H \"X-User-Id: $ID\" "
-           "-H 'X-User-Role: customer'\n\n"
-           "Press Ctrl-C to stop.\n",
+           "-H 'X-User-Role: customer'\n",
            user, tag + 28, user);
+    const char *order = NULL;
+    for (int i = 0; i < sup.n; i++)
+        if (!strcmp(sup.children[i].svc->name, "order"))
+            order = sup.children[i].listen;
+    if (order)
+        printf("  curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
+               "-H 'X-User-Role: customer' \\\n"
+               "       -H 'Content-Type: application/json' -H \"Idempotency-Key: first-$ID\" "
+               "\\\n"
+               "       -d '{\"items\":[{\"product_id\":\"3fa85f64-5717-4562-b3fc-2c963f66afa6\","
+               "\"quantity\":2,\"unit_price_cents\":1999}],\"currency\":\"EUR\"}'\n"
+               "  curl -s http://%s/api/v1/users/$ID/orders -H \"X-User-Id: $ID\" "
+               "-H 'X-User-Role: customer'\n",
+               order, order);
+    printf("\nPress Ctrl-C to stop.\n");
     fflush(stdout);
 }
 

@@ -73,6 +73,8 @@ static const char *kind_name(ms_json_kind k)
         return "a boolean";
     case MS_JSON_INTEGER:
         return "an integer";
+    case MS_JSON_ARRAY:
+        return "an array";
     default:
         return "an object";
     }
@@ -87,6 +89,8 @@ static bool has_kind(const json_t *v, ms_json_kind k)
         return json_is_boolean(v);
     case MS_JSON_INTEGER:
         return json_is_integer(v);
+    case MS_JSON_ARRAY:
+        return json_is_array(v);
     default:
         return json_is_object(v);
     }

@@ -20,7 +20,13 @@
  */
 int ms_json_body(ms_http_request *req, json_t **out);
 
-typedef enum { MS_JSON_STRING, MS_JSON_BOOL, MS_JSON_INTEGER, MS_JSON_OBJECT } ms_json_kind;
+typedef enum {
+    MS_JSON_STRING,
+    MS_JSON_BOOL,
+    MS_JSON_INTEGER,
+    MS_JSON_OBJECT,
+    MS_JSON_ARRAY,
+} ms_json_kind;
 
 typedef struct ms_json_field {
     const char *name;

@@ -35,5 +35,6 @@ typedef struct ms_service {
 } ms_service;
 
 extern const ms_service ms_user_service;
+extern const ms_service ms_order_service;
 
 #endif

@@ -1,6 +1,7 @@
 /* Field rules of the user service. Each check returns NULL or the message for that field. */
 #include <string.h>
 
+#include "runtime/currency.h"
 #include "runtime/json.h"
 #include "services/user/user_internal.h"
 #include "runtime/banned.h"
@@ -133,24 +134,7 @@ const char *user_check_language(const char *lang)
     return "must be a language tag like en or pt-BR";
 }
 
-/* Active ISO 4217 codes that a shop may price in. */
-static const char currencies[] =
-    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN "
-    "BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD "
-    "FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY "
-    "KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP "
-    "MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR "
-    "RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT "
-    "TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW "
-    "ZWL";
-
 const char *user_check_currency(const char *currency)
 {
-    const char *msg = "must be an ISO 4217 currency code like EUR";
-    if (strlen(currency) != 3)
-        return msg;
-    for (size_t i = 0; i + 3 < sizeof currencies; i += 4)
-        if (!strncmp(currencies + i, currency, 3))
-            return NULL;
-    return msg;
+    return ms_currency_valid(currency) ? NULL : "must be an ISO 4217 currency code like EUR";
 }

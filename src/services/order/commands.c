@@ -1,0 +1,463 @@
+/*
+ * commands.c — the write side over HTTP: place an order, cancel it, move its status.
+ *
+ * Every command follows the repository pattern: load the aggregate (latest snapshot + the
+ * events after it), let the aggregate decide, append the decided events with the loaded
+ * version as the expected one (a concurrent command loses with 409), then answer with the
+ * new state, its version (ETag) and its position (X-Position, for read-your-writes). The
+ * events and their outbox rows commit together (the event store's group commit).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "runtime/error.h"
+#include "runtime/identity.h"
+#include "runtime/json.h"
+#include "runtime/log.h"
+#include "runtime/problem.h"
+#include "runtime/sha256.h"
+#include "services/order/order_internal.h"
+#include "runtime/banned.h"
+
+enum { STREAM_PAGE = 1000 };
+
+/* One command in flight; lives in the request's arena. */
+typedef struct order_call {
+    ms_http_request *req;
+    ms_identity who;
+    char id[MS_UUID_LEN + 1];
+    char stream[ORDER_STREAM_LEN + 1];
+    const char *command; /* ORDER_CMD_* */
+    json_t *cmd;         /* the command object (owned) */
+    int64_t if_match;    /* PATCH: the version the client saw; -1 when not given */
+    char request_sha[65];
+    bool keyed; /* POST with an Idempotency-Key */
+    char event_id[MS_UUID_LEN + 1];
+    order_state state;
+    order_decision decision;
+    ms_es_event events[ORDER_MAX_DECIDED];
+    ms_es_outbox_row outbox[ORDER_MAX_DECIDED];
+    ms_es_append_req append;
+    char metadata[160];
+    int64_t before;       /* version before the append */
+    char *first_metadata; /* keyed POST: metadata of the stored OrderCreated (heap) */
+} order_call;
+
+static void call_release(order_call *k)
+{
+    json_decref(k->cmd);
+    k->cmd = NULL;
+    order_state_release(&k->state);
+    order_decision_release(&k->decision);
+    free(k->first_metadata);
+    k->first_metadata = NULL;
+}
+
+static void set_stream(order_call *k)
+{
+    snprintf(k->stream, sizeof k->stream, "%s%s", ORDER_STREAM_PREFIX, k->id);
+}
+
+/* Loads an order: the latest snapshot, then every event after it. Worker (or inline). */
+static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **first_metadata)
+{
+    int64_t version = 0;
+    char *snap = NULL;
+    int rc = first_metadata ? 0 : ms_es_snapshot_load(c, stream, &version, &snap);
+    if (rc == 0 && snap && order_snapshot_read(snap, s) < 0) {
+        order_state_release(s); /* an unreadable snapshot: fall back to the whole stream */
+        version = 0;
+    }
+    free(snap);
+    for (int64_t from = s->version + 1; rc == 0;) {
+        ms_es_page page = {0};
+        rc = ms_es_read_stream(c, stream, from, STREAM_PAGE, &page);
+        for (size_t i = 0; rc == 0 && i < page.n; i++) {
+            if (first_metadata && page.events[i].version == 1)
+                *first_metadata = ms_xstrdup(page.events[i].metadata);
+            rc = order_evolve(s, page.events[i].type, page.events[i].data);
+        }
+        size_t n = page.n;
+        ms_es_page_release(&page);
+        if (n < STREAM_PAGE)
+            break;
+        from = s->version + 1;
+    }
+    if (rc == 0 && s->status == ORDER_STATUS_NONE)
+        rc = MS_ENOTFOUND;
+    return rc;
+}
+
+static int load_work(ms_db_conn *c, void *arg)
+{
+    order_call *k = arg;
+    return load_order(c, k->stream, &k->state, k->keyed ? &k->first_metadata : NULL);
+}
+
+/* The caller may act on this order: its owner, or an admin. Others learn nothing of it. */
+static bool may_reach(const order_call *k)
+{
+    return k->who.is_admin || strcasecmp(k->who.user_id, k->state.user_id) == 0;
+}
+
+static void answer_order(order_call *k, int status)
+{
+    ms_http_request *req = k->req;
+    char etag[32], position[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", (long long)k->state.version);
+    ms_http_set_header(req, "ETag", etag);
+    if (k->append.last_position > 0) {
+        snprintf(position, sizeof position, "%lld", (long long)k->append.last_position);
+        ms_http_set_header(req, "X-Position", position);
+    }
+    if (status == 201) {
+        char *location = ms_arena_printf(&req->arena, "/api/v1/orders/%s", k->id);
+        ms_http_set_header(req, "Location", location);
+    }
+    json_t *view = order_state_to_json(&k->state);
+    call_release(k);
+    ms_http_respond_json(req, status, view);
+}
+
+static void answer_error(order_call *k, int rc, const char *what)
+{
+    ms_http_request *req = k->req;
+    if (rc == MS_ENOTFOUND) {
+        ms_problem(req, 404, "no such order");
+    } else if (rc == MS_ECONFLICT) {
+        ms_problem(req, 409, what);
+    } else {
+        if (ms_http_status_for(rc) >= 500)
+            ms_log(MS_LOG_ERROR, "order command failed", "endpoint",
+                   req->route ? req->route->template : "", "error", ms_strerror(rc), NULL);
+        ms_problem_from_error(req, rc, NULL);
+    }
+    call_release(k);
+}
+
+/* After a keyed POST: the stored OrderCreated must come from the same request body. */
+static void replay_loaded(int rc, void *arg)
+{
+    order_call *k = arg;
+    if (rc < 0) {
+        answer_error(k, rc, NULL);
+        return;
+    }
+    json_t *meta = k->first_metadata ? json_loads(k->first_metadata, 0, NULL) : NULL;
+    const char *sha = json_string_value(json_object_get(meta, "request_sha256"));
+    bool same = sha && strcmp(sha, k->request_sha) == 0;
+    json_decref(meta);
+    if (!same) {
+        ms_problem(k->req, 409, "this Idempotency-Key was used with a different request body");
+        call_release(k);
+        return;
+    }
+    answer_order(k, 201);
+}
+
+static int snapshot_work(ms_db_conn *c, void *arg)
+{
+    char **job = arg; /* {stream, version text, snapshot} */
+    return ms_es_snapshot_save(c, job[0], strtoll(job[1], NULL, 10), job[2]);
+}
+
+static void snapshot_done(int rc, void *arg)
+{
+    char **job = arg;
+    if (rc < 0)
+        ms_log(MS_LOG_WARN, "snapshot not saved (it is only a shortcut)", "stream", job[0], "error",
+               ms_strerror(rc), NULL);
+    for (int i = 0; i < 3; i++)
+        free(job[i]);
+    free(job);
+}
+
+/* Saves a snapshot when the stream crossed a snapshot boundary. Outlives the request. */
+static void maybe_snapshot(order_call *k)
+{
+    if (!ms_es_snapshot_due(order_proc.es, k->before, k->state.version))
+        return;
+    char **job = ms_xcalloc(3, sizeof(char *));
+    job[0] = ms_xstrdup(k->stream);
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)k->state.version);
+    job[1] = ms_xstrdup(v);
+    job[2] = order_snapshot_write(&k->state);
+    if (!job[2]) {
+        snapshot_done(0, job);
+        return;
+    }
+    ms_http_request *req = k->req;
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, uv_now(&req->loop->uv) + 10000, snapshot_work,
+                   snapshot_done, job);
+}
+
+static void appended(int rc, ms_es_append_req *a, void *arg)
+{
+    (void)a;
+    order_call *k = arg;
+    if (rc == MS_ECONFLICT) {
+        answer_error(k, rc, "the order changed while this request was decided; read it again");
+        return;
+    }
+    if (rc < 0) {
+        answer_error(k, rc, NULL);
+        return;
+    }
+    for (size_t i = 0; i < k->decision.nevents; i++) {
+        if (order_evolve(&k->state, k->decision.events[i].type, k->decision.events[i].data) < 0)
+            MS_BUG("an event the aggregate decided does not apply to it");
+    }
+    bool created = strcmp(k->command, ORDER_CMD_CREATE) == 0;
+    if (created)
+        order_metrics_created(k->state.total_cents);
+    maybe_snapshot(k);
+    if (created && k->keyed) {
+        /* the append may have been a retry of an earlier one: answer what is stored */
+        order_state_release(&k->state);
+        ms_http_request *req = k->req;
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, load_work, replay_loaded, k);
+        return;
+    }
+    answer_order(k, created ? 201 : 200);
+}
+
+/* Decides on the loaded state and appends. */
+static void decide_and_append(order_call *k)
+{
+    ms_http_request *req = k->req;
+    char now[MS_TIME_LEN + 1];
+    ms_time_now(now);
+    json_t *malformed = json_array(), *invalid = json_array();
+    int rc = order_decide(&k->state, k->command, k->cmd, now, malformed, invalid, &k->decision);
+    if (rc == MS_EINVAL) {
+        if (!ms_json_reject(req, malformed, invalid))
+            ms_problem(req, 422, k->decision.reason);
+        call_release(k);
+        return;
+    }
+    json_decref(malformed);
+    json_decref(invalid);
+    if (rc < 0) {
+        answer_error(k, rc, k->decision.reason);
+        return;
+    }
+    k->before = k->state.version;
+    for (size_t i = 0; i < k->decision.nevents; i++) {
+        ms_es_event *e = &k->events[i];
+        memset(e, 0, sizeof *e);
+        if (i == 0 && k->event_id[0])
+            memcpy(e->event_id, k->event_id, sizeof e->event_id);
+        else
+            ms_uuid_new(e->event_id);
+        e->type = k->decision.events[i].type;
+        e->data = k->decision.events[i].data;
+        e->metadata = k->metadata[0] ? k->metadata : "{}";
+        ms_es_outbox_row *o = &k->outbox[i];
+        ms_uuid_new(o->id);
+        o->aggregate_type = "order";
+        o->aggregate_id = k->id;
+        o->type = e->type;
+        o->payload = e->data;
+    }
+    k->append = (ms_es_append_req){
+        .stream_id = k->stream,
+        .expected_version = k->state.version ? k->state.version : MS_ES_NO_STREAM,
+        .events = k->events,
+        .nevents = k->decision.nevents,
+        .outbox = k->outbox,
+        .noutbox = k->decision.nevents,
+    };
+    ms_es_append(order_loop_of(req)->port, &k->append, appended, k);
+}
+
+static void loaded(int rc, void *arg)
+{
+    order_call *k = arg;
+    if (rc == 0 && !may_reach(k))
+        rc = MS_ENOTFOUND;
+    if (rc == 0 && k->if_match >= 0 && k->if_match != k->state.version) {
+        char why[96];
+        snprintf(why, sizeof why, "stale version: the order is at version %lld",
+                 (long long)k->state.version);
+        answer_error(k, MS_ECONFLICT, why);
+        return;
+    }
+    if (rc < 0) {
+        answer_error(k, rc, NULL);
+        return;
+    }
+    decide_and_append(k);
+}
+
+/* The common start: the caller, a call context, the order id of the path. */
+static order_call *begin(ms_http_request *req, const char *command)
+{
+    ms_identity who;
+    if (ms_identity_get(req, &who) < 0)
+        return NULL;
+    order_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    memset(k, 0, sizeof *k);
+    k->req = req;
+    k->who = who;
+    k->command = command;
+    k->if_match = -1;
+    order_state_init(&k->state);
+    order_decision_init(&k->decision);
+    const char *id = ms_http_param(req, "id");
+    if (id) {
+        if (!ms_uuid_valid(id)) {
+            ms_problem(req, 404, "no such order");
+            return NULL;
+        }
+        for (int i = 0; i < MS_UUID_LEN; i++)
+            k->id[i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] + 32 : id[i]);
+        set_stream(k);
+    }
+    return k;
+}
+
+/* ---- POST /api/v1/orders ---- */
+
+static bool valid_key(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (key[i] < 0x21 || key[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static bool valid_card(const char *card)
+{
+    size_t n = strlen(card);
+    if (n < 12 || n > 19)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (card[i] < '0' || card[i] > '9')
+            return false;
+    return true;
+}
+
+void order_create(ms_http_request *req)
+{
+    static const ms_json_field fields[] = {
+        {"items", MS_JSON_ARRAY, true, false},
+        {"currency", MS_JSON_STRING, true, false},
+        {"shipping_address", MS_JSON_OBJECT, false, true},
+        {"payment", MS_JSON_OBJECT, false, false},
+    };
+    static const ms_json_field payment_fields[] = {{"card_number", MS_JSON_STRING, true, false}};
+    order_call *k = begin(req, ORDER_CMD_CREATE);
+    if (!k)
+        return;
+    const char *key = ms_http_header_get(req, "Idempotency-Key");
+    if (key && !valid_key(key)) {
+        json_t *errors = json_array();
+        ms_field_error(errors, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
+        ms_problem_fields(req, 400, "the Idempotency-Key header is malformed", errors);
+        return;
+    }
+    json_t *body;
+    if (ms_json_body(req, &body) < 0)
+        return;
+    json_t *malformed = json_array(), *invalid = json_array();
+    ms_json_check(body, fields, 4, "", malformed, invalid);
+    json_t *payment = json_object_get(body, "payment");
+    if (json_is_object(payment)) {
+        ms_json_check(payment, payment_fields, 1, "payment.", malformed, invalid);
+        const char *card = json_string_value(json_object_get(payment, "card_number"));
+        if (card && !valid_card(card))
+            ms_field_error(invalid, "payment.card_number", "must be 12 to 19 digits");
+    }
+    /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
+     * matter to Idempotency-Key */
+    char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
+    free(canonical);
+    if (key) {
+        /* a retry with the same key names the same order and the same first event */
+        char *name = ms_arena_printf(&req->arena, "order/%s/%s", k->who.user_id, key);
+        ms_uuid_from_name(name, strlen(name), k->id);
+        name = ms_arena_printf(&req->arena, "order-created/%s/%s", k->who.user_id, key);
+        ms_uuid_from_name(name, strlen(name), k->event_id);
+        k->keyed = true;
+    } else {
+        ms_uuid_new(k->id);
+    }
+    set_stream(k);
+    snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
+    k->cmd = json_pack("{s:s, s:s, s:O, s:O, s:O}", "order_id", k->id, "user_id", k->who.user_id,
+                       "items", json_object_get(body, "items"), "currency",
+                       json_object_get(body, "currency"), "shipping_address",
+                       json_object_get(body, "shipping_address")
+                           ? json_object_get(body, "shipping_address")
+                           : json_null());
+    json_decref(body);
+    if (json_array_size(malformed) == 0 && k->cmd)
+        order_validate(ORDER_CMD_CREATE, k->cmd, malformed, invalid);
+    if (!k->cmd || ms_json_reject(req, malformed, invalid)) {
+        if (!k->cmd)
+            ms_problem(req, 400, "the body's fields have the wrong kinds");
+        call_release(k);
+        return;
+    }
+    decide_and_append(k);
+}
+
+/* ---- POST /api/v1/orders/{id}/cancel and PATCH /api/v1/orders/{id}/status ---- */
+
+/* Reads the body into the command (validated with the aggregate's rules), then loads. */
+static void load_then_decide(order_call *k)
+{
+    ms_http_request *req = k->req;
+    json_t *body;
+    if (ms_json_body(req, &body) < 0)
+        return;
+    json_t *malformed = json_array(), *invalid = json_array();
+    order_validate(k->command, body, malformed, invalid);
+    if (ms_json_reject(req, malformed, invalid)) {
+        json_decref(body);
+        return;
+    }
+    k->cmd = body;
+    ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, load_work, loaded, k);
+}
+
+void order_cancel(ms_http_request *req)
+{
+    order_call *k = begin(req, ORDER_CMD_CANCEL);
+    if (k)
+        load_then_decide(k);
+}
+
+void order_patch_status(ms_http_request *req)
+{
+    order_call *k = begin(req, ORDER_CMD_UPDATE_STATUS);
+    if (!k)
+        return;
+    if (!k->who.is_admin) {
+        ms_problem(req, 403, "only an admin may change an order's status");
+        return;
+    }
+    const char *tag = ms_http_header_get(req, "If-Match");
+    if (!tag) {
+        ms_problem(req, 428, "If-Match with the order's ETag is required");
+        return;
+    }
+    char *end;
+    const char *digits = tag[0] == '"' ? tag + 1 : tag;
+    long long v = strtoll(digits, &end, 10);
+    if (end == digits || v < 0 || (tag[0] == '"' ? strcmp(end, "\"") != 0 : *end != '\0')) {
+        json_t *errors = json_array();
+        ms_field_error(errors, "If-Match", "must be the ETag of the order, like \"3\"");
+        ms_problem_fields(req, 400, "the If-Match header is malformed", errors);
+        return;
+    }
+    k->if_match = v;
+    load_then_decide(k);
+}

@@ -1,0 +1,102 @@
+/*
+ * order_internal.h — shared by the order service's files only (design:
+ * docs/internals/orders.md).
+ *
+ * The write side is the event store (one writer thread per process, group commit); the read
+ * side is a separate database of views kept by one projector thread. Handlers run on loop
+ * threads; *_work functions on pooled connections (worker threads, or inline for SQLite
+ * reads); the projector on its own thread.
+ */
+#ifndef MS_ORDER_INTERNAL_H
+#define MS_ORDER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "eventstore/eventstore.h"
+#include "runtime/db.h"
+#include "runtime/http.h"
+#include "runtime/server.h"
+#include "services/order/order_aggregate.h"
+
+/* Streams are "order-<id>". */
+#define ORDER_STREAM_PREFIX "order-"
+enum { ORDER_STREAM_LEN = sizeof(ORDER_STREAM_PREFIX) - 1 + MS_UUID_LEN };
+
+/* ---- process-wide state (service.c) ---- */
+typedef struct order_waiter order_waiter;
+
+/* Per loop: the event-store port, the read-database pool, and the requests waiting for the
+ * projector to reach a position (read-your-writes). Loop thread only, except `projected`. */
+typedef struct order_loop {
+    ms_loop *loop;
+    ms_es_port *port;
+    ms_db_pool *read_pool;
+    uv_async_t projected; /* the projector moved on: look at the waiters */
+    order_waiter *waiters;
+    struct order_loop *next; /* in the projector's list of loops to wake */
+    void (*on_closed)(ms_loop *l);
+    int closing; /* handles and pools still closing */
+} order_loop;
+
+typedef struct order_process {
+    ms_es *es;
+    ms_db_config write_db, read_db;
+    char read_path[4096];
+    struct order_projector *projector;
+} order_process;
+
+extern order_process order_proc;
+
+/* The loop's order state (req->loop->service). */
+static inline order_loop *order_loop_of(ms_http_request *req)
+{
+    return req->loop->service;
+}
+
+/* ---- the read side (views.c) ---- */
+extern const ms_migration order_view_migrations[];
+extern const size_t order_view_nmigrations;
+/* Applies one event to the views on `c` (inside the caller's transaction): idempotent, an
+ * event at or below a view's version is skipped. Worker or projector thread. */
+int order_views_apply(ms_db_conn *c, const ms_es_event *e);
+/* Reads and sets a projector's checkpoint (position of the last event applied). */
+int order_views_checkpoint(ms_db_conn *c, const char *name, int64_t *position);
+int order_views_set_checkpoint(ms_db_conn *c, const char *name, int64_t position);
+
+/* ---- the projector (projector.c) ---- */
+typedef struct order_projector order_projector;
+int order_projector_start(ms_es *es, const ms_db_config *write_db, const ms_db_config *read_db,
+                          order_projector **out);
+void order_projector_stop(order_projector *p);
+/* The last position applied to the views (any thread). */
+int64_t order_projector_position(order_projector *p);
+/* Loops to wake when the position moves (registered at loop open, removed at close). */
+void order_projector_watch(order_projector *p, order_loop *ol);
+void order_projector_unwatch(order_projector *p, order_loop *ol);
+/* Metrics: projection lag in events and seconds. */
+void order_projector_collect(ms_buf *out, void *arg);
+
+/* Waits (without blocking the loop) until the views reached `position`, then calls `then`
+ * with 0, or with MS_ETIMEDOUT at the request's deadline. Runs `then` at once when already
+ * there. Loop thread. */
+void order_wait_projected(ms_http_request *req, int64_t position, void (*then)(int rc, void *arg),
+                          void *arg);
+/* The loop's `projected` async fired: run the waiters whose position was reached. */
+void order_waiters_wake(order_loop *ol);
+/* Fails every waiter (shutdown). */
+void order_waiters_cancel(order_loop *ol);
+
+/* ---- handlers (commands.c, queries.c) ---- */
+void order_create(ms_http_request *req);
+void order_cancel(ms_http_request *req);
+void order_patch_status(ms_http_request *req);
+void order_get(ms_http_request *req);
+void order_list_for_user(ms_http_request *req);
+void order_events(ms_http_request *req);
+
+/* ---- metrics (service.c) ---- */
+void order_metrics_created(int64_t total_cents);
+
+#endif

@@ -1,0 +1,248 @@
+/*
+ * service.c — the order service's wiring: routes, the write database (the event store's
+ * tables), the read database (views), the event store and the projector for the process, and
+ * per loop an event-store port, a read-database pool and the read-your-writes waiters.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/metrics.h"
+#include "services/order/order_internal.h"
+#include "services/service.h"
+#include "runtime/banned.h"
+
+order_process order_proc;
+
+/* ---- metrics: orders_created_total, order_amount (the seed's names) ---- */
+
+static const double amount_bounds[] = {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+enum { NAMOUNT = sizeof amount_bounds / sizeof amount_bounds[0] };
+static struct {
+    uv_mutex_t lock;
+    uint64_t created, buckets[NAMOUNT + 1];
+    double sum;
+} order_stats;
+
+void order_metrics_created(int64_t total_cents)
+{
+    double amount = (double)total_cents / 100.0; /* in the currency's major unit */
+    int b = 0;
+    while (b < NAMOUNT && amount > amount_bounds[b])
+        b++;
+    uv_mutex_lock(&order_stats.lock);
+    order_stats.created++;
+    order_stats.buckets[b]++;
+    order_stats.sum += amount;
+    uv_mutex_unlock(&order_stats.lock);
+}
+
+static void collect_orders(ms_buf *out, void *arg)
+{
+    (void)arg;
+    uv_mutex_lock(&order_stats.lock);
+    uint64_t created = order_stats.created, buckets[NAMOUNT + 1];
+    memcpy(buckets, order_stats.buckets, sizeof buckets);
+    double sum = order_stats.sum;
+    uv_mutex_unlock(&order_stats.lock);
+    ms_metrics_family(out, "orders_created_total", "counter", "Orders created.");
+    ms_metrics_sample(out, "orders_created_total", (double)created, "service", "order", NULL);
+    ms_metrics_family(out, "order_amount", "histogram",
+                      "Order totals in the currency's major unit.");
+    uint64_t cum = 0;
+    for (int b = 0; b <= NAMOUNT; b++) {
+        char le[16];
+        if (b < NAMOUNT)
+            snprintf(le, sizeof le, "%g", amount_bounds[b]);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        cum += buckets[b];
+        ms_metrics_sample(out, "order_amount_bucket", (double)cum, "service", "order", "le", le,
+                          NULL);
+    }
+    ms_metrics_sample(out, "order_amount_sum", sum, "service", "order", NULL);
+    ms_metrics_sample(out, "order_amount_count", (double)cum, "service", "order", NULL);
+}
+
+static void collect_eventstore(ms_buf *out, void *arg)
+{
+    (void)arg;
+    ms_es_stats st;
+    ms_es_get_stats(order_proc.es, &st);
+    static const char *const batch_le[] = {"1", "3", "7", "15", "31", "63", "127", "+Inf"};
+    static const char *const secs_le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+                                          "0.05",   "0.1",   "0.25",   "0.5",   "1",    "+Inf"};
+    ms_metrics_family(out, "eventstore_appends_total", "counter", "Appends answered.");
+    ms_metrics_sample(out, "eventstore_appends_total", (double)st.appends_total, NULL);
+    ms_metrics_family(out, "eventstore_conflicts_total", "counter",
+                      "Appends refused for an expected version that did not match.");
+    ms_metrics_sample(out, "eventstore_conflicts_total", (double)st.conflicts_total, NULL);
+    ms_metrics_family(out, "eventstore_events_total", "counter", "Events appended.");
+    ms_metrics_sample(out, "eventstore_events_total", (double)st.events_total, NULL);
+    ms_metrics_family(out, "eventstore_group_commit_size", "histogram",
+                      "Appends committed together in one transaction (one fsync).");
+    uint64_t cum = 0;
+    for (int i = 0; i < 8; i++) {
+        cum += st.batch_size_hist[i];
+        ms_metrics_sample(out, "eventstore_group_commit_size_bucket", (double)cum, "le",
+                          batch_le[i], NULL);
+    }
+    ms_metrics_sample(out, "eventstore_group_commit_size_sum", (double)st.appends_total, NULL);
+    ms_metrics_sample(out, "eventstore_group_commit_size_count", (double)cum, NULL);
+    ms_metrics_family(out, "eventstore_append_duration_seconds", "histogram",
+                      "From queueing an append to its answer (after the commit).");
+    cum = 0;
+    for (int i = 0; i < 12; i++) {
+        cum += st.append_seconds_hist[i];
+        ms_metrics_sample(out, "eventstore_append_duration_seconds_bucket", (double)cum, "le",
+                          secs_le[i], NULL);
+    }
+    ms_metrics_sample(out, "eventstore_append_duration_seconds_sum", st.append_seconds_sum, NULL);
+    ms_metrics_sample(out, "eventstore_append_duration_seconds_count", (double)cum, NULL);
+    ms_metrics_family(out, "eventstore_committed_position", "gauge",
+                      "Highest global position this process committed.");
+    ms_metrics_sample(out, "eventstore_committed_position", (double)st.committed_position, NULL);
+}
+
+/* ---- process ---- */
+
+static int migrate_read_db(const ms_db_config *cfg)
+{
+    ms_db_conn *c = NULL;
+    int rc = ms_db_open(cfg, false, &c);
+    if (rc == 0)
+        rc = ms_db_migrate(c, order_view_migrations, order_view_nmigrations, NULL);
+    if (rc < 0)
+        ms_log(MS_LOG_ERROR, "cannot prepare the read database", "error",
+               c ? ms_db_errmsg(c) : ms_strerror(rc), NULL);
+    ms_db_close(c);
+    return rc;
+}
+
+static int start(const ms_service_env *env)
+{
+    uv_mutex_init(&order_stats.lock);
+    order_proc.write_db = *env->db;
+    order_proc.read_db = *env->db;
+    if (env->db->backend == MS_DB_SQLITE) {
+        /* the read model lives in a file of its own: a separate database, as CQRS wants */
+        snprintf(order_proc.read_path, sizeof order_proc.read_path, "%s/order_read.db",
+                 env->data_dir);
+        order_proc.read_db.sqlite_path = order_proc.read_path;
+    } else {
+        const char *url = getenv("READ_DATABASE_URL");
+        if (url && *url)
+            order_proc.read_db.pg_conninfo = url;
+    }
+    int rc = migrate_read_db(&order_proc.read_db);
+    if (rc == 0)
+        rc = ms_es_open(&order_proc.write_db, NULL, &order_proc.es);
+    if (rc == 0)
+        rc = order_projector_start(order_proc.es, &order_proc.write_db, &order_proc.read_db,
+                                   &order_proc.projector);
+    if (rc < 0) {
+        if (order_proc.es)
+            ms_es_close(order_proc.es);
+        order_proc.es = NULL;
+        return rc;
+    }
+    ms_metrics_register(collect_orders, NULL);
+    ms_metrics_register(collect_eventstore, NULL);
+    ms_metrics_register(order_projector_collect, order_proc.projector);
+    return 0;
+}
+
+static void stop(void)
+{
+    order_projector_stop(order_proc.projector);
+    order_proc.projector = NULL;
+    ms_es_close(order_proc.es);
+    order_proc.es = NULL;
+    uv_mutex_destroy(&order_stats.lock);
+}
+
+/* ---- loops ---- */
+
+static void on_projected(uv_async_t *a)
+{
+    order_waiters_wake(a->data);
+}
+
+static int loop_open(ms_loop *l, void *arg)
+{
+    (void)arg;
+    order_loop *ol = ms_xcalloc(1, sizeof *ol);
+    ol->loop = l;
+    int rc = ms_es_port_open(order_proc.es, &l->uv, &ol->port);
+    if (rc == 0)
+        rc = ms_db_pool_new(&l->uv, &order_proc.read_db, l->cfg->threads, &ol->read_pool);
+    if (rc < 0) {
+        free(ol);
+        return rc;
+    }
+    uv_async_init(&l->uv, &ol->projected, on_projected);
+    ol->projected.data = ol;
+    order_projector_watch(order_proc.projector, ol);
+    l->service = ol;
+    return 0;
+}
+
+static void part_closed(order_loop *ol)
+{
+    if (--ol->closing > 0)
+        return;
+    ms_loop *l = ol->loop;
+    void (*done)(ms_loop *) = ol->on_closed;
+    l->service = NULL;
+    free(ol);
+    done(l);
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    part_closed(h->data);
+}
+
+static void on_part_closed(void *arg)
+{
+    part_closed(arg);
+}
+
+static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
+{
+    (void)arg;
+    order_loop *ol = l->service;
+    ol->on_closed = done;
+    order_projector_unwatch(order_proc.projector, ol);
+    order_waiters_cancel(ol);
+    ol->closing = 3;
+    uv_close((uv_handle_t *)&ol->projected, on_async_closed);
+    ms_es_port_close(ol->port, on_part_closed, ol);
+    ms_db_pool_close(ol->read_pool, on_part_closed, ol);
+}
+
+static int add_routes(ms_router *r)
+{
+    int rc = 0;
+    rc |= ms_router_add(r, "POST", "/api/v1/orders", order_create);
+    rc |= ms_router_add(r, "GET", "/api/v1/orders/{id}", order_get);
+    rc |= ms_router_add(r, "POST", "/api/v1/orders/{id}/cancel", order_cancel);
+    rc |= ms_router_add(r, "PATCH", "/api/v1/orders/{id}/status", order_patch_status);
+    rc |= ms_router_add(r, "GET", "/api/v1/orders/{id}/events", order_events);
+    rc |= ms_router_add(r, "GET", "/api/v1/users/{id}/orders", order_list_for_user);
+    return rc ? -1 : 0;
+}
+
+const ms_service ms_order_service = {
+    .name = "order",
+    .summary = "orders: event store, CQRS views, outbox",
+    .default_port = 8082,
+    .migrations = ms_es_migrations,
+    .nmigrations = MS_ES_NMIGRATIONS,
+    .add_routes = add_routes,
+    .start = start,
+    .stop = stop,
+    .loop_hooks = {.open = loop_open, .close = loop_close},
+};
