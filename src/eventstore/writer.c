@@ -14,6 +14,7 @@
  * Threads: the queue, `is_stopping` and the ports count are guarded by es->mu; the stats and
  * the committed position by es->stats_mu; the connection belongs to the writer thread.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,10 +22,6 @@
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/banned.h"
-
-/* Appends that fail with a statement error are dropped from the batch and the rest re-run;
- * past this many in one batch the failure is not the appends' own, and all of them fail. */
-enum { MAX_REDOS = 4 };
 
 static const double latency_bounds_ms[11] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000};
 
@@ -93,8 +90,24 @@ static bool is_batch_wide(int rc)
     return rc == MS_ECONN || rc == MS_ETIMEDOUT || rc == MS_EBUSY || rc == MS_EINTERNAL;
 }
 
-/* Runs jobs[0..n) as one transaction; each job's rc and results are set. Returns the highest
- * committed position, or 0 when nothing was written. */
+/* SAVEPOINT / ROLLBACK TO / RELEASE: the same text on both dialects. */
+static int savepoint(ms_db_conn *c, const char *verb)
+{
+    char sql[48];
+    snprintf(sql, sizeof sql, "%s es_append", verb);
+    return ms_db_exec(c, sql, 0, NULL, NULL);
+}
+
+/*
+ * Runs jobs[0..n) as one transaction; each job's rc and results are set. Returns the highest
+ * committed position, or 0 when nothing was written.
+ *
+ * The common batch runs without savepoints: appends check before they write (append.c). When a
+ * statement fails all the same, what the transaction holds of that append is unknown (and
+ * PostgreSQL has aborted it), so the batch is rolled back and run once more without that
+ * append, this time with a savepoint around each append, so any further failing append is
+ * undone alone. A batch costs at most two transactions, whatever fails in it.
+ */
 static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
 {
     int rc = 0;
@@ -106,32 +119,38 @@ static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
     }
     ms_db_conn *c = es->conn;
     bool *is_out = ms_xcalloc(n, sizeof *is_out); /* failed alone by a statement error */
-    int redos = 0;
+    bool is_careful = false;                      /* a savepoint around each append */
 redo:
     if ((rc = begin_batch(c)) < 0)
         goto fail_all;
     for (size_t i = 0; i < n; i++) {
         if (is_out[i])
             continue;
+        if (is_careful && (rc = savepoint(c, "SAVEPOINT")) < 0)
+            goto rollback_all;
         bool is_dirty;
         int arc = ms_es__apply(c, jobs[i], &is_dirty);
         jobs[i]->rc = arc;
-        if (!is_dirty)
-            continue;
-        /* A statement failed: what this transaction holds of the append is unknown (and on
-         * PostgreSQL the transaction is aborted). Undo all, run the rest again without it. */
-        ms_db_rollback(c);
-        if (is_batch_wide(arc) || ++redos > MAX_REDOS) {
+        if (is_dirty && is_batch_wide(arc)) {
             rc = arc;
-            goto fail_all;
+            goto rollback_all;
         }
-        is_out[i] = true;
-        goto redo;
+        if (is_dirty && !is_careful) {
+            ms_db_rollback(c);
+            is_out[i] = true;
+            is_careful = true;
+            goto redo;
+        }
+        if (is_dirty) {
+            is_out[i] = true;
+            if ((rc = savepoint(c, "ROLLBACK TO SAVEPOINT")) < 0)
+                goto rollback_all;
+        }
+        if (is_careful && (rc = savepoint(c, "RELEASE SAVEPOINT")) < 0)
+            goto rollback_all;
     }
-    if ((rc = ms_db_commit(c)) < 0) {
-        ms_db_rollback(c);
-        goto fail_all;
-    }
+    if ((rc = ms_db_commit(c)) < 0)
+        goto rollback_all;
     int64_t top = 0;
     for (size_t i = 0; i < n; i++)
         if (jobs[i]->rc == 0 && jobs[i]->last_position > top)
@@ -139,15 +158,22 @@ redo:
     free(is_out);
     return top;
 
+rollback_all : {
+    char why[512]; /* the first error says why; the rollback's would not */
+    snprintf(why, sizeof why, "%s", ms_db_errmsg(c));
+    ms_db_rollback(c);
+    ms_log(MS_LOG_WARN, "eventstore batch failed", "error", ms_errname(rc), "detail", why, NULL);
+    goto answer_all;
+}
 fail_all:
-    /* Nothing of the batch is stored, and the checks of the others ran against writes that
-     * are now undone: every append gets the error (a retry with the same event ids is safe,
-     * even if a failed COMMIT did in fact reach the disk). */
+    /* Nothing of the batch is stored, and every append's checks ran against writes that are
+     * now undone: all of them get the error (a retry with the same event ids is safe, even if
+     * a failed COMMIT did in fact reach the disk). */
     ms_log(MS_LOG_WARN, "eventstore batch failed", "error", ms_errname(rc), "detail",
            ms_db_errmsg(c), NULL);
+answer_all:
     for (size_t i = 0; i < n; i++) {
-        if (!is_out[i])
-            jobs[i]->rc = rc;
+        jobs[i]->rc = rc;
         jobs[i]->first_position = jobs[i]->last_position = jobs[i]->version = 0;
     }
     if (rc == MS_ECONN) { /* reopened by the next batch */
@@ -220,8 +246,19 @@ static void writer_main(void *arg)
         int64_t top = run_batch(es, jobs, n);
         /* Stats first: a caller answered next may read them and the committed position. */
         account(es, jobs, n, top);
+        /* Waiters are woken under one lock for the batch; ports each take their own. */
+        uv_mutex_lock(&es->mu);
+        for (size_t i = 0; i < n; i++) {
+            if (!jobs[i]->port) {
+                jobs[i]->is_done = true;
+                uv_cond_signal(jobs[i]->wake);
+                jobs[i] = NULL; /* its waiter frees it once we unlock */
+            }
+        }
+        uv_mutex_unlock(&es->mu);
         for (size_t i = 0; i < n; i++)
-            answer(es, jobs[i]);
+            if (jobs[i])
+                ms_es__port_deliver(jobs[i]->port, jobs[i]);
     }
     free(jobs);
 }
@@ -235,6 +272,10 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     es->cfg = *cfg;
     es->cfg.sqlite_path = cfg->sqlite_path ? ms_xstrdup(cfg->sqlite_path) : NULL;
     es->cfg.pg_conninfo = cfg->pg_conninfo ? ms_xstrdup(cfg->pg_conninfo) : NULL;
+    /* Another process (a migration, a tool) may hold SQLite's write lock for a moment: wait
+     * for it rather than fail a whole batch with MS_EBUSY. */
+    if (es->cfg.backend == MS_DB_SQLITE && es->cfg.busy_timeout_ms <= 0)
+        es->cfg.busy_timeout_ms = 5000;
     es->opt.max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 256;
     es->opt.snapshot_every = opt && opt->snapshot_every > 0 ? opt->snapshot_every : 50;
     ms_db_result *r = NULL;

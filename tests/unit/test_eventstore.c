@@ -503,16 +503,21 @@ static void test_event_id_reuse_elsewhere(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     ms_es_port *port;
     assert_int_equal(ms_es_port_open(f->es, &loop, &port), 0);
-    ms_es_event e[4];
-    ms_es_append_req b[4];
+    ms_es_event e[6];
+    ms_es_append_req b[5];
     batch_answers ans = {0};
     ms_db_conn *holder = hold_writers(&f->cfg);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         new_event(&e[i], "E", "{}");
         b[i] = req(i == 0 ? "first" : "stream-d", MS_ES_ANY, &e[i], 1);
-        if (i == 2) { /* the middle one of the batch of three reuses the outbox id */
+        if (i == 2) { /* reuses the outbox id: found by a failing INSERT */
             b[i].outbox = &ob;
             b[i].noutbox = 1;
+        }
+        if (i == 4) { /* its second event reuses an id: found by a failing INSERT */
+            e[5] = e1;
+            b[i].events = &e[4];
+            b[i].nevents = 2;
         }
         ms_es_append(port, &b[i], on_batch_answer, &ans);
         if (i == 0)
@@ -523,17 +528,18 @@ static void test_event_id_reuse_elsewhere(void **state)
     ms_es_port_close(port, NULL, NULL);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
-    assert_int_equal(ans.n, 4);
-    assert_int_equal(ans.rc[0], 0);
-    assert_int_equal(ans.rc[1], 0);
-    assert_int_equal(ans.rc[2], MS_ECONFLICT);
-    assert_int_equal(ans.rc[3], 0);
+    assert_int_equal(ans.n, 5);
+    const int want[] = {0, 0, MS_ECONFLICT, 0, MS_ECONFLICT};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ans.rc[i], want[i]);
+    assert_int_equal(b[1].version, 1);
     assert_int_equal(b[3].version, 2); /* the rerun of the batch kept b[1] */
+    assert_int_equal(b[4].version, 0);
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), 6);
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox"), 1);
     ms_es_stats st;
     ms_es_get_stats(f->es, &st);
-    assert_true(st.batch_size_hist[1] >= 1); /* the three went in one batch */
+    assert_true(st.batch_size_hist[2] >= 1); /* the four went in one batch */
 }
 
 /* ---- several threads ---- */
