@@ -27,6 +27,7 @@ build-asan:
 bench:
 	bash scripts/bootstrap.sh bench
 	bash bench/http.sh
+	bash bench/orders.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Order service against nginx `return 200`, in one run: durable POST /api/v1/orders (fsync
+# before 201, group-committed) and GET /api/v1/orders/{id}; projection lag sampled from
+# /metrics during the POST load.
+#
+#   bench/orders.sh [--duration S] [--connections N] [--threads N] [--rounds N]
+#                   [--backend sqlite|postgres]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+bench_parse_args "$@"
+bench_setup
+bench_start_nginx
+bench_start_service order
+
+user=0190c2a4-0000-7000-8000-00000000b001
+cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-User-Id"] = "$user"
+wrk.headers["X-User-Role"] = "customer"
+wrk.body = '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":2,"unit_price_cents":1999}],"currency":"EUR"}'
+LUA
+order=$(curl -s -X POST "http://127.0.0.1:$sport/api/v1/orders" -H 'Content-Type: application/json' \
+    -H "X-User-Id: $user" -H 'X-User-Role: customer' \
+    -d '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":1,"unit_price_cents":500}],"currency":"EUR"}' |
+    sed -E 's/.*"id":"([^"]+)".*/\1/')
+cat >"$work/get.lua" <<LUA
+wrk.headers["X-User-Id"] = "$user"
+wrk.headers["X-User-Role"] = "customer"
+LUA
+sleep 0.5 # let the projector write the view
+
+# sample the projection lag every 50 ms while the rounds run
+(while kill -0 "$spid" 2>/dev/null; do
+    curl -s "http://127.0.0.1:$sport/metrics" | awk '/^projection_lag_seconds/ {print $2}'
+    sleep 0.05
+done) >"$work/lag.txt" 2>/dev/null &
+sampler=$!
+
+bench_rounds "nginx return 200|http://127.0.0.1:$nport/|" \
+    "POST /api/v1/orders (durable)|http://127.0.0.1:$sport/api/v1/orders|$work/post.lua" \
+    "GET /api/v1/orders/{id}|http://127.0.0.1:$sport/api/v1/orders/$order|$work/get.lua"
+kill "$sampler" 2>/dev/null || true
+echo "goals: POST ratio >= 0.40, GET ratio >= 0.70"
+sort -g "$work/lag.txt" | awk '{v[NR] = $1} END {
+    if (NR) printf "projection lag (sampled every 50 ms, %d samples): p50 %.1f ms, p99 %.1f ms (goal p99 <= 50 ms)\n",
+        NR, v[int(NR * 0.5) + 1] * 1000, v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] * 1000 }'
+curl -s "http://127.0.0.1:$sport/metrics" |
+    awk '/^eventstore_group_commit_size_(sum|count)/ {v[$1] = $2} END {
+        if (v["eventstore_group_commit_size_count"])
+            printf "group commit: %.1f appends per transaction on average\n",
+                v["eventstore_group_commit_size_sum"] / v["eventstore_group_commit_size_count"] }'
