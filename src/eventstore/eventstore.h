@@ -69,6 +69,7 @@ typedef struct ms_es_append_req {
     size_t noutbox;
     /* results, set before the callback runs */
     int64_t first_position, last_position; /* of the appended (or already stored) events */
+    bool is_replay;  /* the events were stored already: an idempotent retry, nothing written */
     int64_t version; /* the stream's version after the append (on MS_ECONFLICT: as found) */
 } ms_es_append_req;
 

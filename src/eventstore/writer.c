@@ -334,6 +334,7 @@ void ms_es_close(ms_es *es)
 static void copy_results(es_job *j)
 {
     j->caller->first_position = j->first_position;
+    j->caller->is_replay = j->rc == 0 && j->is_noop;
     j->caller->last_position = j->last_position;
     j->caller->version = j->version;
 }

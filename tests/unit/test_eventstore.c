@@ -409,6 +409,7 @@ static void test_idempotent_reappend(void **state)
     a.outbox = &ob;
     a.noutbox = 1;
     assert_int_equal(ms_es_append_wait(f->es, &a), 0);
+    assert_false(a.is_replay);
     ms_es_append_req later;
     assert_int_equal(append1(f->es, "order-2", 2, &later), 0); /* the stream moves on */
 
@@ -425,6 +426,7 @@ static void test_idempotent_reappend(void **state)
         assert_int_equal(r.first_position, a.first_position);
         assert_int_equal(r.last_position, a.last_position);
         assert_int_equal(r.version, 2); /* the version this append gave the stream */
+        assert_true(r.is_replay);
     }
     /* The same ids in upper case are the same ids. */
     ms_es_event upper[2] = {ev[0], ev[1]};

@@ -211,7 +211,7 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
             MS_BUG("an event the aggregate decided does not apply to it");
     }
     bool created = strcmp(k->command, ORDER_CMD_CREATE) == 0;
-    if (created)
+    if (created && !k->append.is_replay)
         order_metrics_created(k->state.total_cents);
     maybe_snapshot(k);
     if (created && k->keyed) {
