@@ -1,5 +1,6 @@
 """api/openapi.yaml stays true to the binary: a valid OpenAPI 3.1 document whose operations are
-exactly the routes `$MS_BINARY routes user` prints. No server is started."""
+exactly the routes `$MS_BINARY routes <service>` prints for every service in SERVICES, each
+operation naming (in its servers) exactly the services that serve it. No server is started."""
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ BINARY = os.path.abspath(os.environ.get("MS_BINARY") or os.path.join(ROOT, "buil
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 JSON_TYPES = {"null", "boolean", "object", "array", "number", "integer", "string"}
 # the services whose routes this document describes; a service joins when its issue lands
-SERVICES = ("user",)
+SERVICES = ("user", "order")
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -78,20 +79,47 @@ def operations(doc):
                 yield method.upper(), path, item, item[method]
 
 
-def served_routes():
+def _require_binary():
     if not os.access(BINARY, os.X_OK):
         pytest.fail(f"no microshop binary at {BINARY} (set MS_BINARY)")
-    routes = set()
+
+
+def routes_by_service():
+    """{service: {(METHOD, path)}}. Routes every process serves (/health, /ready, /metrics)
+    appear under each service; the document describes each such path once."""
+    _require_binary()
+    by_service = {}
     for service in SERVICES:
         out = subprocess.run([BINARY, "routes", service], capture_output=True, text=True,
                              timeout=30, check=False)
         assert out.returncode == 0, f"routes {service}: {out.stderr}"
+        routes = set()
         for line in out.stdout.splitlines():
             if line.strip():
                 method, path = line.split()
                 routes.add((method.upper(), path))
-    assert routes, "the binary printed no routes"
-    return routes
+        assert routes, f"the binary printed no routes for {service}"
+        by_service[service] = routes
+    return by_service
+
+
+def served_routes():
+    """Every route of every service, shared ones once."""
+    return set().union(*routes_by_service().values())
+
+
+def default_urls():
+    """{service: its embedded default base URL}, from `$MS_BINARY help <service>` (--listen)."""
+    _require_binary()
+    urls = {}
+    for service in SERVICES:
+        out = subprocess.run([BINARY, "help", service], capture_output=True, text=True,
+                             timeout=30, check=False)
+        text = out.stdout + out.stderr
+        m = re.search(r"--listen\b.*?\(default ([^\s()]+:\d+)\)", text)
+        assert m, f"help {service} names no --listen default:\n{text}"
+        urls[service] = f"http://{m.group(1)}"
+    return urls
 
 
 # ---- (a) a valid 3.1 document whose references all resolve ----
@@ -174,6 +202,23 @@ def test_operations_equal_served_routes(doc):
         "api/openapi.yaml and the binary's routes differ\n"
         f"  served but not documented: {missing}\n"
         f"  documented but not served: {extra}")
+
+
+def test_servers_name_the_services_that_serve_each_operation(doc):
+    """Each service's default URL is a top-level server, and an operation's effective servers
+    (operation, else path item, else top level) are exactly the services serving its route:
+    a shared route lists them all, a service's own route only that service."""
+    by_service, urls = routes_by_service(), default_urls()
+    top = [s["url"] for s in doc["servers"]]
+    problems = [f"no top-level server {url} for the {svc} service"
+                for svc, url in urls.items() if url not in top]
+    for method, path, item, op in operations(doc):
+        servers = op.get("servers", item.get("servers", doc["servers"]))
+        have = {s["url"] for s in servers}
+        want = {urls[svc] for svc, routes in by_service.items() if (method, path) in routes}
+        if want and have != want:
+            problems.append(f"{method} {path}: servers {sorted(have)}, served by {sorted(want)}")
+    assert not problems, "\n".join(problems)
 
 
 # ---- (c) every path parameter of a template is declared, and nothing else ----
