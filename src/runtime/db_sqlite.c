@@ -3,12 +3,8 @@
  * foreign keys on, and a small per-connection cache of prepared statements, because preparing
  * costs more than running the short statements services issue.
  */
-#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,8 +28,6 @@ typedef struct sqlite_conn {
     sqlite3 *db;
     cached_stmt cache[STMT_CACHE_SIZE];
     uint64_t clock;
-    char *path;
-    const uint32_t *wal_index; /* read-only mapping of the -shm file, or NULL */
     int busy_timeout_ms;
     uint64_t busy_since_ms;
     bool busy_hit_deadline;
@@ -65,34 +59,32 @@ static int on_busy(void *arg, int count)
     return 1;
 }
 
-enum { WAL_INDEX_MAP = 4096 };
+enum { WAL_INDEX_REGION = 32768 }; /* SQLite maps the WAL index in regions of this size */
 
 /*
  * The WAL index (the -shm file, format documented in SQLite's "WAL-mode file format") begins
  * with the WalIndexHdr: iVersion, unused, iChange (bumped by every commit), isInit/bigEndCksum/
  * szPage, mxFrame (last valid WAL frame). Writers update it under the WAL write lock; a change
  * of either word means a commit or a WAL reset happened.
+ *
+ * It is read through SQLite's own mapping (the VFS xShmMap of this connection), never through
+ * a descriptor of ours: closing any descriptor of a file drops every POSIX lock the process
+ * holds on it, SQLite's included, and another process would then reset the -shm file under
+ * SQLite's feet (SIGBUS).
  */
 int ms_db__sqlite_change_token(ms_db_conn *c, uint64_t *out)
 {
     sqlite_conn *s = (sqlite_conn *)c;
-    if (!s->wal_index) {
-        char shm[4096];
-        snprintf(shm, sizeof shm, "%s-shm", s->path);
-        int fd = open(shm, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return MS_EIO;
-        struct stat st;
-        void *m = fstat(fd, &st) == 0 && st.st_size >= WAL_INDEX_MAP
-                      ? mmap(NULL, WAL_INDEX_MAP, PROT_READ, MAP_SHARED, fd, 0)
-                      : MAP_FAILED;
-        close(fd);
-        if (m == MAP_FAILED)
-            return MS_EIO;
-        s->wal_index = m;
-    }
-    uint32_t change = __atomic_load_n(&s->wal_index[2], __ATOMIC_ACQUIRE);
-    uint32_t frames = __atomic_load_n(&s->wal_index[4], __ATOMIC_ACQUIRE);
+    sqlite3_file *f = NULL;
+    if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
+        return MS_EIO;
+    volatile void *region = NULL;
+    if (f->pMethods->xShmMap(f, 0, WAL_INDEX_REGION, 0, &region) != SQLITE_OK || !region)
+        return MS_EIO;
+    const uint32_t *hdr = (const uint32_t *)region;
+    uint32_t change = __atomic_load_n(&hdr[2], __ATOMIC_ACQUIRE);
+    uint32_t frames = __atomic_load_n(&hdr[4], __ATOMIC_ACQUIRE);
     *out = (uint64_t)change << 32 | frames;
     return 0;
 }
@@ -230,9 +222,6 @@ static void sqlite_close(ms_db_conn *c)
         free(s->cache[i].sql);
     }
     sqlite3_close_v2(s->db);
-    if (s->wal_index)
-        munmap((void *)s->wal_index, WAL_INDEX_MAP);
-    free(s->path);
     free(s);
 }
 
@@ -248,7 +237,6 @@ int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out)
     sqlite_conn *s = ms_xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
     s->base.backend = MS_DB_SQLITE;
-    s->path = ms_xstrdup(cfg->sqlite_path ? cfg->sqlite_path : "");
     int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                 SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(cfg->sqlite_path ? cfg->sqlite_path : "", &s->db, flags, NULL);
@@ -274,7 +262,6 @@ out:
         ms_log(MS_LOG_ERROR, "sqlite open failed", "path", cfg->sqlite_path, "error",
                s->db ? sqlite3_errmsg(s->db) : "out of memory", NULL);
         sqlite3_close_v2(s->db);
-        free(s->path);
         free(s);
         return rc;
     }
