@@ -93,10 +93,14 @@ def _pg_url(dbname):
 
 
 class Database:
-    """One server's storage: the SQLite file under data_dir or a fresh PostgreSQL database."""
+    """One server's storage: the SQLite file under data_dir or a fresh PostgreSQL database.
+    `sqlite_file` names the SQLite file that query/count read by default (the service's
+    `<target>.db`); their `file=` reads another one (e.g. the order service's read database,
+    order_read.db). On PostgreSQL every table is in the one database and `file` is ignored."""
 
-    def __init__(self):
+    def __init__(self, sqlite_file="user.db"):
         self.data_dir = tempfile.mkdtemp(prefix="ms-it-")
+        self.sqlite_file = sqlite_file
         self.name, self._pg = None, None
         if BACKEND == "postgres":
             import psycopg2
@@ -113,10 +117,10 @@ class Database:
 
     @property
     def sqlite_path(self):
-        return os.path.join(self.data_dir, "user.db")
+        return os.path.join(self.data_dir, self.sqlite_file)
 
     @contextlib.contextmanager
-    def _conn(self):
+    def _conn(self, file=None):
         """A reading connection: one kept autocommit PostgreSQL session, or a fresh read-only
         SQLite one (each sees the latest commit)."""
         if self.name:
@@ -126,7 +130,8 @@ class Database:
                 self._pg.autocommit = True
             yield self._pg
             return
-        conn = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=5)
+        path = os.path.join(self.data_dir, file) if file else self.sqlite_path
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
             yield conn
         finally:
@@ -137,13 +142,13 @@ class Database:
         cur.execute(sql.replace("?", "%s") if self.name else sql, tuple(params))
         return [tuple(r) for r in cur.fetchall()]
 
-    def query(self, sql, params=()):
-        """Rows of a SELECT written with `?` placeholders."""
-        with self._conn() as conn:
+    def query(self, sql, params=(), file=None):
+        """Rows of a SELECT written with `?` placeholders (`file`: another SQLite file)."""
+        with self._conn(file) as conn:
             return self._rows(conn, sql, params)
 
-    def count(self, table, where="", params=()):
-        return self.query(f"SELECT count(*) FROM {table} {where}", params)[0][0]
+    def count(self, table, where="", params=(), file=None):
+        return self.query(f"SELECT count(*) FROM {table} {where}", params, file)[0][0]
 
     def snapshot(self):
         """Every row of every table, to prove a rejected request changed nothing."""
@@ -190,14 +195,15 @@ def unchanged(db):
 # ---- servers ----
 
 class Server:
-    """One `microshop serve user` process on a port the kernel picked."""
+    """One `microshop serve TARGET` process (user by default) on a port the kernel picked."""
 
-    def __init__(self, db, args=(), env=None):
+    def __init__(self, db, args=(), env=None, target="user"):
         self.db = db
+        self.target = target
         self.log_path = os.path.join(db.data_dir, f"server-{uuid.uuid4().hex[:6]}.log")
         self.log = open(self.log_path, "wb")
         self.killed = False  # SIGKILLed on purpose: no exit status to check
-        cmd = [BINARY, "serve", "user", "--listen", "127.0.0.1:0", "--data", db.data_dir, *args]
+        cmd = [BINARY, "serve", target, "--listen", "127.0.0.1:0", "--data", db.data_dir, *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
                                      stdin=subprocess.DEVNULL, env=clean_env({**db.env, **(env or {})}))
         self.port = poll(self._listening, 15 * SLOW, what="the 'listening' log line")
@@ -292,12 +298,13 @@ class ServerSet:
     def __init__(self):
         self.servers, self.dbs = [], []
 
-    def start(self, *args, env=None, db=None):
-        """Starts a server on `db` (a new database by default) with extra flags `args`."""
+    def start(self, *args, env=None, db=None, target="user"):
+        """Starts a `serve target` server on `db` (a new database by default) with extra
+        flags `args`."""
         if db is None:
-            db = Database()
+            db = Database(sqlite_file=f"{target}.db")
             self.dbs.append(db)
-        s = Server(db, args, env)
+        s = Server(db, args, env, target)
         self.servers.append(s)
         return s
 
@@ -323,7 +330,8 @@ class ServerSet:
 
 @pytest.fixture
 def start_server():
-    """A factory: start_server(*flags, env=None, db=None) -> Server (fresh for this test)."""
+    """A factory: start_server(*flags, env=None, db=None, target="user") -> Server (fresh for
+    this test)."""
     servers = ServerSet()
     try:
         yield servers.start

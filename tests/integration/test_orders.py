@@ -1,0 +1,997 @@
+"""The order service (`microshop serve order`): POST /api/v1/orders with Idempotency-Key,
+GET by id (views, ETag, read-your-writes with X-Min-Position), the user's list (cursor
+pages), cancel, PATCH status with If-Match, the events endpoint, the outbox, metrics, and
+the views agreeing with the event stream. Every rejected request must write nothing."""
+import base64
+import contextlib
+import json
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import RFC3339, SLOW, UUID_RE, RawConn, ServerSet, assert_problem, ident, poll
+
+JSON = {"Content-Type": "application/json"}
+DROP = object()  # marks a field left out of a body
+READ = "order_read.db"  # the SQLite read database (ignored on PostgreSQL)
+ORDER_KEYS = {"id", "user_id", "items", "total_cents", "currency", "status", "version",
+              "created_at", "updated_at", "shipping_address"}
+EVENT_KEYS = {"event_id", "type", "version", "position", "data", "recorded_at"}
+CARD = "4242424242424242"
+ADDRESS = {"line1": "1 Infinite Loop", "city": "Cupertino", "postal_code": "95014",
+           "country": "US"}
+
+
+# ---- helpers (test_orders_durability.py imports some of them) ----
+
+def uid():
+    return str(uuid.uuid4())
+
+
+def item(quantity=1, price=100, product=None):
+    return {"product_id": product or uid(), "quantity": quantity, "unit_price_cents": price}
+
+
+def order_body(items=None, currency="EUR", **changes):
+    b = {"items": items if items is not None else [item(2, 150), item(1, 999)],
+         "currency": currency}
+    b.update(changes)
+    return {k: v for k, v in b.items() if v is not DROP}
+
+
+def total_of(body):
+    return sum(i["quantity"] * i["unit_price_cents"] for i in body["items"])
+
+
+def post_order(s, user, body=None, key=None, role="customer", raw=None, headers=None):
+    h = dict(JSON)
+    if key is not None:
+        h["Idempotency-Key"] = key
+    h.update(headers or {})
+    data = raw if raw is not None else json.dumps(order_body() if body is None else body)
+    return s.request("POST", "/api/v1/orders", user=user, role=role, data=data, headers=h)
+
+
+def create(s, user, body=None, key=None):
+    """Places an order; returns (order, position)."""
+    r = post_order(s, user, body, key)
+    assert r.status_code == 201, r.text
+    return r.json(), int(r.headers["X-Position"])
+
+
+def get_order(s, oid, user=None, role="customer", min_pos=None, headers=None):
+    h = dict(headers or {})
+    if min_pos is not None:
+        h["X-Min-Position"] = str(min_pos)
+    return s.get(f"/api/v1/orders/{oid}", user=user, role=role, headers=h)
+
+
+def cancel(s, oid, user, role="customer", reason="changed my mind", body=None):
+    return s.request("POST", f"/api/v1/orders/{oid}/cancel", user=user, role=role,
+                     data=json.dumps({"reason": reason} if body is None else body),
+                     headers=JSON)
+
+
+def patch_status(s, oid, status, if_match, user=None, role="admin", body=None, headers=None):
+    h = dict(JSON)
+    if if_match is not None:
+        h["If-Match"] = if_match
+    h.update(headers or {})
+    return s.request("PATCH", f"/api/v1/orders/{oid}/status", user=user or uid(), role=role,
+                     data=json.dumps({"status": status} if body is None else body), headers=h)
+
+
+def events_of(s, oid, user=None, role="admin"):
+    r = s.get(f"/api/v1/orders/{oid}/events", user=user or uid(), role=role)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert set(doc) == {"items", "next_cursor"} and doc["next_cursor"] is None, doc
+    return doc["items"]
+
+
+def write_state(s):
+    """What a rejected request must not change: the write database's rows."""
+    db = s.db
+    return (db.count("events"), db.count("outbox"), db.count("snapshots"),
+            db.query("SELECT max(position) FROM events")[0][0],
+            db.query("SELECT max(seq) FROM outbox")[0][0])
+
+
+@contextlib.contextmanager
+def nothing_written(s):
+    before = write_state(s)
+    yield
+    assert write_state(s) == before, "a rejected request wrote to the event store"
+
+
+def committed(s):
+    """The highest position stored in the write database (0 when empty)."""
+    return s.db.query("SELECT coalesce(max(position), 0) FROM events")[0][0]
+
+
+def assert_order(doc, user=None, body=None):
+    assert set(doc) in (ORDER_KEYS, ORDER_KEYS | {"reason"}), doc
+    assert UUID_RE.match(doc["id"]) and UUID_RE.match(doc["user_id"]), doc
+    assert RFC3339.match(doc["created_at"]) and RFC3339.match(doc["updated_at"]), doc
+    assert doc["updated_at"] >= doc["created_at"]
+    assert doc["total_cents"] == total_of(doc)
+    if user is not None:
+        assert doc["user_id"] == user.lower()
+    if body is not None:
+        assert doc["items"] == [{**i, "product_id": i["product_id"].lower()}
+                                for i in body["items"]]
+        assert doc["currency"] == body["currency"]
+        assert doc["shipping_address"] == body.get("shipping_address")
+
+
+TRANSITIONS = {"OrderConfirmed": ("confirmed", False), "OrderRejected": ("rejected", True),
+               "OrderShipped": ("shipped", False), "OrderDelivered": ("delivered", False),
+               "OrderCancelled": ("cancelled", True)}
+
+
+def rebuild(events):
+    """The public order view from its events, independently of the server's code."""
+    view = None
+    for n, e in enumerate(events, 1):
+        assert set(e) == EVENT_KEYS, e
+        assert e["version"] == n, f"version gap: {[x['version'] for x in events]}"
+        d = e["data"]
+        if e["type"] == "OrderCreated":
+            assert view is None, "a second OrderCreated"
+            view = {"id": d["order_id"], "user_id": d["user_id"], "items": d["items"],
+                    "total_cents": d["total_cents"], "currency": d["currency"],
+                    "status": d["status"], "version": 1, "created_at": d["created_at"],
+                    "updated_at": d["at"], "shipping_address": d["shipping_address"]}
+            continue
+        assert view is not None, "an event before OrderCreated"
+        status, has_reason = TRANSITIONS[e["type"]]
+        view.update(status=status, updated_at=d["at"], version=view["version"] + 1)
+        if has_reason:
+            view.pop("reason", None)
+            if d.get("reason") is not None:
+                view["reason"] = d["reason"]
+    return view
+
+
+def assert_streams_contiguous(db):
+    """Every stream's versions are exactly 1..n; positions are unique and increasing."""
+    rows = db.query("SELECT stream_id, version, position FROM events ORDER BY position")
+    seen = {}
+    for stream, version, _ in rows:
+        seen.setdefault(stream, []).append(version)
+    for stream, versions in seen.items():
+        assert versions == list(range(1, len(versions) + 1)), f"{stream}: {versions}"
+    positions = [p for _, _, p in rows]
+    assert positions == sorted(set(positions))
+    return seen
+
+
+def run_threads(n, fn):
+    """Runs fn(i) on n threads released together; returns their results in order."""
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def body(i):
+        try:
+            barrier.wait(10 * SLOW)
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60 * SLOW)
+    assert not errors, errors
+    return results
+
+
+@pytest.fixture(scope="module")
+def osrv():
+    """One order service shared by this module's tests (each test uses its own users)."""
+    servers = ServerSet()
+    try:
+        yield servers.start(target="order")
+    finally:
+        servers.close()
+
+
+# ---- POST /api/v1/orders ----
+
+def test_create_returns_confirmed_order_and_writes_event_and_outbox(osrv):
+    user = uid()
+    body = order_body(items=[item(2, 150), item(3, 1000, product=uid().upper())],
+                      shipping_address=ADDRESS, payment={"card_number": CARD})
+    events, outbox = osrv.db.count("events"), osrv.db.count("outbox")
+    r = post_order(osrv, user, body)
+    assert r.status_code == 201, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    doc = r.json()
+    assert_order(doc, user, body)
+    assert set(doc) == ORDER_KEYS
+    assert doc["total_cents"] == 2 * 150 + 3 * 1000
+    assert (doc["status"], doc["version"]) == ("confirmed", 1)
+    assert doc["created_at"] == doc["updated_at"]
+    assert r.headers["Location"] == f"/api/v1/orders/{doc['id']}"
+    assert r.headers["ETag"] == '"1"'
+    pos = int(r.headers["X-Position"])
+    assert osrv.db.count("events") == events + 1 and osrv.db.count("outbox") == outbox + 1
+
+    (stream, version, etype, data, position), = osrv.db.query(
+        "SELECT stream_id, version, type, data, position FROM events WHERE stream_id = ?",
+        [f"order-{doc['id']}"])
+    assert (version, etype, position) == (1, "OrderCreated", pos)
+    data = json.loads(data)
+    assert data["order_id"] == doc["id"] and data["total_cents"] == doc["total_cents"]
+    (agg_type, agg_id, otype, payload, published), = osrv.db.query(
+        "SELECT aggregate_type, aggregate_id, type, payload, published_at FROM outbox "
+        "WHERE aggregate_id = ?", [doc["id"]])
+    assert (agg_type, agg_id, otype, published) == ("order", doc["id"], "OrderCreated", None)
+    assert json.loads(payload) == data
+
+    g = get_order(osrv, doc["id"], user, min_pos=pos)
+    assert g.status_code == 200, g.text
+    assert g.json() == doc and g.headers["ETag"] == '"1"'
+
+
+def test_card_number_is_accepted_but_never_stored(osrv):
+    user = uid()
+    doc, pos = create(osrv, user, order_body(payment={"card_number": CARD}))
+    assert CARD not in json.dumps(doc)
+    assert get_order(osrv, doc["id"], user, min_pos=pos).status_code == 200
+    texts = [json.dumps(osrv.db.query(f"SELECT * FROM {t}")) for t in
+             ("events", "outbox", "snapshots")]
+    texts += [json.dumps(osrv.db.query(f"SELECT * FROM {t}", file=READ))
+              for t in ("order_views", "user_order_views")]
+    assert doc["id"] in texts[0] and doc["id"] in texts[3]
+    for text in texts:
+        assert CARD not in text
+
+
+@pytest.mark.parametrize("body", [
+    order_body(items=[item(10000, 100000000)]),
+    order_body(items=[item(1, 0)], currency="JPY"),
+    order_body(items=[item(1, 1) for _ in range(100)]),
+    order_body(shipping_address=None),
+    order_body(shipping_address={"line1": "x", "city": "y", "postal_code": "AB-1 2",
+                                 "country": "DE"}),
+    order_body(payment={"card_number": "1" * 12}),
+    order_body(payment={"card_number": "1" * 19}),
+], ids=["max-quantity-and-price", "zero-price", "100-items", "address-null", "address",
+        "card-12", "card-19"])
+def test_create_accepts_boundary_values(osrv, body):
+    user = uid()
+    doc, _ = create(osrv, user, body)
+    assert_order(doc, user, {**body, "shipping_address": body.get("shipping_address")})
+    assert doc["total_cents"] == total_of(body)
+
+
+def test_total_is_computed_by_the_server_and_cannot_be_sent(osrv):
+    user = uid()
+    with nothing_written(osrv):
+        r = post_order(osrv, user, order_body(total_cents=1))
+        assert_problem(r, 400, "total_cents")
+
+
+def test_create_needs_identity(osrv):
+    with nothing_written(osrv):
+        for headers in ({}, {"X-User-Id": uid()}, {"X-User-Role": "customer"},
+                        ident("not-a-uuid"), ident(uid(), "root")):
+            r = osrv.request("POST", "/api/v1/orders", data=json.dumps(order_body()),
+                             headers={**JSON, **headers})
+            assert_problem(r, 401)
+
+
+P = "items[0]."
+
+
+BAD_KINDS = [
+    ({"total_cents": 100}, "total_cents"),
+    ({"status": "shipped"}, "status"),
+    ({"items": {"product_id": uid()}}, "items"),
+    ({"items": "many"}, "items"),
+    ({"items": [item(quantity="2")]}, P + "quantity"),
+    ({"items": [item(quantity=1.5)]}, P + "quantity"),
+    ({"items": [item(price="1.00")]}, P + "unit_price_cents"),
+    ({"items": [item(quantity=None)]}, P + "quantity"),
+    ({"items": [{**item(), "color": "red"}]}, P + "color"),
+    ({"items": [{**item(), "product_id": 7}]}, P + "product_id"),
+    ({"items": ["x"]}, "items[0]"),
+    ({"currency": 978}, "currency"),
+    ({"currency": None}, "currency"),
+    ({"shipping_address": "1 Main St"}, "shipping_address"),
+    ({"shipping_address": {**ADDRESS, "zip": "1"}}, "shipping_address.zip"),
+    ({"shipping_address": {**ADDRESS, "city": 5}}, "shipping_address.city"),
+    ({"payment": None}, "payment"),
+    ({"payment": {"card_number": 4242424242424242}}, "payment.card_number"),
+    ({"payment": {"card_number": CARD, "cvv": "123"}}, "payment.cvv"),
+]
+
+
+@pytest.mark.parametrize("changes,field", BAD_KINDS, ids=[f"{n}:{f}" for n, (_, f) in
+                                                          enumerate(BAD_KINDS)])
+def test_create_rejects_wrong_kinds_and_unknown_fields_with_400(osrv, changes, field):
+    with nothing_written(osrv):
+        r = post_order(osrv, uid(), order_body(**changes))
+        assert_problem(r, 400, field)
+
+
+BAD_VALUES = [
+    ({"items": DROP}, "items"),
+    ({"currency": DROP}, "currency"),
+    ({"items": []}, "items"),
+    ({"items": [item() for _ in range(101)]}, "items"),
+    ({"items": [item(quantity=0)]}, P + "quantity"),
+    ({"items": [item(quantity=10001)]}, P + "quantity"),
+    ({"items": [item(quantity=-1)]}, P + "quantity"),
+    ({"items": [item(price=-1)]}, P + "unit_price_cents"),
+    ({"items": [item(price=100000001)]}, P + "unit_price_cents"),
+    ({"items": [item(product="not-a-uuid")]}, P + "product_id"),
+    ({"items": [{"quantity": 1, "unit_price_cents": 1}]}, P + "product_id"),
+    ({"items": [{"product_id": uid(), "unit_price_cents": 1}]}, P + "quantity"),
+    ({"items": [{"product_id": uid(), "quantity": 1}]}, P + "unit_price_cents"),
+    ({"items": [item(product="0a1d2e9c-31a7-4f6e-8a4e-7c1d5b9e2f10"),
+                item(product="0A1D2E9C-31A7-4F6E-8A4E-7C1D5B9E2F10")]}, "items[1].product_id"),
+    ({"items": [item(10000, 100000000) for _ in range(2)]}, "items"),  # total > 1e12
+    ({"currency": "XXY"}, "currency"),
+    ({"currency": "eur"}, "currency"),
+    ({"currency": ""}, "currency"),
+    ({"shipping_address": {k: v for k, v in ADDRESS.items() if k != "city"}},
+     "shipping_address.city"),
+    ({"shipping_address": {**ADDRESS, "country": "de"}}, "shipping_address.country"),
+    ({"shipping_address": {**ADDRESS, "postal_code": "1234567890123"}},
+     "shipping_address.postal_code"),
+    ({"shipping_address": {**ADDRESS, "line1": ""}}, "shipping_address.line1"),
+    ({"payment": {}}, "payment.card_number"),
+    ({"payment": {"card_number": "42424242"}}, "payment.card_number"),
+    ({"payment": {"card_number": "4242-4242-4242-4242"}}, "payment.card_number"),
+    ({"payment": {"card_number": "1" * 20}}, "payment.card_number"),
+]
+
+
+@pytest.mark.parametrize("changes,field", BAD_VALUES, ids=[
+    ("missing-" if c.get(f, 0) is DROP else f"{n}:") + f for n, (c, f) in enumerate(BAD_VALUES)])
+def test_create_rejects_missing_and_invalid_values_with_422(osrv, changes, field):
+    with nothing_written(osrv):
+        r = post_order(osrv, uid(), order_body(**changes))
+        assert_problem(r, 422, field)
+
+
+@pytest.mark.parametrize("raw", ["", "{", "[]", '"order"', "null",
+                                 '{"items": [], "items": [], "currency": "EUR"}'])
+def test_create_rejects_bodies_that_are_not_one_json_object(osrv, raw):
+    with nothing_written(osrv):
+        assert_problem(post_order(osrv, uid(), raw=raw), 400)
+
+
+def test_create_rejects_non_json_content_type_with_415(osrv):
+    with nothing_written(osrv):
+        r = osrv.request("POST", "/api/v1/orders", user=uid(), data=json.dumps(order_body()),
+                         headers={"Content-Type": "text/plain"})
+        assert_problem(r, 415)
+
+
+# ---- Idempotency-Key ----
+
+def test_same_key_and_same_body_returns_the_same_order_once(osrv):
+    user, key = uid(), f"checkout-{uuid.uuid4().hex}"
+    body = order_body(shipping_address=ADDRESS)
+    events, outbox = osrv.db.count("events"), osrv.db.count("outbox")
+    first = post_order(osrv, user, body, key)
+    assert first.status_code == 201, first.text
+    # the same JSON with other spacing and key order is the same request
+    respaced = json.dumps(dict(reversed(list(body.items()))), indent=3)
+    assert respaced != json.dumps(body)
+    for raw in (json.dumps(body), respaced):
+        again = post_order(osrv, user, key=key, raw=raw)
+        assert again.status_code == 201, again.text
+        assert again.json() == first.json()
+        assert again.headers["Location"] == first.headers["Location"]
+        assert again.headers["ETag"] == '"1"'
+        assert again.headers["X-Position"] == first.headers["X-Position"]
+    oid = first.json()["id"]
+    assert osrv.db.count("events") == events + 1 and osrv.db.count("outbox") == outbox + 1
+    assert osrv.db.count("events", "WHERE stream_id = ?", [f"order-{oid}"]) == 1
+    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [oid]) == 1
+    r = osrv.get(f"/api/v1/users/{user}/orders", user=user,
+                 headers={"X-Min-Position": first.headers["X-Position"]})
+    assert [o["id"] for o in r.json()["items"]] == [oid]
+
+
+def test_idempotent_retry_is_not_counted_as_a_new_order(osrv):
+    user, key = uid(), uuid.uuid4().hex
+    body = order_body(items=[item(1, 4200)])
+    created = osrv.metric("orders_created_total", service="order")
+    amounts = osrv.metric("order_amount_count", service="order")
+    for _ in range(3):
+        assert post_order(osrv, user, body, key).status_code == 201
+    assert osrv.metric("orders_created_total", service="order") == created + 1, \
+        "orders_created_total counted idempotent retries as orders"
+    assert osrv.metric("order_amount_count", service="order") == amounts + 1
+
+
+def test_same_key_with_another_body_is_409_and_writes_nothing(osrv):
+    user, key = uid(), uuid.uuid4().hex
+    body = order_body()
+    doc, pos = create(osrv, user, body, key)
+    other = order_body(items=body["items"], currency="USD")
+    with nothing_written(osrv):
+        assert_problem(post_order(osrv, user, other, key), 409)
+        assert_problem(post_order(osrv, user, {**body, "shipping_address": ADDRESS}, key), 409)
+    g = get_order(osrv, doc["id"], user, min_pos=pos)
+    assert g.json() == doc
+
+
+def test_keys_belong_to_their_user(osrv):
+    key, body = uuid.uuid4().hex, order_body()
+    a, _ = create(osrv, uid(), body, key)
+    b, _ = create(osrv, uid(), body, key)
+    assert a["id"] != b["id"]
+
+
+def test_without_a_key_two_identical_posts_create_two_orders(osrv):
+    user, body = uid(), order_body()
+    events = osrv.db.count("events")
+    a, _ = create(osrv, user, body)
+    b, _ = create(osrv, user, body)
+    assert a["id"] != b["id"] and a["items"] == b["items"]
+    assert osrv.db.count("events") == events + 2
+
+
+@pytest.mark.parametrize("key", ["", "a" * 256, "two words", "tab\there", "caf\u00e9"],
+                         ids=["empty", "256-chars", "space", "tab", "non-ascii"])
+def test_malformed_idempotency_key_is_400(osrv, key):
+    raw = ("POST /api/v1/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+           f"X-User-Id: {uid()}\r\nX-User-Role: customer\r\n").encode()
+    payload = json.dumps(order_body()).encode()
+    raw += b"Idempotency-Key: " + key.encode("utf-8") + b"\r\n"
+    raw += f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload
+    with nothing_written(osrv), RawConn(osrv) as c:
+        c.send(raw)
+        assert_problem(c.response(), 400, "Idempotency-Key")
+
+
+def test_longest_idempotency_key_is_accepted(osrv):
+    user, key = uid(), "k" * 254 + "~"
+    a, _ = create(osrv, user, order_body(), key)
+    assert post_order(osrv, user, order_body(), key).status_code == 409  # new body, same key
+
+
+def test_concurrent_posts_with_one_key_create_exactly_one_order(osrv):
+    user, key, body = uid(), uuid.uuid4().hex, order_body()
+    events, outbox = osrv.db.count("events"), osrv.db.count("outbox")
+    results = run_threads(16, lambda i: post_order(osrv, user, body, key))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201] * 16, [(r.status_code, r.text[:200]) for r in results]
+    ids = {r.json()["id"] for r in results}
+    assert len(ids) == 1
+    assert len({r.headers["X-Position"] for r in results}) == 1
+    assert osrv.db.count("events") == events + 1 and osrv.db.count("outbox") == outbox + 1
+
+
+# ---- GET /api/v1/orders/{id} ----
+
+def test_get_etag_and_if_none_match(osrv):
+    user = uid()
+    doc, pos = create(osrv, user)
+    r = get_order(osrv, doc["id"], user, min_pos=pos)
+    assert r.status_code == 200 and r.headers["ETag"] == '"1"'
+    assert r.headers["Content-Type"] == "application/json"
+    not_modified = get_order(osrv, doc["id"], user, headers={"If-None-Match": '"1"'})
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert not_modified.headers["ETag"] == '"1"'
+    assert get_order(osrv, doc["id"], user, headers={"If-None-Match": '"7"'}).status_code == 200
+    c = cancel(osrv, doc["id"], user)
+    assert c.status_code == 200
+    r = get_order(osrv, doc["id"], user, min_pos=c.headers["X-Position"],
+                  headers={"If-None-Match": '"1"'})
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"' and r.json()["version"] == 2
+
+
+def test_get_is_for_the_owner_and_admins(osrv):
+    owner = uid()
+    doc, pos = create(osrv, owner)
+    assert_problem(get_order(osrv, doc["id"], uid(), min_pos=pos), 404)
+    r = get_order(osrv, doc["id"], uid(), role="admin", min_pos=pos)
+    assert r.status_code == 200 and r.json() == doc
+    r = get_order(osrv, doc["id"].upper(), owner.upper(), min_pos=pos)
+    assert r.status_code == 200 and r.json() == doc
+    assert_problem(osrv.get(f"/api/v1/orders/{doc['id']}"), 401)
+
+
+@pytest.mark.parametrize("oid", ["not-a-uuid", "123", uid()])
+def test_get_unknown_or_malformed_id_is_404(osrv, oid):
+    assert_problem(get_order(osrv, oid, uid(), role="admin", min_pos=committed(osrv)), 404)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "0x10", "1 2", ""])
+def test_bad_min_position_is_400(osrv, value):
+    doc, _ = create(osrv, uid())
+    r = get_order(osrv, doc["id"], doc["user_id"], headers={"X-Min-Position": value})
+    assert_problem(r, 400, "X-Min-Position")
+    r = osrv.get(f"/api/v1/users/{doc['user_id']}/orders", user=doc["user_id"],
+                 headers={"X-Min-Position": value})
+    assert_problem(r, 400, "X-Min-Position")
+
+
+def test_position_never_reached_is_504_at_the_deadline(start_server):
+    s = start_server("--request-timeout-ms", str(400 * SLOW), target="order")
+    user = uid()
+    doc, pos = create(s, user)
+    for path in (f"/api/v1/orders/{doc['id']}", f"/api/v1/users/{user}/orders"):
+        t0 = time.monotonic()
+        r = s.get(path, user=user, headers={"X-Min-Position": str(pos + 1000)})
+        elapsed = time.monotonic() - t0
+        assert_problem(r, 504)
+        assert 0.3 * SLOW <= elapsed < 5 * SLOW, elapsed
+    r = get_order(s, doc["id"], user, min_pos=pos)  # the server is fine afterwards
+    assert r.status_code == 200 and r.json() == doc
+
+
+def test_read_your_writes(osrv):
+    user = uid()
+    for i in range(40):
+        body = order_body(items=[item(i + 1, 100 + i)])
+        r = post_order(osrv, user, body)
+        assert r.status_code == 201, r.text
+        doc, pos = r.json(), r.headers["X-Position"]
+        g = get_order(osrv, doc["id"], user, min_pos=pos)
+        assert g.status_code == 200, f"iteration {i}: {g.status_code} {g.text}"
+        assert g.json() == doc
+        if i % 4 == 0:
+            c = cancel(osrv, doc["id"], user)
+            assert c.status_code == 200, c.text
+            g = get_order(osrv, doc["id"], user, min_pos=c.headers["X-Position"])
+            assert g.status_code == 200 and g.json() == c.json()
+            assert g.json()["status"] == "cancelled"
+    lst = osrv.get(f"/api/v1/users/{user}/orders?limit=100", user=user,
+                   headers={"X-Min-Position": str(committed(osrv))})
+    assert len(lst.json()["items"]) == 40
+
+
+# ---- GET /api/v1/users/{id}/orders ----
+
+def list_orders(s, user, caller=None, role="customer", limit=None, cursor=None, min_pos=None):
+    params = {}
+    if limit is not None:
+        params["limit"] = limit
+    if cursor is not None:
+        params["cursor"] = cursor
+    h = {"X-Min-Position": str(min_pos)} if min_pos is not None else {}
+    return s.get(f"/api/v1/users/{user}/orders", user=caller or user, role=role,
+                 params=params, headers=h)
+
+
+def test_paging_returns_every_order_once_newest_first(osrv):
+    user, other = uid(), uid()
+    mine = [create(osrv, user, order_body(items=[item(1, i + 1)]))[0] for i in range(23)]
+    create(osrv, other)
+    pos = committed(osrv)
+    expected = sorted(mine, key=lambda o: (o["created_at"], o["id"]), reverse=True)
+
+    r = list_orders(osrv, user, min_pos=pos)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    doc = r.json()
+    assert set(doc) == {"items", "next_cursor"}
+    assert doc["items"] == expected[:10] and isinstance(doc["next_cursor"], str)
+
+    for limit in (1, 5, 7, 23, 100):
+        seen, cursor, pages = [], None, 0
+        while True:
+            r = list_orders(osrv, user, limit=limit, cursor=cursor)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert 0 < len(page["items"]) <= limit
+            seen += page["items"]
+            pages += 1
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            assert pages <= 23
+        assert [o["id"] for o in seen] == [o["id"] for o in expected], f"limit {limit}"
+        assert seen == expected
+        assert pages == -(-23 // limit)
+
+
+def test_list_for_a_user_without_orders_is_empty(osrv):
+    r = list_orders(osrv, uid(), min_pos=committed(osrv))
+    assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
+
+
+def test_list_is_for_self_and_admins(osrv):
+    user = uid()
+    doc, pos = create(osrv, user)
+    assert_problem(list_orders(osrv, user, caller=uid(), min_pos=pos), 403)
+    r = list_orders(osrv, user, caller=uid(), role="admin", min_pos=pos)
+    assert r.status_code == 200 and r.json()["items"] == [doc]
+    assert_problem(osrv.get(f"/api/v1/users/{user}/orders"), 401)
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "", "5x", "1.5"])
+def test_bad_limit_is_400(osrv, limit):
+    user = uid()
+    assert_problem(list_orders(osrv, user, limit=limit), 400, "limit")
+
+
+def b64(text):
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", ["!!!", "garbage", b64("no separator"),
+                                    b64("2026-01-01T00:00:00.000Z|not-a-uuid"), b64("x" * 200)])
+def test_garbage_cursor_is_400(osrv, cursor):
+    user = uid()
+    assert_problem(list_orders(osrv, user, cursor=cursor), 400, "cursor")
+
+
+# ---- POST /api/v1/orders/{id}/cancel ----
+
+def test_cancel_by_owner_then_again_is_409(osrv):
+    user = uid()
+    doc, pos = create(osrv, user)
+    r = cancel(osrv, doc["id"], user, reason="found it cheaper")
+    assert r.status_code == 200, r.text
+    c = r.json()
+    assert_order(c, user)
+    assert (c["status"], c["version"], c["reason"]) == ("cancelled", 2, "found it cheaper")
+    assert {k: v for k, v in c.items() if k not in ("status", "version", "reason",
+                                                     "updated_at")} == \
+        {k: v for k, v in doc.items() if k not in ("status", "version", "updated_at")}
+    assert r.headers["ETag"] == '"2"' and int(r.headers["X-Position"]) > pos
+    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == 2
+    with nothing_written(osrv):
+        again = cancel(osrv, doc["id"], user)
+        assert "already cancelled" in assert_problem(again, 409)["detail"]
+        assert "cancelled" in assert_problem(
+            patch_status(osrv, doc["id"], "shipped", '"2"'), 409)["detail"]
+    assert [e["type"] for e in events_of(osrv, doc["id"])] == ["OrderCreated", "OrderCancelled"]
+
+
+def test_admin_cancels_any_order_others_get_404(osrv):
+    owner = uid()
+    doc, _ = create(osrv, owner)
+    with nothing_written(osrv):
+        assert_problem(cancel(osrv, doc["id"], uid()), 404)
+        r = osrv.request("POST", f"/api/v1/orders/{doc['id']}/cancel",
+                         data=json.dumps({"reason": "x"}), headers=JSON)
+        assert_problem(r, 401)
+    r = cancel(osrv, doc["id"], uid(), role="admin", reason="fraud suspected")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+
+
+def test_cancel_shipped_order_is_409(osrv):
+    user = uid()
+    doc, _ = create(osrv, user)
+    assert patch_status(osrv, doc["id"], "shipped", '"1"').status_code == 200
+    with nothing_written(osrv):
+        detail = assert_problem(cancel(osrv, doc["id"], user), 409)["detail"]
+        assert "shipped" in detail, detail
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({}, 422, "reason"),
+    ({"reason": ""}, 422, "reason"),
+    ({"reason": "x" * 501}, 422, "reason"),
+    ({"reason": " padded "}, 422, "reason"),
+    ({"reason": "line\nbreak"}, 422, "reason"),
+    ({"reason": None}, 400, "reason"),
+    ({"reason": 42}, 400, "reason"),
+    ({"reason": "ok", "refund": True}, 400, "refund"),
+], ids=["missing", "empty", "501-chars", "spaces", "control", "null", "number", "unknown"])
+def test_cancel_rejects_bad_bodies_and_writes_nothing(osrv, body, status, field):
+    user = uid()
+    doc, _ = create(osrv, user)
+    with nothing_written(osrv):
+        assert_problem(cancel(osrv, doc["id"], user, body=body), status, field)
+
+
+def test_cancel_accepts_a_500_character_reason(osrv):
+    user = uid()
+    doc, _ = create(osrv, user)
+    r = cancel(osrv, doc["id"], user, reason="\u00e9" * 500)
+    assert r.status_code == 200 and r.json()["reason"] == "\u00e9" * 500
+
+
+@pytest.mark.parametrize("oid", ["not-a-uuid", uid()])
+def test_cancel_unknown_order_is_404(osrv, oid):
+    with nothing_written(osrv):
+        assert_problem(cancel(osrv, oid, uid(), role="admin"), 404)
+
+
+# ---- PATCH /api/v1/orders/{id}/status ----
+
+def test_status_moves_confirmed_shipped_delivered(osrv):
+    user = uid()
+    doc, pos = create(osrv, user)
+    r = patch_status(osrv, doc["id"], "shipped", '"1"')
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["version"], r.headers["ETag"]) == ("shipped", 2, '"2"')
+    p2 = int(r.headers["X-Position"])
+    assert p2 > pos
+    r = patch_status(osrv, doc["id"], "delivered", '"2"')
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.headers["ETag"]) == ("delivered", '"3"')
+    assert "reason" not in r.json()
+    g = get_order(osrv, doc["id"], user, min_pos=r.headers["X-Position"])
+    assert g.json() == r.json() and g.headers["ETag"] == '"3"'
+    with nothing_written(osrv):
+        for status in ("shipped", "confirmed", "delivered"):
+            detail = assert_problem(patch_status(osrv, doc["id"], status, '"3"'), 409)["detail"]
+            assert "delivered" in detail, detail
+        assert_problem(cancel(osrv, doc["id"], user), 409)
+
+
+@pytest.mark.parametrize("status,reason_part", [
+    ("confirmed", "already confirmed"), ("delivered", "confirmed"), ("rejected", "confirmed")])
+def test_illegal_moves_from_confirmed_are_409(osrv, status, reason_part):
+    doc, _ = create(osrv, uid())
+    with nothing_written(osrv):
+        detail = assert_problem(patch_status(osrv, doc["id"], status, '"1"'), 409)["detail"]
+        assert reason_part in detail and status in detail, detail
+
+
+def test_status_is_admin_only(osrv):
+    user = uid()
+    doc, _ = create(osrv, user)
+    with nothing_written(osrv):
+        assert_problem(patch_status(osrv, doc["id"], "shipped", '"1"', user=user,
+                                    role="customer"), 403)
+        r = osrv.request("PATCH", f"/api/v1/orders/{doc['id']}/status",
+                         data=json.dumps({"status": "shipped"}),
+                         headers={**JSON, "If-Match": '"1"'})
+        assert_problem(r, 401)
+
+
+@pytest.mark.parametrize("if_match,status", [
+    (None, 428), ("abc", 400), ('"1', 400), ('"-1"', 400), ('"1x"', 400), ("", 400),
+    ('"2"', 409), ('"0"', 409), ('"100"', 409)])
+def test_status_needs_the_current_if_match(osrv, if_match, status):
+    doc, _ = create(osrv, uid())
+    with nothing_written(osrv):
+        doc_ = assert_problem(patch_status(osrv, doc["id"], "shipped", if_match), status,
+                              "If-Match" if status == 400 else None)
+        if status == 409:
+            assert doc_["detail"].startswith("stale version"), doc_
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({}, 422, "status"),
+    ({"status": "cancelled"}, 422, "status"),
+    ({"status": "pending"}, 422, "status"),
+    ({"status": "SHIPPED"}, 422, "status"),
+    ({"status": "shipped", "reason": "because"}, 422, "reason"),
+    ({"status": 3}, 400, "status"),
+    ({"status": "shipped", "carrier": "UPS"}, 400, "carrier"),
+], ids=["missing", "cancelled", "pending", "upper", "reason-not-rejected", "number", "unknown"])
+def test_status_rejects_bad_bodies_and_writes_nothing(osrv, body, status, field):
+    doc, _ = create(osrv, uid())
+    with nothing_written(osrv):
+        assert_problem(patch_status(osrv, doc["id"], None, '"1"', body=body), status, field)
+
+
+@pytest.mark.parametrize("oid", ["not-a-uuid", uid()])
+def test_status_of_unknown_order_is_404(osrv, oid):
+    with nothing_written(osrv):
+        assert_problem(patch_status(osrv, oid, "shipped", '"1"'), 404)
+
+
+# ---- concurrency ----
+
+@pytest.mark.parametrize("action", ["cancel", "ship", "mixed"])
+def test_concurrent_commands_on_one_order_have_exactly_one_winner(osrv, action):
+    user = uid()
+    doc, _ = create(osrv, user)
+    events = osrv.db.count("events")
+
+    def act(i):
+        if action == "cancel" or (action == "mixed" and i % 2):
+            return cancel(osrv, doc["id"], user, reason=f"cancel {i}")
+        return patch_status(osrv, doc["id"], "shipped", '"1"')
+    results = run_threads(12, act)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200] + [409] * 11, [(r.status_code, r.text[:120]) for r in results]
+    for r in results:
+        if r.status_code == 409:
+            assert_problem(r, 409)
+    winner, = [r for r in results if r.status_code == 200]
+    assert winner.headers["ETag"] == '"2"'
+    assert osrv.db.count("events") == events + 1
+    evs = events_of(osrv, doc["id"])
+    assert [e["version"] for e in evs] == [1, 2]
+    assert evs[1]["position"] == int(winner.headers["X-Position"])
+    assert rebuild(evs) == winner.json()
+    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == 2
+
+
+def test_concurrent_posts_and_commands_keep_streams_contiguous(osrv):
+    users = [uid() for _ in range(4)]
+    orders = [create(osrv, u)[0] for u in users]
+
+    def work(i):
+        o = orders[i % 4]
+        out = []
+        for v in range(1, 4):
+            out.append(patch_status(osrv, o["id"], "shipped", f'"{v}"').status_code)
+            out.append(post_order(osrv, users[i % 4]).status_code)
+            out.append(cancel(osrv, o["id"], o["user_id"]).status_code)
+        return out
+    codes = [c for r in run_threads(8, work) for c in r]
+    assert set(codes) <= {200, 201, 409}, codes
+    assert codes.count(201) == 8 * 3
+    assert_streams_contiguous(osrv.db)
+    for o in orders:
+        evs = events_of(osrv, o["id"])
+        assert len(evs) == 2 and evs[1]["type"] in ("OrderShipped", "OrderCancelled")
+
+
+# ---- GET /api/v1/orders/{id}/events and the outbox ----
+
+def test_events_endpoint_and_outbox_match_what_happened(osrv):
+    user = uid()
+    doc, p1 = create(osrv, user, order_body(shipping_address=ADDRESS))
+    r2 = patch_status(osrv, doc["id"], "shipped", '"1"')
+    r3 = patch_status(osrv, doc["id"], "delivered", '"2"')
+    assert r2.status_code == 200 and r3.status_code == 200
+    positions = [p1, int(r2.headers["X-Position"]), int(r3.headers["X-Position"])]
+
+    r = osrv.get(f"/api/v1/orders/{doc['id']}/events", user=user)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    evs = r.json()["items"]
+    assert r.json()["next_cursor"] is None
+    assert [e["type"] for e in evs] == ["OrderCreated", "OrderShipped", "OrderDelivered"]
+    assert [e["version"] for e in evs] == [1, 2, 3]
+    assert [e["position"] for e in evs] == positions
+    assert len({e["event_id"] for e in evs}) == 3
+    for e in evs:
+        assert set(e) == EVENT_KEYS and UUID_RE.match(e["event_id"])
+        assert RFC3339.match(e["recorded_at"]) and isinstance(e["data"], dict)
+    created = evs[0]["data"]
+    assert (created["order_id"], created["user_id"], created["total_cents"]) == \
+        (doc["id"], user, doc["total_cents"])
+    assert created["shipping_address"] == ADDRESS and created["items"] == doc["items"]
+    assert evs[1]["data"]["at"] == r2.json()["updated_at"]
+    assert evs[2]["data"]["at"] == r3.json()["updated_at"]
+    assert rebuild(evs) == r3.json()
+
+    rows = osrv.db.query("SELECT event_id, type, version, position, data, recorded_at "
+                         "FROM events WHERE stream_id = ? ORDER BY version",
+                         [f"order-{doc['id']}"])
+    assert [(a, b, c, d, json.loads(e), f) for a, b, c, d, e, f in rows] == \
+        [(e["event_id"], e["type"], e["version"], e["position"], e["data"], e["recorded_at"])
+         for e in evs]
+    out = osrv.db.query("SELECT id, aggregate_type, type, payload, published_at FROM outbox "
+                        "WHERE aggregate_id = ? ORDER BY seq", [doc["id"]])
+    assert [(t, ty, json.loads(p), pub) for _, t, ty, p, pub in out] == \
+        [("order", e["type"], e["data"], None) for e in evs]
+    assert len({o[0] for o in out}) == 3
+
+    assert events_of(osrv, doc["id"], role="admin") == evs
+    assert_problem(osrv.get(f"/api/v1/orders/{doc['id']}/events", user=uid()), 404)
+    assert_problem(osrv.get(f"/api/v1/orders/{doc['id']}/events"), 401)
+    for oid in (uid(), "not-a-uuid"):
+        assert_problem(osrv.get(f"/api/v1/orders/{oid}/events", user=uid(), role="admin"), 404)
+
+
+def test_outbox_has_one_row_per_event(osrv):
+    create(osrv, uid())
+    rows = osrv.db.query("SELECT stream_id, type, data FROM events ORDER BY position")
+    out = osrv.db.query("SELECT aggregate_type, aggregate_id, type, payload FROM outbox "
+                        "ORDER BY seq")
+    assert len(out) == len(rows)
+    assert [("order", s[len("order-"):], t, json.loads(d)) for s, t, d in rows] == \
+        [(a, b, c, json.loads(p)) for a, b, c, p in out]
+
+
+# ---- metrics ----
+
+def test_metrics_count_orders_amounts_appends_and_projection(osrv):
+    m = osrv.metric
+    before = {k: m(k, service="order") or 0 for k in
+              ("orders_created_total", "order_amount_count", "order_amount_sum")}
+    bucket10 = m("order_amount_bucket", service="order", le="10")
+    bucket25 = m("order_amount_bucket", service="order", le="25")
+    inf = m("order_amount_bucket", service="order", le="+Inf")
+    appends, evs = m("eventstore_appends_total"), m("eventstore_events_total")
+    batches = m("eventstore_group_commit_size_count")
+    durations = m("eventstore_append_duration_seconds_count")
+    user = uid()
+    for cents in (7, 1234, 50000):
+        create(osrv, user, order_body(items=[item(1, cents)]))
+    assert m("orders_created_total", service="order") == before["orders_created_total"] + 3
+    assert m("order_amount_count", service="order") == before["order_amount_count"] + 3
+    assert m("order_amount_sum", service="order") == \
+        pytest.approx(before["order_amount_sum"] + 0.07 + 12.34 + 500.0)
+    assert m("order_amount_bucket", service="order", le="10") == bucket10 + 1
+    assert m("order_amount_bucket", service="order", le="25") == bucket25 + 2
+    assert m("order_amount_bucket", service="order", le="+Inf") == inf + 3
+    assert m("eventstore_appends_total") >= appends + 3
+    assert m("eventstore_events_total") == evs + 3
+    assert m("eventstore_group_commit_size_count") > batches
+    assert m("eventstore_append_duration_seconds_count") >= durations + 3
+    top = committed(osrv)
+    assert m("eventstore_committed_position") == top
+    poll(lambda: m("projection_position", projection="order_views") == top, 5 * SLOW,
+         what="projection_position to reach the last commit")
+    assert m("projection_lag_events", projection="order_views") == 0
+    assert 0 <= m("projection_lag_seconds", projection="order_views") < 60
+    (checkpoint,), = osrv.db.query("SELECT position FROM projection_checkpoints "
+                                   "WHERE name = 'order_views'", file=READ)
+    assert checkpoint == top
+
+
+def test_metrics_exposition_passes_promtool(osrv):
+    create(osrv, uid())
+    r = osrv.get("/metrics")
+    assert r.status_code == 200
+    text = r.text
+    for family, kind in (("orders_created_total", "counter"), ("order_amount", "histogram"),
+                         ("eventstore_appends_total", "counter"),
+                         ("eventstore_conflicts_total", "counter"),
+                         ("eventstore_group_commit_size", "histogram"),
+                         ("eventstore_append_duration_seconds", "histogram"),
+                         ("eventstore_committed_position", "gauge"),
+                         ("projection_lag_events", "gauge"), ("projection_lag_seconds", "gauge"),
+                         ("projection_position", "gauge"), ("requests_total", "counter")):
+        assert f"# TYPE {family} {kind}\n" in text, f"no {kind} {family}"
+    check = subprocess.run(["promtool", "check", "metrics"], input=r.content,
+                           capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def test_conflicts_are_counted(osrv):
+    conflicts = osrv.metric("eventstore_conflicts_total")
+    lost = 0
+    for _ in range(5):
+        doc, _ = create(osrv, uid())
+        results = run_threads(8, lambda i: cancel(osrv, doc["id"], doc["user_id"]))
+        assert sorted(r.status_code for r in results) == [200] + [409] * 7
+        # a loser read the new version ("already cancelled") or lost the append itself
+        lost += sum("changed while" in r.json()["detail"] for r in results
+                    if r.status_code == 409)
+    assert osrv.metric("eventstore_conflicts_total") == conflicts + lost
+
+
+# ---- the views agree with the events ----
+
+def test_views_equal_a_rebuild_from_the_events(osrv):
+    user = uid()
+    a, _ = create(osrv, user, order_body(shipping_address=ADDRESS))
+    b, _ = create(osrv, user)
+    assert cancel(osrv, b["id"], user, reason="no longer needed").status_code == 200
+    c, _ = create(osrv, user)
+    assert patch_status(osrv, c["id"], "shipped", '"1"').status_code == 200
+    top = committed(osrv)
+    poll(lambda: osrv.metric("projection_position", projection="order_views") >= top,
+         5 * SLOW, what="the projector to catch up")
+    streams = assert_streams_contiguous(osrv.db)
+    views = {r[0]: r[1:] for r in osrv.db.query(
+        "SELECT id, user_id, status, total_cents, currency, version, data FROM order_views",
+        file=READ)}
+    index = osrv.db.query("SELECT user_id, order_id, created_at FROM user_order_views",
+                          file=READ)
+    assert len(index) == len({r[1] for r in index}) == len(streams)
+    ids = [s[len("order-"):] for s in streams]
+    assert set(views) == set(ids)
+    by_user = {}
+    for oid in ids:
+        expected = rebuild(events_of(osrv, oid))
+        g = get_order(osrv, oid, uid(), role="admin", min_pos=top)
+        assert g.status_code == 200 and g.json() == expected, oid
+        assert g.headers["ETag"] == f'"{expected["version"]}"'
+        user_id, status, total, currency, version, data = views[oid]
+        assert (user_id, status, total, currency, version) == \
+            (expected["user_id"], expected["status"], expected["total_cents"],
+             expected["currency"], expected["version"])
+        assert json.loads(data) == expected
+        by_user.setdefault(expected["user_id"], []).append(expected)
+    for user_id, order_id, created_at in index:
+        assert views[order_id][0] == user_id
+        assert json.loads(views[order_id][5])["created_at"] == created_at
+    # every user's list holds each of their orders once, newest first
+    for user_id in (user,) + tuple(list(by_user)[:5]):
+        r = list_orders(osrv, user_id, role="admin", caller=uid(), limit=100)
+        want = sorted(by_user[user_id], key=lambda o: (o["created_at"], o["id"]), reverse=True)
+        assert r.json()["items"] == want[:100]
