@@ -120,7 +120,8 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         snprintf(err, sizeof err, "DATABASE_URL must start with postgresql:// or postgres://");
         rc = MS_EINVAL;
     }
-    if (rc == 0 && !o->database_url) {
+    /* the data directory holds the SQLite files, and on any backend the outbox feed */
+    if (rc == 0) {
         struct stat st;
         if (make_dirs(o->data) < 0 || stat(o->data, &st) < 0 || !S_ISDIR(st.st_mode) ||
             access(o->data, W_OK) < 0) {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "eventstore/relay.h"
 #include "runtime/error.h"
 #include "runtime/identity.h"
 #include "runtime/json.h"
@@ -210,6 +211,8 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
         if (order_evolve(&k->state, k->decision.events[i].type, k->decision.events[i].data) < 0)
             MS_BUG("an event the aggregate decided does not apply to it");
     }
+    if (!k->append.is_replay)
+        ms_relay_kick(order_proc.relay); /* the events' outbox rows are committed */
     bool created = strcmp(k->command, ORDER_CMD_CREATE) == 0;
     if (created && !k->append.is_replay)
         order_metrics_created(k->state.total_cents);
@@ -391,18 +394,19 @@ void order_create(ms_http_request *req)
     }
     set_stream(k);
     snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
-    k->cmd = json_pack("{s:s, s:s, s:O, s:O, s:O}", "order_id", k->id, "user_id", k->who.user_id,
-                       "items", json_object_get(body, "items"), "currency",
-                       json_object_get(body, "currency"), "shipping_address",
-                       json_object_get(body, "shipping_address")
-                           ? json_object_get(body, "shipping_address")
-                           : json_null());
+    /* the command: the body's fields (as present) plus who and which order */
+    k->cmd = json_pack("{s:s, s:s}", "order_id", k->id, "user_id", k->who.user_id);
+    static const char *const copied[] = {"items", "currency", "shipping_address"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(body, copied[i]);
+        if (v)
+            json_object_set(k->cmd, copied[i], v);
+    }
     json_decref(body);
-    if (json_array_size(malformed) == 0 && k->cmd)
+    /* the aggregate's rules once the body has the right shape (no double "is required") */
+    if (json_array_size(malformed) == 0 && json_array_size(invalid) == 0)
         order_validate(ORDER_CMD_CREATE, k->cmd, malformed, invalid);
-    if (!k->cmd || ms_json_reject(req, malformed, invalid)) {
-        if (!k->cmd)
-            ms_problem(req, 400, "the body's fields have the wrong kinds");
+    if (ms_json_reject(req, malformed, invalid)) {
         call_release(k);
         return;
     }

@@ -42,6 +42,7 @@ typedef struct order_loop {
 
 typedef struct order_process {
     ms_es *es;
+    struct ms_relay *relay; /* the outbox relay to the feed */
     ms_db_config write_db, read_db;
     char read_path[4096];
     struct order_projector *projector;

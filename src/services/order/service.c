@@ -10,7 +10,9 @@
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/metrics.h"
+#include "eventstore/relay.h"
 #include "services/order/order_internal.h"
+#include "services/outbox_feed.h"
 #include "services/service.h"
 #include "runtime/banned.h"
 
@@ -142,7 +144,11 @@ static int start(const ms_service_env *env)
     if (rc == 0)
         rc = order_projector_start(order_proc.es, &order_proc.write_db, &order_proc.read_db,
                                    &order_proc.projector);
+    if (rc == 0)
+        rc = outbox_feed_start(env, "order", &order_proc.relay);
     if (rc < 0) {
+        order_projector_stop(order_proc.projector);
+        order_proc.projector = NULL;
         if (order_proc.es)
             ms_es_close(order_proc.es);
         order_proc.es = NULL;
@@ -156,6 +162,8 @@ static int start(const ms_service_env *env)
 
 static void stop(void)
 {
+    ms_relay_stop(order_proc.relay);
+    order_proc.relay = NULL;
     order_projector_stop(order_proc.projector);
     order_proc.projector = NULL;
     ms_es_close(order_proc.es);

@@ -1,7 +1,21 @@
 /* The user service's tables. Timestamps are RFC 3339 text on both backends so they sort and
  * read the same; email_key is the lower-cased email that makes uniqueness case-insensitive. */
+#include "services/outbox_feed.h"
 #include "services/service.h"
 #include "services/user/user_internal.h"
+
+ms_relay *user_relay;
+
+static int start(const ms_service_env *env)
+{
+    return outbox_feed_start(env, "user", &user_relay);
+}
+
+static void stop(void)
+{
+    ms_relay_stop(user_relay);
+    user_relay = NULL;
+}
 
 static const ms_migration migrations[] = {
     {1, "users, profiles, preferences",
@@ -68,4 +82,6 @@ const ms_service ms_user_service = {
     .migrations = migrations,
     .nmigrations = sizeof migrations / sizeof migrations[0],
     .add_routes = add_routes,
+    .start = start,
+    .stop = stop,
 };

@@ -43,6 +43,10 @@ const char *user_check_currency(const char *currency);
 /* A short free-text field: 1..max code points, no control characters. */
 const char *user_check_text(const char *s, size_t max);
 
+/* service.c: the outbox relay (kick it after a commit that wrote outbox rows) */
+struct ms_relay;
+extern struct ms_relay *user_relay;
+
 /* users.c */
 /* 0 when the user exists, MS_ENOTFOUND, or a database error (worker thread). */
 int user_exists(ms_db_conn *c, const char *id);

@@ -17,6 +17,7 @@
 #include "runtime/log.h"
 #include "runtime/problem.h"
 #include "runtime/server.h"
+#include "eventstore/relay.h"
 #include "services/user/user_internal.h"
 #include "runtime/banned.h"
 
@@ -167,6 +168,7 @@ static void insert_done(int rc, void *arg)
 {
     create_call *k = arg;
     if (rc == 0) {
+        ms_relay_kick(user_relay); /* user.created is committed: publish it now */
         char *location = ms_arena_printf(&k->base.req->arena, "/api/v1/users/%s", k->new_id);
         ms_http_set_header(k->base.req, "Location", location);
     }
@@ -309,6 +311,14 @@ static int patch_work(ms_db_conn *c, void *arg)
     return ms_db_end(c, rc);
 }
 
+static void patch_done(int rc, void *arg)
+{
+    patch_call *k = arg;
+    if (rc == 0 && k->name)
+        ms_relay_kick(user_relay); /* user.updated is committed */
+    user_call_done(rc, arg);
+}
+
 void user_patch(ms_http_request *req)
 {
     static const ms_json_field fields[] = {{"name", MS_JSON_STRING, false, false}};
@@ -329,5 +339,5 @@ void user_patch(ms_http_request *req)
     json_decref(body);
     if (ms_json_reject(req, malformed, invalid))
         return;
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, user_call_done, k);
+    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, patch_done, k);
 }

@@ -1,0 +1,16 @@
+/*
+ * outbox_feed.h — every service's outbox relay, started the same way: the service's outbox
+ * table published in order, at least once, to the local feed `<data>/<service>-outbox.jsonl`
+ * (one JSON object per line, fsynced). The event bus (NATS) comes later behind the same
+ * publisher interface. Start-up and shut-down only, except ms_relay_kick (any thread).
+ */
+#ifndef MS_OUTBOX_FEED_H
+#define MS_OUTBOX_FEED_H
+
+#include "eventstore/relay.h"
+#include "services/service.h"
+
+/* Starts the relay and registers its metrics (outbox_*). */
+int outbox_feed_start(const ms_service_env *env, const char *service, ms_relay **out);
+
+#endif
