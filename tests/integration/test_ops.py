@@ -454,7 +454,7 @@ def children_of(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
+    except OSError:  # gone (ENOENT or ESRCH)
         return []
 
 
@@ -464,7 +464,7 @@ def child_serving(pid, target):
         try:
             with open(f"/proc/{kid}/cmdline", "rb") as f:
                 args = f.read().split(b"\0")
-        except FileNotFoundError:
+        except OSError:  # it exited meanwhile (ENOENT or ESRCH)
             continue
         if b"serve" in args and target.encode() in args:
             return kid

@@ -1,12 +1,13 @@
 """POST /api/v1/users, GET and PATCH /api/v1/users/{id}."""
 import json
+import os
 import threading
 import uuid
 
 import pytest
 
-from conftest import (ARGON2_PREFIX, admin, assert_problem, assert_user, ident, new_email,
-                      unchanged)
+from conftest import (ARGON2_PREFIX, SLOW, admin, assert_problem, assert_user, ident, new_email,
+                      poll, unchanged)
 
 PASSWORD = "correct horse battery"
 DROP = object()  # marks a field left out of the body
@@ -44,10 +45,16 @@ def test_create_returns_user_writes_hash_and_outbox_event(server):
         "SELECT email_key, password_hash FROM users WHERE id = ?", [user["id"]])
     assert email_key == doc["email"].lower()
     assert stored_hash.startswith(ARGON2_PREFIX) and PASSWORD not in stored_hash
-    (agg_type, etype, payload, published), = db.query(
-        "SELECT aggregate_type, type, payload, published_at FROM outbox WHERE aggregate_id = ?",
+    (outbox_id, agg_type, etype, payload), = db.query(
+        "SELECT id, aggregate_type, type, payload FROM outbox WHERE aggregate_id = ?",
         [user["id"]])
-    assert (agg_type, etype, published) == ("user", "user.created", None)
+    assert (agg_type, etype) == ("user", "user.created")
+    # the relay publishes it to the local feed and marks it (at least once: by id)
+    poll(lambda: db.query("SELECT published_at FROM outbox WHERE id = ?", [outbox_id])[0][0],
+         5 * SLOW, what="the relay to publish user.created")
+    with open(os.path.join(db.data_dir, "user-outbox.jsonl")) as feed:
+        lines = [json.loads(line) for line in feed]
+    assert any(m["id"] == outbox_id and m["payload"] == json.loads(payload) for m in lines)
     event = json.loads(payload)
     assert event["user_id"] == user["id"] and event["email"] == doc["email"]
     assert PASSWORD not in payload and "argon2" not in payload
