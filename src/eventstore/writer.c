@@ -15,6 +15,7 @@
  * the committed position by es->stats_mu; the connection belongs to the writer thread.
  */
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +224,7 @@ static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)
 
 static void writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "es-writer"); /* for top -H, perf, gdb */
     ms_es *es = arg;
     size_t max = (size_t)es->opt.max_batch;
     es_job **jobs = ms_xcalloc(max, sizeof *jobs);

@@ -309,6 +309,9 @@ static void on_signal(uv_signal_t *s, int signum)
 static void loop_main(void *arg)
 {
     ms_loop *l = arg;
+    char name[16];
+    snprintf(name, sizeof name, "loop-%d", l->index);
+    pthread_setname_np(pthread_self(), name); /* top -H, perf and gdb show who is busy */
     uv_run(&l->uv, UV_RUN_DEFAULT);
     __atomic_store_n(&l->ended, true, __ATOMIC_RELEASE);
     uv_async_send(&srv.loop_ended);

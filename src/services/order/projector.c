@@ -9,6 +9,7 @@
  * the views have reached the position its write returned (order_wait_projected).
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -117,6 +118,7 @@ static void wake_loops(order_projector *p)
 static void run(void *arg)
 {
     order_projector *p = arg;
+    pthread_setname_np(pthread_self(), "projector");
     while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
         int64_t at = order_projector_position(p);
         int n = project_page(p, at);
