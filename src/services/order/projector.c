@@ -1,15 +1,12 @@
 /*
- * projector.c — keeps the order views up with the event store, on a thread of its own:
- * read every event after the checkpoint (pages of 500), apply them, and store views and
- * checkpoint in one read-database transaction, so a crash never applies an event twice or
- * skips one. Caught up, it sleeps on the store's commit signal (appends of this process) with
- * a short poll (appends of other processes).
+ * projector.c — keeps the order views up with the event store: a catch-up subscription
+ * (eventstore/subscription.h) whose pages are applied, with the checkpoint, in one
+ * read-database transaction, so a crash never applies an event twice or skips one.
  *
  * It also serves read-your-writes: a request may wait on its loop, never blocking it, until
  * the views have reached the position its write returned (order_wait_projected).
  */
-#include <math.h>
-#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,27 +14,24 @@
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/metrics.h"
+#include "eventstore/subscription.h"
 #include "services/order/order_internal.h"
 #include "runtime/banned.h"
 
-enum { PAGE = 500, POLL_MS = 100 };
 #define CHECKPOINT_NAME "order_views"
 
 struct order_projector {
-    ms_es *es;
-    ms_db_conn *events, *views;
-    uv_thread_t thread;
-    uv_mutex_t lock; /* guards loops, lag figures */
+    ms_es_subscription *subscription;
+    ms_db_conn *views; /* used by the subscription's thread only */
+    uv_mutex_t lock;   /* guards loops and the lag figures */
     order_loop *loops;
-    int64_t position;   /* atomic: the last position applied */
-    bool stop;          /* atomic */
-    double lag_seconds; /* of the last batch: now - recorded_at of its last event */
-    uint64_t batches, applied;
+    double lag_seconds; /* of the last page: now - recorded_at of its last event */
+    uint64_t applied;
 };
 
 int64_t order_projector_position(order_projector *p)
 {
-    return __atomic_load_n(&p->position, __ATOMIC_ACQUIRE);
+    return ms_es_subscription_position(p->subscription);
 }
 
 void order_projector_watch(order_projector *p, order_loop *ol)
@@ -78,84 +72,64 @@ static double age_of(const char *ts)
     return age > 0 ? age : 0;
 }
 
-/* One page: read, apply, commit with the checkpoint. Returns events applied, or MS_E*. */
-static int project_page(order_projector *p, int64_t after)
+static int load_checkpoint(void *arg, int64_t *position)
 {
-    ms_es_page page = {0};
-    int rc = ms_es_read_all(p->events, after, PAGE, &page);
-    if (rc < 0 || page.n == 0) {
-        ms_es_page_release(&page);
-        return rc;
-    }
-    rc = ms_db_begin(p->views);
-    for (size_t i = 0; rc == 0 && i < page.n; i++)
-        rc = order_views_apply(p->views, &page.events[i]);
-    int64_t last = page.events[page.n - 1].position;
-    if (rc == 0)
-        rc = order_views_set_checkpoint(p->views, CHECKPOINT_NAME, last);
-    rc = ms_db_end(p->views, rc);
-    if (rc == 0) {
-        uv_mutex_lock(&p->lock);
-        p->lag_seconds = age_of(page.events[page.n - 1].recorded_at);
-        p->batches++;
-        p->applied += page.n;
-        uv_mutex_unlock(&p->lock);
-        __atomic_store_n(&p->position, last, __ATOMIC_RELEASE);
-        rc = (int)page.n;
-    }
-    ms_es_page_release(&page);
-    return rc;
+    order_projector *p = arg;
+    return order_views_checkpoint(p->views, CHECKPOINT_NAME, position);
 }
 
-static void wake_loops(order_projector *p)
+/* A page: the views it changes and its last position, in one read-database transaction. */
+static int project_page(void *arg, const ms_es_page *page)
 {
+    order_projector *p = arg;
+    int rc = ms_db_begin(p->views);
+    for (size_t i = 0; rc == 0 && i < page->n; i++)
+        rc = order_views_apply(p->views, &page->events[i]);
+    if (rc == 0)
+        rc = order_views_set_checkpoint(p->views, CHECKPOINT_NAME,
+                                        page->events[page->n - 1].position);
+    rc = ms_db_end(p->views, rc);
+    if (rc < 0)
+        return rc;
+    uv_mutex_lock(&p->lock);
+    p->lag_seconds = age_of(page->events[page->n - 1].recorded_at);
+    p->applied += page->n;
+    uv_mutex_unlock(&p->lock);
+    return 0;
+}
+
+/* The views reached `position`: wake the loops whose requests wait for it (read-your-writes). */
+static void advanced(void *arg, int64_t position)
+{
+    order_projector *p = arg;
+    (void)position;
     uv_mutex_lock(&p->lock);
     for (order_loop *ol = p->loops; ol; ol = ol->next)
         uv_async_send(&ol->projected);
     uv_mutex_unlock(&p->lock);
 }
 
-static void run(void *arg)
-{
-    order_projector *p = arg;
-    pthread_setname_np(pthread_self(), "projector");
-    while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
-        int64_t at = order_projector_position(p);
-        int n = project_page(p, at);
-        if (n > 0) {
-            wake_loops(p);
-            continue;
-        }
-        if (n < 0) {
-            ms_log(MS_LOG_ERROR, "projector failed a page; retrying", "error", ms_strerror(n),
-                   NULL);
-            struct timespec ts = {0, 200 * 1000000L};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        ms_es_wait_committed(p->es, at + 1, POLL_MS);
-    }
-}
-
 int order_projector_start(ms_es *es, const ms_db_config *write_db, const ms_db_config *read_db,
                           order_projector **out)
 {
     order_projector *p = ms_xcalloc(1, sizeof *p);
-    p->es = es;
-    int rc = ms_db_open(write_db, write_db->backend == MS_DB_SQLITE, &p->events);
+    uv_mutex_init(&p->lock);
+    int rc = ms_db_open(read_db, false, &p->views);
+    const ms_es_subscriber sub = {
+        .name = "projector",
+        .load_checkpoint = load_checkpoint,
+        .handle = project_page,
+        .advanced = advanced,
+        .arg = p,
+    };
     if (rc == 0)
-        rc = ms_db_open(read_db, false, &p->views);
-    if (rc == 0)
-        rc = order_views_checkpoint(p->views, CHECKPOINT_NAME, &p->position);
+        rc = ms_es_subscribe(es, write_db, &sub, &p->subscription);
     if (rc < 0) {
-        ms_db_close(p->events);
         ms_db_close(p->views);
+        uv_mutex_destroy(&p->lock);
         free(p);
         return rc;
     }
-    uv_mutex_init(&p->lock);
-    if (uv_thread_create(&p->thread, run, p) != 0)
-        MS_BUG("cannot start the projector thread");
     *out = p;
     return 0;
 }
@@ -164,9 +138,7 @@ void order_projector_stop(order_projector *p)
 {
     if (!p)
         return;
-    __atomic_store_n(&p->stop, true, __ATOMIC_RELEASE);
-    uv_thread_join(&p->thread);
-    ms_db_close(p->events);
+    ms_es_subscription_stop(p->subscription);
     ms_db_close(p->views);
     uv_mutex_destroy(&p->lock);
     free(p);
