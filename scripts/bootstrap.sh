@@ -9,7 +9,7 @@ build_pkgs=(gcc make cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-d
     libsqlite3-dev libpq-dev libargon2-dev)
 test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-requests python3-psycopg2
     python3-yaml prometheus sqlite3 curl procps clang-format cppcheck)
-bench_pkgs=(wrk nginx-light curl procps)
+bench_pkgs=(wrk nginx-light curl procps postgresql python3)
 
 want=("${build_pkgs[@]}")
 for extra in "$@"; do

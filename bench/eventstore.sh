@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Event-store microbenchmark, in one run: durable appends/s with group commit and replay
+# events/s on SQLite and on a throwaway PostgreSQL, and on that same PostgreSQL the
+# one-row-per-transaction insert rate of pgbench (16 clients) as the reference.
+#
+#   bench/eventstore.sh [--seconds S] [--writers N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=5
+writers=256
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    --writers) writers=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds S] [--writers N]" >&2; exit 2 ;;
+    esac
+done
+bench=${ES_BENCH:-build/es_bench}
+[ -x "$bench" ] || { echo "no $bench: run 'make build' first" >&2; exit 1; }
+work=$(mktemp -d /tmp/microshop-esbench.XXXXXX)
+pgdir=""
+cleanup() {
+    [ -n "$pgdir" ] && bash tests/lib/pg.sh stop "$pgdir" >/dev/null 2>&1
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== SQLite (WAL, synchronous=FULL), $writers concurrent writers, ${seconds}s"
+"$bench" sqlite "$work" "$writers" "$seconds" 2>/dev/null
+
+echo "== PostgreSQL (throwaway, loopback), $writers concurrent writers, ${seconds}s"
+pgdir=$(mktemp -d /tmp/microshop-esbench-pg.XXXXXX)
+url=$(bash tests/lib/pg.sh start "$pgdir")
+es_line=$("$bench" postgres "$url" "$writers" "$seconds" 2>/dev/null | tee /dev/stderr | head -1)
+psql -q "$url" -c "CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, data TEXT NOT NULL)"
+echo "INSERT INTO bench_rows (data) VALUES ('{\"order_id\":\"0190c2a4\",\"total_cents\":3998}');" >"$work/insert.sql"
+pgb=$(pgbench -n -c 16 -j 2 -T "$seconds" -f "$work/insert.sql" "$url" 2>/dev/null |
+    awk '/^tps/ {print $3; exit}')
+echo "pgbench, 16 clients, one INSERT per transaction: $pgb tps"
+es=$(awk '{print $3}' <<<"$es_line" | tr -d '/s')
+awk -v e="$es" -v p="$pgb" 'BEGIN { printf "ratio event store / pgbench: %.1f (goal >= 5)\n", e / p }'
