@@ -508,7 +508,8 @@ def test_get_unknown_or_malformed_id_is_404(osrv, oid):
     assert_problem(get_order(osrv, oid, uid(), role="admin", min_pos=committed(osrv)), 404)
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "0x10", "1 2", ""])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "0x10", "1 2", "", "+5",
+                                   "99999999999999999999"])
 def test_bad_min_position_is_400(osrv, value):
     doc, _ = create(osrv, uid())
     r = get_order(osrv, doc["id"], doc["user_id"], headers={"X-Min-Position": value})

@@ -4,6 +4,7 @@
  * A read may carry X-Min-Position (the X-Position its write returned): it then waits, on the
  * loop, until the views have caught up with that write — or answers 504 at its deadline.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +56,9 @@ static int64_t min_position(ms_http_request *req)
     if (!v)
         return 0;
     char *end;
+    errno = 0;
     long long p = strtoll(v, &end, 10);
-    if (end == v || *end || p < 0) {
+    if (end == v || *end || p < 0 || errno == ERANGE || v[0] == '+' || v[0] == ' ') {
         json_t *errors = json_array();
         ms_field_error(errors, "X-Min-Position", "must be a position (a whole number)");
         ms_problem_fields(req, 400, "the X-Min-Position header is malformed", errors);
