@@ -83,14 +83,9 @@ int cmd_order(int argc, char **argv)
     int rc = options_parse(&o, &ms_order_service, false, argc, argv, 3, &server, &write_db);
     if (rc)
         return rc == 1 ? 0 : rc;
-    ms_db_config read_db = write_db;
+    ms_db_config read_db;
     char read_path[4096];
-    if (write_db.backend == MS_DB_SQLITE) {
-        snprintf(read_path, sizeof read_path, "%s/order_read.db", o.data);
-        read_db.sqlite_path = read_path;
-    } else if (getenv("READ_DATABASE_URL") && *getenv("READ_DATABASE_URL")) {
-        read_db.pg_conninfo = getenv("READ_DATABASE_URL");
-    }
+    order_read_db_config(o.data, &write_db, &read_db, read_path, sizeof read_path);
     ms_db_conn *events = NULL, *views = NULL;
     rc = ms_db_open(&write_db, false, &events);
     if (rc == 0)

@@ -29,10 +29,10 @@ static const ms_service *target_arg(const char *cmd, int argc, char **argv)
 }
 
 /* Opens one connection and applies the pending migrations. */
-static int migrate(const ms_service *svc, const ms_db_config *db, bool verbose)
+static int migrate(const ms_service *svc, const ms_service_env *env, bool verbose)
 {
     ms_db_conn *c = NULL;
-    int rc = ms_db_open(db, false, &c);
+    int rc = ms_db_open(env->db, false, &c);
     if (rc < 0) {
         ms_log(MS_LOG_ERROR, "cannot open the database", "error", ms_strerror(rc), NULL);
         return 1;
@@ -45,6 +45,8 @@ static int migrate(const ms_service *svc, const ms_db_config *db, bool verbose)
         return 1;
     }
     ms_db_close(c);
+    if (svc->migrate_more && svc->migrate_more(env) < 0)
+        return 1;
     char n[16], total[16];
     snprintf(n, sizeof n, "%d", applied);
     snprintf(total, sizeof total, "%zu", svc->nmigrations);
@@ -66,7 +68,8 @@ int cmd_migrate(int argc, char **argv)
     int rc = options_parse(&o, svc, false, argc, argv, 3, &server, &db);
     if (rc)
         return rc == 1 ? 0 : rc;
-    return migrate(svc, &db, true);
+    ms_service_env env = {.db = &db, .data_dir = o.data, .server = &server};
+    return migrate(svc, &env, true);
 }
 
 /* Under `microshop run` a child dies with its supervisor instead of lingering on the port. */
@@ -114,12 +117,12 @@ int cmd_serve(int argc, char **argv)
      * TLB shootdown on every core, which cost a fifth of the CPU of an order POST load. */
     mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
     mallopt(M_ARENA_MAX, 2);
-    if (migrate(svc, &db, false) != 0)
+    ms_service_env env = {.db = &db, .data_dir = o.data, .server = &server};
+    if (migrate(svc, &env, false) != 0)
         return 1;
     ms_router *router = ms_router_new();
     if (svc->add_routes(router) < 0)
         MS_BUG("a service route template is malformed");
-    ms_service_env env = {.db = &db, .data_dir = o.data, .server = &server};
     if (svc->start && (rc = svc->start(&env)) < 0) {
         ms_log(MS_LOG_ERROR, "cannot start the service", "error", ms_strerror(rc), NULL);
         ms_router_free(router);

@@ -26,6 +26,9 @@ typedef struct ms_service {
     size_t nmigrations;
     /* Adds the service's routes; 0 or MS_EINVAL. */
     int (*add_routes)(ms_router *r);
+    /* Optional: migrates the service's further databases (the order read model); run by
+     * `serve` and `migrate` after `migrations`. 0 or MS_E* (logged). */
+    int (*migrate_more)(const ms_service_env *env);
     /* Optional: process-wide state (writer threads, projectors), started after the migrations
      * and stopped after every loop has drained; 0 or MS_E* (then the process exits 1). */
     int (*start)(const ms_service_env *env);

@@ -50,6 +50,11 @@ typedef struct order_process {
 
 extern order_process order_proc;
 
+/* The read database's config: SQLite DATA/order_read.db, or READ_DATABASE_URL (default: the
+ * write database) on PostgreSQL. `path` (path_size bytes) holds the SQLite file name. */
+void order_read_db_config(const char *data_dir, const ms_db_config *write_db, ms_db_config *out,
+                          char *path, size_t path_size);
+
 /* The loop's order state (req->loop->service). */
 static inline order_loop *order_loop_of(ms_http_request *req)
 {

@@ -110,10 +110,28 @@ static void collect_eventstore(ms_buf *out, void *arg)
 
 /* ---- process ---- */
 
-static int migrate_read_db(const ms_db_config *cfg)
+void order_read_db_config(const char *data_dir, const ms_db_config *write_db, ms_db_config *out,
+                          char *path, size_t path_size)
 {
+    *out = *write_db;
+    if (write_db->backend == MS_DB_SQLITE) {
+        /* the read model lives in a file of its own: a separate database, as CQRS wants */
+        snprintf(path, path_size, "%s/order_read.db", data_dir);
+        out->sqlite_path = path;
+    } else {
+        const char *url = getenv("READ_DATABASE_URL");
+        if (url && *url)
+            out->pg_conninfo = url;
+    }
+}
+
+static int migrate_more(const ms_service_env *env)
+{
+    ms_db_config read_db;
+    char path[4096];
+    order_read_db_config(env->data_dir, env->db, &read_db, path, sizeof path);
     ms_db_conn *c = NULL;
-    int rc = ms_db_open(cfg, false, &c);
+    int rc = ms_db_open(&read_db, false, &c);
     if (rc == 0)
         rc = ms_db_migrate(c, order_view_migrations, order_view_nmigrations, NULL);
     if (rc < 0)
@@ -127,20 +145,9 @@ static int start(const ms_service_env *env)
 {
     uv_mutex_init(&order_stats.lock);
     order_proc.write_db = *env->db;
-    order_proc.read_db = *env->db;
-    if (env->db->backend == MS_DB_SQLITE) {
-        /* the read model lives in a file of its own: a separate database, as CQRS wants */
-        snprintf(order_proc.read_path, sizeof order_proc.read_path, "%s/order_read.db",
-                 env->data_dir);
-        order_proc.read_db.sqlite_path = order_proc.read_path;
-    } else {
-        const char *url = getenv("READ_DATABASE_URL");
-        if (url && *url)
-            order_proc.read_db.pg_conninfo = url;
-    }
-    int rc = migrate_read_db(&order_proc.read_db);
-    if (rc == 0)
-        rc = ms_es_open(&order_proc.write_db, NULL, &order_proc.es);
+    order_read_db_config(env->data_dir, env->db, &order_proc.read_db, order_proc.read_path,
+                         sizeof order_proc.read_path);
+    int rc = ms_es_open(&order_proc.write_db, NULL, &order_proc.es);
     if (rc == 0)
         rc = order_projector_start(order_proc.es, &order_proc.write_db, &order_proc.read_db,
                                    &order_proc.projector);
@@ -250,6 +257,7 @@ const ms_service ms_order_service = {
     .migrations = ms_es_migrations,
     .nmigrations = MS_ES_NMIGRATIONS,
     .add_routes = add_routes,
+    .migrate_more = migrate_more,
     .start = start,
     .stop = stop,
     .loop_hooks = {.open = loop_open, .close = loop_close},
