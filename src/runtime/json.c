@@ -96,12 +96,13 @@ static bool has_kind(const json_t *v, ms_json_kind k)
     }
 }
 
-void ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const char *prefix,
+bool ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const char *prefix,
                    json_t *malformed, json_t *invalid)
 {
     char path[128];
     const char *key;
     json_t *v;
+    bool ok = true;
     json_object_foreach(obj, key, v)
     {
         size_t i = 0;
@@ -110,11 +111,12 @@ void ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const cha
         snprintf(path, sizeof path, "%s%s", prefix, key);
         if (i == n) {
             ms_field_error(malformed, path, "unknown field");
-            continue;
-        }
-        if (json_is_null(v) ? !fields[i].nullable : !has_kind(v, fields[i].kind))
+            ok = false;
+        } else if (json_is_null(v) ? !fields[i].nullable : !has_kind(v, fields[i].kind)) {
             ms_field_error(malformed, path, "must be %s%s", kind_name(fields[i].kind),
                            fields[i].nullable ? " or null" : "");
+            ok = false;
+        }
     }
     for (size_t i = 0; i < n; i++) {
         if (fields[i].required && !json_object_get(obj, fields[i].name)) {
@@ -122,6 +124,7 @@ void ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const cha
             ms_field_error(invalid, path, "is required");
         }
     }
+    return ok;
 }
 
 bool ms_json_reject(ms_http_request *req, json_t *malformed, json_t *invalid)

@@ -38,9 +38,10 @@ typedef struct ms_json_field {
 /*
  * Checks an object's shape: unknown fields and wrong kinds are appended to `malformed`
  * (answered 400), missing required fields to `invalid` (answered 422). `prefix` names a
- * nested object in field paths ("address.").
+ * nested object in field paths ("address."). Returns true when every present field is known
+ * and of its kind, so rules may look at the values. Either list may be NULL (errors dropped).
  */
-void ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const char *prefix,
+bool ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const char *prefix,
                    json_t *malformed, json_t *invalid);
 
 /* When either list has entries, answers 400 (malformed first) or 422 and returns true.

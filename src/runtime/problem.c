@@ -106,6 +106,8 @@ void ms_problem_from_error(ms_http_request *req, int code, const char *detail)
 
 void ms_field_error(json_t *errors, const char *field, const char *fmt, ...)
 {
+    if (!errors)
+        return;
     char msg[256];
     va_list ap;
     va_start(ap, fmt);

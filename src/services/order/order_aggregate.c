@@ -18,6 +18,7 @@
 #include "runtime/error.h"
 #include "runtime/json.h"
 #include "runtime/problem.h"
+#include "runtime/rules.h"
 #include "services/order/order_aggregate.h"
 #include "runtime/banned.h"
 
@@ -230,113 +231,15 @@ int order_total(const order_item *items, size_t n, int64_t *out)
 
 /* ---- command validation ------------------------------------------------------------------ */
 
-typedef enum { K_STRING, K_INTEGER, K_OBJECT, K_ARRAY } kind;
-
-typedef struct field {
-    const char *name;
-    kind kind;
-    bool required, nullable;
-} field;
-
-static const char *kind_name(kind k)
-{
-    static const char *const names[] = {"a string", "an integer", "an object", "an array"};
-    return names[k];
-}
-
-static bool has_kind(const json_t *v, kind k)
-{
-    switch (k) {
-    case K_STRING:
-        return json_is_string(v);
-    case K_INTEGER:
-        return json_is_integer(v);
-    case K_OBJECT:
-        return json_is_object(v);
-    default:
-        return json_is_array(v);
-    }
-}
-
-/* ms_json_check with arrays: unknown fields and wrong kinds are malformed, missing required
- * fields invalid. True when every present field has its kind (rules may look at values). */
-static bool check_shape(json_t *obj, const field *fields, size_t n, const char *prefix,
-                        json_t *malformed, json_t *invalid)
-{
-    char path[96];
-    const char *key;
-    json_t *v;
-    bool ok = true;
-    json_object_foreach(obj, key, v)
-    {
-        size_t i = 0;
-        while (i < n && strcmp(fields[i].name, key) != 0)
-            i++;
-        snprintf(path, sizeof path, "%s%s", prefix, key);
-        if (i == n) {
-            ms_field_error(malformed, path, "unknown field");
-            ok = false;
-        } else if (json_is_null(v) ? !fields[i].nullable : !has_kind(v, fields[i].kind)) {
-            ms_field_error(malformed, path, "must be %s%s", kind_name(fields[i].kind),
-                           fields[i].nullable ? " or null" : "");
-            ok = false;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (fields[i].required && !json_object_get(obj, fields[i].name)) {
-            snprintf(path, sizeof path, "%s%s", prefix, fields[i].name);
-            ms_field_error(invalid, path, "is required");
-        }
-    }
-    return ok;
-}
-
 static size_t error_count(json_t *malformed, json_t *invalid)
 {
     return json_array_size(malformed) + json_array_size(invalid);
 }
 
-/* Free text: 1..max code points, no control characters (C0, DEL, C1), no outer spaces. */
-static const char *check_text(const char *s, size_t max)
-{
-    size_t n = ms_utf8_length(s);
-    if (n == 0)
-        return "must not be empty";
-    if (n > max)
-        return "is too long";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
-            return "must not contain control characters";
-    if (s[0] == ' ' || s[strlen(s) - 1] == ' ')
-        return "must not start or end with a space";
-    return NULL;
-}
-
 static const char *check_reason(const char *s)
 {
-    const char *why = check_text(s, ORDER_MAX_REASON);
+    const char *why = ms_rule_text(s, ORDER_MAX_REASON);
     return why && strcmp(why, "is too long") == 0 ? "must be at most 500 characters" : why;
-}
-
-static const char *check_postal_code(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 12)
-        return "must be 1 to 12 letters, digits, spaces or hyphens";
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == ' ' || c == '-'))
-            return "must be 1 to 12 letters, digits, spaces or hyphens";
-    }
-    return NULL;
-}
-
-static const char *check_country(const char *s)
-{
-    if (strlen(s) != 2 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z')
-        return "must be an ISO 3166-1 alpha-2 code like DE";
-    return NULL;
 }
 
 /* Runs a rule on a string field when it is there and a string. */
@@ -349,49 +252,39 @@ static void rule(json_t *obj, const char *key, const char *path, const char *(*c
         ms_field_error(invalid, path, "%s", why);
 }
 
-static const char *check_uuid(const char *s)
-{
-    return ms_uuid_valid(s) ? NULL : "must be a UUID";
-}
-
-static const char *check_currency(const char *s)
-{
-    return ms_currency_valid(s) ? NULL : "must be an ISO 4217 currency code like EUR";
-}
-
 static const char *check_line1(const char *s)
 {
-    return check_text(s, 200);
+    return ms_rule_text(s, 200);
 }
 
 static const char *check_city(const char *s)
 {
-    return check_text(s, 100);
+    return ms_rule_text(s, 100);
 }
 
 static void validate_address(json_t *addr, json_t *malformed, json_t *invalid)
 {
-    static const field fields[] = {
-        {"line1", K_STRING, true, false},
-        {"city", K_STRING, true, false},
-        {"postal_code", K_STRING, true, false},
-        {"country", K_STRING, true, false},
+    static const ms_json_field fields[] = {
+        {"line1", MS_JSON_STRING, true, false},
+        {"city", MS_JSON_STRING, true, false},
+        {"postal_code", MS_JSON_STRING, true, false},
+        {"country", MS_JSON_STRING, true, false},
     };
-    check_shape(addr, fields, 4, "shipping_address.", malformed, invalid);
+    ms_json_check(addr, fields, 4, "shipping_address.", malformed, invalid);
     rule(addr, "line1", "shipping_address.line1", check_line1, invalid);
     rule(addr, "city", "shipping_address.city", check_city, invalid);
-    rule(addr, "postal_code", "shipping_address.postal_code", check_postal_code, invalid);
-    rule(addr, "country", "shipping_address.country", check_country, invalid);
+    rule(addr, "postal_code", "shipping_address.postal_code", ms_rule_postal_code, invalid);
+    rule(addr, "country", "shipping_address.country", ms_rule_country, invalid);
 }
 
 /* Checks items[i] and adds its line to *total; false when the line cannot be counted. */
 static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malformed,
                           json_t *invalid)
 {
-    static const field fields[] = {
-        {"product_id", K_STRING, true, false},
-        {"quantity", K_INTEGER, true, false},
-        {"unit_price_cents", K_INTEGER, true, false},
+    static const ms_json_field fields[] = {
+        {"product_id", MS_JSON_STRING, true, false},
+        {"quantity", MS_JSON_INTEGER, true, false},
+        {"unit_price_cents", MS_JSON_INTEGER, true, false},
     };
     char prefix[32], path[64];
     json_t *item = json_array_get(items, i);
@@ -401,7 +294,7 @@ static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malfo
         return false;
     }
     snprintf(prefix, sizeof prefix, "items[%zu].", i);
-    bool countable = check_shape(item, fields, 3, prefix, malformed, invalid);
+    bool countable = ms_json_check(item, fields, 3, prefix, malformed, invalid);
 
     const char *product = get_str(item, "product_id");
     snprintf(path, sizeof path, "items[%zu].product_id", i);
@@ -441,22 +334,22 @@ static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malfo
 
 static int validate_create(json_t *cmd, json_t *malformed, json_t *invalid)
 {
-    static const field fields[] = {
-        {"order_id", K_STRING, true, false},
-        {"user_id", K_STRING, true, false},
-        {"items", K_ARRAY, true, false},
-        {"currency", K_STRING, true, false},
-        {"shipping_address", K_OBJECT, false, true},
+    static const ms_json_field fields[] = {
+        {"order_id", MS_JSON_STRING, true, false},
+        {"user_id", MS_JSON_STRING, true, false},
+        {"items", MS_JSON_ARRAY, true, false},
+        {"currency", MS_JSON_STRING, true, false},
+        {"shipping_address", MS_JSON_OBJECT, false, true},
     };
     size_t before = error_count(malformed, invalid);
     if (!json_is_object(cmd)) {
         ms_field_error(malformed, "body", "must be a JSON object");
         return MS_EINVAL;
     }
-    check_shape(cmd, fields, 5, "", malformed, invalid);
-    rule(cmd, "order_id", "order_id", check_uuid, invalid);
-    rule(cmd, "user_id", "user_id", check_uuid, invalid);
-    rule(cmd, "currency", "currency", check_currency, invalid);
+    ms_json_check(cmd, fields, 5, "", malformed, invalid);
+    rule(cmd, "order_id", "order_id", ms_rule_uuid, invalid);
+    rule(cmd, "user_id", "user_id", ms_rule_uuid, invalid);
+    rule(cmd, "currency", "currency", ms_rule_currency, invalid);
 
     json_t *items = json_object_get(cmd, "items");
     size_t n = json_array_size(items);
@@ -481,16 +374,16 @@ static int validate_create(json_t *cmd, json_t *malformed, json_t *invalid)
 
 static int validate_update(json_t *cmd, json_t *malformed, json_t *invalid)
 {
-    static const field fields[] = {
-        {"status", K_STRING, true, false},
-        {"reason", K_STRING, false, true},
+    static const ms_json_field fields[] = {
+        {"status", MS_JSON_STRING, true, false},
+        {"reason", MS_JSON_STRING, false, true},
     };
     size_t before = error_count(malformed, invalid);
     if (!json_is_object(cmd)) {
         ms_field_error(malformed, "body", "must be a JSON object");
         return MS_EINVAL;
     }
-    check_shape(cmd, fields, 2, "", malformed, invalid);
+    ms_json_check(cmd, fields, 2, "", malformed, invalid);
     const char *name = get_str(cmd, "status");
     order_status to = ORDER_STATUS_NONE;
     if (name && order_status_parse(name, &to) == 0 &&
@@ -509,13 +402,13 @@ static int validate_update(json_t *cmd, json_t *malformed, json_t *invalid)
 
 static int validate_cancel(json_t *cmd, json_t *malformed, json_t *invalid)
 {
-    static const field fields[] = {{"reason", K_STRING, true, false}};
+    static const ms_json_field fields[] = {{"reason", MS_JSON_STRING, true, false}};
     size_t before = error_count(malformed, invalid);
     if (!json_is_object(cmd)) {
         ms_field_error(malformed, "body", "must be a JSON object");
         return MS_EINVAL;
     }
-    check_shape(cmd, fields, 1, "", malformed, invalid);
+    ms_json_check(cmd, fields, 1, "", malformed, invalid);
     rule(cmd, "reason", "reason", check_reason, invalid);
     return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
 }

@@ -8,6 +8,7 @@
 #include "runtime/error.h"
 #include "runtime/id.h"
 #include "runtime/json.h"
+#include "runtime/rules.h"
 #include "runtime/problem.h"
 #include "runtime/server.h"
 #include "services/user/user_internal.h"
@@ -101,7 +102,7 @@ void user_preferences_put(ms_http_request *req)
     const char *why;
     if (lang && (why = user_check_language(lang)))
         ms_field_error(invalid, "language", "%s", why);
-    if (cur && (why = user_check_currency(cur)))
+    if (cur && (why = ms_rule_currency(cur)))
         ms_field_error(invalid, "currency", "%s", why);
     k->language = ms_arena_strndup(&req->arena, lang ? lang : DEFAULT_LANGUAGE,
                                    strlen(lang ? lang : DEFAULT_LANGUAGE));

@@ -8,6 +8,7 @@
 #include "runtime/error.h"
 #include "runtime/id.h"
 #include "runtime/json.h"
+#include "runtime/rules.h"
 #include "runtime/problem.h"
 #include "runtime/server.h"
 #include "services/user/user_internal.h"
@@ -125,13 +126,13 @@ void user_profile_put(ms_http_request *req)
     const char *why;
     if (k->phone && (why = user_check_phone(k->phone)))
         ms_field_error(invalid, "phone", "%s", why);
-    if (k->line1 && (why = user_check_text(k->line1, 200)))
+    if (k->line1 && (why = ms_rule_text(k->line1, 200)))
         ms_field_error(invalid, "address.line1", "%s", why);
-    if (k->city && (why = user_check_text(k->city, 100)))
+    if (k->city && (why = ms_rule_text(k->city, 100)))
         ms_field_error(invalid, "address.city", "%s", why);
-    if (k->postal_code && (why = user_check_postal_code(k->postal_code)))
+    if (k->postal_code && (why = ms_rule_postal_code(k->postal_code)))
         ms_field_error(invalid, "address.postal_code", "%s", why);
-    if (k->country && (why = user_check_country(k->country)))
+    if (k->country && (why = ms_rule_country(k->country)))
         ms_field_error(invalid, "address.country", "%s", why);
     if (ms_json_reject(req, malformed, invalid))
         return;

@@ -31,17 +31,13 @@ void user_profile_put(ms_http_request *req);
 void user_preferences_get(ms_http_request *req);
 void user_preferences_put(ms_http_request *req);
 
-/* validation (validate.c): each returns NULL when valid, else the message for the field */
+/* validation (validate.c; the rules shared with other services are in runtime/rules.h): each
+ * returns NULL when valid, else the message for the field */
 const char *user_check_email(const char *email);
 const char *user_check_name(const char *name);
 const char *user_check_password(const char *password);
 const char *user_check_phone(const char *phone);
-const char *user_check_country(const char *country);
-const char *user_check_postal_code(const char *code);
 const char *user_check_language(const char *language);
-const char *user_check_currency(const char *currency);
-/* A short free-text field: 1..max code points, no control characters. */
-const char *user_check_text(const char *s, size_t max);
 
 /* service.c: the outbox relay (kick it after a commit that wrote outbox rows) */
 struct ms_relay;

@@ -1,7 +1,7 @@
 /* Field rules of the user service. Each check returns NULL or the message for that field. */
 #include <string.h>
 
-#include "runtime/currency.h"
+#include "runtime/rules.h"
 #include "runtime/json.h"
 #include "services/user/user_internal.h"
 #include "runtime/banned.h"
@@ -9,23 +9,6 @@
 static bool is_alnum(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-const char *user_check_text(const char *s, size_t max)
-{
-    size_t n = ms_utf8_length(s);
-    if (n == 0)
-        return "must not be empty";
-    if (n > max)
-        return "is too long";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        /* C0, DEL, and C1 (U+0080..U+009F, encoded C2 80..C2 9F) */
-        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
-            return "must not contain control characters";
-    }
-    if (s[0] == ' ' || s[strlen(s) - 1] == ' ')
-        return "must not start or end with a space";
-    return NULL;
 }
 
 const char *user_check_email(const char *email)
@@ -73,7 +56,7 @@ const char *user_check_email(const char *email)
 
 const char *user_check_name(const char *name)
 {
-    return user_check_text(name, 100);
+    return ms_rule_text(name, 100);
 }
 
 const char *user_check_password(const char *password)
@@ -99,25 +82,6 @@ const char *user_check_phone(const char *phone)
     return NULL;
 }
 
-const char *user_check_country(const char *country)
-{
-    if (strlen(country) != 2 || country[0] < 'A' || country[0] > 'Z' || country[1] < 'A' ||
-        country[1] > 'Z')
-        return "must be an ISO 3166-1 alpha-2 code like DE";
-    return NULL;
-}
-
-const char *user_check_postal_code(const char *code)
-{
-    size_t n = strlen(code);
-    if (n == 0 || n > 12)
-        return "must be 1 to 12 letters, digits, spaces or hyphens";
-    for (size_t i = 0; i < n; i++)
-        if (!is_alnum(code[i]) && code[i] != ' ' && code[i] != '-')
-            return "must be 1 to 12 letters, digits, spaces or hyphens";
-    return NULL;
-}
-
 const char *user_check_language(const char *lang)
 {
     /* a BCP 47 subset: ll, lll, ll-RR */
@@ -132,9 +96,4 @@ const char *user_check_language(const char *lang)
         lang[i + 2] >= 'A' && lang[i + 2] <= 'Z')
         return NULL;
     return "must be a language tag like en or pt-BR";
-}
-
-const char *user_check_currency(const char *currency)
-{
-    return ms_currency_valid(currency) ? NULL : "must be an ISO 4217 currency code like EUR";
 }
