@@ -38,6 +38,26 @@
 #define MS_RELAY_LOCK_KEY "7236353617836913"
 
 /* One outbox row, borrowed for the duration of a publish call. */
+/*
+ * The outbox table, as every service's migrations create it: `seq` orders the relay and is
+ * never reused (AUTOINCREMENT / a sequence), `id` is the consumers' dedup key, and the partial
+ * index holds only unpublished rows, so it stays small however long the history grows.
+ */
+// clang-format off
+#define MS_OUTBOX_COLUMNS_ \
+    " id TEXT NOT NULL UNIQUE," \
+    " aggregate_type TEXT NOT NULL," \
+    " aggregate_id TEXT NOT NULL," \
+    " type TEXT NOT NULL," \
+    " payload TEXT NOT NULL," \
+    " created_at TEXT NOT NULL," \
+    " published_at TEXT);" \
+    "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"
+#define MS_OUTBOX_TABLE_SQLITE \
+    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," MS_OUTBOX_COLUMNS_
+#define MS_OUTBOX_TABLE_POSTGRES "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY," MS_OUTBOX_COLUMNS_
+// clang-format on
+
 typedef struct ms_outbox_message {
     int64_t seq;
     const char *id, *aggregate_type, *aggregate_id, *type, *payload, *created_at;

@@ -9,6 +9,7 @@
  */
 #include <stddef.h>
 
+#include "eventstore/relay.h"
 #include "eventstore/eventstore.h"
 #include "runtime/banned.h"
 
@@ -49,26 +50,7 @@ const ms_migration ms_es_migrations[] = {
     /* The relay reads unpublished rows in seq order: the partial index holds only those, so
      * it stays small however long the published history grows. */
     {1002, "eventstore: outbox",
-     "CREATE TABLE outbox ("
-     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     " id TEXT NOT NULL UNIQUE,"
-     " aggregate_type TEXT NOT NULL,"
-     " aggregate_id TEXT NOT NULL,"
-     " type TEXT NOT NULL,"
-     " payload TEXT NOT NULL,"
-     " created_at TEXT NOT NULL,"
-     " published_at TEXT);"
-     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL",
-     "CREATE TABLE outbox ("
-     " seq BIGSERIAL PRIMARY KEY,"
-     " id TEXT NOT NULL UNIQUE,"
-     " aggregate_type TEXT NOT NULL,"
-     " aggregate_id TEXT NOT NULL,"
-     " type TEXT NOT NULL,"
-     " payload TEXT NOT NULL,"
-     " created_at TEXT NOT NULL,"
-     " published_at TEXT);"
-     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL"},
+     MS_OUTBOX_TABLE_SQLITE, MS_OUTBOX_TABLE_POSTGRES},
 };
 // clang-format on
 

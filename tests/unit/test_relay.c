@@ -50,26 +50,7 @@ int fsync(int fd)
 // clang-format off
 static const ms_migration migrations[] = {
     {2, "outbox",
-     "CREATE TABLE outbox ("
-     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     " id TEXT NOT NULL UNIQUE,"
-     " aggregate_type TEXT NOT NULL,"
-     " aggregate_id TEXT NOT NULL,"
-     " type TEXT NOT NULL,"
-     " payload TEXT NOT NULL,"
-     " created_at TEXT NOT NULL,"
-     " published_at TEXT);"
-     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;",
-     "CREATE TABLE outbox ("
-     " seq BIGSERIAL PRIMARY KEY,"
-     " id TEXT NOT NULL UNIQUE,"
-     " aggregate_type TEXT NOT NULL,"
-     " aggregate_id TEXT NOT NULL,"
-     " type TEXT NOT NULL,"
-     " payload TEXT NOT NULL,"
-     " created_at TEXT NOT NULL,"
-     " published_at TEXT);"
-     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"},
+     MS_OUTBOX_TABLE_SQLITE, MS_OUTBOX_TABLE_POSTGRES},
 };
 // clang-format on
 

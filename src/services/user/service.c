@@ -1,5 +1,6 @@
 /* The user service's tables. Timestamps are RFC 3339 text on both backends so they sort and
  * read the same; email_key is the lower-cased email that makes uniqueness case-insensitive. */
+#include "eventstore/relay.h"
 #include "services/outbox_feed.h"
 #include "services/service.h"
 #include "services/user/user_internal.h"
@@ -40,26 +41,7 @@ static const ms_migration migrations[] = {
      NULL},
     {2, "outbox",
      /* seq orders the relay; AUTOINCREMENT so a position is never reused */
-     "CREATE TABLE outbox ("
-     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     " id TEXT NOT NULL UNIQUE,"
-     " aggregate_type TEXT NOT NULL,"
-     " aggregate_id TEXT NOT NULL,"
-     " type TEXT NOT NULL,"
-     " payload TEXT NOT NULL,"
-     " created_at TEXT NOT NULL,"
-     " published_at TEXT);"
-     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;",
-     "CREATE TABLE outbox ("
-     " seq BIGSERIAL PRIMARY KEY,"
-     " id TEXT NOT NULL UNIQUE,"
-     " aggregate_type TEXT NOT NULL,"
-     " aggregate_id TEXT NOT NULL,"
-     " type TEXT NOT NULL,"
-     " payload TEXT NOT NULL,"
-     " created_at TEXT NOT NULL,"
-     " published_at TEXT);"
-     "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"},
+     MS_OUTBOX_TABLE_SQLITE, MS_OUTBOX_TABLE_POSTGRES},
 };
 
 static int add_routes(ms_router *r)
