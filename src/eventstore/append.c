@@ -12,6 +12,7 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,5 +265,462 @@ out:
         j->version = 0;
     if (rc < 0)
         j->first_position = j->last_position = 0;
+    return rc;
+}
+
+/* ---- the whole batch at once ---- */
+
+/*
+ * The common batch costs a constant number of statements instead of two or more per append:
+ * one probe of the batch's stream versions and one of its event ids (padded IN lists), then
+ * the accepted appends' events and outbox rows in multi-row INSERTs of a few fixed sizes (each
+ * prepared once). Checks run in memory, in queue order, each append seeing the ones before it.
+ * An append with an event id already stored (a retry, or an id reused) takes the one-by-one
+ * path above after what precedes it is written, so its answer is exactly the same.
+ */
+enum { PROBE_ROWS = 64 };
+static const size_t chunk_rows[] = {128, 32, 8, 2, 1};
+enum { NCHUNKS = sizeof chunk_rows / sizeof chunk_rows[0], EVENT_COLS = 7, OUTBOX_COLS = 6 };
+
+static struct {
+    char stream_probe[PROBE_ROWS * 12 + 256];
+    char id_probe[PROBE_ROWS * 8 + 128];
+    char insert_events[NCHUNKS][128 * 48 + 256];
+    char insert_outbox[NCHUNKS][128 * 40 + 256];
+} sql_text;
+static pthread_once_t sql_once = PTHREAD_ONCE_INIT;
+
+/* PostgreSQL: every statement is a round trip, so each takes the whole batch as arrays. */
+static const char pg_stream_probe[] =
+    "SELECT u.s, (SELECT version FROM events WHERE stream_id = u.s ORDER BY version DESC "
+    "LIMIT 1) FROM unnest($1::text[]) AS u(s)";
+static const char pg_id_probe[] = "SELECT event_id FROM events WHERE event_id = ANY($1::text[])";
+static const char pg_insert_events[] =
+    "INSERT INTO events (event_id, stream_id, version, type, data, metadata, recorded_at) "
+    "SELECT u.e, u.s, u.v, u.t, u.d, u.m, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], "
+    "$4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS u(e, s, v, t, d, m, n) ORDER BY u.n "
+    "RETURNING event_id, position";
+static const char pg_insert_outbox[] =
+    "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, created_at) "
+    "SELECT u.i, u.a, u.g, u.t, u.p, $6 FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::text[], $5::text[]) WITH ORDINALITY AS u(i, a, g, t, p, n) ORDER BY u.n";
+
+/* A PostgreSQL array literal of texts, built up element by element. */
+typedef struct pg_array {
+    char *p;
+    size_t len, cap;
+} pg_array;
+
+static void arr_put(pg_array *a, const char *s, size_t n)
+{
+    if (a->len + n + 2 > a->cap) {
+        while (a->len + n + 2 > a->cap)
+            a->cap = a->cap ? a->cap * 2 : 1024;
+        a->p = ms_xrealloc(a->p, a->cap);
+    }
+    memcpy(a->p + a->len, s, n);
+    a->len += n;
+    a->p[a->len] = '\0';
+}
+
+/* Adds one element, quoted (the only escapes inside quotes: backslash and double quote). */
+static void arr_add(pg_array *a, const char *s)
+{
+    arr_put(a, a->len ? ",\"" : "{\"", 2);
+    for (const char *run = s;; s++) {
+        if (*s == '"' || *s == '\\' || !*s) {
+            arr_put(a, run, (size_t)(s - run));
+            if (!*s)
+                break;
+            arr_put(a, "\\", 1);
+            run = s;
+        }
+    }
+    arr_put(a, "\"", 1);
+}
+
+/* The literal: "{}" when empty. The array keeps its buffer until freed. */
+static const char *arr_text(pg_array *a)
+{
+    arr_put(a, a->len ? "}" : "{}", a->len ? 1 : 2);
+    return a->p;
+}
+
+/* Appends s to buf, which has room. */
+static void put_text(char *buf, size_t cap, const char *s)
+{
+    size_t len = strlen(buf);
+    snprintf(buf + len, cap - len, "%s", s);
+}
+
+/* Appends "($k, $k+1, ...)" rows to buf (which has room). */
+static void put_rows(char *buf, size_t cap, size_t rows, int cols)
+{
+    size_t len = strlen(buf);
+    int k = 1;
+    for (size_t r = 0; r < rows; r++) {
+        len += (size_t)snprintf(buf + len, cap - len, "%s(", r ? ", " : "");
+        for (int i = 0; i < cols; i++, k++)
+            len += (size_t)snprintf(buf + len, cap - len, "%s$%d", i ? ", " : "", k);
+        len += (size_t)snprintf(buf + len, cap - len, ")");
+    }
+    if (len >= cap - 1)
+        MS_BUG("eventstore: statement buffer too small");
+}
+
+static void build_sql(void)
+{
+    /* VALUES names its column column1 on both dialects. */
+    snprintf(sql_text.stream_probe, sizeof sql_text.stream_probe,
+             "SELECT column1, (SELECT version FROM events WHERE stream_id = v.column1 "
+             "ORDER BY version DESC LIMIT 1) FROM (VALUES ");
+    put_rows(sql_text.stream_probe, sizeof sql_text.stream_probe, PROBE_ROWS, 1);
+    put_text(sql_text.stream_probe, sizeof sql_text.stream_probe, ") AS v");
+    snprintf(sql_text.id_probe, sizeof sql_text.id_probe,
+             "SELECT event_id FROM events WHERE event_id IN (");
+    size_t len = strlen(sql_text.id_probe);
+    for (int k = 1; k <= PROBE_ROWS; k++)
+        len += (size_t)snprintf(sql_text.id_probe + len, sizeof sql_text.id_probe - len, "%s$%d",
+                                k > 1 ? ", " : "", k);
+    put_text(sql_text.id_probe, sizeof sql_text.id_probe, ")");
+    for (size_t i = 0; i < NCHUNKS; i++) {
+        snprintf(sql_text.insert_events[i], sizeof sql_text.insert_events[i],
+                 "INSERT INTO events (event_id, stream_id, version, type, data, metadata, "
+                 "recorded_at) VALUES ");
+        put_rows(sql_text.insert_events[i], sizeof sql_text.insert_events[i] - 32, chunk_rows[i],
+                 EVENT_COLS);
+        put_text(sql_text.insert_events[i], sizeof sql_text.insert_events[i],
+                 " RETURNING event_id, position");
+        snprintf(sql_text.insert_outbox[i], sizeof sql_text.insert_outbox[i],
+                 "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
+                 "created_at) VALUES ");
+        put_rows(sql_text.insert_outbox[i], sizeof sql_text.insert_outbox[i], chunk_rows[i],
+                 OUTBOX_COLS);
+    }
+}
+
+/* A string-keyed open-addressing table: stream -> version, or a set of event ids. */
+typedef struct str_slot {
+    const char *key;
+    int64_t value;
+} str_slot;
+typedef struct str_map {
+    str_slot *slots;
+    size_t mask;
+} str_map;
+
+static void map_init(str_map *m, size_t count)
+{
+    size_t cap = 16;
+    while (cap < count * 2)
+        cap *= 2;
+    m->slots = ms_xcalloc(cap, sizeof *m->slots);
+    m->mask = cap - 1;
+}
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* The slot of `key`: its own, or the empty one where it goes. */
+static str_slot *map_slot(const str_map *m, const char *key)
+{
+    for (size_t i = (size_t)str_hash(key) & m->mask;; i = (i + 1) & m->mask)
+        if (!m->slots[i].key || strcmp(m->slots[i].key, key) == 0)
+            return &m->slots[i];
+}
+
+typedef struct pending_event {
+    es_job *job;
+    size_t index; /* in job->req.events */
+    int64_t version;
+} pending_event;
+
+typedef struct batch {
+    ms_db_conn *c;
+    char now[MS_TIME_LEN + 1];
+    pending_event *events;
+    const ms_es_outbox_row **outbox;
+    size_t nevents, noutbox;
+} batch;
+
+static void take_positions(batch *b, size_t from, size_t rows, const ms_db_result *res);
+
+static int insert_events(batch *b, size_t from, size_t rows, size_t chunk)
+{
+    const char *params[128 * EVENT_COLS];
+    char versions[128][24];
+    for (size_t r = 0; r < rows; r++) {
+        const pending_event *p = &b->events[from + r];
+        const ms_es_event *e = &p->job->req.events[p->index];
+        snprintf(versions[r], sizeof versions[r], "%" PRId64, p->version);
+        const char **row = &params[r * EVENT_COLS];
+        row[0] = e->event_id;
+        row[1] = p->job->req.stream_id;
+        row[2] = versions[r];
+        row[3] = e->type;
+        row[4] = e->data;
+        row[5] = e->metadata;
+        row[6] = b->now;
+    }
+    ms_db_result *res = NULL;
+    int rc =
+        ms_db_exec(b->c, sql_text.insert_events[chunk], (int)(rows * EVENT_COLS), params, &res);
+    if (rc < 0)
+        return rc;
+    take_positions(b, from, rows, res);
+    ms_db_result_free(res);
+    return 0;
+}
+
+/* Sets the appends' positions from the (event_id, position) rows of an INSERT ... RETURNING of
+ * b->events[from, from + rows). */
+static void take_positions(batch *b, size_t from, size_t rows, const ms_db_result *res)
+{
+    if (ms_db_nrows(res) != (int)rows)
+        MS_BUG("eventstore: INSERT ... RETURNING gave too few positions");
+    for (size_t r = 0; r < rows; r++) {
+        /* Rows come back in insertion order; matched by id all the same. */
+        size_t k = r;
+        const char *id = ms_db_get(res, (int)r, 0);
+        if (strcmp(b->events[from + k].job->req.events[b->events[from + k].index].event_id, id)) {
+            for (k = 0; k < rows; k++)
+                if (!strcmp(b->events[from + k].job->req.events[b->events[from + k].index].event_id,
+                            id))
+                    break;
+            if (k == rows)
+                MS_BUG("eventstore: INSERT ... RETURNING gave an unknown event id");
+        }
+        const pending_event *p = &b->events[from + k];
+        int64_t position = strtoll(ms_db_get(res, (int)r, 1), NULL, 10);
+        if (p->index == 0)
+            p->job->first_position = position;
+        if (p->index == p->job->req.nevents - 1)
+            p->job->last_position = position;
+    }
+}
+
+static int insert_outbox(batch *b, size_t from, size_t rows, size_t chunk)
+{
+    const char *params[128 * OUTBOX_COLS];
+    for (size_t r = 0; r < rows; r++) {
+        const ms_es_outbox_row *o = b->outbox[from + r];
+        const char **row = &params[r * OUTBOX_COLS];
+        row[0] = o->id;
+        row[1] = o->aggregate_type;
+        row[2] = o->aggregate_id;
+        row[3] = o->type;
+        row[4] = o->payload;
+        row[5] = b->now;
+    }
+    return ms_db_exec(b->c, sql_text.insert_outbox[chunk], (int)(rows * OUTBOX_COLS), params, NULL);
+}
+
+/* PostgreSQL: the pending events in one statement, the outbox rows in another. */
+static int flush_pg(batch *b)
+{
+    pg_array cols[EVENT_COLS - 1] = {{0}};
+    const char *params[EVENT_COLS];
+    int rc = 0;
+    if (b->nevents > 0) {
+        for (size_t r = 0; r < b->nevents; r++) {
+            const pending_event *p = &b->events[r];
+            const ms_es_event *e = &p->job->req.events[p->index];
+            char version[24];
+            snprintf(version, sizeof version, "%" PRId64, p->version);
+            arr_add(&cols[0], e->event_id);
+            arr_add(&cols[1], p->job->req.stream_id);
+            arr_add(&cols[2], version);
+            arr_add(&cols[3], e->type);
+            arr_add(&cols[4], e->data);
+            arr_add(&cols[5], e->metadata);
+        }
+        for (int i = 0; i < EVENT_COLS - 1; i++)
+            params[i] = arr_text(&cols[i]);
+        params[EVENT_COLS - 1] = b->now;
+        ms_db_result *res = NULL;
+        rc = ms_db_exec(b->c, pg_insert_events, EVENT_COLS, params, &res);
+        if (rc == 0)
+            take_positions(b, 0, b->nevents, res);
+        ms_db_result_free(res);
+    }
+    if (rc == 0 && b->noutbox > 0) {
+        for (int i = 0; i < EVENT_COLS - 1; i++)
+            cols[i].len = 0;
+        for (size_t r = 0; r < b->noutbox; r++) {
+            const ms_es_outbox_row *o = b->outbox[r];
+            arr_add(&cols[0], o->id);
+            arr_add(&cols[1], o->aggregate_type);
+            arr_add(&cols[2], o->aggregate_id);
+            arr_add(&cols[3], o->type);
+            arr_add(&cols[4], o->payload);
+        }
+        for (int i = 0; i < OUTBOX_COLS - 1; i++)
+            params[i] = arr_text(&cols[i]);
+        params[OUTBOX_COLS - 1] = b->now;
+        rc = ms_db_exec(b->c, pg_insert_outbox, OUTBOX_COLS, params, NULL);
+    }
+    for (int i = 0; i < EVENT_COLS - 1; i++)
+        free(cols[i].p);
+    b->nevents = b->noutbox = 0;
+    return rc;
+}
+
+/* Writes what is pending: on SQLite in chunks of the sizes prepared. */
+static int flush(batch *b)
+{
+    if (ms_db_backend_of(b->c) == MS_DB_POSTGRES)
+        return flush_pg(b);
+    int rc = 0;
+    size_t done = 0;
+    for (size_t i = 0; i < NCHUNKS && rc == 0; i++)
+        while (rc == 0 && b->nevents - done >= chunk_rows[i]) {
+            rc = insert_events(b, done, chunk_rows[i], i);
+            done += chunk_rows[i];
+        }
+    done = 0;
+    for (size_t i = 0; i < NCHUNKS && rc == 0; i++)
+        while (rc == 0 && b->noutbox - done >= chunk_rows[i]) {
+            rc = insert_outbox(b, done, chunk_rows[i], i);
+            done += chunk_rows[i];
+        }
+    b->nevents = b->noutbox = 0;
+    return rc;
+}
+
+/* Runs `sql` (PROBE_ROWS parameters) over keys[0..n), padded with the last key. */
+static int probe(ms_db_conn *c, const char *sql, const char **keys, size_t n, str_map *m,
+                 bool is_versions)
+{
+    bool is_pg = ms_db_backend_of(c) == MS_DB_POSTGRES;
+    size_t step = is_pg ? n : PROBE_ROWS;
+    for (size_t from = 0; from < n; from += step) {
+        const char *params[PROBE_ROWS];
+        ms_db_result *r = NULL;
+        int rc;
+        if (is_pg) {
+            pg_array arr = {0};
+            for (size_t k = 0; k < n; k++)
+                arr_add(&arr, keys[k]);
+            params[0] = arr_text(&arr);
+            rc = ms_db_exec(c, is_versions ? pg_stream_probe : pg_id_probe, 1, params, &r);
+            free(arr.p);
+        } else {
+            for (size_t k = 0; k < PROBE_ROWS; k++)
+                params[k] = keys[from + k < n ? from + k : n - 1];
+            rc = ms_db_exec(c, sql, PROBE_ROWS, params, &r);
+        }
+        if (rc < 0)
+            return rc;
+        for (int i = 0; i < ms_db_nrows(r); i++) {
+            str_slot *s = map_slot(m, ms_db_get(r, i, 0));
+            if (!s->key) /* the key is ours, not the result's */
+                for (size_t k = from; k < n && k < from + step; k++)
+                    if (strcmp(keys[k], ms_db_get(r, i, 0)) == 0) {
+                        s->key = keys[k];
+                        break;
+                    }
+            if (!s->key)
+                continue; /* not asked for (a collation quirk): the slow path decides */
+            const char *v = is_versions ? ms_db_get(r, i, 1) : "1";
+            s->value = v ? strtoll(v, NULL, 10) : 0;
+        }
+        ms_db_result_free(r);
+    }
+    return 0;
+}
+
+int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
+{
+    pthread_once(&sql_once, build_sql);
+    *is_dirty = false;
+    size_t nevents = 0, noutbox = 0;
+    for (size_t i = 0; i < n; i++) {
+        nevents += jobs[i]->req.nevents;
+        noutbox += jobs[i]->req.noutbox;
+    }
+    const char **streams = ms_xcalloc(n, sizeof *streams);
+    const char **ids = ms_xcalloc(nevents, sizeof *ids);
+    str_map versions, stored, taken; /* streams; ids stored before; ids written by this batch */
+    map_init(&versions, n);
+    map_init(&stored, nevents);
+    map_init(&taken, nevents);
+    batch b = {.c = c};
+    b.events = ms_xcalloc(nevents, sizeof *b.events);
+    b.outbox = ms_xcalloc(noutbox ? noutbox : 1, sizeof *b.outbox);
+    ms_time_now(b.now);
+
+    size_t nstreams = 0, nids = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ms_es_append_req *a = &jobs[i]->req;
+        str_slot *s = map_slot(&versions, a->stream_id);
+        if (!s->key) {
+            s->key = a->stream_id;
+            s->value = -1; /* not probed yet */
+            streams[nstreams++] = a->stream_id;
+        }
+        for (size_t k = 0; k < a->nevents; k++)
+            ids[nids++] = a->events[k].event_id;
+    }
+    int rc = probe(c, sql_text.stream_probe, streams, nstreams, &versions, true);
+    if (rc == 0)
+        rc = probe(c, sql_text.id_probe, ids, nids, &stored, false);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        es_job *j = jobs[i];
+        const ms_es_append_req *a = &j->req;
+        j->is_noop = false;
+        j->first_position = j->last_position = j->version = 0;
+        bool is_known = false;
+        for (size_t k = 0; k < a->nevents && !is_known; k++)
+            is_known = map_slot(&stored, a->events[k].event_id)->key ||
+                       map_slot(&taken, a->events[k].event_id)->key;
+        str_slot *s = map_slot(&versions, a->stream_id);
+        if (is_known || s->value < 0) {
+            /* the one-by-one path, seeing everything written before it */
+            if ((rc = flush(&b)) < 0)
+                break;
+            int arc = ms_es__apply(c, j, is_dirty);
+            j->rc = arc;
+            if (*is_dirty) {
+                rc = arc;
+                break;
+            }
+            if (arc == 0 && !j->is_noop) {
+                s->value = j->version;
+                for (size_t k = 0; k < a->nevents; k++)
+                    map_slot(&taken, a->events[k].event_id)->key = a->events[k].event_id;
+            }
+            continue;
+        }
+        int64_t current = s->value;
+        if (!version_matches(a->expected_version, current)) {
+            j->version = current;
+            j->rc = MS_ECONFLICT;
+            continue;
+        }
+        for (size_t k = 0; k < a->nevents; k++) {
+            map_slot(&taken, a->events[k].event_id)->key = a->events[k].event_id;
+            b.events[b.nevents++] = (pending_event){j, k, current + 1 + (int64_t)k};
+        }
+        for (size_t k = 0; k < a->noutbox; k++)
+            b.outbox[b.noutbox++] = &a->outbox[k];
+        j->version = s->value = current + (int64_t)a->nevents;
+        j->rc = 0;
+    }
+    if (rc == 0)
+        rc = flush(&b);
+    if (rc < 0)
+        *is_dirty = true;
+    free(streams);
+    free(ids);
+    free(versions.slots);
+    free(stored.slots);
+    free(taken.slots);
+    free(b.events);
+    free(b.outbox);
     return rc;
 }

@@ -85,6 +85,28 @@ static int begin_batch(ms_db_conn *c)
     return rc;
 }
 
+/*
+ * Opens the writer's connection. On PostgreSQL its statements are prepared once, and a plan
+ * made generic while the events table was still empty (a new database) would go on scanning
+ * the whole table as it grows: the batch probes (event_id = ANY, a stream's last version)
+ * would cost O(table) each. Every statement of the writer has an index path, so sequential
+ * scans are ruled out for this session.
+ */
+static int open_writer_conn(ms_es *es)
+{
+    int rc = ms_db_open(&es->cfg, false, &es->conn);
+    if (rc < 0) {
+        es->conn = NULL;
+        return rc;
+    }
+    if (es->cfg.backend == MS_DB_POSTGRES &&
+        (rc = ms_db_exec_script(es->conn, "SET enable_seqscan = off")) < 0) {
+        ms_db_close(es->conn);
+        es->conn = NULL;
+    }
+    return rc;
+}
+
 /* A failure that is not one append's own: the connection, a lock timeout, the server. */
 static bool is_batch_wide(int rc)
 {
@@ -112,8 +134,7 @@ static int savepoint(ms_db_conn *c, const char *verb)
 static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
 {
     int rc = 0;
-    if (!es->conn && (rc = ms_db_open(&es->cfg, false, &es->conn)) < 0) {
-        es->conn = NULL;
+    if (!es->conn && (rc = open_writer_conn(es)) < 0) {
         for (size_t i = 0; i < n; i++)
             jobs[i]->rc = MS_ECONN;
         return 0;
@@ -124,6 +145,18 @@ static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
 redo:
     if ((rc = begin_batch(c)) < 0)
         goto fail_all;
+    if (!is_careful) {
+        bool is_dirty;
+        rc = ms_es__apply_batch(c, jobs, n, &is_dirty);
+        if (is_dirty && is_batch_wide(rc))
+            goto rollback_all;
+        if (is_dirty) { /* whose failure it is, the careful run tells */
+            ms_db_rollback(c);
+            is_careful = true;
+            goto redo;
+        }
+        goto commit;
+    }
     for (size_t i = 0; i < n; i++) {
         if (is_out[i])
             continue;
@@ -136,12 +169,6 @@ redo:
             rc = arc;
             goto rollback_all;
         }
-        if (is_dirty && !is_careful) {
-            ms_db_rollback(c);
-            is_out[i] = true;
-            is_careful = true;
-            goto redo;
-        }
         if (is_dirty) {
             is_out[i] = true;
             if ((rc = savepoint(c, "ROLLBACK TO SAVEPOINT")) < 0)
@@ -150,6 +177,7 @@ redo:
         if (is_careful && (rc = savepoint(c, "RELEASE SAVEPOINT")) < 0)
             goto rollback_all;
     }
+commit:
     if ((rc = ms_db_commit(c)) < 0)
         goto rollback_all;
     int64_t top = 0;
@@ -281,7 +309,7 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     es->opt.max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 256;
     es->opt.snapshot_every = opt && opt->snapshot_every > 0 ? opt->snapshot_every : 50;
     ms_db_result *r = NULL;
-    int rc = ms_db_open(&es->cfg, false, &es->conn);
+    int rc = open_writer_conn(es);
     if (rc < 0)
         goto out;
     /* Positions committed before this process started count as committed: a subscriber

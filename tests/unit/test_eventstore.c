@@ -544,6 +544,221 @@ static void test_event_id_reuse_elsewhere(void **state)
     assert_true(st.batch_size_hist[2] >= 1); /* the four went in one batch */
 }
 
+/* ---- one big batch: checks in memory, multi-row writes ---- */
+
+typedef struct mixed_answer {
+    int rc;
+    bool is_done;
+} mixed_answer;
+
+static void on_mixed_answer(int rc, ms_es_append_req *a, void *arg)
+{
+    mixed_answer *ans = arg;
+    ans->rc = rc;
+    ans->is_done = true;
+}
+
+enum { MIXED_SAME = 150 };
+
+static void test_batch_mixed(void **state)
+{
+    fixture *f = ready(state);
+    ms_es_event pre;
+    new_event(&pre, "Pre", "{}");
+    ms_es_append_req pre_req = req("pre", MS_ES_NO_STREAM, &pre, 1);
+    assert_int_equal(ms_es_append_wait(f->es, &pre_req), 0);
+
+    enum { N = MIXED_SAME + 6 };
+    ms_es_event *ev = calloc(N + 8, sizeof *ev);
+    ms_es_append_req *a = calloc(N, sizeof *a);
+    mixed_answer *ans = calloc(N, sizeof *ans);
+    ms_es_outbox_row ob[2];
+    new_outbox(&ob[0], "multi", "a");
+    new_outbox(&ob[1], "multi", "b");
+    const char *weird = "we\"ird\\,{x} 'y' \xc3\xa9";
+    const char *weird_data = "{\"s\":\"q\\\"b\\\\s,{}\",\"u\":\"\xc3\xa9\"}";
+    size_t ne = 0;
+    /* 0..149: one stream, each with the exact expected version */
+    for (int i = 0; i < MIXED_SAME; i++) {
+        new_event(&ev[ne], "Same", "{\"i\":1}");
+        a[i] = req("same", i == 0 ? MS_ES_NO_STREAM : i, &ev[ne++], 1);
+    }
+    int k = MIXED_SAME;
+    /* a stale expected version: fails alone, told where the stream is */
+    new_event(&ev[ne], "Stale", "{}");
+    a[k++] = req("same", 5, &ev[ne++], 1);
+    /* a retry of an append stored before the batch */
+    a[k++] = req("pre", MS_ES_NO_STREAM, &pre, 1);
+    /* a retry of an append earlier in this batch (the 11th of "same") */
+    a[k++] = req("same", 10, &ev[10], 1);
+    /* text that needs quoting in any array or list syntax */
+    new_event(&ev[ne], "Weird", weird_data);
+    a[k++] = req(weird, MS_ES_ANY, &ev[ne++], 1);
+    /* several events and outbox rows */
+    for (int i = 0; i < 3; i++)
+        new_event(&ev[ne + (size_t)i], "Multi", "{}");
+    a[k] = req("multi", MS_ES_NO_STREAM, &ev[ne], 3);
+    a[k].outbox = ob;
+    a[k++].noutbox = 2;
+    ne += 3;
+    /* a conflict after a successful append of the same stream in this batch */
+    new_event(&ev[ne], "Late", "{}");
+    a[k++] = req("multi", MS_ES_NO_STREAM, &ev[ne++], 1);
+    assert_int_equal(k, N);
+
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    ms_es_port *port;
+    assert_int_equal(ms_es_port_open(f->es, &loop, &port), 0);
+    ms_es_event first;
+    new_event(&first, "First", "{}");
+    ms_es_append_req first_req = req("first", MS_ES_ANY, &first, 1);
+    mixed_answer first_ans = {0};
+    ms_db_conn *holder = hold_writers(&f->cfg);
+    ms_es_append(port, &first_req, on_mixed_answer, &first_ans);
+    sleep_ms(100); /* the writer takes it and waits for the lock */
+    for (int i = 0; i < N; i++)
+        ms_es_append(port, &a[i], on_mixed_answer, &ans[i]);
+    sleep_ms(50);
+    release_writers(holder);
+    ms_es_port_close(port, NULL, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(first_ans.rc, 0);
+
+    int64_t last = 0;
+    for (int i = 0; i < MIXED_SAME; i++) {
+        assert_true(ans[i].is_done);
+        assert_int_equal(ans[i].rc, 0);
+        assert_false(a[i].is_replay);
+        assert_int_equal(a[i].version, i + 1);
+        assert_true(a[i].first_position > last);
+        assert_int_equal(a[i].first_position, a[i].last_position);
+        last = a[i].first_position;
+    }
+    k = MIXED_SAME;
+    assert_int_equal(ans[k].rc, MS_ECONFLICT); /* stale */
+    assert_int_equal(a[k].version, MIXED_SAME);
+    assert_int_equal(a[k].first_position, 0);
+    k++;
+    assert_int_equal(ans[k].rc, 0); /* retry of "pre" */
+    assert_true(a[k].is_replay);
+    assert_int_equal(a[k].first_position, pre_req.first_position);
+    assert_int_equal(a[k].version, 1);
+    k++;
+    assert_int_equal(ans[k].rc, 0); /* retry within the batch */
+    assert_true(a[k].is_replay);
+    assert_int_equal(a[k].first_position, a[10].first_position);
+    assert_int_equal(a[k].version, 11);
+    k++;
+    assert_int_equal(ans[k].rc, 0); /* weird */
+    assert_int_equal(a[k].version, 1);
+    k++;
+    assert_int_equal(ans[k].rc, 0); /* multi */
+    assert_int_equal(a[k].version, 3);
+    assert_int_equal(a[k].last_position - a[k].first_position, 2);
+    assert_true(a[k].first_position > last);
+    k++;
+    assert_int_equal(ans[k].rc, MS_ECONFLICT); /* late */
+    assert_int_equal(a[k].version, 3);
+
+    ms_es_stats st;
+    ms_es_get_stats(f->es, &st);
+    assert_true(st.batch_size_hist[7] >= 1); /* they went in one batch */
+
+    ms_es_page page;
+    assert_int_equal(ms_es_read_stream(f->c, "same", 1, 1000, &page), 0);
+    assert_int_equal(page.n, MIXED_SAME);
+    for (size_t i = 0; i < page.n; i++) {
+        assert_int_equal(page.events[i].version, (int64_t)i + 1);
+        assert_string_equal(page.events[i].event_id, ev[i].event_id);
+        assert_int_equal(page.events[i].position, a[i].first_position);
+        assert_string_equal(page.events[i].data, "{\"i\":1}");
+    }
+    ms_es_page_release(&page);
+    assert_int_equal(ms_es_read_stream(f->c, weird, 1, 10, &page), 0);
+    assert_int_equal(page.n, 1);
+    assert_string_equal(page.events[0].data, weird_data);
+    assert_string_equal(page.events[0].stream_id, weird);
+    ms_es_page_release(&page);
+    assert_int_equal(ms_es_read_stream(f->c, "multi", 1, 10, &page), 0);
+    assert_int_equal(page.n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(page.events[i].position, a[MIXED_SAME + 4].first_position + (int64_t)i);
+    ms_es_page_release(&page);
+    /* pre, first, same, weird, multi */
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), 1 + 1 + MIXED_SAME + 1 + 3);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox"), 2);
+    free(ev);
+    free(a);
+    free(ans);
+}
+
+/* Batches of every size around the multi-row chunk sizes, each append to its own stream with
+ * two events and an outbox row: every position, version and row lands where it should. */
+static void test_batch_chunk_boundaries(void **state)
+{
+    fixture *f = ready(state);
+    const int sizes[] = {1, 2, 3, 7, 8, 9, 31, 33, 63, 64, 65, 127, 128, 129, 200};
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    long long want_events = 0;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int n = sizes[s];
+        ms_es_event *ev = calloc((size_t)n * 2, sizeof *ev);
+        ms_es_outbox_row *ob = calloc((size_t)n, sizeof *ob);
+        ms_es_append_req *a = calloc((size_t)n, sizeof *a);
+        mixed_answer *ans = calloc((size_t)n, sizeof *ans);
+        char(*names)[32] = calloc((size_t)n, sizeof *names);
+        ms_es_port *port;
+        assert_int_equal(ms_es_port_open(f->es, &loop, &port), 0);
+        ms_db_conn *holder = hold_writers(&f->cfg);
+        ms_es_event first;
+        new_event(&first, "First", "{}");
+        ms_es_append_req first_req = req("first", MS_ES_ANY, &first, 1);
+        mixed_answer first_ans = {0};
+        ms_es_append(port, &first_req, on_mixed_answer, &first_ans);
+        sleep_ms(50);
+        for (int i = 0; i < n; i++) {
+            snprintf(names[i], sizeof names[i], "chunk-%d-%d", n, i);
+            new_event(&ev[2 * i], "A", "{\"n\":1}");
+            new_event(&ev[2 * i + 1], "B", "{\"n\":2}");
+            new_outbox(&ob[i], names[i], "x");
+            a[i] = req(names[i], MS_ES_NO_STREAM, &ev[2 * i], 2);
+            a[i].outbox = &ob[i];
+            a[i].noutbox = 1;
+            ms_es_append(port, &a[i], on_mixed_answer, &ans[i]);
+        }
+        sleep_ms(20);
+        release_writers(holder);
+        ms_es_port_close(port, NULL, NULL);
+        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        want_events += 1 + 2 * n;
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(ans[i].rc, 0);
+            assert_int_equal(a[i].version, 2);
+            assert_int_equal(a[i].last_position, a[i].first_position + 1);
+            ms_es_page page;
+            assert_int_equal(ms_es_read_stream(f->c, names[i], 1, 10, &page), 0);
+            assert_int_equal(page.n, 2);
+            assert_string_equal(page.events[0].event_id, ev[2 * i].event_id);
+            assert_string_equal(page.events[1].event_id, ev[2 * i + 1].event_id);
+            assert_int_equal(page.events[0].position, a[i].first_position);
+            assert_int_equal(page.events[1].position, a[i].last_position);
+            ms_es_page_release(&page);
+        }
+        assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), want_events);
+        free(ev);
+        free(ob);
+        free(a);
+        free(ans);
+        free(names);
+    }
+    assert_int_equal(uv_loop_close(&loop), 0);
+    /* 15 sizes: one "first" event each, two events and one outbox row per append */
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox"), (want_events - 15) / 2);
+}
+
 /* ---- several threads ---- */
 
 typedef struct racer {
@@ -1206,6 +1421,8 @@ int main(void)
         BOTH(test_conflict_writes_nothing),
         BOTH(test_idempotent_reappend),
         BOTH(test_event_id_reuse_elsewhere),
+        BOTH(test_batch_mixed),
+        BOTH(test_batch_chunk_boundaries),
         BOTH(test_concurrent_writers_one_stream),
         BOTH(test_group_commit_batches),
         BOTH(test_outbox_rows),
