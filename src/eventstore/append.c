@@ -291,10 +291,10 @@ static struct {
 static pthread_once_t sql_once = PTHREAD_ONCE_INIT;
 
 /* PostgreSQL: every statement is a round trip, so each takes the whole batch as arrays. */
-static const char pg_stream_probe[] =
+static const char pg_probe[] =
     "SELECT u.s, (SELECT version FROM events WHERE stream_id = u.s ORDER BY version DESC "
-    "LIMIT 1) FROM unnest($1::text[]) AS u(s)";
-static const char pg_id_probe[] = "SELECT event_id FROM events WHERE event_id = ANY($1::text[])";
+    "LIMIT 1), 0 FROM unnest($1::text[]) AS u(s) "
+    "UNION ALL SELECT event_id, NULL, 1 FROM events WHERE event_id = ANY($2::text[])";
 static const char pg_insert_events[] =
     "INSERT INTO events (event_id, stream_id, version, type, data, metadata, recorded_at) "
     "SELECT u.e, u.s, u.v, u.t, u.d, u.m, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], "
@@ -592,45 +592,61 @@ static int flush(batch *b)
     return rc;
 }
 
-/* Runs `sql` (PROBE_ROWS parameters) over keys[0..n), padded with the last key. */
-static int probe(ms_db_conn *c, const char *sql, const char **keys, size_t n, str_map *m,
-                 bool is_versions)
+/* Records one probed row: `key` is the result's; the map keeps ours, one of keys[0..n). */
+static void take_probe_row(str_map *m, const char **keys, size_t n, const char *key,
+                           const char *value)
 {
-    bool is_pg = ms_db_backend_of(c) == MS_DB_POSTGRES;
-    size_t step = is_pg ? n : PROBE_ROWS;
-    for (size_t from = 0; from < n; from += step) {
+    str_slot *s = map_slot(m, key);
+    for (size_t k = 0; !s->key && k < n; k++)
+        if (strcmp(keys[k], key) == 0)
+            s->key = keys[k];
+    if (s->key) /* else not asked for (a collation quirk): the slow path decides */
+        s->value = value ? strtoll(value, NULL, 10) : 0;
+}
+
+/* SQLite: `sql` (PROBE_ROWS parameters) over keys[0..n), padded with the last key. */
+static int probe_sqlite(ms_db_conn *c, const char *sql, const char **keys, size_t n, str_map *m,
+                        bool is_versions)
+{
+    for (size_t from = 0; from < n; from += PROBE_ROWS) {
         const char *params[PROBE_ROWS];
+        for (size_t k = 0; k < PROBE_ROWS; k++)
+            params[k] = keys[from + k < n ? from + k : n - 1];
         ms_db_result *r = NULL;
-        int rc;
-        if (is_pg) {
-            pg_array arr = {0};
-            for (size_t k = 0; k < n; k++)
-                arr_add(&arr, keys[k]);
-            params[0] = arr_text(&arr);
-            rc = ms_db_exec(c, is_versions ? pg_stream_probe : pg_id_probe, 1, params, &r);
-            free(arr.p);
-        } else {
-            for (size_t k = 0; k < PROBE_ROWS; k++)
-                params[k] = keys[from + k < n ? from + k : n - 1];
-            rc = ms_db_exec(c, sql, PROBE_ROWS, params, &r);
-        }
+        int rc = ms_db_exec(c, sql, PROBE_ROWS, params, &r);
         if (rc < 0)
             return rc;
-        for (int i = 0; i < ms_db_nrows(r); i++) {
-            str_slot *s = map_slot(m, ms_db_get(r, i, 0));
-            if (!s->key) /* the key is ours, not the result's */
-                for (size_t k = from; k < n && k < from + step; k++)
-                    if (strcmp(keys[k], ms_db_get(r, i, 0)) == 0) {
-                        s->key = keys[k];
-                        break;
-                    }
-            if (!s->key)
-                continue; /* not asked for (a collation quirk): the slow path decides */
-            const char *v = is_versions ? ms_db_get(r, i, 1) : "1";
-            s->value = v ? strtoll(v, NULL, 10) : 0;
-        }
+        for (int i = 0; i < ms_db_nrows(r); i++)
+            take_probe_row(m, keys + from, n - from < PROBE_ROWS ? n - from : PROBE_ROWS,
+                           ms_db_get(r, i, 0), is_versions ? ms_db_get(r, i, 1) : "1");
         ms_db_result_free(r);
     }
+    return 0;
+}
+
+/* PostgreSQL: both probes in one round trip. */
+static int probe_pg(ms_db_conn *c, const char **streams, size_t nstreams, str_map *versions,
+                    const char **ids, size_t nids, str_map *stored)
+{
+    pg_array s = {0}, e = {0};
+    for (size_t k = 0; k < nstreams; k++)
+        arr_add(&s, streams[k]);
+    for (size_t k = 0; k < nids; k++)
+        arr_add(&e, ids[k]);
+    const char *params[] = {arr_text(&s), arr_text(&e)};
+    ms_db_result *r = NULL;
+    int rc = ms_db_exec(c, pg_probe, 2, params, &r);
+    free(s.p);
+    free(e.p);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < ms_db_nrows(r); i++) {
+        if (strcmp(ms_db_get(r, i, 2), "0") == 0)
+            take_probe_row(versions, streams, nstreams, ms_db_get(r, i, 0), ms_db_get(r, i, 1));
+        else
+            take_probe_row(stored, ids, nids, ms_db_get(r, i, 0), "1");
+    }
+    ms_db_result_free(r);
     return 0;
 }
 
@@ -666,9 +682,14 @@ int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
         for (size_t k = 0; k < a->nevents; k++)
             ids[nids++] = a->events[k].event_id;
     }
-    int rc = probe(c, sql_text.stream_probe, streams, nstreams, &versions, true);
-    if (rc == 0)
-        rc = probe(c, sql_text.id_probe, ids, nids, &stored, false);
+    int rc;
+    if (ms_db_backend_of(c) == MS_DB_POSTGRES) {
+        rc = probe_pg(c, streams, nstreams, &versions, ids, nids, &stored);
+    } else {
+        rc = probe_sqlite(c, sql_text.stream_probe, streams, nstreams, &versions, true);
+        if (rc == 0)
+            rc = probe_sqlite(c, sql_text.id_probe, ids, nids, &stored, false);
+    }
     for (size_t i = 0; i < n && rc == 0; i++) {
         es_job *j = jobs[i];
         const ms_es_append_req *a = &j->req;

@@ -4,7 +4,7 @@
  *
  * A job is one allocation holding a deep copy of the caller's request, so the caller's strings
  * may go away once ms_es_append returns. It moves caller -> writer queue (es->mu) -> writer
- * thread -> port queue (port->mu) or waiter (es->mu) -> caller's thread, which frees it.
+ * thread -> port queue (port->mu) or waiter (its semaphore) -> caller's thread, which frees it.
  */
 #ifndef MS_EVENTSTORE_INTERNAL_H
 #define MS_EVENTSTORE_INTERNAL_H
@@ -23,9 +23,8 @@ typedef struct es_job {
     ms_es_append_cb cb;
     void *arg;
     ms_es_port *port; /* NULL for ms_es_append_wait */
-    uv_cond_t *wake;  /* ms_es_append_wait: signalled under es->mu when is_done */
-    bool is_done;
-    bool is_noop; /* a retry that found its events stored */
+    uv_sem_t *done;   /* ms_es_append_wait: posted once the job is answered (no lock) */
+    bool is_noop;     /* a retry that found its events stored */
     int rc;
     int64_t first_position, last_position, version; /* copied to `caller` on its thread */
     uint64_t queued_ns;                             /* uv_hrtime() at ms_es_append_req */

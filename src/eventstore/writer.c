@@ -34,10 +34,7 @@ static void answer(ms_es *es, es_job *j)
         ms_es__port_deliver(j->port, j);
         return;
     }
-    uv_mutex_lock(&es->mu);
-    j->is_done = true;
-    uv_cond_signal(j->wake);
-    uv_mutex_unlock(&es->mu);
+    uv_sem_post(j->done);
 }
 
 void ms_es__submit(ms_es *es, es_job *j)
@@ -76,11 +73,12 @@ void ms_es__submit(ms_es *es, es_job *j)
  */
 static int begin_batch(ms_db_conn *c)
 {
-    int rc = ms_db_begin(c);
-    if (rc < 0 || ms_db_backend_of(c) != MS_DB_POSTGRES)
-        return rc;
-    if ((rc = ms_db_exec(c, "SELECT pg_advisory_xact_lock(" MS_ES__APPEND_LOCK_KEY ")", 0, NULL,
-                         NULL)) < 0)
+    if (ms_db_backend_of(c) != MS_DB_POSTGRES)
+        return ms_db_begin(c);
+    /* both in one round trip */
+    int rc =
+        ms_db_exec_script(c, "BEGIN; SELECT pg_advisory_xact_lock(" MS_ES__APPEND_LOCK_KEY ")");
+    if (rc < 0)
         ms_db_rollback(c);
     return rc;
 }
@@ -276,19 +274,15 @@ static void writer_main(void *arg)
         int64_t top = run_batch(es, jobs, n);
         /* Stats first: a caller answered next may read them and the committed position. */
         account(es, jobs, n, top);
-        /* Waiters are woken under one lock for the batch; ports each take their own. */
-        uv_mutex_lock(&es->mu);
+        /* Waiters are woken by their own semaphore, with no lock for them to fight over with
+         * the writer and each other; ports each take their own lock. A waiter frees its job
+         * as soon as it is posted: nothing of it is touched after. */
         for (size_t i = 0; i < n; i++) {
-            if (!jobs[i]->port) {
-                jobs[i]->is_done = true;
-                uv_cond_signal(jobs[i]->wake);
-                jobs[i] = NULL; /* its waiter frees it once we unlock */
-            }
-        }
-        uv_mutex_unlock(&es->mu);
-        for (size_t i = 0; i < n; i++)
-            if (jobs[i])
+            if (jobs[i]->port)
                 ms_es__port_deliver(jobs[i]->port, jobs[i]);
+            else
+                uv_sem_post(jobs[i]->done);
+        }
     }
     free(jobs);
 }
@@ -375,15 +369,13 @@ int ms_es_append_wait(ms_es *es, ms_es_append_req *a)
     int rc = ms_es__job_new(a, &j);
     if (rc < 0)
         return rc;
-    uv_cond_t wake;
-    uv_cond_init(&wake);
-    j->wake = &wake;
+    uv_sem_t done;
+    if (uv_sem_init(&done, 0) != 0)
+        MS_BUG("eventstore: cannot make a semaphore");
+    j->done = &done;
     ms_es__submit(es, j);
-    uv_mutex_lock(&es->mu);
-    while (!j->is_done)
-        uv_cond_wait(&wake, &es->mu);
-    uv_mutex_unlock(&es->mu);
-    uv_cond_destroy(&wake);
+    uv_sem_wait(&done);
+    uv_sem_destroy(&done);
     rc = j->rc;
     copy_results(j);
     free(j);
