@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "eventstore/eventstore_internal.h"
 #include "runtime/error.h"
@@ -33,7 +34,9 @@ static int read_page(ms_db_conn *c, const char *sql, int nparams, const char *co
     for (int i = 0; i < n; i++) {
         ms_es_event *e = &out->events[i];
         const char *id = ms_db_get(r, i, 0);
-        snprintf(e->event_id, sizeof e->event_id, "%s", id ? id : "");
+        size_t len = id ? strnlen(id, sizeof e->event_id - 1) : 0;
+        memcpy(e->event_id, id ? id : "", len);
+        e->event_id[len] = '\0';
         e->stream_id = ms_db_get(r, i, 1);
         e->version = strtoll(ms_db_get(r, i, 2), NULL, 10);
         e->position = strtoll(ms_db_get(r, i, 3), NULL, 10);

@@ -122,25 +122,34 @@ ms_db_result *ms_db__result_new(int ncols)
     return r;
 }
 
+enum { BLOCK_FIRST = 256, BLOCK_MAX = 1 << 20 };
+
 void ms_db__result_push(ms_db_result *r, const char *v, size_t n)
 {
     if (r->ncells == r->cap_cells) {
         r->cap_cells = r->cap_cells ? r->cap_cells * 2 : 16;
-        r->offs = ms_xrealloc(r->offs, r->cap_cells * sizeof *r->offs);
+        r->cells = ms_xrealloc(r->cells, r->cap_cells * sizeof *r->cells);
     }
     if (!v) {
-        r->offs[r->ncells++] = MS_DB_NULL_OFF;
+        r->cells[r->ncells++] = NULL;
         return;
     }
-    if (r->len + n + 1 > r->cap) {
-        while (r->len + n + 1 > r->cap)
-            r->cap = r->cap ? r->cap * 2 : 256;
-        r->buf = ms_xrealloc(r->buf, r->cap);
+    ms_db_block *b = r->block;
+    if (!b || b->len + n + 1 > b->cap) {
+        size_t cap = b ? (b->cap < BLOCK_MAX ? b->cap * 2 : BLOCK_MAX) : BLOCK_FIRST;
+        if (cap < n + 1)
+            cap = n + 1;
+        ms_db_block *nb = ms_xmalloc(sizeof *nb + cap);
+        nb->len = 0;
+        nb->cap = cap;
+        nb->next = b;
+        r->block = b = nb;
     }
-    memcpy(r->buf + r->len, v, n);
-    r->buf[r->len + n] = '\0';
-    r->offs[r->ncells++] = r->len;
-    r->len += n + 1;
+    char *d = b->data + b->len;
+    memcpy(d, v, n);
+    d[n] = '\0';
+    b->len += n + 1;
+    r->cells[r->ncells++] = d;
 }
 
 int ms_db_nrows(const ms_db_result *r)
@@ -157,8 +166,7 @@ const char *ms_db_get(const ms_db_result *r, int row, int col)
 {
     if (row < 0 || col < 0 || col >= r->ncols || row >= ms_db_nrows(r))
         MS_BUG("ms_db_get: cell out of range");
-    size_t off = r->offs[(size_t)row * (size_t)r->ncols + (size_t)col];
-    return off == MS_DB_NULL_OFF ? NULL : r->buf + off;
+    return r->cells[(size_t)row * (size_t)r->ncols + (size_t)col];
 }
 
 long long ms_db_affected(const ms_db_result *r)
@@ -170,8 +178,11 @@ void ms_db_result_free(ms_db_result *r)
 {
     if (!r)
         return;
-    free(r->offs);
-    free(r->buf);
+    for (ms_db_block *b = r->block, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    free(r->cells);
     free(r);
 }
 

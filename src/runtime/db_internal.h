@@ -30,15 +30,20 @@ struct ms_db_conn {
 /* Now, on the clock of deadlines (ms). */
 uint64_t ms_db__now_ms(void);
 
-/* Cells are NUL-terminated texts in one buffer; offs[i] == MS_DB_NULL_OFF marks SQL NULL.
- * Offsets, not pointers, because buf moves as it grows. */
-#define MS_DB_NULL_OFF ((size_t)-1)
+/* Cells are NUL-terminated texts in blocks that never move once written (a full block is
+ * followed by a new one, twice as large up to a cap), so a big result is built without
+ * copying what it holds already; cells[i] == NULL marks SQL NULL. */
+typedef struct ms_db_block {
+    struct ms_db_block *next; /* the one filled before */
+    size_t len, cap;
+    char data[];
+} ms_db_block;
 struct ms_db_result {
     int ncols;
     long long affected;
-    size_t *offs, ncells, cap_cells;
-    char *buf;
-    size_t len, cap;
+    const char **cells;
+    size_t ncells, cap_cells;
+    ms_db_block *block; /* the one being filled */
 };
 
 ms_db_result *ms_db__result_new(int ncols);
