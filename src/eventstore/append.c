@@ -12,7 +12,6 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,29 +267,23 @@ out:
     return rc;
 }
 
-/* ---- the whole batch at once ---- */
+/* ---- the whole batch at once (PostgreSQL) ---- */
 
 /*
- * The common batch costs a constant number of statements instead of two or more per append:
- * one probe of the batch's stream versions and one of its event ids (padded IN lists), then
- * the accepted appends' events and outbox rows in multi-row INSERTs of a few fixed sizes (each
- * prepared once). Checks run in memory, in queue order, each append seeing the ones before it.
- * An append with an event id already stored (a retry, or an id reused) takes the one-by-one
- * path above after what precedes it is written, so its answer is exactly the same.
+ * On PostgreSQL every statement is a round trip, so the common batch costs a constant number
+ * of them instead of two or more per append: one probe of the batch's stream versions and
+ * event ids, then one INSERT of the accepted appends' events and one of their outbox rows,
+ * each taking the whole batch as arrays (unnest). Checks run in memory, in queue order, each
+ * append seeing the ones before it. An append with an event id already stored (a retry, or
+ * an id reused), in the database or earlier in the batch, takes the one-by-one path above
+ * after what precedes it is written, so its answer is exactly the same.
+ *
+ * SQLite keeps the one-by-one path: it has no round trips to save, and measured, multi-row
+ * INSERTs and padded probes were slower there than its cached single-row statements.
  */
-enum { PROBE_ROWS = 64 };
-static const size_t chunk_rows[] = {128, 32, 8, 2, 1};
-enum { NCHUNKS = sizeof chunk_rows / sizeof chunk_rows[0], EVENT_COLS = 7, OUTBOX_COLS = 6 };
+enum { EVENT_COLS = 7, OUTBOX_COLS = 6 };
 
-static struct {
-    char stream_probe[PROBE_ROWS * 12 + 256];
-    char id_probe[PROBE_ROWS * 8 + 128];
-    char insert_events[NCHUNKS][128 * 48 + 256];
-    char insert_outbox[NCHUNKS][128 * 40 + 256];
-} sql_text;
-static pthread_once_t sql_once = PTHREAD_ONCE_INIT;
-
-/* PostgreSQL: every statement is a round trip, so each takes the whole batch as arrays. */
+/* Each takes the whole batch as arrays. */
 static const char pg_probe[] =
     "SELECT u.s, (SELECT version FROM events WHERE stream_id = u.s ORDER BY version DESC "
     "LIMIT 1), 0 FROM unnest($1::text[]) AS u(s) "
@@ -346,59 +339,6 @@ static const char *arr_text(pg_array *a)
     return a->p;
 }
 
-/* Appends s to buf, which has room. */
-static void put_text(char *buf, size_t cap, const char *s)
-{
-    size_t len = strlen(buf);
-    snprintf(buf + len, cap - len, "%s", s);
-}
-
-/* Appends "($k, $k+1, ...)" rows to buf (which has room). */
-static void put_rows(char *buf, size_t cap, size_t rows, int cols)
-{
-    size_t len = strlen(buf);
-    int k = 1;
-    for (size_t r = 0; r < rows; r++) {
-        len += (size_t)snprintf(buf + len, cap - len, "%s(", r ? ", " : "");
-        for (int i = 0; i < cols; i++, k++)
-            len += (size_t)snprintf(buf + len, cap - len, "%s$%d", i ? ", " : "", k);
-        len += (size_t)snprintf(buf + len, cap - len, ")");
-    }
-    if (len >= cap - 1)
-        MS_BUG("eventstore: statement buffer too small");
-}
-
-static void build_sql(void)
-{
-    /* VALUES names its column column1 on both dialects. */
-    snprintf(sql_text.stream_probe, sizeof sql_text.stream_probe,
-             "SELECT column1, (SELECT version FROM events WHERE stream_id = v.column1 "
-             "ORDER BY version DESC LIMIT 1) FROM (VALUES ");
-    put_rows(sql_text.stream_probe, sizeof sql_text.stream_probe, PROBE_ROWS, 1);
-    put_text(sql_text.stream_probe, sizeof sql_text.stream_probe, ") AS v");
-    snprintf(sql_text.id_probe, sizeof sql_text.id_probe,
-             "SELECT event_id FROM events WHERE event_id IN (");
-    size_t len = strlen(sql_text.id_probe);
-    for (int k = 1; k <= PROBE_ROWS; k++)
-        len += (size_t)snprintf(sql_text.id_probe + len, sizeof sql_text.id_probe - len, "%s$%d",
-                                k > 1 ? ", " : "", k);
-    put_text(sql_text.id_probe, sizeof sql_text.id_probe, ")");
-    for (size_t i = 0; i < NCHUNKS; i++) {
-        snprintf(sql_text.insert_events[i], sizeof sql_text.insert_events[i],
-                 "INSERT INTO events (event_id, stream_id, version, type, data, metadata, "
-                 "recorded_at) VALUES ");
-        put_rows(sql_text.insert_events[i], sizeof sql_text.insert_events[i] - 32, chunk_rows[i],
-                 EVENT_COLS);
-        put_text(sql_text.insert_events[i], sizeof sql_text.insert_events[i],
-                 " RETURNING event_id, position");
-        snprintf(sql_text.insert_outbox[i], sizeof sql_text.insert_outbox[i],
-                 "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
-                 "created_at) VALUES ");
-        put_rows(sql_text.insert_outbox[i], sizeof sql_text.insert_outbox[i], chunk_rows[i],
-                 OUTBOX_COLS);
-    }
-}
-
 /* A string-keyed open-addressing table: stream -> version, or a set of event ids. */
 typedef struct str_slot {
     const char *key;
@@ -448,35 +388,6 @@ typedef struct batch {
     size_t nevents, noutbox;
 } batch;
 
-static void take_positions(batch *b, size_t from, size_t rows, const ms_db_result *res);
-
-static int insert_events(batch *b, size_t from, size_t rows, size_t chunk)
-{
-    const char *params[128 * EVENT_COLS];
-    char versions[128][24];
-    for (size_t r = 0; r < rows; r++) {
-        const pending_event *p = &b->events[from + r];
-        const ms_es_event *e = &p->job->req.events[p->index];
-        snprintf(versions[r], sizeof versions[r], "%" PRId64, p->version);
-        const char **row = &params[r * EVENT_COLS];
-        row[0] = e->event_id;
-        row[1] = p->job->req.stream_id;
-        row[2] = versions[r];
-        row[3] = e->type;
-        row[4] = e->data;
-        row[5] = e->metadata;
-        row[6] = b->now;
-    }
-    ms_db_result *res = NULL;
-    int rc =
-        ms_db_exec(b->c, sql_text.insert_events[chunk], (int)(rows * EVENT_COLS), params, &res);
-    if (rc < 0)
-        return rc;
-    take_positions(b, from, rows, res);
-    ms_db_result_free(res);
-    return 0;
-}
-
 /* Sets the appends' positions from the (event_id, position) rows of an INSERT ... RETURNING of
  * b->events[from, from + rows). */
 static void take_positions(batch *b, size_t from, size_t rows, const ms_db_result *res)
@@ -502,22 +413,6 @@ static void take_positions(batch *b, size_t from, size_t rows, const ms_db_resul
         if (p->index == p->job->req.nevents - 1)
             p->job->last_position = position;
     }
-}
-
-static int insert_outbox(batch *b, size_t from, size_t rows, size_t chunk)
-{
-    const char *params[128 * OUTBOX_COLS];
-    for (size_t r = 0; r < rows; r++) {
-        const ms_es_outbox_row *o = b->outbox[from + r];
-        const char **row = &params[r * OUTBOX_COLS];
-        row[0] = o->id;
-        row[1] = o->aggregate_type;
-        row[2] = o->aggregate_id;
-        row[3] = o->type;
-        row[4] = o->payload;
-        row[5] = b->now;
-    }
-    return ms_db_exec(b->c, sql_text.insert_outbox[chunk], (int)(rows * OUTBOX_COLS), params, NULL);
 }
 
 /* PostgreSQL: the pending events in one statement, the outbox rows in another. */
@@ -570,28 +465,6 @@ static int flush_pg(batch *b)
     return rc;
 }
 
-/* Writes what is pending: on SQLite in chunks of the sizes prepared. */
-static int flush(batch *b)
-{
-    if (ms_db_backend_of(b->c) == MS_DB_POSTGRES)
-        return flush_pg(b);
-    int rc = 0;
-    size_t done = 0;
-    for (size_t i = 0; i < NCHUNKS && rc == 0; i++)
-        while (rc == 0 && b->nevents - done >= chunk_rows[i]) {
-            rc = insert_events(b, done, chunk_rows[i], i);
-            done += chunk_rows[i];
-        }
-    done = 0;
-    for (size_t i = 0; i < NCHUNKS && rc == 0; i++)
-        while (rc == 0 && b->noutbox - done >= chunk_rows[i]) {
-            rc = insert_outbox(b, done, chunk_rows[i], i);
-            done += chunk_rows[i];
-        }
-    b->nevents = b->noutbox = 0;
-    return rc;
-}
-
 /* Records one probed row: `key` is the result's; the map keeps ours, one of keys[0..n). */
 static void take_probe_row(str_map *m, const char **keys, size_t n, const char *key,
                            const char *value)
@@ -602,26 +475,6 @@ static void take_probe_row(str_map *m, const char **keys, size_t n, const char *
             s->key = keys[k];
     if (s->key) /* else not asked for (a collation quirk): the slow path decides */
         s->value = value ? strtoll(value, NULL, 10) : 0;
-}
-
-/* SQLite: `sql` (PROBE_ROWS parameters) over keys[0..n), padded with the last key. */
-static int probe_sqlite(ms_db_conn *c, const char *sql, const char **keys, size_t n, str_map *m,
-                        bool is_versions)
-{
-    for (size_t from = 0; from < n; from += PROBE_ROWS) {
-        const char *params[PROBE_ROWS];
-        for (size_t k = 0; k < PROBE_ROWS; k++)
-            params[k] = keys[from + k < n ? from + k : n - 1];
-        ms_db_result *r = NULL;
-        int rc = ms_db_exec(c, sql, PROBE_ROWS, params, &r);
-        if (rc < 0)
-            return rc;
-        for (int i = 0; i < ms_db_nrows(r); i++)
-            take_probe_row(m, keys + from, n - from < PROBE_ROWS ? n - from : PROBE_ROWS,
-                           ms_db_get(r, i, 0), is_versions ? ms_db_get(r, i, 1) : "1");
-        ms_db_result_free(r);
-    }
-    return 0;
 }
 
 /* PostgreSQL: both probes in one round trip. */
@@ -652,7 +505,6 @@ static int probe_pg(ms_db_conn *c, const char **streams, size_t nstreams, str_ma
 
 int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
 {
-    pthread_once(&sql_once, build_sql);
     *is_dirty = false;
     size_t nevents = 0, noutbox = 0;
     for (size_t i = 0; i < n; i++) {
@@ -682,14 +534,7 @@ int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
         for (size_t k = 0; k < a->nevents; k++)
             ids[nids++] = a->events[k].event_id;
     }
-    int rc;
-    if (ms_db_backend_of(c) == MS_DB_POSTGRES) {
-        rc = probe_pg(c, streams, nstreams, &versions, ids, nids, &stored);
-    } else {
-        rc = probe_sqlite(c, sql_text.stream_probe, streams, nstreams, &versions, true);
-        if (rc == 0)
-            rc = probe_sqlite(c, sql_text.id_probe, ids, nids, &stored, false);
-    }
+    int rc = probe_pg(c, streams, nstreams, &versions, ids, nids, &stored);
     for (size_t i = 0; i < n && rc == 0; i++) {
         es_job *j = jobs[i];
         const ms_es_append_req *a = &j->req;
@@ -702,7 +547,7 @@ int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
         str_slot *s = map_slot(&versions, a->stream_id);
         if (is_known || s->value < 0) {
             /* the one-by-one path, seeing everything written before it */
-            if ((rc = flush(&b)) < 0)
+            if ((rc = flush_pg(&b)) < 0)
                 break;
             int arc = ms_es__apply(c, j, is_dirty);
             j->rc = arc;
@@ -733,7 +578,7 @@ int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
         j->rc = 0;
     }
     if (rc == 0)
-        rc = flush(&b);
+        rc = flush_pg(&b);
     if (rc < 0)
         *is_dirty = true;
     free(streams);

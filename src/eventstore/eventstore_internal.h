@@ -67,8 +67,9 @@ int ms_es__job_new(const ms_es_append_req *a, es_job **out);
  * so the transaction must be rolled back (PostgreSQL has aborted it; SQLite may hold part of
  * this append). */
 int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty);
-/* Runs every job of a batch inside the writer's open transaction with a few statements for the
- * lot (append.c says how); each job's rc and results are set. Returns 0, or an error with
+/* PostgreSQL: runs every job of a batch inside the writer's open transaction with a few
+ * statements for the lot (append.c says how); each job's rc and results are set. Returns 0, or an
+ * error with
  * `*is_dirty` set: the transaction must be rolled back, and the batch run again one append at a
  * time (ms_es__apply with a savepoint each), which tells whose the failure is. */
 int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty);

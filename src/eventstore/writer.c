@@ -123,7 +123,8 @@ static int savepoint(ms_db_conn *c, const char *verb)
  * Runs jobs[0..n) as one transaction; each job's rc and results are set. Returns the highest
  * committed position, or 0 when nothing was written.
  *
- * The common batch runs without savepoints: appends check before they write (append.c). When a
+ * The common batch runs without savepoints: appends check before they write (append.c); on
+ * PostgreSQL the whole batch goes in a few statements (ms_es__apply_batch). When a
  * statement fails all the same, what the transaction holds of that append is unknown (and
  * PostgreSQL has aborted it), so the batch is rolled back and run once more without that
  * append, this time with a savepoint around each append, so any further failing append is
@@ -143,7 +144,7 @@ static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
 redo:
     if ((rc = begin_batch(c)) < 0)
         goto fail_all;
-    if (!is_careful) {
+    if (!is_careful && ms_db_backend_of(c) == MS_DB_POSTGRES) {
         bool is_dirty;
         rc = ms_es__apply_batch(c, jobs, n, &is_dirty);
         if (is_dirty && is_batch_wide(rc))
@@ -166,6 +167,12 @@ redo:
         if (is_dirty && is_batch_wide(arc)) {
             rc = arc;
             goto rollback_all;
+        }
+        if (is_dirty && !is_careful) {
+            ms_db_rollback(c);
+            is_out[i] = true;
+            is_careful = true;
+            goto redo;
         }
         if (is_dirty) {
             is_out[i] = true;

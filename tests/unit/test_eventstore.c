@@ -694,7 +694,7 @@ static void test_batch_mixed(void **state)
     free(ans);
 }
 
-/* Batches of every size around the multi-row chunk sizes, each append to its own stream with
+/* Batches of many sizes (PostgreSQL: arrays of as many rows), each append to its own stream with
  * two events and an outbox row: every position, version and row lands where it should. */
 static void test_batch_chunk_boundaries(void **state)
 {
