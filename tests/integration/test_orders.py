@@ -1004,3 +1004,21 @@ def test_views_equal_a_rebuild_from_the_events(osrv):
         r = list_orders(osrv, user_id, role="admin", caller=uid(), limit=100)
         want = sorted(by_user[user_id], key=lambda o: (o["created_at"], o["id"]), reverse=True)
         assert r.json()["items"] == want[:100]
+
+
+def test_idempotency_fingerprint_leaves_the_card_out(osrv):
+    """The stored request fingerprint never hashes the card number: a retry that differs only
+    in the card is the same request, and the stored hash is that of the body without it."""
+    import hashlib
+    user, key = uid(), "card-" + uuid.uuid4().hex
+    body = order_body(payment={"card_number": "4242424242424242"})
+    first = post_order(osrv, user, body, key)
+    assert first.status_code == 201, first.text
+    again = post_order(osrv, user, {**body, "payment": {"card_number": "4000000000000002"}}, key)
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == first.json()["id"]
+    (meta,), = osrv.db.query("SELECT metadata FROM events WHERE stream_id = ? AND version = 1",
+                             [f"order-{first.json()['id']}"])
+    without = {k: v for k, v in body.items() if k != "payment"}
+    canonical = json.dumps(without, sort_keys=True, separators=(",", ":"))
+    assert json.loads(meta)["request_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()

@@ -378,8 +378,12 @@ void order_create(ms_http_request *req)
             ms_field_error(invalid, "payment.card_number", "must be 12 to 19 digits");
     }
     /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
-     * matter to Idempotency-Key */
-    char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+     * matter to Idempotency-Key; the payment details are left out of it (a stored hash of a
+     * card number could be brute-forced) */
+    json_t *fingerprint = json_copy(body); /* shallow: the card never enters a stored hash */
+    json_object_del(fingerprint, "payment");
+    char *canonical = json_dumps(fingerprint, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(fingerprint);
     ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
     free(canonical);
     if (key) {
