@@ -29,6 +29,7 @@
 #include "runtime/error.h"
 #include "runtime/id.h"
 #include "runtime/log.h"
+#include "pg_test_db.h"
 #include "runtime/banned.h"
 
 /* ---- fsync, interposed: which file was last made durable ---- */
@@ -56,9 +57,6 @@ static const ms_migration migrations[] = {
 
 static ms_db_backend backend_sqlite = MS_DB_SQLITE;
 static ms_db_backend backend_pg = MS_DB_POSTGRES;
-static char pg_admin_url[512];
-static char pg_test_url[600];
-static char pg_dbname[64];
 
 typedef struct fixture {
     bool is_ready;
@@ -254,46 +252,14 @@ static void assert_recorded_range(fixture *f, recorder *rec, size_t from, int64_
 
 /* ---- fixtures ---- */
 
-static int admin_exec(const char *sql)
-{
-    ms_db_config cfg = {.backend = MS_DB_POSTGRES, .pg_conninfo = pg_admin_url};
-    ms_db_conn *c = NULL;
-    int rc = ms_db_open(&cfg, false, &c);
-    if (rc == 0) {
-        rc = ms_db_exec(c, sql, 0, NULL, NULL);
-        if (rc != 0)
-            fprintf(stderr, "%s: %s\n", sql, ms_db_errmsg(c));
-        ms_db_close(c);
-    }
-    return rc;
-}
-
 static int group_setup(void **state)
 {
-    const char *url = getenv("MS_TEST_PG_URL");
-    if (!url || !*url)
-        return 0;
-    snprintf(pg_admin_url, sizeof pg_admin_url, "%s", url);
-    snprintf(pg_dbname, sizeof pg_dbname, "ms_relay_%d", (int)getpid());
-    /* Same server and user, another database: replace the URL's last path element. */
-    const char *slash = strrchr(url, '/');
-    const char *query = strchr(slash ? slash : url, '?');
-    if (!slash || strstr(url, "://") + 2 == slash)
-        return -1;
-    snprintf(pg_test_url, sizeof pg_test_url, "%.*s/%s%s", (int)(slash - url), url, pg_dbname,
-             query ? query : "");
-    char sql[128];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", pg_dbname);
-    return admin_exec(sql) == 0 ? 0 : -1;
+    return pg_test_db_create("ms_relay");
 }
 
 static int group_teardown(void **state)
 {
-    if (!pg_dbname[0])
-        return 0;
-    char sql[128];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_dbname);
-    return admin_exec(sql) == 0 ? 0 : -1;
+    return pg_test_db_drop();
 }
 
 static int setup(void **state)
