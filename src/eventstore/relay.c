@@ -378,6 +378,8 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
         return MS_EINVAL;
     ms_relay *r = ms_xcalloc(1, sizeof *r);
     r->cfg = *db;
+    /* A published mark lost to a power cut only publishes its rows again: at least once. */
+    r->cfg.is_derived = true;
     if (db->sqlite_path)
         r->cfg.sqlite_path = r->sqlite_path = ms_xstrdup(db->sqlite_path);
     if (db->pg_conninfo)

@@ -30,6 +30,11 @@ typedef struct ms_db_config {
     int pool_timeout_ms;     /* longest wait for a free connection (capped by the deadline) */
     int pool_recycle_s;      /* reopen a connection older than this (3600) */
     bool pool_pre_ping;      /* check a connection before handing it out (true) */
+    /* Commits of this connection may be lost to a power cut (never to a crash of the process,
+     * and never half): for data derived from a durable source that rebuilds it — read models
+     * with their checkpoint, the relay's published marks (at least once anyway). SQLite runs
+     * synchronous=NORMAL (no fsync per commit in WAL mode), PostgreSQL synchronous_commit=off. */
+    bool is_derived;
 } ms_db_config;
 
 typedef struct ms_db_conn ms_db_conn;

@@ -287,7 +287,9 @@ int ms_db__pg_open(const ms_db_config *cfg, ms_db_conn **out)
     pq.PQsetNoticeReceiver(p->pg, ignore_notice, NULL);
     p->statement_timeout_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0;
     p->session_timeout_ms = -1; /* unknown: the first fit sets it */
-    if ((rc = fit_statement_timeout(p)) < 0)
+    if ((rc = fit_statement_timeout(p)) == 0 && cfg->is_derived)
+        rc = pg_exec_script(&p->base, "SET synchronous_commit = off");
+    if (rc < 0)
         ms_log(MS_LOG_ERROR, "postgres session setup failed", "error", p->base.errmsg, NULL);
 out:
     if (rc < 0) {

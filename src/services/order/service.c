@@ -114,6 +114,7 @@ void order_read_db_config(const char *data_dir, const ms_db_config *write_db, ms
                           char *path, size_t path_size)
 {
     *out = *write_db;
+    out->is_derived = true; /* views and their checkpoint are rebuilt from the event store */
     if (write_db->backend == MS_DB_SQLITE) {
         /* the read model lives in a file of its own: a separate database, as CQRS wants */
         snprintf(path, path_size, "%s/order_read.db", data_dir);
