@@ -207,10 +207,8 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
         answer_error(k, rc, NULL);
         return;
     }
-    for (size_t i = 0; i < k->decision.nevents; i++) {
-        if (order_evolve(&k->state, k->decision.events[i].type, k->decision.events[i].data) < 0)
-            MS_BUG("an event the aggregate decided does not apply to it");
-    }
+    if (order_apply_decision(&k->state, &k->decision) < 0)
+        MS_BUG("an event the aggregate decided does not apply to it");
     if (!k->append.is_replay)
         ms_relay_kick(order_proc.relay); /* the events' outbox rows are committed */
     bool created = strcmp(k->command, ORDER_CMD_CREATE) == 0;
@@ -377,16 +375,18 @@ void order_create(ms_http_request *req)
         if (card && !valid_card(card))
             ms_field_error(invalid, "payment.card_number", "must be 12 to 19 digits");
     }
-    /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
-     * matter to Idempotency-Key; the payment details are left out of it (a stored hash of a
-     * card number could be brute-forced) */
-    json_t *fingerprint = json_copy(body); /* shallow: the card never enters a stored hash */
-    json_object_del(fingerprint, "payment");
-    char *canonical = json_dumps(fingerprint, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(fingerprint);
-    ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
-    free(canonical);
     if (key) {
+        /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
+         * matter to Idempotency-Key; the payment details are left out of it (a stored hash of
+         * a card number could be brute-forced). Only a keyed request has retries to tell
+         * apart from reuses, so only it pays for the hash. */
+        json_t *fingerprint = json_copy(body); /* shallow: the card never enters the hash */
+        json_object_del(fingerprint, "payment");
+        char *canonical = json_dumps(fingerprint, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(fingerprint);
+        ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
+        free(canonical);
+        snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
         /* a retry with the same key names the same order and the same first event */
         char *name = ms_arena_printf(&req->arena, "order/%s/%s", k->who.user_id, key);
         ms_uuid_from_name(name, strlen(name), k->id);
@@ -397,7 +397,6 @@ void order_create(ms_http_request *req)
         ms_uuid_new(k->id);
     }
     set_stream(k);
-    snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
     /* the command: the body's fields (as present) plus who and which order */
     k->cmd = json_pack("{s:s, s:s}", "order_id", k->id, "user_id", k->who.user_id);
     static const char *const copied[] = {"items", "currency", "shipping_address"};

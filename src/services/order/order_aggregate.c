@@ -419,7 +419,10 @@ static void add_event(order_decision *d, const char *type, json_t *data)
 {
     if (d->nevents == ORDER_MAX_DECIDED)
         MS_BUG("a command decided more events than ORDER_MAX_DECIDED");
+    if (!data)
+        MS_BUG("json_pack failed on a well-formed value");
     d->events[d->nevents].type = type;
+    d->docs[d->nevents] = json_incref(data);
     d->events[d->nevents].data = dump(data);
     d->nevents++;
 }
@@ -558,8 +561,10 @@ void order_decision_init(order_decision *d)
 
 void order_decision_release(order_decision *d)
 {
-    for (size_t i = 0; i < d->nevents; i++)
+    for (size_t i = 0; i < d->nevents; i++) {
         free((char *)d->events[i].data);
+        json_decref(d->docs[i]);
+    }
     order_decision_init(d);
 }
 
@@ -663,23 +668,48 @@ static int apply_move(order_state *s, const struct transition *t, json_t *doc, c
     return 0;
 }
 
+/* An event's type as a transition (NULL for OrderCreated); false for an unknown type. */
+static bool find_type(const char *type, const struct transition **out)
+{
+    *out = NULL;
+    for (size_t i = 0; i < NTRANSITIONS; i++)
+        if (strcmp(transitions[i].type, type) == 0) {
+            *out = &transitions[i];
+            return true;
+        }
+    return strcmp(type, ORDER_EVENT_CREATED) == 0;
+}
+
+static int evolve_doc(order_state *s, const char *type, json_t *doc)
+{
+    const struct transition *t;
+    if (!type || !find_type(type, &t))
+        return MS_EINVAL;
+    const char *at = get_str(doc, "at");
+    if (!json_is_object(doc) || !is_timestamp(at))
+        return MS_EINVAL;
+    return t ? apply_move(s, t, doc, at) : apply_created(s, doc, at);
+}
+
 int order_evolve(order_state *s, const char *type, const char *data)
 {
-    if (!type || !data)
-        return MS_EINVAL;
-    const struct transition *t = NULL;
-    for (size_t i = 0; i < NTRANSITIONS && !t; i++)
-        if (strcmp(transitions[i].type, type) == 0)
-            t = &transitions[i];
-    if (!t && strcmp(type, ORDER_EVENT_CREATED) != 0)
+    const struct transition *t;
+    if (!type || !data || !find_type(type, &t))
         return MS_EINVAL;
     json_t *doc = json_loads(data, JSON_REJECT_DUPLICATES, NULL);
-    const char *at = get_str(doc, "at");
-    int rc = MS_EINVAL;
-    if (json_is_object(doc) && is_timestamp(at))
-        rc = t ? apply_move(s, t, doc, at) : apply_created(s, doc, at);
+    int rc = evolve_doc(s, type, doc);
     json_decref(doc);
     return rc;
+}
+
+int order_apply_decision(order_state *s, const order_decision *d)
+{
+    for (size_t i = 0; i < d->nevents; i++) {
+        int rc = evolve_doc(s, d->events[i].type, d->docs[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 int order_rebuild(order_state *s, const order_event *events, size_t n, size_t *failed)

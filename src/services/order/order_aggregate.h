@@ -130,12 +130,16 @@ enum { ORDER_MAX_DECIDED = 2, ORDER_REASON_LEN = 160 };
 /* What a command decided. Init with order_decision_init, free with order_decision_release. */
 typedef struct order_decision {
     order_event events[ORDER_MAX_DECIDED]; /* data owned by the decision (heap text) */
+    json_t *docs[ORDER_MAX_DECIDED];       /* the same data as JSON values (owned) */
     size_t nevents;
     char reason[ORDER_REASON_LEN]; /* when decide failed: a sentence for the client */
 } order_decision;
 
 void order_decision_init(order_decision *d);
 void order_decision_release(order_decision *d);
+/* Applies a decision's events to the state it was decided on, as order_evolve would (without
+ * parsing their text again). Returns 0 or MS_EINVAL (not the state it was decided on). */
+int order_apply_decision(order_state *s, const order_decision *d);
 
 /*
  * Checks a command's fields. Wrong kinds and unknown fields go to `malformed` (HTTP 400),
