@@ -85,7 +85,7 @@ typedef struct ms_publisher {
 int ms_publisher_file(const char *path, ms_publisher *out);
 
 typedef struct ms_relay_options {
-    int batch;           /* rows per publish (default 100) */
+    int batch;           /* rows per publish (default 500) */
     int poll_ms;         /* idle sleep between polls, and the lock retry period (default 200) */
     int gap_wait_ms;     /* PostgreSQL: longest hold of rows behind a seq gap (default 1000) */
     int linger_ms;       /* after catching up, let rows gather this long (default 20) */

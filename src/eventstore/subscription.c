@@ -53,12 +53,15 @@ static void run(void *arg)
             ms_log(MS_LOG_ERROR, "subscription failed a page; retrying", "subscription", s->name,
                    "error", ms_strerror(rc), NULL);
             nap(RETRY_MS);
-        } else if (n == 0) {
-            /* caught up: a commit of this process wakes us; others are found by polling */
-            if (s->es)
-                ms_es_wait_committed(s->es, after + 1, s->sub.poll_ms);
-            else
+        } else if (n < (size_t)s->sub.page_size) {
+            /* caught up (a short page reads the end): a commit of this process wakes us;
+             * others are found by polling */
+            int64_t at = ms_es_subscription_position(s);
+            if (!s->es)
                 nap(s->sub.poll_ms);
+            else if (ms_es_wait_committed(s->es, at + 1, s->sub.poll_ms) == 0 &&
+                     s->sub.linger_ms > 0)
+                nap(s->sub.linger_ms);
         }
     }
 }
@@ -76,8 +79,15 @@ int ms_es_subscribe(ms_es *es, const ms_db_config *db, const ms_es_subscriber *s
         s->sub.page_size = 500;
     if (s->sub.poll_ms <= 0)
         s->sub.poll_ms = 100;
+    if (s->sub.linger_ms < 0)
+        s->sub.linger_ms = 0;
     snprintf(s->name, sizeof s->name, "%s", sub->name ? sub->name : "subscription");
     int rc = ms_db_open(db, db->backend == MS_DB_SQLITE, &s->conn);
+    /* SQLite: no memory map for a reader that follows a database another connection keeps
+     * growing; the map is torn down and made again at each read transaction after the file
+     * grew (munmap was 6% of the projector's time). */
+    if (rc == 0 && db->backend == MS_DB_SQLITE)
+        rc = ms_db_exec_script(s->conn, "PRAGMA mmap_size = 0");
     int64_t at = 0;
     if (rc == 0)
         rc = sub->load_checkpoint(sub->arg, &at);

@@ -29,6 +29,10 @@ typedef struct ms_es_subscriber {
     void *arg;
     int page_size; /* events per page (default 500) */
     int poll_ms;   /* longest sleep when caught up (default 100) */
+    /* When caught up and woken by a commit, wait this long before reading (default 0): under
+     * load one page then carries many commits, and a page's fixed costs (its transaction, its
+     * query) are paid once for all of them, for at most this much more lag. */
+    int linger_ms;
 } ms_es_subscriber;
 
 typedef struct ms_es_subscription ms_es_subscription;

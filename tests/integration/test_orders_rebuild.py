@@ -7,7 +7,7 @@ from conftest import BINARY, SLOW, clean_env, ident
 
 READ_DB = "order_read.db"
 VIEW_SQL = ("SELECT id, user_id, status, total_cents, currency, version, position, created_at, "
-            "updated_at, data, state FROM order_views ORDER BY id")
+            "updated_at, data FROM order_views ORDER BY id")
 INDEX_SQL = "SELECT user_id, created_at, order_id FROM user_order_views ORDER BY order_id"
 
 

@@ -70,8 +70,8 @@ typedef struct fixture {
 
 typedef struct recorder {
     uv_mutex_t mu;
-    int64_t seqs[1024];
-    char ids[1024][37];
+    int64_t seqs[2048];
+    char ids[2048][37];
     size_t n;
     int calls, fail_first; /* the first fail_first calls fail */
 } recorder;
@@ -85,7 +85,7 @@ static int rec_publish(void *self, const ms_outbox_message *msgs, size_t n)
         rc = MS_EIO;
         goto out;
     }
-    for (size_t i = 0; i < n && rec->n < 1024; i++, rec->n++) {
+    for (size_t i = 0; i < n && rec->n < 2048; i++, rec->n++) {
         rec->seqs[rec->n] = msgs[i].seq;
         snprintf(rec->ids[rec->n], sizeof rec->ids[0], "%s", msgs[i].id);
     }
@@ -330,18 +330,18 @@ static fixture *ready(void **state)
 static void test_publishes_all_once_in_order(void **state)
 {
     fixture *f = ready(state);
-    insert_rows(f->c, 250);
+    insert_rows(f->c, 1250);
     recorder *rec = rec_new(0);
-    ms_relay *r = start(f, rec_publisher(rec), 0, 50); /* default batch: 100, 100, 50 */
-    wait_published(r, 250, 5000);
-    assert_recorded_range(f, rec, 0, 1, 250);
+    ms_relay *r = start(f, rec_publisher(rec), 0, 50); /* default batch: 500, 500, 250 */
+    wait_published(r, 1250, 5000);
+    assert_recorded_range(f, rec, 0, 1, 1250);
     assert_int_equal(rec_calls(rec), 3);
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"), 0);
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE LENGTH(published_at) = 24"),
-                     250);
+                     1250);
     ms_relay_stats s = stats(r);
     assert_int_equal(s.failures_total, 0);
-    assert_int_equal(s.last_seq, 250);
+    assert_int_equal(s.last_seq, 1250);
     assert_int_equal(s.pending, 0);
     assert_true(s.has_lock);
 
@@ -350,7 +350,7 @@ static void test_publishes_all_once_in_order(void **state)
     ms_relay_collect(&out, r);
     ms_buf_add(&out, "", 1);
     assert_non_null(strstr(out.p, "# TYPE outbox_published_total counter\n"));
-    assert_non_null(strstr(out.p, "outbox_published_total{service=\"test\"} 250\n"));
+    assert_non_null(strstr(out.p, "outbox_published_total{service=\"test\"} 1250\n"));
     assert_non_null(strstr(out.p, "outbox_publish_failures_total{service=\"test\"} 0\n"));
     assert_non_null(strstr(out.p, "# TYPE outbox_pending gauge\n"));
     assert_non_null(strstr(out.p, "outbox_lag_seconds{service=\"test\"} "));

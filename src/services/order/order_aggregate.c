@@ -753,7 +753,8 @@ char *order_snapshot_write(const order_state *s)
     return dump(doc);
 }
 
-int order_snapshot_read(const char *text, order_state *out)
+/* Reads a whole state (a snapshot, or a view when `is_view`) from its JSON text. */
+static int read_state(const char *text, bool is_view, order_state *out)
 {
     json_t *doc = text ? json_loads(text, JSON_REJECT_DUPLICATES, NULL) : NULL;
     json_t *format = json_object_get(doc, "format"), *version = json_object_get(doc, "version");
@@ -762,9 +763,10 @@ int order_snapshot_read(const char *text, order_state *out)
     order_state t;
     order_state_init(&t);
     int rc = MS_EINVAL;
-    if (!json_is_object(doc) || json_integer_value(format) != SNAPSHOT_FORMAT ||
-        !json_is_integer(format) || !json_is_integer(version) || json_integer_value(version) < 1 ||
-        !is_timestamp(updated) || (reason && !json_is_string(reason) && !json_is_null(reason)))
+    if (!json_is_object(doc) ||
+        (!is_view && (!json_is_integer(format) || json_integer_value(format) != SNAPSHOT_FORMAT)) ||
+        !json_is_integer(version) || json_integer_value(version) < 1 || !is_timestamp(updated) ||
+        (reason && !json_is_string(reason) && !json_is_null(reason)))
         goto out;
     rc = read_order(doc, "id", &t);
     if (rc < 0)
@@ -779,4 +781,14 @@ out:
     order_state_release(&t);
     json_decref(doc);
     return rc;
+}
+
+int order_snapshot_read(const char *text, order_state *out)
+{
+    return read_state(text, false, out);
+}
+
+int order_view_read(const char *text, order_state *out)
+{
+    return read_state(text, true, out);
 }

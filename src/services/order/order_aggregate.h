@@ -200,5 +200,8 @@ char *order_snapshot_write(const order_state *s);
  * released and replaced, on failure `out` is unchanged. Returns 0 or MS_EINVAL (not JSON,
  * another format number, a missing field, a total that does not match the items). */
 int order_snapshot_read(const char *text, order_state *out);
+/* Reads the text of order_state_to_json (a view) back into `out`, as order_snapshot_read does:
+ * a view holds every field of the state, so the read model keeps no second copy. */
+int order_view_read(const char *text, order_state *out);
 
 #endif

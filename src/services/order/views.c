@@ -1,6 +1,6 @@
 /*
  * views.c — the order read model, in its own database: `order_views` (one row per order: the
- * public JSON answered as is, plus the aggregate snapshot the next event is applied to) and
+ * public JSON answered as is, which is also the state the next event is applied to) and
  * `user_order_views` (the per-user list index, newest first). Views are derived data: they
  * are rebuilt from the event store at any time (microshop order rebuild-projections).
  *
@@ -39,6 +39,8 @@ const ms_migration order_view_migrations[] = {
      " name TEXT PRIMARY KEY,"
      " position BIGINT NOT NULL)",
      NULL},
+    /* The view's data holds the whole state (order_view_read): no second copy to write. */
+    {2, "order views: the state is the view", "ALTER TABLE order_views DROP COLUMN state", NULL},
 };
 // clang-format on
 const size_t order_view_nmigrations =
@@ -64,8 +66,7 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
     /* The first event of a stream starts its view: nothing to read (a view that exists
      * already is left alone by the insert below), which spares a lookup for most events. */
     if (e->version > 1 &&
-        (rc = ms_db_exec(c, "SELECT version, state FROM order_views WHERE id = $1", 1, key, &r)) <
-            0)
+        (rc = ms_db_exec(c, "SELECT version, data FROM order_views WHERE id = $1", 1, key, &r)) < 0)
         return rc;
     order_state s;
     order_state_init(&s);
@@ -74,7 +75,7 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
         ms_db_result_free(r);
         return 0; /* applied already: projections are idempotent */
     }
-    if (exists && (rc = order_snapshot_read(ms_db_get(r, 0, 1), &s)) < 0) {
+    if (exists && (rc = order_view_read(ms_db_get(r, 0, 1), &s)) < 0) {
         ms_log(MS_LOG_ERROR, "order view holds an unreadable state", "order_id", id, NULL);
         ms_db_result_free(r);
         return rc;
@@ -86,9 +87,8 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
         order_state_release(&s);
         return rc;
     }
-    char *data = NULL, *state = order_snapshot_write(&s);
     json_t *view = order_state_to_json(&s);
-    data = view ? json_dumps(view, JSON_COMPACT) : NULL;
+    char *data = view ? json_dumps(view, JSON_COMPACT) : NULL;
     json_decref(view);
     char total[24], version[24], position[24];
     snprintf(total, sizeof total, "%lld", (long long)s.total_cents);
@@ -97,25 +97,25 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
     const char *params[] = {id,       s.user_id,    order_status_name(s.status),
                             total,    s.currency,   version,
                             position, s.created_at, s.updated_at,
-                            data,     state};
-    rc = data && state ? 0 : MS_EINTERNAL;
+                            data};
+    rc = data ? 0 : MS_EINTERNAL;
     if (rc == 0 && e->version == 1) /* see above: an existing view is not touched */
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
-                        "version, position, created_at, updated_at, data, state) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                        "version, position, created_at, updated_at, data) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                         "ON CONFLICT (id) DO NOTHING",
-                        11, params, NULL);
+                        10, params, NULL);
     else if (rc == 0)
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
-                        "version, position, created_at, updated_at, data, state) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                        "version, position, created_at, updated_at, data) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                         "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
                         "total_cents = excluded.total_cents, version = excluded.version, "
                         "position = excluded.position, updated_at = excluded.updated_at, "
-                        "data = excluded.data, state = excluded.state",
-                        11, params, NULL);
+                        "data = excluded.data",
+                        10, params, NULL);
     if (rc == 0 && !exists) {
         const char *index[] = {s.user_id, s.created_at, id};
         rc = ms_db_exec(c,
@@ -124,7 +124,6 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
                         3, index, NULL);
     }
     free(data);
-    free(state);
     order_state_release(&s);
     return rc;
 }
