@@ -48,6 +48,7 @@ struct ms_relay {
     uv_mutex_t mu;
     uv_cond_t cond;
     bool is_stopping, is_kicked;
+    bool is_awaiting_kick; /* in relay_wait with wake_on_kick: a kick must wake it */
     int linger_ms;
     ms_relay_stats stats;
 
@@ -73,12 +74,14 @@ static bool relay_wait(ms_relay *r, uint64_t ms, bool wake_on_kick)
 {
     uint64_t deadline = uv_hrtime() + ms * 1000000;
     uv_mutex_lock(&r->mu);
+    r->is_awaiting_kick = wake_on_kick;
     while (!r->is_stopping && !(wake_on_kick && r->is_kicked)) {
         uint64_t now = uv_hrtime();
         if (now >= deadline)
             break;
         uv_cond_timedwait(&r->cond, &r->mu, deadline - now);
     }
+    r->is_awaiting_kick = false;
     if (wake_on_kick)
         r->is_kicked = false;
     bool go = !r->is_stopping;
@@ -433,9 +436,13 @@ void ms_relay_kick(ms_relay *r)
 {
     if (!r)
         return;
+    /* Called for every commit: a relay that is busy, or lingering on purpose, is not woken
+     * (a wake-up per request was two context switches each); it polls when it is done. */
     uv_mutex_lock(&r->mu);
+    bool wake = r->is_awaiting_kick && !r->is_kicked;
     r->is_kicked = true;
-    uv_cond_signal(&r->cond);
+    if (wake)
+        uv_cond_signal(&r->cond);
     uv_mutex_unlock(&r->mu);
 }
 

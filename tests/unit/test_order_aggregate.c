@@ -97,6 +97,22 @@ static void run(order_state *s, stream *st, const char *command, json_t *cmd, co
     }
     assert_true(order_state_equal(&shortcut, s));
     order_state_release(&shortcut);
+    /* the view written as text is the document of order_state_to_json, and reads back */
+    ms_buf text;
+    ms_buf_init(&text, 256);
+    order_view_write(s, &text);
+    ms_buf_add(&text, "", 1);
+    json_t *got = json_loads(text.p, JSON_REJECT_DUPLICATES, NULL);
+    json_t *want = order_state_to_json(s);
+    assert_true(json_equal(got, want));
+    json_decref(got);
+    json_decref(want);
+    order_state back;
+    order_state_init(&back);
+    assert_int_equal(order_view_read(text.p, &back), 0);
+    assert_true(order_state_equal(&back, s));
+    order_state_release(&back);
+    ms_buf_release(&text);
     json_decref(errors);
     json_decref(cmd);
     order_decision_release(&d);

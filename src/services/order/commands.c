@@ -117,9 +117,12 @@ static void answer_order(order_call *k, int status)
         char *location = ms_arena_printf(&req->arena, "/api/v1/orders/%s", k->id);
         ms_http_set_header(req, "Location", location);
     }
-    json_t *view = order_state_to_json(&k->state);
+    ms_buf view;
+    ms_buf_init(&view, 512);
+    order_view_write(&k->state, &view);
     call_release(k);
-    ms_http_respond_json(req, status, view);
+    ms_http_respond(req, status, "application/json", view.p, view.n);
+    ms_buf_release(&view);
 }
 
 static void answer_error(order_call *k, int rc, const char *what)

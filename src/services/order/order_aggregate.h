@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/buf.h"
 #include "runtime/id.h"
 
 /* Command names (the registry's keys) and event types (stored: never rename). */
@@ -189,6 +190,8 @@ const order_command_handler *order_command_find(const char *name);
  * A new reference, or NULL when the state holds no order.
  */
 json_t *order_state_to_json(const order_state *s);
+/* Appends the same document as compact JSON text to `b` (no NUL). The state holds an order. */
+void order_view_write(const order_state *s, ms_buf *b);
 
 /*
  * A snapshot: every field of the state as compact JSON text with sorted keys and a format

@@ -87,9 +87,11 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
         order_state_release(&s);
         return rc;
     }
-    json_t *view = order_state_to_json(&s);
-    char *data = view ? json_dumps(view, JSON_COMPACT) : NULL;
-    json_decref(view);
+    ms_buf view;
+    ms_buf_init(&view, 512);
+    order_view_write(&s, &view);
+    ms_buf_add(&view, "", 1);
+    const char *data = view.p;
     char total[24], version[24], position[24];
     snprintf(total, sizeof total, "%lld", (long long)s.total_cents);
     snprintf(version, sizeof version, "%lld", (long long)s.version);
@@ -98,15 +100,14 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
                             total,    s.currency,   version,
                             position, s.created_at, s.updated_at,
                             data};
-    rc = data ? 0 : MS_EINTERNAL;
-    if (rc == 0 && e->version == 1) /* see above: an existing view is not touched */
+    if (e->version == 1) /* see above: an existing view is not touched */
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
                         "version, position, created_at, updated_at, data) "
                         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                         "ON CONFLICT (id) DO NOTHING",
                         10, params, NULL);
-    else if (rc == 0)
+    else
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
                         "version, position, created_at, updated_at, data) "
@@ -123,7 +124,7 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
                         "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                         3, index, NULL);
     }
-    free(data);
+    ms_buf_release(&view);
     order_state_release(&s);
     return rc;
 }
