@@ -193,7 +193,9 @@ static void insert_rows(ms_db_conn *c, int n)
     assert_int_equal(ms_db_begin(c), 0);
     for (int i = 0; i < n; i++)
         insert_one(c, i);
-    assert_int_equal(ms_db_commit(c), 0);
+    int crc = ms_db_commit(c);
+    if (crc != 0)
+        fail_msg("commit: %s (%s)", ms_errname(crc), ms_db_errmsg(c));
 }
 
 static ms_relay *start(fixture *f, ms_publisher pub, int batch, int poll_ms)
