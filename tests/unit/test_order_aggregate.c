@@ -92,6 +92,13 @@ static void run(order_state *s, stream *st, const char *command, json_t *cmd, co
     }
     assert_int_equal(order_apply_decision(&shortcut, &d), 0);
     for (size_t i = 0; i < d.nevents; i++) {
+        /* stored bytes are canonical: compact, keys sorted (what jansson would write) */
+        json_t *doc = json_loads(d.events[i].data, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(doc);
+        char *canonical = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+        assert_string_equal(d.events[i].data, canonical);
+        free(canonical);
+        json_decref(doc);
         assert_int_equal(order_evolve(s, d.events[i].type, d.events[i].data), 0);
         stream_add(st, d.events[i].type, d.events[i].data);
     }
