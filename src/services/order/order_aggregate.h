@@ -133,14 +133,17 @@ typedef struct order_decision {
     order_event events[ORDER_MAX_DECIDED]; /* data owned by the decision (heap text) */
     json_t *docs[ORDER_MAX_DECIDED];       /* the same as JSON values (owned), or NULL */
     size_t nevents;
+    order_state next; /* when has_next: the state after the events (owned) */
+    bool has_next;
     char reason[ORDER_REASON_LEN]; /* when decide failed: a sentence for the client */
 } order_decision;
 
 void order_decision_init(order_decision *d);
 void order_decision_release(order_decision *d);
 /* Applies a decision's events to the state it was decided on, as order_evolve would (without
- * parsing their text again). Returns 0 or MS_EINVAL (not the state it was decided on). */
-int order_apply_decision(order_state *s, const order_decision *d);
+ * parsing their text again; the state a decision computed is moved out of it). Returns 0 or
+ * MS_EINVAL (not the state it was decided on). */
+int order_apply_decision(order_state *s, order_decision *d);
 
 /*
  * Checks a command's fields. Wrong kinds and unknown fields go to `malformed` (HTTP 400),
