@@ -57,6 +57,52 @@ int ms_db_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *p
     return c->ops->exec(c, sql, nparams, params, out);
 }
 
+int ms_db_each(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+               ms_db_row_fn fn, void *arg)
+{
+    c->errmsg[0] = '\0';
+    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
+        ms_db__set_error(c, "the request's deadline passed");
+        return MS_ETIMEDOUT;
+    }
+    return c->ops->each(c, sql, nparams, params, fn, arg);
+}
+
+int ms_db_insert_rowid(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                       int64_t *rowid)
+{
+    *rowid = 0;
+    c->errmsg[0] = '\0';
+    if (!c->ops->insert_rowid) {
+        ms_db__set_error(c, "no rowids on this backend");
+        return MS_EINVAL;
+    }
+    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
+        ms_db__set_error(c, "the request's deadline passed");
+        return MS_ETIMEDOUT;
+    }
+    return c->ops->insert_rowid(c, sql, nparams, params, rowid);
+}
+
+int ms_db_row_ncols(const ms_db_row *row)
+{
+    return row->ncols;
+}
+
+const char *ms_db_row_text(const ms_db_row *row, int col, size_t *len)
+{
+    if (col < 0 || col >= row->ncols)
+        MS_BUG("ms_db_row_text: column out of range");
+    return row->text(row, col, len);
+}
+
+int64_t ms_db_row_int(const ms_db_row *row, int col)
+{
+    if (col < 0 || col >= row->ncols)
+        MS_BUG("ms_db_row_int: column out of range");
+    return row->integer(row, col);
+}
+
 int ms_db_exec_script(ms_db_conn *c, const char *sql)
 {
     c->errmsg[0] = '\0';

@@ -53,6 +53,12 @@ ms_db_backend ms_db_backend_of(const ms_db_conn *c);
  */
 int ms_db_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
                ms_db_result **out);
+/* SQLite: runs an INSERT of one row (no RETURNING) like ms_db_exec and sets *rowid to the new
+ * row's rowid, or 0 when nothing was inserted (ON CONFLICT DO NOTHING). SQLite materialises
+ * RETURNING rows in a temporary table: this costs ~20% less per row. PostgreSQL: MS_EINVAL
+ * (no rowids there: use RETURNING). */
+int ms_db_insert_rowid(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                       int64_t *rowid);
 /* Runs a script of several statements without parameters (migrations). */
 int ms_db_exec_script(ms_db_conn *c, const char *sql);
 /* Transactions: SQLite BEGIN IMMEDIATE (a writer from the start), PostgreSQL BEGIN. */
@@ -81,6 +87,25 @@ const char *ms_db_get(const ms_db_result *r, int row, int col);
 /* Rows changed by an INSERT/UPDATE/DELETE. */
 long long ms_db_affected(const ms_db_result *r);
 void ms_db_result_free(ms_db_result *r);
+
+/*
+ * Streaming reads: ms_db_each runs one statement like ms_db_exec and shows each row to `fn`
+ * as it comes, without copying it into a result (SQLite: straight from the statement;
+ * PostgreSQL: from libpq's result, which holds the rows of one call). A row and every pointer
+ * read from it are valid only until `fn` returns.
+ */
+typedef struct ms_db_row ms_db_row;
+/* `fn` returns 0 to go on; anything else stops the walk, and ms_db_each returns it. It must
+ * not run statements on the connection being walked. */
+typedef int (*ms_db_row_fn)(const ms_db_row *row, void *arg);
+/* Returns 0 when every row was shown, `fn`'s nonzero return, or an error as ms_db_exec. */
+int ms_db_each(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+               ms_db_row_fn fn, void *arg);
+int ms_db_row_ncols(const ms_db_row *row);
+/* The value as NUL-terminated text, or NULL for SQL NULL; its length in *len (may be NULL). */
+const char *ms_db_row_text(const ms_db_row *row, int col, size_t *len);
+/* The value as an integer (0 for SQL NULL or text that is no number). */
+int64_t ms_db_row_int(const ms_db_row *row, int col);
 
 /* Versioned migrations: applied in order, each in its own transaction, recorded in
  * schema_migrations. postgres_sql NULL means sqlite_sql serves both. */

@@ -15,6 +15,11 @@
 typedef struct ms_db_ops {
     int (*exec)(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
                 ms_db_result **out);
+    int (*each)(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                ms_db_row_fn fn, void *arg);
+    /* NULL where the backend has no rowids */
+    int (*insert_rowid)(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                        int64_t *rowid);
     int (*exec_script)(ms_db_conn *c, const char *sql);
     void (*close)(ms_db_conn *c);
     const char *begin_sql;
@@ -25,6 +30,14 @@ struct ms_db_conn {
     ms_db_backend backend;
     uint64_t deadline_ms; /* see ms_db_set_deadline; 0: none */
     char errmsg[512];
+};
+
+/* A row being walked by ms_db_each: the backend's handle and its accessors. */
+struct ms_db_row {
+    const char *(*text)(const ms_db_row *row, int col, size_t *len);
+    int64_t (*integer)(const ms_db_row *row, int col);
+    void *handle; /* sqlite3_stmt, or PGresult */
+    int index, ncols;
 };
 
 /* Now, on the clock of deadlines (ms). */

@@ -194,20 +194,20 @@ static int fit_statement_timeout(pg_conn *p)
     return rc;
 }
 
-static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
-                   ms_db_result **out)
+/* Runs a cached prepared statement; *res is the PGresult (the caller clears it). */
+static int run_prepared(pg_conn *p, const char *sql, int nparams, const char *const *params,
+                        PGresult **res)
 {
-    pg_conn *p = (pg_conn *)c;
     const char *name;
-    PGresult *res = NULL;
+    *res = NULL;
     int rc = fit_statement_timeout(p);
     if (rc < 0)
         return rc;
     for (int attempt = 0;; attempt++) {
         if ((rc = get_stmt(p, sql, &name)) < 0)
             return rc;
-        res = pq.PQexecPrepared(p->pg, name, nparams, params, NULL, NULL, 0);
-        if (!res || !is_stale_plan(res))
+        *res = pq.PQexecPrepared(p->pg, name, nparams, params, NULL, NULL, 0);
+        if (!*res || !is_stale_plan(*res))
             break;
         /* Another process changed a table under a cached `SELECT *`: prepare again. Retrying
          * is only possible outside a transaction, which the error has aborted. */
@@ -216,9 +216,18 @@ static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *cons
                 forget_stmt(p, &p->cache[i]);
         if (attempt > 0 || pq.PQtransactionStatus(p->pg) != PQTRANS_IDLE)
             break;
-        pq.PQclear(res);
+        pq.PQclear(*res);
     }
-    if ((rc = check_result(p, res)) < 0 || !out)
+    return check_result(p, *res);
+}
+
+static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                   ms_db_result **out)
+{
+    pg_conn *p = (pg_conn *)c;
+    PGresult *res = NULL;
+    int rc = run_prepared(p, sql, nparams, params, &res);
+    if (rc < 0 || !out)
         goto out;
     int nrows = pq.PQntuples(res), ncols = pq.PQnfields(res);
     ms_db_result *r = ms_db__result_new(ncols);
@@ -231,6 +240,37 @@ static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *cons
         r->affected = strtoll(pq.PQcmdTuples(res), NULL, 10);
     *out = r;
 out:
+    pq.PQclear(res);
+    return rc;
+}
+
+static const char *pg_row_text(const ms_db_row *row, int col, size_t *len)
+{
+    const PGresult *res = row->handle;
+    bool is_null = pq.PQgetisnull(res, row->index, col);
+    if (len)
+        *len = is_null ? 0 : (size_t)pq.PQgetlength(res, row->index, col);
+    return is_null ? NULL : pq.PQgetvalue(res, row->index, col);
+}
+
+static int64_t pg_row_int(const ms_db_row *row, int col)
+{
+    return strtoll(pq.PQgetvalue(row->handle, row->index, col), NULL, 10); /* NULL reads "" */
+}
+
+/* The rows are walked in libpq's result: no copy of ours. */
+static int pg_each(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                   ms_db_row_fn fn, void *arg)
+{
+    pg_conn *p = (pg_conn *)c;
+    PGresult *res = NULL;
+    int rc = run_prepared(p, sql, nparams, params, &res);
+    if (rc == 0) {
+        ms_db_row row = {.text = pg_row_text, .integer = pg_row_int, .handle = res};
+        row.ncols = pq.PQnfields(res);
+        for (int n = pq.PQntuples(res); rc == 0 && row.index < n; row.index++)
+            rc = fn(&row, arg);
+    }
     pq.PQclear(res);
     return rc;
 }
@@ -255,6 +295,7 @@ static void pg_close(ms_db_conn *c)
 
 static const ms_db_ops pg_ops = {
     .exec = pg_exec,
+    .each = pg_each,
     .exec_script = pg_exec_script,
     .close = pg_close,
     .begin_sql = "BEGIN",

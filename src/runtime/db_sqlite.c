@@ -3,12 +3,14 @@
  * foreign keys on, and a small per-connection cache of prepared statements, because preparing
  * costs more than running the short statements services issue.
  */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/db_internal.h"
+#include "runtime/db_sqlite_vfs.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/banned.h"
@@ -207,6 +209,72 @@ out:
     return rc;
 }
 
+static const char *sqlite_row_text(const ms_db_row *row, int col, size_t *len)
+{
+    sqlite3_stmt *stmt = row->handle;
+    const char *v = NULL;
+    if (sqlite3_column_type(stmt, col) != SQLITE_NULL &&
+        !(v = (const char *)sqlite3_column_text(stmt, col)))
+        MS_BUG("sqlite out of memory");
+    if (len)
+        *len = v ? (size_t)sqlite3_column_bytes(stmt, col) : 0;
+    return v;
+}
+
+static int64_t sqlite_row_int(const ms_db_row *row, int col)
+{
+    return sqlite3_column_int64(row->handle, col);
+}
+
+/* Like sqlite_exec, but each row is shown from the statement itself, converted only as the
+ * caller asks (an INTEGER column read as an integer is never turned into text). */
+static int sqlite_each(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
+                       ms_db_row_fn fn, void *arg)
+{
+    sqlite_conn *s = (sqlite_conn *)c;
+    sqlite3_stmt *stmt = NULL;
+    int rc = get_stmt(s, sql, &stmt);
+    if (rc < 0)
+        return rc;
+    if ((rc = bind_params(s, stmt, nparams, params)) < 0)
+        goto out;
+    ms_db_row row = {.text = sqlite_row_text, .integer = sqlite_row_int, .handle = stmt};
+    int step = sqlite3_step(stmt);
+    row.ncols = sqlite3_column_count(stmt); /* after the first step, as in sqlite_exec */
+    for (; step == SQLITE_ROW; step = sqlite3_step(stmt), row.index++)
+        if ((rc = fn(&row, arg)) != 0)
+            goto out;
+    if (step != SQLITE_DONE)
+        rc = map_error(s, step);
+out:
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_insert_rowid(ms_db_conn *c, const char *sql, int nparams,
+                               const char *const *params, int64_t *rowid)
+{
+    sqlite_conn *s = (sqlite_conn *)c;
+    sqlite3_stmt *stmt = NULL;
+    int rc = get_stmt(s, sql, &stmt);
+    if (rc < 0)
+        return rc;
+    if ((rc = bind_params(s, stmt, nparams, params)) < 0)
+        goto out;
+    int step;
+    while ((step = sqlite3_step(stmt)) == SQLITE_ROW)
+        ;
+    if (step != SQLITE_DONE)
+        rc = map_error(s, step);
+    else if (sqlite3_changes64(s->db) > 0)
+        *rowid = sqlite3_last_insert_rowid(s->db);
+out:
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
 static int sqlite_exec_script(ms_db_conn *c, const char *sql)
 {
     sqlite_conn *s = (sqlite_conn *)c;
@@ -227,19 +295,33 @@ static void sqlite_close(ms_db_conn *c)
 
 static const ms_db_ops sqlite_ops = {
     .exec = sqlite_exec,
+    .each = sqlite_each,
+    .insert_rowid = sqlite_insert_rowid,
     .exec_script = sqlite_exec_script,
     .close = sqlite_close,
     .begin_sql = "BEGIN IMMEDIATE",
 };
 
+/* Before SQLite initialises: no global allocation statistics (nobody reads them), so no
+ * process-wide mutex taken around every allocation of every connection. */
+static void configure_sqlite(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* too late if SQLite already runs: harmless */
+}
+
 int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, configure_sqlite);
     sqlite_conn *s = ms_xcalloc(1, sizeof *s);
     s->base.ops = &sqlite_ops;
     s->base.backend = MS_DB_SQLITE;
     int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                 SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(cfg->sqlite_path ? cfg->sqlite_path : "", &s->db, flags, NULL);
+    /* Connections that sync every commit gather each commit's WAL writes into one write
+     * (db_sqlite_vfs.c); the others must not (their commits are visible before any sync). */
+    const char *vfs = readonly || cfg->is_derived ? NULL : ms_db__sqlite_wal_vfs();
+    int rc = sqlite3_open_v2(cfg->sqlite_path ? cfg->sqlite_path : "", &s->db, flags, vfs);
     if (rc != SQLITE_OK) {
         rc = MS_ECONN;
         goto out;

@@ -492,6 +492,120 @@ static void test_pg_timeouts_locks_and_lost_connections(void **state)
     assert_null(none);
 }
 
+/* ---- streaming reads and rowids ---- */
+
+typedef struct walk {
+    int rows, stop_at;
+    char names[4][16];
+    int64_t qty_sum;
+    int nulls, ncols;
+} walk;
+
+static int on_row(const ms_db_row *row, void *arg)
+{
+    walk *w = arg;
+    w->ncols = ms_db_row_ncols(row);
+    size_t len = 99;
+    const char *name = ms_db_row_text(row, 1, &len);
+    if (!name) {
+        w->nulls++;
+        assert_int_equal(len, 0);
+    } else {
+        assert_int_equal(len, strlen(name));
+        snprintf(w->names[w->rows % 4], sizeof w->names[0], "%s", name);
+    }
+    w->qty_sum += ms_db_row_int(row, 2);
+    assert_int_equal(ms_db_row_int(row, 0), w->rows + 1); /* ids in order */
+    if (++w->rows == w->stop_at)
+        return 7; /* stops the walk, returned as is */
+    return 0;
+}
+
+static int fail_on_row(const ms_db_row *row, void *arg)
+{
+    return MS_ECONFLICT;
+}
+
+static void test_each_streams_rows(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    x(c, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty BIGINT)");
+    x(c, "INSERT INTO items (id, name, qty) VALUES (1, 'apple', 5), (2, NULL, 7), "
+         "(3, '', -2), (4, 'pear', 9000000000)");
+    const char *min[] = {"0"};
+    const char *sql = "SELECT id, name, qty FROM items WHERE id > CAST($1 AS BIGINT) ORDER BY id";
+    walk w = {0};
+    assert_int_equal(ms_db_each(c, sql, 1, min, on_row, &w), 0);
+    assert_int_equal(w.rows, 4);
+    assert_int_equal(w.ncols, 3);
+    assert_int_equal(w.nulls, 1);
+    assert_string_equal(w.names[0], "apple");
+    assert_string_equal(w.names[2], ""); /* empty text is not NULL */
+    assert_string_equal(w.names[3], "pear");
+    assert_int_equal(w.qty_sum, 5 + 7 - 2 + 9000000000LL);
+
+    /* A nonzero return stops the walk and is returned; the statement can run again. */
+    walk stop = {.stop_at = 2};
+    assert_int_equal(ms_db_each(c, sql, 1, min, on_row, &stop), 7);
+    assert_int_equal(stop.rows, 2);
+    assert_int_equal(ms_db_each(c, sql, 1, min, fail_on_row, NULL), MS_ECONFLICT);
+    walk again = {0};
+    assert_int_equal(ms_db_each(c, sql, 1, min, on_row, &again), 0);
+    assert_int_equal(again.rows, 4);
+
+    /* No rows; errors as ms_db_exec's. */
+    const char *all[] = {"4"};
+    walk none = {0};
+    assert_int_equal(ms_db_each(c, sql, 1, all, on_row, &none), 0);
+    assert_int_equal(none.rows, 0);
+    assert_int_equal(ms_db_each(c, "SELECT nope FROM items", 0, NULL, on_row, &none), MS_EDB);
+    x(c, "CREATE TABLE u (k TEXT UNIQUE)");
+    x(c, "INSERT INTO u (k) VALUES ('a')");
+    assert_int_equal(
+        ms_db_each(c, "INSERT INTO u (k) VALUES ('a') RETURNING k", 0, NULL, on_row, &none),
+        MS_ECONFLICT);
+    assert_int_equal(ms_db_ping(c), 0);
+
+    /* A read does not keep its snapshot: a later commit is seen by the next walk. */
+    x(c, "INSERT INTO items (id, name, qty) VALUES (5, 'plum', 1)");
+    walk more = {0};
+    assert_int_equal(ms_db_each(c, sql, 1, min, on_row, &more), 0);
+    assert_int_equal(more.rows, 5);
+    ms_db_close(c);
+}
+
+static void test_insert_rowid(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *c = open_conn(&f->cfg);
+    x(c, f->cfg.backend == MS_DB_SQLITE
+             ? "CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT UNIQUE NOT NULL)"
+             : "CREATE TABLE log (seq BIGSERIAL PRIMARY KEY, k TEXT UNIQUE NOT NULL)");
+    const char *sql = "INSERT INTO log (k) VALUES ($1) ON CONFLICT DO NOTHING";
+    const char *a[] = {"a"}, *b[] = {"b"}, *null_k[] = {NULL};
+    int64_t rowid = -1;
+    if (f->cfg.backend == MS_DB_POSTGRES) { /* no rowids: RETURNING is the way there */
+        assert_int_equal(ms_db_insert_rowid(c, sql, 1, a, &rowid), MS_EINVAL);
+        assert_int_equal(rowid, 0);
+        ms_db_close(c);
+        return;
+    }
+    assert_int_equal(ms_db_insert_rowid(c, sql, 1, a, &rowid), 0);
+    assert_int_equal(rowid, 1);
+    assert_int_equal(ms_db_insert_rowid(c, sql, 1, b, &rowid), 0);
+    assert_int_equal(rowid, 2);
+    /* Skipped by ON CONFLICT DO NOTHING: 0, not the previous insert's rowid. */
+    assert_int_equal(ms_db_insert_rowid(c, sql, 1, a, &rowid), 0);
+    assert_int_equal(rowid, 0);
+    /* Other constraints still fail. */
+    rowid = -1;
+    assert_int_equal(ms_db_insert_rowid(c, sql, 1, null_k, &rowid), MS_ECONFLICT);
+    assert_int_equal(rowid, 0);
+    assert_int_equal(count_rows(c, "log"), 2);
+    ms_db_close(c);
+}
+
 #define BOTH(f)                                                                                    \
     {#f "/sqlite", f, setup, teardown, &backend_sqlite},                                           \
     {                                                                                              \
@@ -510,6 +624,8 @@ int main(void)
         BOTH(test_concurrent_migrations),
         BOTH(test_statement_cache_keys_on_text),
         BOTH(test_bad_sql_is_db_error),
+        BOTH(test_each_streams_rows),
+        BOTH(test_insert_rowid),
         {"test_sqlite_busy_and_readonly", test_sqlite_busy_and_readonly, setup, teardown,
          &backend_sqlite},
         {"test_pg_timeouts_locks_and_lost_connections", test_pg_timeouts_locks_and_lost_connections,
