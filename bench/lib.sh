@@ -125,3 +125,19 @@ bench_rounds() {
             'BEGIN { printf "median %-28s %9.0f req/s  p99 %6.2f ms  ratio %.2f\n", l, rps, p99, rps / ref }'
     done
 }
+
+# One more wrk run against a target, reporting the CPU each of the process's threads spent per
+# request (user + system time from /proc, in µs): where a request's cost goes.
+thread_cpu_per_request() { # pid url [lua script]
+    local snap_before snap_after out n
+    snap() { for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done; }
+    snap_before=$(snap "$1")
+    out=$(wrk -t1 -c"$connections" -d"${duration}s" ${3:+-s "$3"} "$2")
+    snap_after=$(snap "$1")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "CPU per request by thread ($n requests, $(awk '/^Requests\/sec/ {print $2}' <<<"$out") req/s):"
+    paste <(echo "$snap_before") <(echo "$snap_after") |
+        awk -v n="$n" -v hz="$(getconf CLK_TCK)" '$1 == $3 {
+            us = ($4 - $2) * 1e6 / hz / n; total += us; if (us > 0) printf "  %-14s %6.1f us\n", $1, us }
+            END { printf "  %-14s %6.1f us\n", "all threads", total }'
+}

@@ -42,6 +42,7 @@ bench_rounds "nginx return 200|http://127.0.0.1:$nport/|" \
     "POST /api/v1/orders (durable)|http://127.0.0.1:$sport/api/v1/orders|$work/post.lua" \
     "GET /api/v1/orders/{id}|http://127.0.0.1:$sport/api/v1/orders/$order|$work/get.lua"
 kill "$sampler" 2>/dev/null || true
+thread_cpu_per_request "$spid" "http://127.0.0.1:$sport/api/v1/orders" "$work/post.lua"
 echo "goals: POST ratio >= 0.40, GET ratio >= 0.70"
 sort -g "$work/lag.txt" | awk '{v[NR] = $1} END {
     if (NR) printf "projection lag (sampled every 50 ms, %d samples): p50 %.1f ms, p99 %.1f ms (goal p99 <= 50 ms)\n",
