@@ -3,16 +3,21 @@
 # events/s on SQLite and on a throwaway PostgreSQL, and on that same PostgreSQL the
 # one-row-per-transaction insert rate of pgbench (16 clients) as the reference.
 #
-#   bench/eventstore.sh [--seconds S] [--writers N]
+# Appends come from one loop thread keeping --inflight one-event appends in flight over
+# --streams streams, each with its exact expected version (es_bench.c says more).
+#
+#   bench/eventstore.sh [--seconds S] [--inflight N] [--streams K]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=5
-writers=256
+inflight=8192
+streams=1000
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) seconds=$2; shift 2 ;;
-    --writers) writers=$2; shift 2 ;;
-    *) echo "usage: $0 [--seconds S] [--writers N]" >&2; exit 2 ;;
+    --inflight) inflight=$2; shift 2 ;;
+    --streams) streams=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds S] [--inflight N] [--streams K]" >&2; exit 2 ;;
     esac
 done
 bench=${ES_BENCH:-build/es_bench}
@@ -24,14 +29,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+args=(--seconds "$seconds" --inflight "$inflight" --streams "$streams")
 
-echo "== SQLite (WAL, synchronous=FULL), $writers concurrent writers, ${seconds}s"
-"$bench" sqlite "$work" "$writers" "$seconds" 2>/dev/null
+echo "== SQLite (WAL, synchronous=FULL), ${seconds}s"
+"$bench" sqlite "$work" "${args[@]}" 2>/dev/null
 
-echo "== PostgreSQL (throwaway, loopback), $writers concurrent writers, ${seconds}s"
+echo "== PostgreSQL (throwaway, loopback), ${seconds}s"
 pgdir=$(mktemp -d /tmp/microshop-esbench-pg.XXXXXX)
 url=$(bash tests/lib/pg.sh start "$pgdir")
-es_line=$("$bench" postgres "$url" "$writers" "$seconds" 2>/dev/null | tee /dev/stderr | head -1)
+"$bench" postgres "$url" "${args[@]}" 2>/dev/null | tee "$work/pg.out"
+es_line=$(head -1 "$work/pg.out")
 psql -q "$url" -c "CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, data TEXT NOT NULL)"
 echo "INSERT INTO bench_rows (data) VALUES ('{\"order_id\":\"0190c2a4\",\"total_cents\":3998}');" >"$work/insert.sql"
 pgb=$(pgbench -n -c 16 -j 2 -T "$seconds" -f "$work/insert.sql" "$url" 2>/dev/null |

@@ -133,9 +133,13 @@ static const char head_sql[] =
     "ORDER BY version DESC LIMIT 1), 0), (SELECT position FROM events WHERE event_id = $2)";
 static const char find_sql[] =
     "SELECT stream_id, version, position FROM events WHERE event_id = $1";
-static const char insert_event_sql[] =
-    "INSERT INTO events (event_id, stream_id, version, type, data, metadata, recorded_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING position";
+/* An event whose id or (stream, version) is taken is skipped: see write_events. SQLite's
+ * position is the rowid (INTEGER PRIMARY KEY): no RETURNING, which costs more there. */
+#define INSERT_EVENT                                                                               \
+    "INSERT INTO events (event_id, stream_id, version, type, data, metadata, recorded_at) "        \
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+static const char insert_event_sql[] = INSERT_EVENT " RETURNING position";
+static const char insert_event_sqlite[] = INSERT_EVENT;
 static const char insert_outbox_sql[] =
     "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6)";
@@ -197,7 +201,133 @@ static int check_retry(ms_db_conn *c, es_job *j, bool *is_dirty)
     return rc;
 }
 
-int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty)
+/* ---- the writer's stream versions (SQLite) ---- */
+
+enum { VERSIONS_MAX = 65536 }; /* streams remembered; past that the cache starts over */
+
+static uint64_t text_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+void ms_es__versions_clear(es_versions *v, bool is_final)
+{
+    for (size_t i = 0; v->slots && i <= v->mask; i++) {
+        free(v->slots[i].stream_id);
+        v->slots[i] = (es_version_slot){0};
+    }
+    v->count = 0;
+    if (is_final) {
+        free(v->slots);
+        *v = (es_versions){0};
+    }
+}
+
+/* The slot of `stream_id`: its own, or the empty one where it goes. */
+static es_version_slot *versions_slot(es_versions *v, const char *stream_id)
+{
+    if (!v->slots) {
+        v->mask = 2 * VERSIONS_MAX - 1; /* at most half full */
+        v->slots = ms_xcalloc(v->mask + 1, sizeof *v->slots);
+    }
+    for (size_t i = (size_t)text_hash(stream_id) & v->mask;; i = (i + 1) & v->mask)
+        if (!v->slots[i].stream_id || strcmp(v->slots[i].stream_id, stream_id) == 0)
+            return &v->slots[i];
+}
+
+/* The stream's version as known, or -1. */
+static int64_t versions_get(es_versions *v, const char *stream_id)
+{
+    if (!v || v->count == 0)
+        return -1;
+    const es_version_slot *s = versions_slot(v, stream_id);
+    return s->stream_id ? s->version : -1;
+}
+
+static void versions_set(es_versions *v, const char *stream_id, int64_t version)
+{
+    if (!v)
+        return;
+    es_version_slot *s = versions_slot(v, stream_id);
+    if (!s->stream_id) {
+        if (v->count == VERSIONS_MAX) {
+            ms_es__versions_clear(v, false);
+            s = versions_slot(v, stream_id);
+        }
+        s->stream_id = ms_xstrdup(stream_id);
+        v->count++;
+    }
+    s->version = version;
+}
+
+/* ---- one append ---- */
+
+static int take_position(const ms_db_row *row, void *arg)
+{
+    *(int64_t *)arg = ms_db_row_int(row, 0);
+    return 0;
+}
+
+/* write_events: the first event's id or (stream, version) is taken; nothing was written. */
+enum { IS_TAKEN = 1 };
+
+/*
+ * Writes the append's events at versions current+1.. and its outbox rows. An event whose id or
+ * (stream, version) is taken is skipped by the INSERT (ON CONFLICT DO NOTHING) and returns no
+ * position: for the first event nothing is written yet (IS_TAKEN: the caller probes and
+ * decides), for a later one the append is half written (MS_ECONFLICT, dirty).
+ */
+static int write_events(ms_db_conn *c, es_job *j, int64_t current, bool *is_dirty)
+{
+    const ms_es_append_req *a = &j->req;
+    bool is_sqlite = ms_db_backend_of(c) == MS_DB_SQLITE;
+    char now[MS_TIME_LEN + 1];
+    ms_time_now(now);
+    int rc = 0;
+    for (size_t i = 0; i < a->nevents; i++) {
+        const ms_es_event *e = &a->events[i];
+        char version[24];
+        snprintf(version, sizeof version, "%" PRId64, current + 1 + (int64_t)i);
+        const char *params[] = {e->event_id, a->stream_id, version, e->type,
+                                e->data,     e->metadata,  now};
+        int64_t position = 0;
+        rc = is_sqlite ? ms_db_insert_rowid(c, insert_event_sqlite, 7, params, &position)
+                       : ms_db_each(c, insert_event_sql, 7, params, take_position, &position);
+        if (rc < 0) {
+            *is_dirty = true;
+            return rc;
+        }
+        if (position == 0) {
+            *is_dirty = i > 0;
+            return i > 0 ? MS_ECONFLICT : IS_TAKEN;
+        }
+        if (i == 0)
+            j->first_position = position;
+        j->last_position = position;
+    }
+    for (size_t i = 0; i < a->noutbox; i++) {
+        const ms_es_outbox_row *o = &a->outbox[i];
+        const char *params[] = {o->id,   o->aggregate_type, o->aggregate_id,
+                                o->type, o->payload,        now};
+        if ((rc = ms_db_exec(c, insert_outbox_sql, 6, params, NULL)) < 0) {
+            *is_dirty = true;
+            return rc;
+        }
+    }
+    j->version = current + (int64_t)a->nevents;
+    return 0;
+}
+
+/*
+ * With the stream's version known (the cache) and matching, the append is one INSERT per
+ * event and per outbox row. Otherwise, or when the INSERT finds the first event id taken, a
+ * probe reads the stream's version and where that id is stored, and decides as before any
+ * write: a retry (check_retry), a conflict, or the write.
+ */
+int ms_es__apply(ms_db_conn *c, es_job *j, es_versions *cache, bool *is_dirty)
 {
     const ms_es_append_req *a = &j->req;
     ms_db_result *r = NULL;
@@ -205,8 +335,16 @@ int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty)
     j->is_noop = false;
     j->first_position = j->last_position = j->version = 0;
 
+    int rc;
+    int64_t known = versions_get(cache, a->stream_id);
+    if (known >= 0 && version_matches(a->expected_version, known)) {
+        rc = write_events(c, j, known, is_dirty);
+        if (rc != IS_TAKEN)
+            goto out;
+    }
+
     const char *head_params[] = {a->stream_id, a->events[0].event_id};
-    int rc = ms_db_exec(c, head_sql, 2, head_params, &r);
+    rc = ms_db_exec(c, head_sql, 2, head_params, &r);
     if (rc < 0) {
         *is_dirty = true;
         goto out;
@@ -215,6 +353,7 @@ int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty)
     bool is_stored = ms_db_get(r, 0, 1) != NULL;
     ms_db_result_free(r);
     r = NULL;
+    versions_set(cache, a->stream_id, current);
     if (is_stored) {
         rc = check_retry(c, j, is_dirty);
         if (rc == MS_ECONFLICT)
@@ -226,40 +365,14 @@ int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty)
         rc = MS_ECONFLICT;
         goto out;
     }
-
-    char now[MS_TIME_LEN + 1];
-    ms_time_now(now);
-    for (size_t i = 0; i < a->nevents; i++) {
-        const ms_es_event *e = &a->events[i];
-        char version[24];
-        snprintf(version, sizeof version, "%" PRId64, current + 1 + (int64_t)i);
-        const char *params[] = {e->event_id, a->stream_id, version, e->type,
-                                e->data,     e->metadata,  now};
-        if ((rc = ms_db_exec(c, insert_event_sql, 7, params, &r)) < 0) {
-            *is_dirty = true;
-            goto out;
-        }
-        if (ms_db_nrows(r) != 1)
-            MS_BUG("eventstore: INSERT ... RETURNING gave no position");
-        int64_t position = strtoll(ms_db_get(r, 0, 0), NULL, 10);
-        ms_db_result_free(r);
-        r = NULL;
-        if (i == 0)
-            j->first_position = position;
-        j->last_position = position;
+    if ((rc = write_events(c, j, current, is_dirty)) == IS_TAKEN) {
+        rc = MS_ECONFLICT; /* taken since the probe: cannot be, but never written twice */
+        *is_dirty = true;
     }
-    for (size_t i = 0; i < a->noutbox; i++) {
-        const ms_es_outbox_row *o = &a->outbox[i];
-        const char *params[] = {o->id,   o->aggregate_type, o->aggregate_id,
-                                o->type, o->payload,        now};
-        if ((rc = ms_db_exec(c, insert_outbox_sql, 6, params, NULL)) < 0) {
-            *is_dirty = true;
-            goto out;
-        }
-    }
-    j->version = current + (int64_t)a->nevents;
 out:
     ms_db_result_free(r);
+    if (rc == 0 && !j->is_noop)
+        versions_set(cache, a->stream_id, j->version);
     if (rc < 0 && rc != MS_ECONFLICT)
         j->version = 0;
     if (rc < 0)
@@ -549,7 +662,7 @@ int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
             /* the one-by-one path, seeing everything written before it */
             if ((rc = flush_pg(&b)) < 0)
                 break;
-            int arc = ms_es__apply(c, j, is_dirty);
+            int arc = ms_es__apply(c, j, NULL, is_dirty);
             j->rc = arc;
             if (*is_dirty) {
                 rc = arc;

@@ -116,6 +116,14 @@ int ms_es_read_stream(ms_db_conn *c, const char *stream_id, int64_t from_version
                       ms_es_page *out);
 /* Events of every stream with position > after, in position order, at most `max`. */
 int ms_es_read_all(ms_db_conn *c, int64_t after, size_t max, ms_es_page *out);
+/* Called by ms_es_each for each event; 0 to go on, anything else stops (and is returned). */
+typedef int (*ms_es_event_fn)(const ms_es_event *e, void *arg);
+/* Events of every stream with position > after, in position order, at most `max`, shown one
+ * by one to `fn` without being copied (a replay, a rebuild): the event and its strings are
+ * valid only during the call, and `fn` must not use `c`. On PostgreSQL libpq holds the rows of
+ * one call: page through a big store with a moderate `max`. Returns 0, `fn`'s nonzero return,
+ * or a database error. */
+int ms_es_each(ms_db_conn *c, int64_t after, size_t max, ms_es_event_fn fn, void *arg);
 /* The stream's version, 0 when it has no event. */
 int ms_es_stream_version(ms_db_conn *c, const char *stream_id, int64_t *version);
 

@@ -30,10 +30,26 @@ typedef struct es_job {
     uint64_t queued_ns;                             /* uv_hrtime() at ms_es_append_req */
 } es_job;
 
+/*
+ * SQLite: what the writer knows of stream versions, so that most appends need no probe
+ * (append.c). Valid only while no other connection has written: the writer empties it when
+ * PRAGMA data_version says one did, and after any rollback. Writer thread only.
+ */
+typedef struct es_version_slot {
+    char *stream_id; /* owned; NULL: empty */
+    int64_t version;
+} es_version_slot;
+typedef struct es_versions {
+    es_version_slot *slots;
+    size_t mask, count;
+    int64_t data_version; /* as last read; -1: unknown */
+} es_versions;
+
 struct ms_es {
     ms_db_config cfg; /* strings owned */
     ms_es_options opt;
-    ms_db_conn *conn; /* the writer's; NULL after a lost connection until reopened */
+    ms_db_conn *conn;     /* the writer's; NULL after a lost connection until reopened */
+    es_versions versions; /* SQLite, the writer's */
     uv_thread_t writer;
 
     uv_mutex_t mu; /* the queue, stopping, ports, waiters */
@@ -41,6 +57,16 @@ struct ms_es {
     es_job *head, *tail;
     bool is_stopping;
     int nports;
+
+    /* SQLite: checkpoints run on their own thread and connection, off the writer's commits
+     * (writer.c). Guarded by es->mu. */
+    bool has_checkpointer;
+    uv_thread_t checkpointer;
+    uv_cond_t has_wal;   /* the writer committed: the WAL grew */
+    uint64_t commits;    /* the writer's commits so far, for the checkpointer */
+    bool is_restart_due; /* the WAL is long: the writer restarts it before its next batch */
+    int64_t wal_restart_frames; /* how long is long (tests make it short) */
+    uint64_t ckpt_total, restarts_total; /* checkpoints run, by either thread */
 
     uv_mutex_t stats_mu; /* stats, committed position */
     uv_cond_t committed_cond;
@@ -65,8 +91,10 @@ int ms_es__job_new(const ms_es_append_req *a, es_job **out);
 /* Runs one append inside the writer's open transaction. Returns 0 (results in the job),
  * MS_ECONFLICT having written nothing, or an error; `*is_dirty` tells that a statement failed,
  * so the transaction must be rolled back (PostgreSQL has aborted it; SQLite may hold part of
- * this append). */
-int ms_es__apply(ms_db_conn *c, es_job *j, bool *is_dirty);
+ * this append). `cache` (may be NULL) is consulted and kept up to date. */
+int ms_es__apply(ms_db_conn *c, es_job *j, es_versions *cache, bool *is_dirty);
+/* Empties the cache (keeps it usable); frees it all with `is_final`. */
+void ms_es__versions_clear(es_versions *v, bool is_final);
 /* PostgreSQL: runs every job of a batch inside the writer's open transaction with a few
  * statements for the lot (append.c says how); each job's rc and results are set. Returns 0, or an
  * error with

@@ -1,7 +1,8 @@
 /*
  * read.c — blocking reads and snapshots on a connection of the caller's. A page borrows its
  * strings from the one database result it was built from, so reading costs one allocation
- * for the event array on top of the result.
+ * for the event array on top of the result; ms_es_each costs none: it decodes each row where
+ * the database holds it (ms_db_each).
  *
  * Numbers travel as text (db.h): CAST(... AS BIGINT) gives the parameters an integer type on
  * both dialects, so LIMIT and comparisons with the INTEGER columns never compare text.
@@ -82,6 +83,44 @@ int ms_es_read_all(ms_db_conn *c, int64_t after, size_t max, ms_es_page *out)
                      "SELECT " EVENT_COLUMNS " FROM events WHERE position > CAST($1 AS BIGINT) "
                      "ORDER BY position LIMIT CAST($2 AS BIGINT)",
                      2, params, out);
+}
+
+typedef struct each_ctx {
+    ms_es_event_fn fn;
+    void *arg;
+} each_ctx;
+
+static int visit_row(const ms_db_row *row, void *arg)
+{
+    const each_ctx *x = arg;
+    ms_es_event e;
+    size_t len;
+    const char *id = ms_db_row_text(row, 0, &len);
+    if (!id || len >= sizeof e.event_id)
+        len = 0;
+    memcpy(e.event_id, id ? id : "", len);
+    e.event_id[len] = '\0';
+    e.stream_id = ms_db_row_text(row, 1, NULL);
+    e.version = ms_db_row_int(row, 2);
+    e.position = ms_db_row_int(row, 3);
+    e.type = ms_db_row_text(row, 4, NULL);
+    e.data = ms_db_row_text(row, 5, NULL);
+    e.metadata = ms_db_row_text(row, 6, NULL);
+    e.recorded_at = ms_db_row_text(row, 7, NULL);
+    return x->fn(&e, x->arg);
+}
+
+int ms_es_each(ms_db_conn *c, int64_t after, size_t max, ms_es_event_fn fn, void *arg)
+{
+    char from[24], limit[24];
+    snprintf(from, sizeof from, "%" PRId64, after);
+    snprintf(limit, sizeof limit, "%zu", max < (size_t)INT64_MAX ? max : (size_t)INT64_MAX);
+    const char *params[] = {from, limit};
+    each_ctx x = {fn, arg};
+    return ms_db_each(c,
+                      "SELECT " EVENT_COLUMNS " FROM events WHERE position > CAST($1 AS BIGINT) "
+                      "ORDER BY position LIMIT CAST($2 AS BIGINT)",
+                      2, params, visit_row, &x);
 }
 
 void ms_es_page_release(ms_es_page *page)

@@ -11,8 +11,12 @@
  * On PostgreSQL several processes may append to one database, so every batch transaction
  * first takes a transaction-scoped advisory lock (see begin_batch).
  *
- * Threads: the queue, `is_stopping` and the ports count are guarded by es->mu; the stats and
- * the committed position by es->stats_mu; the connection belongs to the writer thread.
+ * On SQLite the writer never checkpoints: a checkpointer thread does, on its own connection
+ * (see "checkpoints" below).
+ *
+ * Threads: the queue, `is_stopping`, the ports count and the checkpointer's signals are guarded
+ * by es->mu; the stats and the committed position by es->stats_mu; the connection belongs to
+ * the writer thread.
  */
 #include <stdio.h>
 #include <pthread.h>
@@ -97,8 +101,11 @@ static int open_writer_conn(ms_es *es)
         es->conn = NULL;
         return rc;
     }
-    if (es->cfg.backend == MS_DB_POSTGRES &&
-        (rc = ms_db_exec_script(es->conn, "SET enable_seqscan = off")) < 0) {
+    /* SQLite: checkpoints are the checkpointer's; a batch's pages stay in the cache. */
+    const char *setup = es->cfg.backend == MS_DB_POSTGRES
+                            ? "SET enable_seqscan = off"
+                            : "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536";
+    if ((rc = ms_db_exec_script(es->conn, setup)) < 0) {
         ms_db_close(es->conn);
         es->conn = NULL;
     }
@@ -130,6 +137,37 @@ static int savepoint(ms_db_conn *c, const char *verb)
  * append, this time with a savepoint around each append, so any further failing append is
  * undone alone. A batch costs at most two transactions, whatever fails in it.
  */
+static int read_data_version(const ms_db_row *row, void *arg)
+{
+    *(int64_t *)arg = ms_db_row_int(row, 0);
+    return 0;
+}
+
+/*
+ * SQLite, in the batch's transaction (the write lock held): empties the writer's stream
+ * versions when another connection has committed since they were learnt. PRAGMA data_version
+ * changes with every other connection's commit, never with this one's.
+ */
+static int check_versions(ms_es *es, ms_db_conn *c)
+{
+    int64_t dv = -1;
+    int rc = ms_db_each(c, "PRAGMA data_version", 0, NULL, read_data_version, &dv);
+    if (rc < 0)
+        return rc;
+    if (dv != es->versions.data_version) {
+        ms_es__versions_clear(&es->versions, false);
+        es->versions.data_version = dv;
+    }
+    return 0;
+}
+
+/* After a rollback the stream versions learnt in the transaction may be undone. */
+static void rollback(ms_es *es, ms_db_conn *c)
+{
+    ms_db_rollback(c);
+    ms_es__versions_clear(&es->versions, false);
+}
+
 static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
 {
     int rc = 0;
@@ -139,18 +177,21 @@ static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
         return 0;
     }
     ms_db_conn *c = es->conn;
+    bool is_sqlite = ms_db_backend_of(c) == MS_DB_SQLITE;
     bool *is_out = ms_xcalloc(n, sizeof *is_out); /* failed alone by a statement error */
     bool is_careful = false;                      /* a savepoint around each append */
 redo:
     if ((rc = begin_batch(c)) < 0)
         goto fail_all;
+    if (is_sqlite && (rc = check_versions(es, c)) < 0)
+        goto rollback_all;
     if (!is_careful && ms_db_backend_of(c) == MS_DB_POSTGRES) {
         bool is_dirty;
         rc = ms_es__apply_batch(c, jobs, n, &is_dirty);
         if (is_dirty && is_batch_wide(rc))
             goto rollback_all;
         if (is_dirty) { /* whose failure it is, the careful run tells */
-            ms_db_rollback(c);
+            rollback(es, c);
             is_careful = true;
             goto redo;
         }
@@ -162,14 +203,14 @@ redo:
         if (is_careful && (rc = savepoint(c, "SAVEPOINT")) < 0)
             goto rollback_all;
         bool is_dirty;
-        int arc = ms_es__apply(c, jobs[i], &is_dirty);
+        int arc = ms_es__apply(c, jobs[i], is_sqlite ? &es->versions : NULL, &is_dirty);
         jobs[i]->rc = arc;
         if (is_dirty && is_batch_wide(arc)) {
             rc = arc;
             goto rollback_all;
         }
         if (is_dirty && !is_careful) {
-            ms_db_rollback(c);
+            rollback(es, c);
             is_out[i] = true;
             is_careful = true;
             goto redo;
@@ -195,11 +236,12 @@ commit:
 rollback_all : {
     char why[512]; /* the first error says why; the rollback's would not */
     snprintf(why, sizeof why, "%s", ms_db_errmsg(c));
-    ms_db_rollback(c);
+    rollback(es, c);
     ms_log(MS_LOG_WARN, "eventstore batch failed", "error", ms_errname(rc), "detail", why, NULL);
     goto answer_all;
 }
 fail_all:
+    ms_es__versions_clear(&es->versions, false); /* a failed COMMIT may have rolled back */
     /* Nothing of the batch is stored, and every append's checks ran against writes that are
      * now undone: all of them get the error (a retry with the same event ids is safe, even if
      * a failed COMMIT did in fact reach the disk). */
@@ -216,6 +258,96 @@ answer_all:
     }
     free(is_out);
     return 0;
+}
+
+/* ---- checkpoints (SQLite) ---- */
+
+/*
+ * In WAL mode a commit appends pages to the WAL, and a checkpoint copies them back into the
+ * database file. SQLite's default runs one inside the commit that takes the WAL past 1000
+ * pages, on the writer thread between a batch's fsync and its answers (~15% of the writer's
+ * time under load, measured). Here the writer's connection has wal_autocheckpoint=0 and a
+ * checkpointer thread runs PASSIVE checkpoints on its own connection (they never block the
+ * writer) after the writer has committed, at most every CKPT_INTERVAL_MS, so that a page
+ * rewritten by many batches is copied once.
+ *
+ * Under steady appends a passive checkpoint never quite catches up: the WAL starts over from
+ * its beginning only when a write begins with every frame checkpointed, and the writer begins
+ * its next batch at once. So when a passive checkpoint finds the WAL longer than
+ * WAL_RESTART_FRAMES, the writer runs a RESTART checkpoint itself before its next batch: it
+ * copies the few frames the passive one left, waits (at most RESTART_WAIT_MS) for readers
+ * still on old frames, and the next batch writes the WAL from its start. The WAL file thus
+ * stays around WAL_RESTART_FRAMES pages whatever the load.
+ */
+enum {
+    CKPT_INTERVAL_MS = 50,
+    WAL_RESTART_FRAMES = 16384, /* 64 MiB of 4 KiB pages */
+    RESTART_WAIT_MS = 100,
+};
+
+/* Runs PRAGMA wal_checkpoint(mode); *frames is the WAL's length then. */
+static int checkpoint(ms_es *es, ms_db_conn *c, const char *mode, int64_t *frames)
+{
+    char sql[48];
+    snprintf(sql, sizeof sql, "PRAGMA wal_checkpoint(%s)", mode);
+    ms_db_result *r = NULL;
+    int rc = ms_db_exec(c, sql, 0, NULL, &r);
+    *frames = rc == 0 && ms_db_nrows(r) == 1 ? strtoll(ms_db_get(r, 0, 1), NULL, 10) : 0;
+    ms_db_result_free(r);
+    uv_mutex_lock(&es->mu);
+    es->ckpt_total++;
+    es->restarts_total += mode[0] == 'R' && rc == 0;
+    uv_mutex_unlock(&es->mu);
+    return rc;
+}
+
+static void checkpointer_main(void *arg)
+{
+    pthread_setname_np(pthread_self(), "es-checkpoint");
+    ms_es *es = arg;
+    ms_db_conn *c = NULL;
+    uint64_t seen = 0, next_ns = 0;
+    uv_mutex_lock(&es->mu);
+    for (;;) {
+        uint64_t now = uv_hrtime();
+        if (es->is_stopping)
+            break;
+        if (es->commits == seen) {
+            uv_cond_wait(&es->has_wal, &es->mu);
+            continue;
+        }
+        if (now < next_ns) {
+            uv_cond_timedwait(&es->has_wal, &es->mu, next_ns - now);
+            continue;
+        }
+        seen = es->commits;
+        next_ns = now + (uint64_t)CKPT_INTERVAL_MS * 1000000;
+        uv_mutex_unlock(&es->mu);
+        int64_t frames = 0;
+        int rc = c ? 0 : ms_db_open(&es->cfg, false, &c);
+        if (rc == 0 && (rc = checkpoint(es, c, "PASSIVE", &frames)) < 0) {
+            ms_log(MS_LOG_WARN, "eventstore checkpoint failed", "error", ms_db_errmsg(c), NULL);
+            ms_db_close(c); /* reopened next time */
+            c = NULL;
+        }
+        uv_mutex_lock(&es->mu);
+        if (frames > es->wal_restart_frames)
+            es->is_restart_due = true;
+    }
+    uv_mutex_unlock(&es->mu);
+    ms_db_close(c);
+}
+
+/* On the writer, between batches: see above. A failure only means the WAL goes on growing
+ * until the next try. */
+static void restart_wal(ms_es *es)
+{
+    if (!es->conn)
+        return;
+    int64_t frames;
+    ms_db_set_deadline(es->conn, uv_hrtime() / 1000000 + RESTART_WAIT_MS);
+    checkpoint(es, es->conn, "RESTART", &frames);
+    ms_db_set_deadline(es->conn, 0);
 }
 
 static int size_bucket(size_t n)
@@ -261,9 +393,16 @@ static void writer_main(void *arg)
     ms_es *es = arg;
     size_t max = (size_t)es->opt.max_batch;
     es_job **jobs = ms_xcalloc(max, sizeof *jobs);
+    bool has_committed = false;
     for (;;) {
         size_t n = 0;
         uv_mutex_lock(&es->mu);
+        if (has_committed && es->has_checkpointer) {
+            es->commits++;
+            uv_cond_signal(&es->has_wal);
+        }
+        bool is_restart_due = es->is_restart_due;
+        es->is_restart_due = false;
         while (!es->head && !es->is_stopping)
             uv_cond_wait(&es->has_work, &es->mu);
         while (es->head && n < max) {
@@ -278,7 +417,10 @@ static void writer_main(void *arg)
         uv_mutex_unlock(&es->mu);
         if (is_last)
             break;
+        if (is_restart_due)
+            restart_wal(es);
         int64_t top = run_batch(es, jobs, n);
+        has_committed = top > 0;
         /* Stats first: a caller answered next may read them and the committed position. */
         account(es, jobs, n, top);
         /* Waiters are woken by their own semaphore, with no lock for them to fight over with
@@ -309,6 +451,8 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
         es->cfg.busy_timeout_ms = 5000;
     es->opt.max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 256;
     es->opt.snapshot_every = opt && opt->snapshot_every > 0 ? opt->snapshot_every : 50;
+    es->versions.data_version = -1;
+    es->wal_restart_frames = WAL_RESTART_FRAMES;
     ms_db_result *r = NULL;
     int rc = open_writer_conn(es);
     if (rc < 0)
@@ -324,10 +468,14 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     es->stats.committed_position = strtoll(ms_db_get(r, 0, 0), NULL, 10);
     uv_mutex_init(&es->mu);
     uv_cond_init(&es->has_work);
+    uv_cond_init(&es->has_wal);
     uv_mutex_init(&es->stats_mu);
     uv_cond_init(&es->committed_cond);
     if (uv_thread_create(&es->writer, writer_main, es) != 0)
         MS_BUG("eventstore: cannot start the writer thread");
+    es->has_checkpointer = es->cfg.backend == MS_DB_SQLITE;
+    if (es->has_checkpointer && uv_thread_create(&es->checkpointer, checkpointer_main, es) != 0)
+        MS_BUG("eventstore: cannot start the checkpointer thread");
 out:
     ms_db_result_free(r);
     if (rc < 0) {
@@ -350,10 +498,15 @@ void ms_es_close(ms_es *es)
         MS_BUG("ms_es_close: a port is still open");
     es->is_stopping = true;
     uv_cond_signal(&es->has_work);
+    uv_cond_signal(&es->has_wal);
     uv_mutex_unlock(&es->mu);
     uv_thread_join(&es->writer); /* it finishes the queue first */
-    ms_db_close(es->conn);
+    if (es->has_checkpointer)
+        uv_thread_join(&es->checkpointer);
+    ms_db_close(es->conn); /* the last connection to close checkpoints what is left */
+    ms_es__versions_clear(&es->versions, true);
     uv_cond_destroy(&es->committed_cond);
+    uv_cond_destroy(&es->has_wal);
     uv_mutex_destroy(&es->stats_mu);
     uv_cond_destroy(&es->has_work);
     uv_mutex_destroy(&es->mu);

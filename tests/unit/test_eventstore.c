@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -658,6 +659,193 @@ static void test_batch_mixed(void **state)
     free(ev);
     free(a);
     free(ans);
+}
+
+/* A batch rolled back (an append's statement failed) and run again: what the writer learnt of
+ * stream versions in the undone transaction must not survive it (SQLite's version cache). */
+static void test_dirty_batch_forgets_versions(void **state)
+{
+    fixture *f = ready(state);
+    ms_es_outbox_row taken;
+    new_outbox(&taken, "t", "T");
+    ms_es_event e0, e1, e2, e3;
+    new_event(&e0, "Pre", "{}");
+    ms_es_append_req pre = req("pre", MS_ES_ANY, &e0, 1);
+    pre.outbox = &taken;
+    pre.noutbox = 1;
+    assert_int_equal(ms_es_append_wait(f->es, &pre), 0);
+
+    new_event(&e1, "A", "{}");
+    new_event(&e2, "B", "{}");
+    new_event(&e3, "A", "{}");
+    ms_es_append_req a[3] = {req("x", MS_ES_ANY, &e1, 1), req("y", MS_ES_ANY, &e2, 1),
+                             req("x", MS_ES_ANY, &e3, 1)};
+    a[1].outbox = &taken; /* an outbox id stored already: its INSERT fails */
+    a[1].noutbox = 1;
+    mixed_answer ans[3] = {{0}};
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    ms_es_port *port;
+    assert_int_equal(ms_es_port_open(f->es, &loop, &port), 0);
+    ms_db_conn *holder = hold_writers(&f->cfg);
+    for (int i = 0; i < 3; i++)
+        ms_es_append(port, &a[i], on_mixed_answer, &ans[i]);
+    sleep_ms(50);
+    release_writers(holder);
+    ms_es_port_close(port, NULL, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(ans[0].rc, 0);
+    assert_int_equal(a[0].version, 1);
+    assert_int_equal(ans[1].rc, MS_ECONFLICT);
+    assert_int_equal(ans[2].rc, 0);
+    assert_int_equal(a[2].version, 2);
+    ms_es_page page;
+    assert_int_equal(ms_es_read_stream(f->c, "x", 1, 10, &page), 0);
+    assert_int_equal(page.n, 2);
+    assert_int_equal(page.events[0].version, 1);
+    assert_int_equal(page.events[1].version, 2);
+    ms_es_page_release(&page);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events WHERE stream_id = 'y'"), 0);
+}
+
+/* Another writer (another process, a tool) appends to a stream behind the store's back: the
+ * store's next append to it sees the stream as it is, not as the store last wrote it. */
+static void test_other_writer_seen(void **state)
+{
+    fixture *f = ready(state);
+    ms_es_append_req a;
+    assert_int_equal(append1(f->es, "s", MS_ES_NO_STREAM, &a), 0);
+    assert_int_equal(a.version, 1);
+    char id[MS_UUID_LEN + 1];
+    ms_uuid_new(id);
+    const char *params[] = {id};
+    assert_int_equal(ms_db_exec(f->c,
+                                "INSERT INTO events (event_id, stream_id, version, type, data, "
+                                "recorded_at) VALUES ($1, 's', 2, 'E', '{}', 'now')",
+                                1, params, NULL),
+                     0);
+    assert_int_equal(append1(f->es, "s", 1, &a), MS_ECONFLICT);
+    assert_int_equal(a.version, 2);
+    assert_int_equal(append1(f->es, "s", MS_ES_ANY, &a), 0);
+    assert_int_equal(a.version, 3);
+    assert_int_equal(append1(f->es, "s", 3, &a), 0);
+    assert_int_equal(a.version, 4);
+    assert_int_equal(scalar(f->c, "SELECT MAX(version) FROM events WHERE stream_id = 's'"), 4);
+    /* Taken versions are caught by the INSERT anyway; a stream emptied (a tool resetting a
+     * store) is seen because another connection's commit makes the store forget what it knew. */
+    x(f->c, "DELETE FROM events WHERE stream_id = 's'");
+    assert_int_equal(append1(f->es, "s", MS_ES_ANY, &a), 0);
+    assert_int_equal(a.version, 1);
+}
+
+typedef struct each_seen {
+    ms_es_event ev[8];
+    char strs[8][4][64]; /* copies: the event's strings die with the call */
+    size_t n, stop_at;
+} each_seen;
+
+static int on_each(const ms_es_event *e, void *arg)
+{
+    each_seen *s = arg;
+    assert_true(s->n < 8);
+    ms_es_event *c = &s->ev[s->n];
+    *c = *e;
+    const char *src[] = {e->stream_id, e->type, e->data, e->metadata};
+    for (int i = 0; i < 4; i++)
+        snprintf(s->strs[s->n][i], sizeof s->strs[0][0], "%s", src[i]);
+    c->stream_id = s->strs[s->n][0];
+    c->type = s->strs[s->n][1];
+    c->data = s->strs[s->n][2];
+    c->metadata = s->strs[s->n][3];
+    c->recorded_at = NULL;
+    assert_int_equal(strlen(e->recorded_at), MS_TIME_LEN);
+    return ++s->n == s->stop_at ? MS_ECONFLICT : 0;
+}
+
+/* ms_es_each shows what ms_es_read_all pages hold, field by field, in position order. */
+static void test_each_matches_read_all(void **state)
+{
+    fixture *f = ready(state);
+    ms_es_event ev[5];
+    for (int i = 0; i < 5; i++)
+        new_event(&ev[i], i % 2 ? "Odd" : "Even", i % 2 ? "{\"i\":1}" : "{\"s\":\"\\\"q\"}");
+    ev[3].metadata = "{\"m\":true}";
+    ms_es_append_req a1 = req("one", MS_ES_NO_STREAM, ev, 2);
+    ms_es_append_req a2 = req("two", MS_ES_ANY, ev + 2, 3);
+    assert_int_equal(ms_es_append_wait(f->es, &a1), 0);
+    assert_int_equal(ms_es_append_wait(f->es, &a2), 0);
+
+    each_seen seen = {0};
+    assert_int_equal(ms_es_each(f->c, 0, 100, on_each, &seen), 0);
+    assert_int_equal(seen.n, 5);
+    ms_es_page page;
+    assert_int_equal(ms_es_read_all(f->c, 0, 100, &page), 0);
+    assert_int_equal(page.n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        const ms_es_event *p = &page.events[i], *e = &seen.ev[i];
+        assert_string_equal(e->event_id, p->event_id);
+        assert_string_equal(e->event_id, ev[i].event_id);
+        assert_string_equal(e->stream_id, p->stream_id);
+        assert_string_equal(e->type, p->type);
+        assert_string_equal(e->data, p->data);
+        assert_string_equal(e->metadata, p->metadata);
+        assert_int_equal(e->version, p->version);
+        assert_int_equal(e->position, p->position);
+    }
+    assert_string_equal(seen.ev[3].metadata, "{\"m\":true}");
+    assert_string_equal(seen.ev[0].metadata, "{}");
+    assert_int_equal(seen.ev[4].version, 3);
+
+    /* after and max; fn's nonzero return stops the walk */
+    each_seen part = {0};
+    assert_int_equal(ms_es_each(f->c, page.events[1].position, 2, on_each, &part), 0);
+    assert_int_equal(part.n, 2);
+    assert_int_equal(part.ev[0].position, page.events[2].position);
+    each_seen stop = {.stop_at = 1};
+    assert_int_equal(ms_es_each(f->c, 0, 100, on_each, &stop), MS_ECONFLICT);
+    assert_int_equal(stop.n, 1);
+    each_seen none = {0};
+    assert_int_equal(ms_es_each(f->c, page.events[4].position, 100, on_each, &none), 0);
+    assert_int_equal(none.n, 0);
+    ms_es_page_release(&page);
+}
+
+/* SQLite: checkpoints run off the writer, and the WAL stays bounded under steady appends (the
+ * writer restarts it once the checkpointer finds it long; made short here). */
+static void test_sqlite_wal_bounded(void **state)
+{
+    fixture *f = ready(state);
+    if (f->cfg.backend != MS_DB_SQLITE)
+        skip();
+    uv_mutex_lock(&f->es->mu);
+    f->es->wal_restart_frames = 64;
+    uv_mutex_unlock(&f->es->mu);
+    enum { N = 1500, DATA = 8000 };
+    char *data = malloc(DATA + 16);
+    snprintf(data, DATA + 16, "{\"pad\":\"%0*d\"}", DATA, 7);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    off_t biggest = 0;
+    for (int i = 0; i < N; i++) {
+        ms_es_event e;
+        new_event(&e, "Big", data);
+        ms_es_append_req a = req("big", MS_ES_ANY, &e, 1);
+        assert_int_equal(ms_es_append_wait(f->es, &a), 0);
+        struct stat st;
+        if (stat(wal, &st) == 0 && st.st_size > biggest)
+            biggest = st.st_size;
+    }
+    /* Unchecked, the WAL would hold every commit's pages: more than all the data appended. The
+     * file keeps the longest length it ever had (a restart rewrites it from its start). */
+    assert_true(biggest < (off_t)N * DATA / 2);
+    uv_mutex_lock(&f->es->mu);
+    uint64_t checkpoints = f->es->ckpt_total, restarts = f->es->restarts_total;
+    uv_mutex_unlock(&f->es->mu);
+    assert_true(checkpoints > 0);
+    assert_true(restarts > 0);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), N);
+    free(data);
 }
 
 /* Batches of many sizes (PostgreSQL: arrays of as many rows), each append to its own stream with
@@ -1389,6 +1577,10 @@ int main(void)
         BOTH(test_event_id_reuse_elsewhere),
         BOTH(test_batch_mixed),
         BOTH(test_batch_chunk_boundaries),
+        BOTH(test_dirty_batch_forgets_versions),
+        BOTH(test_other_writer_seen),
+        BOTH(test_each_matches_read_all),
+        BOTH(test_sqlite_wal_bounded),
         BOTH(test_concurrent_writers_one_stream),
         BOTH(test_group_commit_batches),
         BOTH(test_outbox_rows),
