@@ -62,9 +62,9 @@ struct ms_es {
      * (writer.c). Guarded by es->mu. */
     bool has_checkpointer;
     uv_thread_t checkpointer;
-    uv_cond_t has_wal;   /* the writer committed: the WAL grew */
-    uint64_t commits;    /* the writer's commits so far, for the checkpointer */
-    bool is_restart_due; /* the WAL is long: the writer restarts it before its next batch */
+    uv_cond_t has_wal;          /* the writer committed: the WAL grew */
+    uint64_t commits;           /* the writer's commits so far, for the checkpointer */
+    bool is_restart_due;        /* the WAL is long: the writer restarts it before its next batch */
     int64_t wal_restart_frames; /* how long is long (tests make it short) */
     uint64_t ckpt_total, restarts_total; /* checkpoints run, by either thread */
 
