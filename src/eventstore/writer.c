@@ -104,7 +104,7 @@ static int open_writer_conn(ms_es *es)
     /* SQLite: checkpoints are the checkpointer's; a batch's pages stay in the cache. */
     const char *setup = es->cfg.backend == MS_DB_POSTGRES
                             ? "SET enable_seqscan = off"
-                            : "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536";
+                            : "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -16384";
     if ((rc = ms_db_exec_script(es->conn, setup)) < 0) {
         ms_db_close(es->conn);
         es->conn = NULL;
