@@ -134,8 +134,14 @@ int ms_es_snapshot_load(ms_db_conn *c, const char *stream_id, int64_t *version, 
 /* True when a stream that went from `before` to `after` should get a new snapshot. */
 bool ms_es_snapshot_due(const ms_es *es, int64_t before, int64_t after);
 
-/* The highest position this process has committed; at open, the highest already stored. */
+/* The highest position this process has committed durably; at open, the highest already
+ * stored. Readers in this process must not publish or project events beyond it: on SQLite a
+ * batch is visible to readers of the database a moment before its fsync ends (writer.c). */
 int64_t ms_es_committed_position(ms_es *es);
+/* The top position of every batch whose commit has begun: whatever a read of the store sees
+ * lies at or below it, so waiting (ms_es_wait_committed) for this value read after the read
+ * makes everything that read saw durable. */
+int64_t ms_es_visible_position(ms_es *es);
 /* Waits (blocking) until this process has committed up to `position` or `timeout_ms` passed;
  * 0 or MS_ETIMEDOUT. For catch-up subscribers that have read everything. */
 int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms);

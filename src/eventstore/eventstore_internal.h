@@ -68,6 +68,17 @@ struct ms_es {
     int64_t wal_restart_frames; /* how long is long (tests make it short) */
     uint64_t ckpt_total, restarts_total; /* checkpoints run, by either thread */
 
+    /* SQLite: committed batches wait for the syncer's fdatasync (writer.c, "durability").
+     * The list and its flag are guarded by sync_mu. */
+    bool has_syncer;
+    uv_thread_t syncer;
+    uv_mutex_t sync_mu;
+    uv_cond_t has_unsynced;
+    struct es_committed *sync_head, *sync_tail;
+    bool is_sync_stopping;
+    int wal_fd;               /* the WAL file, for fdatasync; -1 on PostgreSQL */
+    int64_t visible_position; /* atomic: top of the batches whose COMMIT has begun */
+
     uv_mutex_t stats_mu; /* stats, committed position */
     uv_cond_t committed_cond;
     ms_es_stats stats;

@@ -50,6 +50,7 @@ struct ms_relay {
     bool is_stopping, is_kicked;
     bool is_awaiting_kick; /* in relay_wait with wake_on_kick: a kick must wake it */
     int linger_ms;
+    ms_es *es; /* or NULL: see ms_relay_options */
     ms_relay_stats stats;
 
     /* relay thread only */
@@ -348,6 +349,13 @@ static void relay_round(ms_relay *r)
     }
     r->attempt = 0;
     int n = ms_db_nrows(res);
+    /* Every row seen lies in a batch at or below the visible position read now: once that is
+     * durable, so are they (a row never goes out that a power cut could take back). */
+    if (n > 0 && r->es && ms_es_wait_committed(r->es, ms_es_visible_position(r->es), 1000) != 0) {
+        ms_db_result_free(res);
+        relay_wait(r, 20, false);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         ms_outbox_message *m = &r->msgs[i];
         m->seq = strtoll(ms_db_get(res, i, 0), NULL, 10);
@@ -406,6 +414,7 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
     r->poll_ms = o.poll_ms ? o.poll_ms : 200;
     r->gap_wait_ms = o.gap_wait_ms ? o.gap_wait_ms : 1000;
     r->linger_ms = o.linger_ms ? o.linger_ms : 20;
+    r->es = o.es;
     snprintf(r->select_sql, sizeof r->select_sql,
              "SELECT seq, id, aggregate_type, aggregate_id, type, payload, created_at FROM outbox"
              " WHERE published_at IS NULL ORDER BY seq LIMIT %d",

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "eventstore/eventstore.h"
 #include "runtime/buf.h"
 #include "runtime/db.h"
 
@@ -85,10 +86,13 @@ typedef struct ms_publisher {
 int ms_publisher_file(const char *path, ms_publisher *out);
 
 typedef struct ms_relay_options {
-    int batch;           /* rows per publish (default 500) */
-    int poll_ms;         /* idle sleep between polls, and the lock retry period (default 200) */
-    int gap_wait_ms;     /* PostgreSQL: longest hold of rows behind a seq gap (default 1000) */
-    int linger_ms;       /* after catching up, let rows gather this long (default 20) */
+    int batch;       /* rows per publish (default 500) */
+    int poll_ms;     /* idle sleep between polls, and the lock retry period (default 200) */
+    int gap_wait_ms; /* PostgreSQL: longest hold of rows behind a seq gap (default 1000) */
+    int linger_ms;   /* after catching up, let rows gather this long (default 20) */
+    /* This process's event store writing the outbox, or NULL: rows are then published only
+     * once the store has made them durable (its commits are visible a moment before). */
+    ms_es *es;
     const char *service; /* the metrics label service=... and the logs' name (default "unknown") */
 } ms_relay_options;
 

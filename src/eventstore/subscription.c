@@ -41,6 +41,13 @@ static void run(void *arg)
         int64_t after = ms_es_subscription_position(s);
         ms_es_page page = {0};
         int rc = ms_es_read_all(s->conn, after, (size_t)s->sub.page_size, &page);
+        /* This process's appends are visible a moment before they are durable (writer.c):
+         * what lies beyond the durable position waits for the next page. */
+        if (rc == 0 && s->es) {
+            int64_t durable = ms_es_committed_position(s->es);
+            while (page.n > 0 && page.events[page.n - 1].position > durable)
+                page.n--;
+        }
         if (rc == 0 && page.n > 0 && (rc = s->sub.handle(s->sub.arg, &page)) == 0) {
             int64_t last = page.events[page.n - 1].position;
             __atomic_store_n(&s->position, last, __ATOMIC_RELEASE);

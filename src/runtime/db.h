@@ -35,6 +35,10 @@ typedef struct ms_db_config {
      * with their checkpoint, the relay's published marks (at least once anyway). SQLite runs
      * synchronous=NORMAL (no fsync per commit in WAL mode), PostgreSQL synchronous_commit=off. */
     bool is_derived;
+    /* SQLite: a commit's WAL sync is left to the connection's owner, who must fdatasync the
+     * `<database>-wal` file before it counts any commit as durable, and before checkpointing
+     * on this connection (the event store's writer pipelines its group commits so). */
+    bool defers_wal_sync;
 } ms_db_config;
 
 typedef struct ms_db_conn ms_db_conn;

@@ -11,6 +11,12 @@
  * the WAL index only after SQLite has synced the WAL. That is why only connections whose
  * every commit syncs (synchronous=FULL) may use this VFS; db_sqlite.c gives it to no other.
  *
+ * The deferring variant (MS_DB_SQLITE_WAL_VFS_DEFERRED) writes the buffer out at a WAL sync
+ * but leaves the fdatasync to the connection's owner, who makes the commits durable from
+ * another thread while the next batch is built (the event store's writer: writer.c says what
+ * readers must then not see). Syncs of the database file itself stay real, so a checkpoint
+ * on such a connection is safe only after the owner has synced the WAL.
+ *
  * Every other file, and every other method, goes straight to the default VFS.
  */
 #include <sqlite3.h>
@@ -29,12 +35,13 @@ typedef struct wal_file {
     sqlite3_file base;  /* our methods */
     sqlite3_file *real; /* the default VFS's file, allocated right after this struct */
     bool is_wal;
+    bool is_deferred; /* a WAL sync writes the buffer out, and no more */
     char *buf;
     size_t len, cap;
     sqlite3_int64 start; /* file offset of buf[0] */
 } wal_file;
 
-static sqlite3_vfs wrapper;
+static sqlite3_vfs wrapper, deferring;
 static sqlite3_vfs *real_vfs;
 static sqlite3_io_methods methods_v1, methods_v2, methods_v3;
 
@@ -115,7 +122,9 @@ static int w_sync(sqlite3_file *file, int flags)
 {
     wal_file *f = (wal_file *)file;
     int rc = flush(f);
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xSync(f->real, flags);
+    if (rc != SQLITE_OK || (f->is_wal && f->is_deferred))
+        return rc;
+    return f->real->pMethods->xSync(f->real, flags);
 }
 
 static int w_file_size(sqlite3_file *file, sqlite3_int64 *size)
@@ -202,7 +211,6 @@ static int w_unfetch(sqlite3_file *file, sqlite3_int64 off, void *p)
 static int w_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
                   int *out_flags)
 {
-    (void)vfs;
     wal_file *f = (wal_file *)file;
     memset(f, 0, sizeof *f);
     f->real = (sqlite3_file *)(f + 1);
@@ -212,6 +220,7 @@ static int w_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, i
         return rc;
     }
     f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+    f->is_deferred = vfs == &deferring;
     int version = f->real->pMethods->iVersion;
     f->base.pMethods = version >= 3 ? &methods_v3 : version == 2 ? &methods_v2 : &methods_v1;
     return rc;
@@ -259,13 +268,16 @@ static void register_once(void)
     wrapper.pNext = NULL;
     wrapper.szOsFile = (int)sizeof(wal_file) + real_vfs->szOsFile;
     wrapper.xOpen = w_open;
-    if (sqlite3_vfs_register(&wrapper, 0) != SQLITE_OK)
+    deferring = wrapper;
+    deferring.zName = MS_DB_SQLITE_WAL_VFS_DEFERRED;
+    if (sqlite3_vfs_register(&wrapper, 0) != SQLITE_OK ||
+        sqlite3_vfs_register(&deferring, 0) != SQLITE_OK)
         MS_BUG("sqlite: cannot register the WAL-gathering VFS");
 }
 
-const char *ms_db__sqlite_wal_vfs(void)
+const char *ms_db__sqlite_wal_vfs(bool defers_sync)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, register_once);
-    return MS_DB_SQLITE_WAL_VFS;
+    return defers_sync ? MS_DB_SQLITE_WAL_VFS_DEFERRED : MS_DB_SQLITE_WAL_VFS;
 }

@@ -7,7 +7,7 @@
 #include "services/outbox_feed.h"
 #include "runtime/banned.h"
 
-int outbox_feed_start(const ms_service_env *env, const char *service, ms_relay **out)
+int outbox_feed_start(const ms_service_env *env, const char *service, ms_es *es, ms_relay **out)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s-outbox.jsonl", env->data_dir, service);
@@ -17,7 +17,7 @@ int outbox_feed_start(const ms_service_env *env, const char *service, ms_relay *
         ms_log(MS_LOG_ERROR, "cannot open the outbox feed", "path", path, NULL);
         return rc;
     }
-    ms_relay_options opt = {.service = service};
+    ms_relay_options opt = {.service = service, .es = es};
     if ((rc = ms_relay_start(env->db, &pub, &opt, out)) < 0) {
         pub.close(pub.self);
         return rc;

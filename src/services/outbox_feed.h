@@ -10,7 +10,8 @@
 #include "eventstore/relay.h"
 #include "services/service.h"
 
-/* Starts the relay and registers its metrics (outbox_*). */
-int outbox_feed_start(const ms_service_env *env, const char *service, ms_relay **out);
+/* Starts the relay and registers its metrics (outbox_*). `es`: the service's event store
+ * when it writes the outbox (the relay then publishes only durable rows), or NULL. */
+int outbox_feed_start(const ms_service_env *env, const char *service, ms_es *es, ms_relay **out);
 
 #endif

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@ typedef struct seen {
     int64_t positions[256];
     int n, pages, fail_first; /* fail_first: refuse that many pages before taking any */
     int64_t start_at, advanced_to;
+    ms_es *es;  /* when set: every event handled must be durable already */
+    int beyond; /* events handed out beyond the store's committed (durable) position */
 } seen;
 
 static int setup(void **state)
@@ -93,6 +96,9 @@ static int handle(void *arg, const ms_es_page *page)
         s->fail_first--;
         rc = MS_EDB;
     } else {
+        int64_t durable = s->es ? ms_es_committed_position(s->es) : INT64_MAX;
+        for (size_t i = 0; i < page->n; i++)
+            s->beyond += page->events[i].position > durable;
         for (size_t i = 0; i < page->n && s->n < 256; i++)
             s->positions[s->n++] = page->events[i].position;
         s->pages++;
@@ -193,10 +199,49 @@ static void test_failing_page_is_retried_not_skipped(void **state)
     uv_mutex_destroy(&s.mu);
 }
 
+typedef struct appender {
+    fixture *f;
+    char stream[16];
+    uv_thread_t thread;
+} appender;
+
+static void append_thread(void *arg)
+{
+    appender *a = arg;
+    append_n(a->f, a->stream, 30);
+}
+
+/* Appends are visible to readers a moment before their fsync ends (writer.c): the
+ * subscription must only ever hand out what is durable, whatever the interleaving. */
+static void test_hands_out_only_durable_events(void **state)
+{
+    fixture *f = *state;
+    seen s = {.es = f->es};
+    uv_mutex_init(&s.mu);
+    ms_es_subscriber sub = subscriber(&s, 7);
+    ms_es_subscription *sp = NULL;
+    assert_int_equal(ms_es_subscribe(f->es, &f->cfg, &sub, &sp), 0);
+    appender a[8];
+    for (int i = 0; i < 8; i++) {
+        a[i].f = f;
+        snprintf(a[i].stream, sizeof a[i].stream, "d-%d", i);
+        assert_int_equal(uv_thread_create(&a[i].thread, append_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        uv_thread_join(&a[i].thread);
+    assert_int_equal(wait_for(&s, 240), 240);
+    assert_int_equal(s.beyond, 0);
+    for (int i = 1; i < 240; i++) /* in order, no gap */
+        assert_int_equal(s.positions[i], s.positions[i - 1] + 1);
+    ms_es_subscription_stop(sp);
+    uv_mutex_destroy(&s.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_history_then_live_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hands_out_only_durable_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_starts_after_its_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_page_is_retried_not_skipped, setup, teardown),
     };

@@ -282,6 +282,10 @@ static int events_work(ms_db_conn *c, void *arg)
     snprintf(stream, sizeof stream, "%s%s", ORDER_STREAM_PREFIX, k->id);
     ms_es_page page = {0};
     int rc = ms_es_read_stream(c, stream, 1, MAX_EVENTS, &page);
+    /* only what is durable: an append is visible a moment before its fsync ends */
+    int64_t durable = ms_es_committed_position(order_proc.es);
+    while (rc == 0 && page.n > 0 && page.events[page.n - 1].position > durable)
+        page.n--;
     if (rc == 0 && page.n == 0)
         rc = MS_ENOTFOUND;
     if (rc == 0) {

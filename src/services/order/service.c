@@ -153,7 +153,7 @@ static int start(const ms_service_env *env)
         rc = order_projector_start(order_proc.es, &order_proc.write_db, &order_proc.read_db,
                                    &order_proc.projector);
     if (rc == 0)
-        rc = outbox_feed_start(env, "order", &order_proc.relay);
+        rc = outbox_feed_start(env, "order", order_proc.es, &order_proc.relay);
     if (rc < 0) {
         order_projector_stop(order_proc.projector);
         order_proc.projector = NULL;

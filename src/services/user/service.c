@@ -9,7 +9,7 @@ ms_relay *user_relay;
 
 static int start(const ms_service_env *env)
 {
-    return outbox_feed_start(env, "user", &user_relay);
+    return outbox_feed_start(env, "user", NULL, &user_relay);
 }
 
 static void stop(void)
