@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "eventstore/relay.h"
 #include "eventstore/subscription.h"
 #include "runtime/error.h"
 #include "runtime/id.h"
@@ -237,11 +238,88 @@ static void test_hands_out_only_durable_events(void **state)
     uv_mutex_destroy(&s.mu);
 }
 
+/* The relay of a store that shows appends before they are durable publishes none early. */
+typedef struct durable_check {
+    ms_es *es;
+    uv_mutex_t mu;
+    int published, early;
+} durable_check;
+
+static int check_publish(void *self, const ms_outbox_message *msgs, size_t n)
+{
+    durable_check *d = self;
+    /* one event and one outbox row per append, from position 1 and seq 1: seq = position */
+    int64_t durable = ms_es_committed_position(d->es);
+    uv_mutex_lock(&d->mu);
+    for (size_t i = 0; i < n; i++)
+        d->early += msgs[i].seq > durable;
+    d->published += (int)n;
+    uv_mutex_unlock(&d->mu);
+    return 0;
+}
+
+static void append_with_outbox_thread(void *arg)
+{
+    appender *a = arg;
+    for (int i = 0; i < 30; i++) {
+        ms_es_event e;
+        memset(&e, 0, sizeof e);
+        ms_uuid_new(e.event_id);
+        e.type = "Happened";
+        e.data = "{}";
+        ms_es_outbox_row o = {.aggregate_type = "thing",
+                              .aggregate_id = a->stream,
+                              .type = "Happened",
+                              .payload = "{}"};
+        ms_uuid_new(o.id);
+        ms_es_append_req r = {.stream_id = a->stream,
+                              .expected_version = MS_ES_ANY,
+                              .events = &e,
+                              .nevents = 1,
+                              .outbox = &o,
+                              .noutbox = 1};
+        assert_int_equal(ms_es_append_wait(a->f->es, &r), 0);
+    }
+}
+
+static void test_relay_publishes_only_durable_rows(void **state)
+{
+    fixture *f = *state;
+    durable_check d = {.es = f->es};
+    uv_mutex_init(&d.mu);
+    ms_publisher pub = {.publish = check_publish, .self = &d, .name = "check"};
+    ms_relay_options opt = {.service = "test", .es = f->es, .poll_ms = 5, .linger_ms = 1};
+    ms_relay *r = NULL;
+    assert_int_equal(ms_relay_start(&f->cfg, &pub, &opt, &r), 0);
+    appender a[8];
+    for (int i = 0; i < 8; i++) {
+        a[i].f = f;
+        snprintf(a[i].stream, sizeof a[i].stream, "e-%d", i);
+        assert_int_equal(uv_thread_create(&a[i].thread, append_with_outbox_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        uv_thread_join(&a[i].thread);
+    for (int i = 0; i < 300; i++) {
+        uv_mutex_lock(&d.mu);
+        int done = d.published;
+        uv_mutex_unlock(&d.mu);
+        if (done >= 240)
+            break;
+        ms_relay_kick(r);
+        usleep(10000);
+    }
+    ms_relay_stop(r);
+    assert_int_equal(d.published, 240);
+    assert_int_equal(d.early, 0);
+    uv_mutex_destroy(&d.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_history_then_live_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hands_out_only_durable_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_publishes_only_durable_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_starts_after_its_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_page_is_retried_not_skipped, setup, teardown),
     };
