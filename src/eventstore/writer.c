@@ -355,15 +355,16 @@ static void checkpointer_main(void *arg)
     ms_db_close(c);
 }
 
-static int sync_wal(ms_es *es);
+static void sync_wal(ms_es *es);
 
 /* On the writer, between batches: see above. A failure only means the WAL goes on growing
  * until the next try. The writer's connection leaves WAL syncs to the syncer, and a
  * checkpoint must only copy durable frames: the WAL is synced first. */
 static void restart_wal(ms_es *es)
 {
-    if (!es->conn || sync_wal(es) < 0)
+    if (!es->conn)
         return;
+    sync_wal(es);
     int64_t frames;
     ms_db_set_deadline(es->conn, uv_hrtime() / 1000000 + RESTART_WAIT_MS);
     checkpoint(es, es->conn, "RESTART", &frames);
@@ -430,8 +431,8 @@ static void finish_batch(ms_es *es, es_job **jobs, size_t n, int64_t top)
  * the WAL in the kernel's cache and makes it visible to readers, without fdatasync. The batch
  * then waits here; the syncer takes every batch waiting, runs one fdatasync of the WAL file
  * (through a descriptor of its own: an fsync is of the file, whichever descriptor) and
- * answers them. A crash of the process loses nothing written to the kernel; a power cut
- * loses only batches nobody was answered for.
+ * answers them (a failed fdatasync stops the process: see sync_wal). A crash of the process loses
+ * nothing written to the kernel; a power cut loses only batches nobody was answered for.
  *
  * What a reader may see before it is durable: the event store's own readers in this process
  * are held to the committed (= durable) position — subscriptions drop what lies beyond it,
@@ -446,15 +447,25 @@ typedef struct es_committed {
     es_job *jobs[];
 } es_committed;
 
-/* fdatasync of the WAL; 0 or MS_EIO. Any thread. */
-static int sync_wal(ms_es *es)
+/*
+ * fdatasync of the WAL. Any thread. A failed fdatasync ends the process, as PostgreSQL does
+ * (data_sync_retry=off): Linux may have dropped the dirty pages it could not write and will
+ * not report it again, so neither the kernel's cache nor a later successful fsync can be
+ * trusted. After the restart SQLite recovers from what is on disk; nobody was answered for a
+ * batch that was not synced, and a retry of it is an idempotent append.
+ */
+static void sync_wal(ms_es *es)
 {
     if (es->wal_fd < 0)
-        return 0;
-    if (fdatasync(es->wal_fd) == 0)
-        return 0;
-    ms_log(MS_LOG_ERROR, "eventstore: fdatasync of the WAL failed", "error", strerror(errno), NULL);
-    return MS_EIO;
+        return;
+    int rc;
+    while ((rc = fdatasync(es->wal_fd)) != 0 && errno == EINTR)
+        ;
+    if (rc == 0)
+        return;
+    ms_log(MS_LOG_ERROR, "eventstore: fdatasync of the WAL failed; stopping", "error",
+           strerror(errno), NULL);
+    abort();
 }
 
 static void to_syncer(ms_es *es, es_job **jobs, size_t n, int64_t top)
@@ -485,17 +496,11 @@ static void syncer_main(void *arg)
         es->sync_head = es->sync_tail = NULL;
         uv_mutex_unlock(&es->sync_mu);
         if (!b)
-            break;             /* stopping, and nothing left */
-        int rc = sync_wal(es); /* one fdatasync for every batch taken */
+            break;    /* stopping, and nothing left */
+        sync_wal(es); /* one fdatasync for every batch taken */
         while (b) {
             es_committed *next = b->next;
-            for (size_t i = 0; rc < 0 && i < b->n; i++) {
-                if (b->jobs[i]->rc == 0) { /* written, but not known durable: a retry is safe */
-                    b->jobs[i]->rc = rc;
-                    b->jobs[i]->first_position = b->jobs[i]->last_position = 0;
-                }
-            }
-            finish_batch(es, b->jobs, b->n, rc < 0 ? 0 : b->top);
+            finish_batch(es, b->jobs, b->n, b->top);
             free(b);
             b = next;
         }
