@@ -67,6 +67,10 @@ void ms_http_respond(ms_http_request *req, int status, const char *content_type,
 /* Answers with a JSON document (application/json); consumes `doc`. */
 void ms_http_respond_json(ms_http_request *req, int status, json_t *doc);
 
+/* True when an If-None-Match header value matches `etag` (the quoted tag being answered):
+ * "*", or a list of tags compared weakly (RFC 9110 13.1.2). False for NULL or malformed. */
+bool ms_http_none_match(const char *header, const char *etag);
+
 /* The standard reason phrase of a status ("Not Found"). */
 const char *ms_http_reason(int status);
 

@@ -485,6 +485,10 @@ def test_get_etag_and_if_none_match(osrv):
     assert not_modified.status_code == 304 and not_modified.content == b""
     assert not_modified.headers["ETag"] == '"1"'
     assert get_order(osrv, doc["id"], user, headers={"If-None-Match": '"7"'}).status_code == 200
+    # RFC 9110: a list of tags, weak comparison, and "*" match too
+    for value in ('"7", "1"', 'W/"1"', '*'):
+        assert get_order(osrv, doc["id"], user,
+                         headers={"If-None-Match": value}).status_code == 304, value
     c = cancel(osrv, doc["id"], user)
     assert c.status_code == 200
     r = get_order(osrv, doc["id"], user, min_pos=c.headers["X-Position"],

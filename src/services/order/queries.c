@@ -121,8 +121,7 @@ static void get_done(int rc, void *arg)
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)k->version);
     ms_http_set_header(req, "ETag", etag);
-    const char *none_match = ms_http_header_get(req, "If-None-Match");
-    if (none_match && strcmp(none_match, etag) == 0)
+    if (ms_http_none_match(ms_http_header_get(req, "If-None-Match"), etag))
         ms_http_respond(req, 304, NULL, NULL, 0);
     else
         ms_http_respond(req, 200, "application/json", k->out.p, k->out.n);
