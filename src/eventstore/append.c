@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "eventstore/eventstore_internal.h"
+#include "runtime/db_array.h"
 #include "runtime/error.h"
 #include "runtime/id.h"
 #include "runtime/banned.h"
@@ -411,47 +412,6 @@ static const char pg_insert_outbox[] =
     "SELECT u.i, u.a, u.g, u.t, u.p, $6 FROM unnest($1::text[], $2::text[], $3::text[], "
     "$4::text[], $5::text[]) WITH ORDINALITY AS u(i, a, g, t, p, n) ORDER BY u.n";
 
-/* A PostgreSQL array literal of texts, built up element by element. */
-typedef struct pg_array {
-    char *p;
-    size_t len, cap;
-} pg_array;
-
-static void arr_put(pg_array *a, const char *s, size_t n)
-{
-    if (a->len + n + 2 > a->cap) {
-        while (a->len + n + 2 > a->cap)
-            a->cap = a->cap ? a->cap * 2 : 1024;
-        a->p = ms_xrealloc(a->p, a->cap);
-    }
-    memcpy(a->p + a->len, s, n);
-    a->len += n;
-    a->p[a->len] = '\0';
-}
-
-/* Adds one element, quoted (the only escapes inside quotes: backslash and double quote). */
-static void arr_add(pg_array *a, const char *s)
-{
-    arr_put(a, a->len ? ",\"" : "{\"", 2);
-    for (const char *run = s;; s++) {
-        if (*s == '"' || *s == '\\' || !*s) {
-            arr_put(a, run, (size_t)(s - run));
-            if (!*s)
-                break;
-            arr_put(a, "\\", 1);
-            run = s;
-        }
-    }
-    arr_put(a, "\"", 1);
-}
-
-/* The literal: "{}" when empty. The array keeps its buffer until freed. */
-static const char *arr_text(pg_array *a)
-{
-    arr_put(a, a->len ? "}" : "{}", a->len ? 1 : 2);
-    return a->p;
-}
-
 /* A string-keyed open-addressing table: stream -> version, or a set of event ids. */
 typedef struct str_slot {
     const char *key;
@@ -531,7 +491,7 @@ static void take_positions(batch *b, size_t from, size_t rows, const ms_db_resul
 /* PostgreSQL: the pending events in one statement, the outbox rows in another. */
 static int flush_pg(batch *b)
 {
-    pg_array cols[EVENT_COLS - 1] = {{0}};
+    ms_db_array cols[EVENT_COLS - 1] = {{0}};
     const char *params[EVENT_COLS];
     int rc = 0;
     if (b->nevents > 0) {
@@ -540,15 +500,15 @@ static int flush_pg(batch *b)
             const ms_es_event *e = &p->job->req.events[p->index];
             char version[24];
             snprintf(version, sizeof version, "%" PRId64, p->version);
-            arr_add(&cols[0], e->event_id);
-            arr_add(&cols[1], p->job->req.stream_id);
-            arr_add(&cols[2], version);
-            arr_add(&cols[3], e->type);
-            arr_add(&cols[4], e->data);
-            arr_add(&cols[5], e->metadata);
+            ms_db_array_add(&cols[0], e->event_id);
+            ms_db_array_add(&cols[1], p->job->req.stream_id);
+            ms_db_array_add(&cols[2], version);
+            ms_db_array_add(&cols[3], e->type);
+            ms_db_array_add(&cols[4], e->data);
+            ms_db_array_add(&cols[5], e->metadata);
         }
         for (int i = 0; i < EVENT_COLS - 1; i++)
-            params[i] = arr_text(&cols[i]);
+            params[i] = ms_db_array_text(&cols[i]);
         params[EVENT_COLS - 1] = b->now;
         ms_db_result *res = NULL;
         rc = ms_db_exec(b->c, pg_insert_events, EVENT_COLS, params, &res);
@@ -558,22 +518,22 @@ static int flush_pg(batch *b)
     }
     if (rc == 0 && b->noutbox > 0) {
         for (int i = 0; i < EVENT_COLS - 1; i++)
-            cols[i].len = 0;
+            ms_db_array_reset(&cols[i]);
         for (size_t r = 0; r < b->noutbox; r++) {
             const ms_es_outbox_row *o = b->outbox[r];
-            arr_add(&cols[0], o->id);
-            arr_add(&cols[1], o->aggregate_type);
-            arr_add(&cols[2], o->aggregate_id);
-            arr_add(&cols[3], o->type);
-            arr_add(&cols[4], o->payload);
+            ms_db_array_add(&cols[0], o->id);
+            ms_db_array_add(&cols[1], o->aggregate_type);
+            ms_db_array_add(&cols[2], o->aggregate_id);
+            ms_db_array_add(&cols[3], o->type);
+            ms_db_array_add(&cols[4], o->payload);
         }
         for (int i = 0; i < OUTBOX_COLS - 1; i++)
-            params[i] = arr_text(&cols[i]);
+            params[i] = ms_db_array_text(&cols[i]);
         params[OUTBOX_COLS - 1] = b->now;
         rc = ms_db_exec(b->c, pg_insert_outbox, OUTBOX_COLS, params, NULL);
     }
     for (int i = 0; i < EVENT_COLS - 1; i++)
-        free(cols[i].p);
+        ms_db_array_free(&cols[i]);
     b->nevents = b->noutbox = 0;
     return rc;
 }
@@ -594,16 +554,16 @@ static void take_probe_row(str_map *m, const char **keys, size_t n, const char *
 static int probe_pg(ms_db_conn *c, const char **streams, size_t nstreams, str_map *versions,
                     const char **ids, size_t nids, str_map *stored)
 {
-    pg_array s = {0}, e = {0};
+    ms_db_array s = {0}, e = {0};
     for (size_t k = 0; k < nstreams; k++)
-        arr_add(&s, streams[k]);
+        ms_db_array_add(&s, streams[k]);
     for (size_t k = 0; k < nids; k++)
-        arr_add(&e, ids[k]);
-    const char *params[] = {arr_text(&s), arr_text(&e)};
+        ms_db_array_add(&e, ids[k]);
+    const char *params[] = {ms_db_array_text(&s), ms_db_array_text(&e)};
     ms_db_result *r = NULL;
     int rc = ms_db_exec(c, pg_probe, 2, params, &r);
-    free(s.p);
-    free(e.p);
+    ms_db_array_free(&s);
+    ms_db_array_free(&e);
     if (rc < 0)
         return rc;
     for (int i = 0; i < ms_db_nrows(r); i++) {
