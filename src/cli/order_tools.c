@@ -48,8 +48,8 @@ static int rebuild(ms_db_conn *events, ms_db_conn *views, int64_t *nevents, int6
     while (rc == 0) {
         ms_es_page page = {0};
         rc = ms_es_read_all(events, after, PAGE, &page);
-        for (size_t i = 0; rc == 0 && i < page.n; i++)
-            rc = order_views_apply(views, &page.events[i]);
+        if (rc == 0)
+            rc = order_views_apply_page(views, &page);
         if (page.n > 0) {
             after = page.events[page.n - 1].position;
             *nevents += (int64_t)page.n;

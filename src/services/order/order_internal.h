@@ -67,6 +67,8 @@ extern const size_t order_view_nmigrations;
 /* Applies one event to the views on `c` (inside the caller's transaction): idempotent, an
  * event at or below a view's version is skipped. Worker or projector thread. */
 int order_views_apply(ms_db_conn *c, const ms_es_event *e);
+/* The same for a page of events, in order: on PostgreSQL in a few statements for the lot. */
+int order_views_apply_page(ms_db_conn *c, const ms_es_page *page);
 /* Reads and sets a projector's checkpoint (position of the last event applied). */
 int order_views_checkpoint(ms_db_conn *c, const char *name, int64_t *position);
 int order_views_set_checkpoint(ms_db_conn *c, const char *name, int64_t position);

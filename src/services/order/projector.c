@@ -83,8 +83,8 @@ static int project_page(void *arg, const ms_es_page *page)
 {
     order_projector *p = arg;
     int rc = ms_db_begin(p->views);
-    for (size_t i = 0; rc == 0 && i < page->n; i++)
-        rc = order_views_apply(p->views, &page->events[i]);
+    if (rc == 0)
+        rc = order_views_apply_page(p->views, page);
     if (rc == 0)
         rc = order_views_set_checkpoint(p->views, CHECKPOINT_NAME,
                                         page->events[page->n - 1].position);
