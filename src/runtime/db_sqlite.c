@@ -252,26 +252,21 @@ out:
     return rc;
 }
 
+static int ignore_row(const ms_db_row *row, void *arg)
+{
+    (void)row;
+    (void)arg;
+    return 0;
+}
+
 static int sqlite_insert_rowid(ms_db_conn *c, const char *sql, int nparams,
                                const char *const *params, int64_t *rowid)
 {
     sqlite_conn *s = (sqlite_conn *)c;
-    sqlite3_stmt *stmt = NULL;
-    int rc = get_stmt(s, sql, &stmt);
-    if (rc < 0)
-        return rc;
-    if ((rc = bind_params(s, stmt, nparams, params)) < 0)
-        goto out;
-    int step;
-    while ((step = sqlite3_step(stmt)) == SQLITE_ROW)
-        ;
-    if (step != SQLITE_DONE)
-        rc = map_error(s, step);
-    else if (sqlite3_changes64(s->db) > 0)
+    int rc = sqlite_each(c, sql, nparams, params, ignore_row, NULL);
+    /* the connection's counters outlive the statement's reset */
+    if (rc == 0 && sqlite3_changes64(s->db) > 0)
         *rowid = sqlite3_last_insert_rowid(s->db);
-out:
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
     return rc;
 }
 
