@@ -1,7 +1,9 @@
 /*
- * db_sqlite.c — the SQLite backend: WAL + synchronous=FULL (a commit survives power loss),
- * foreign keys on, and a small per-connection cache of prepared statements, because preparing
- * costs more than running the short statements services issue.
+ * db_sqlite.c — the SQLite backend: WAL + synchronous=FULL (a commit survives power loss;
+ * `is_derived` connections run NORMAL, and `defers_wal_sync` ones leave the fsync to their
+ * owner, see db.h), each commit's WAL writes gathered into one (db_sqlite_vfs.c), foreign
+ * keys on, and a small per-connection cache of prepared statements, because preparing costs
+ * more than running the short statements services issue.
  */
 #include <pthread.h>
 #include <sqlite3.h>
