@@ -241,15 +241,10 @@ static int in_order_prefix(ms_relay *r, int n)
     return k;
 }
 
-/* Opens the relay's connection. SQLite: without a memory map, which a connection to a file
- * that others keep growing would tear down and make again at each transaction (munmap was 6%
- * of the relay's time). */
+/* Opens the relay's connection; NULL on failure. */
 static int open_conn(ms_relay *r)
 {
     int rc = ms_db_open(&r->cfg, false, &r->conn);
-    if (rc == 0 && r->cfg.backend == MS_DB_SQLITE &&
-        (rc = ms_db_exec_script(r->conn, "PRAGMA mmap_size = 0")) != 0)
-        ms_db_close(r->conn);
     if (rc != 0)
         r->conn = NULL;
     return rc;

@@ -90,11 +90,6 @@ int ms_es_subscribe(ms_es *es, const ms_db_config *db, const ms_es_subscriber *s
         s->sub.linger_ms = 0;
     snprintf(s->name, sizeof s->name, "%s", sub->name ? sub->name : "subscription");
     int rc = ms_db_open(db, db->backend == MS_DB_SQLITE, &s->conn);
-    /* SQLite: no memory map for a reader that follows a database another connection keeps
-     * growing; the map is torn down and made again at each read transaction after the file
-     * grew (munmap was 6% of the projector's time). */
-    if (rc == 0 && db->backend == MS_DB_SQLITE)
-        rc = ms_db_exec_script(s->conn, "PRAGMA mmap_size = 0");
     int64_t at = 0;
     if (rc == 0)
         rc = sub->load_checkpoint(sub->arg, &at);
