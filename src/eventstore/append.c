@@ -214,15 +214,19 @@ static uint64_t text_hash(const char *s)
     return h;
 }
 
+/* Emptied whenever another connection commits (the outbox relay, dozens of times a second
+ * under load): only the slots in use are touched, not the whole table. */
 void ms_es__versions_clear(es_versions *v, bool is_final)
 {
-    for (size_t i = 0; v->slots && i <= v->mask; i++) {
-        free(v->slots[i].stream_id);
-        v->slots[i] = (es_version_slot){0};
+    for (size_t k = 0; k < v->count; k++) {
+        es_version_slot *s = &v->slots[v->used[k]];
+        free(s->stream_id);
+        *s = (es_version_slot){0};
     }
     v->count = 0;
     if (is_final) {
         free(v->slots);
+        free(v->used);
         *v = (es_versions){0};
     }
 }
@@ -233,6 +237,7 @@ static es_version_slot *versions_slot(es_versions *v, const char *stream_id)
     if (!v->slots) {
         v->mask = 2 * VERSIONS_MAX - 1; /* at most half full */
         v->slots = ms_xcalloc(v->mask + 1, sizeof *v->slots);
+        v->used = ms_xcalloc(VERSIONS_MAX, sizeof *v->used);
     }
     for (size_t i = (size_t)text_hash(stream_id) & v->mask;; i = (i + 1) & v->mask)
         if (!v->slots[i].stream_id || strcmp(v->slots[i].stream_id, stream_id) == 0)
@@ -259,7 +264,7 @@ static void versions_set(es_versions *v, const char *stream_id, int64_t version)
             s = versions_slot(v, stream_id);
         }
         s->stream_id = ms_xstrdup(stream_id);
-        v->count++;
+        v->used[v->count++] = (size_t)(s - v->slots);
     }
     s->version = version;
 }

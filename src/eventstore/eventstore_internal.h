@@ -41,6 +41,7 @@ typedef struct es_version_slot {
 } es_version_slot;
 typedef struct es_versions {
     es_version_slot *slots;
+    size_t *used; /* the indexes of the count slots in use, so a clear touches only those */
     size_t mask, count;
     int64_t data_version; /* as last read; -1: unknown */
 } es_versions;
