@@ -25,6 +25,8 @@ typedef struct cached_stmt {
     size_t len;
     sqlite3_stmt *stmt;
     uint64_t last_used;
+    int *param_of; /* placeholder j (1-based) takes params[param_of[j - 1] - 1]; 0: not $N */
+    int nslots;
 } cached_stmt;
 
 typedef struct sqlite_conn {
@@ -109,7 +111,29 @@ static int map_error(sqlite_conn *s, int rc)
 
 /* Finds or prepares the statement for `sql`. Keyed by the full text (not its address): callers
  * build SQL in reused buffers, so one address can carry different statements. */
-static int get_stmt(sqlite_conn *s, const char *sql, sqlite3_stmt **out)
+/* SQLite reads "$1" as a named parameter: which of the caller's params each placeholder
+ * takes, worked out once per prepared statement rather than at every run. */
+static void map_params(cached_stmt *e)
+{
+    e->nslots = sqlite3_bind_parameter_count(e->stmt);
+    e->param_of = ms_xcalloc(e->nslots > 0 ? (size_t)e->nslots : 1, sizeof *e->param_of);
+    for (int j = 1; j <= e->nslots; j++) {
+        const char *name = sqlite3_bind_parameter_name(e->stmt, j);
+        char *end = NULL;
+        long k = name && name[0] == '$' ? strtol(name + 1, &end, 10) : 0;
+        e->param_of[j - 1] = k >= 1 && k <= 65535 && *end == '\0' ? (int)k : 0;
+    }
+}
+
+static void forget_stmt(cached_stmt *e)
+{
+    sqlite3_finalize(e->stmt);
+    free(e->sql);
+    free(e->param_of);
+    *e = (cached_stmt){0};
+}
+
+static int get_stmt(sqlite_conn *s, const char *sql, cached_stmt **out)
 {
     size_t len = strlen(sql);
     uint64_t h = ms_db__hash(sql, len);
@@ -118,7 +142,7 @@ static int get_stmt(sqlite_conn *s, const char *sql, sqlite3_stmt **out)
         cached_stmt *e = &s->cache[i];
         if (e->stmt && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
             e->last_used = ++s->clock;
-            *out = e->stmt;
+            *out = e;
             return 0;
         }
         if (!e->stmt || (victim->stmt && e->last_used < victim->last_used))
@@ -132,28 +156,27 @@ static int get_stmt(sqlite_conn *s, const char *sql, sqlite3_stmt **out)
         ms_db__set_error(&s->base, "empty statement");
         return MS_EDB;
     }
-    sqlite3_finalize(victim->stmt);
-    free(victim->sql);
-    *victim = (cached_stmt){h, ms_xstrndup(sql, len), len, stmt, ++s->clock};
-    *out = stmt;
+    forget_stmt(victim);
+    *victim = (cached_stmt){h, ms_xstrndup(sql, len), len, stmt, ++s->clock, NULL, 0};
+    map_params(victim);
+    *out = victim;
     return 0;
 }
 
-/* SQLite reads "$1" as a named parameter: map each name back to its position in `params`. */
-static int bind_params(sqlite_conn *s, sqlite3_stmt *stmt, int nparams, const char *const *params)
+/* Binds the caller's params to the statement's placeholders (map_params). */
+static int bind_params(sqlite_conn *s, const cached_stmt *e, int nparams, const char *const *params)
 {
-    int count = sqlite3_bind_parameter_count(stmt);
-    for (int j = 1; j <= count; j++) {
-        const char *name = sqlite3_bind_parameter_name(stmt, j);
-        char *end = NULL;
-        long k = name && name[0] == '$' ? strtol(name + 1, &end, 10) : 0;
-        if (k < 1 || k > nparams || *end != '\0') {
+    for (int j = 1; j <= e->nslots; j++) {
+        int k = e->param_of[j - 1];
+        if (k < 1 || k > nparams) {
+            const char *name = sqlite3_bind_parameter_name(e->stmt, j);
             ms_db__set_error(&s->base, "placeholder %s has no parameter (%d given)",
                              name ? name : "?", nparams);
             return MS_EDB;
         }
         const char *v = params[k - 1];
-        int rc = v ? sqlite3_bind_text(stmt, j, v, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, j);
+        int rc =
+            v ? sqlite3_bind_text(e->stmt, j, v, -1, SQLITE_STATIC) : sqlite3_bind_null(e->stmt, j);
         if (rc != SQLITE_OK)
             return map_error(s, rc);
     }
@@ -164,12 +187,13 @@ static int sqlite_exec(ms_db_conn *c, const char *sql, int nparams, const char *
                        ms_db_result **out)
 {
     sqlite_conn *s = (sqlite_conn *)c;
-    sqlite3_stmt *stmt = NULL;
+    cached_stmt *e = NULL;
     ms_db_result *r = NULL;
-    int rc = get_stmt(s, sql, &stmt);
+    int rc = get_stmt(s, sql, &e);
     if (rc < 0)
         return rc;
-    if ((rc = bind_params(s, stmt, nparams, params)) < 0)
+    sqlite3_stmt *stmt = e->stmt;
+    if ((rc = bind_params(s, e, nparams, params)) < 0)
         goto out;
     /* Columns are counted after the first step: a schema change recompiles the statement
      * there, and `SELECT *` may then have more columns than when it was cached. */
@@ -234,11 +258,12 @@ static int sqlite_each(ms_db_conn *c, const char *sql, int nparams, const char *
                        ms_db_row_fn fn, void *arg)
 {
     sqlite_conn *s = (sqlite_conn *)c;
-    sqlite3_stmt *stmt = NULL;
-    int rc = get_stmt(s, sql, &stmt);
+    cached_stmt *e = NULL;
+    int rc = get_stmt(s, sql, &e);
     if (rc < 0)
         return rc;
-    if ((rc = bind_params(s, stmt, nparams, params)) < 0)
+    sqlite3_stmt *stmt = e->stmt;
+    if ((rc = bind_params(s, e, nparams, params)) < 0)
         goto out;
     ms_db_row row = {.text = sqlite_row_text, .integer = sqlite_row_int, .handle = stmt};
     int step = sqlite3_step(stmt);
@@ -283,8 +308,7 @@ static void sqlite_close(ms_db_conn *c)
 {
     sqlite_conn *s = (sqlite_conn *)c;
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
-        sqlite3_finalize(s->cache[i].stmt);
-        free(s->cache[i].sql);
+        forget_stmt(&s->cache[i]);
     }
     sqlite3_close_v2(s->db);
     free(s);

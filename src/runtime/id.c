@@ -91,12 +91,28 @@ bool ms_uuid_valid(const char *s)
     return s[MS_UUID_LEN] == '\0';
 }
 
+/* The seconds part is formatted once a second per thread: strftime and snprintf were a few
+ * per cent of the event-store writer, which stamps every append. */
+static __thread time_t second_cached = -1;
+static __thread char second_text[20]; /* "2026-11-25T06:15:47" */
+
 void ms_time_now(char out[MS_TIME_LEN + 1])
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, MS_TIME_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, MS_TIME_LEN + 1 - n, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
+    if (ts.tv_sec != second_cached) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        if (strftime(second_text, sizeof second_text, "%Y-%m-%dT%H:%M:%S", &tm) != 19)
+            MS_BUG("a timestamp out of range");
+        second_cached = ts.tv_sec;
+    }
+    int ms = (int)(ts.tv_nsec / 1000000) % 1000;
+    memcpy(out, second_text, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
 }
