@@ -4,20 +4,25 @@
 # one-row-per-transaction insert rate of pgbench (16 clients) as the reference.
 #
 # Appends come from one loop thread keeping --inflight one-event appends in flight over
-# --streams streams, each with its exact expected version (es_bench.c says more).
+# --streams streams, each with its exact expected version (es_bench.c says more). SQLite runs
+# in two shapes: --streams hot streams with many events each, and the order service's own
+# shape, a new stream for (nearly) every append (--new-streams, default 1,000,000): the
+# (stream, version) index then grows at its end instead of at a thousand places per commit.
 #
-#   bench/eventstore.sh [--seconds S] [--inflight N] [--streams K]
+#   bench/eventstore.sh [--seconds S] [--inflight N] [--streams K] [--new-streams M]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=5
 inflight=8192
 streams=1000
+new_streams=1000000
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --inflight) inflight=$2; shift 2 ;;
     --streams) streams=$2; shift 2 ;;
-    *) echo "usage: $0 [--seconds S] [--inflight N] [--streams K]" >&2; exit 2 ;;
+    --new-streams) new_streams=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds S] [--inflight N] [--streams K] [--new-streams M]" >&2; exit 2 ;;
     esac
 done
 bench=${ES_BENCH:-build/es_bench}
@@ -31,8 +36,11 @@ cleanup() {
 trap cleanup EXIT
 args=(--seconds "$seconds" --inflight "$inflight" --streams "$streams")
 
-echo "== SQLite (WAL, synchronous=FULL), ${seconds}s"
-"$bench" sqlite "$work" "${args[@]}" 2>/dev/null
+echo "== SQLite (WAL, synchronous=FULL), ${seconds}s, $streams hot streams"
+mkdir "$work/hot" "$work/new"
+"$bench" sqlite "$work/hot" "${args[@]}" 2>/dev/null
+echo "== SQLite (WAL, synchronous=FULL), ${seconds}s, $new_streams streams (one per order, as the order service writes)"
+"$bench" sqlite "$work/new" --seconds "$seconds" --inflight "$inflight" --streams "$new_streams" 2>/dev/null
 
 echo "== PostgreSQL (throwaway, loopback), ${seconds}s"
 pgdir=$(mktemp -d /tmp/microshop-esbench-pg.XXXXXX)
