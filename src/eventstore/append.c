@@ -19,6 +19,7 @@
 #include "eventstore/eventstore_internal.h"
 #include "runtime/db_array.h"
 #include "runtime/error.h"
+#include "runtime/hash.h"
 #include "runtime/id.h"
 #include "runtime/banned.h"
 
@@ -206,14 +207,6 @@ static int check_retry(ms_db_conn *c, es_job *j, bool *is_dirty)
 
 enum { VERSIONS_MAX = 65536 }; /* streams remembered; past that the cache starts over */
 
-static uint64_t text_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* Emptied whenever another connection commits (the outbox relay, dozens of times a second
  * under load): only the slots in use are touched, not the whole table. */
 void ms_es__versions_clear(es_versions *v, bool is_final)
@@ -239,7 +232,7 @@ static es_version_slot *versions_slot(es_versions *v, const char *stream_id)
         v->slots = ms_xcalloc(v->mask + 1, sizeof *v->slots);
         v->used = ms_xcalloc(VERSIONS_MAX, sizeof *v->used);
     }
-    for (size_t i = (size_t)text_hash(stream_id) & v->mask;; i = (i + 1) & v->mask)
+    for (size_t i = (size_t)ms_hash_text(stream_id) & v->mask;; i = (i + 1) & v->mask)
         if (!v->slots[i].stream_id || strcmp(v->slots[i].stream_id, stream_id) == 0)
             return &v->slots[i];
 }
@@ -436,18 +429,10 @@ static void map_init(str_map *m, size_t count)
     m->mask = cap - 1;
 }
 
-static uint64_t str_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* The slot of `key`: its own, or the empty one where it goes. */
 static str_slot *map_slot(const str_map *m, const char *key)
 {
-    for (size_t i = (size_t)str_hash(key) & m->mask;; i = (i + 1) & m->mask)
+    for (size_t i = (size_t)ms_hash_text(key) & m->mask;; i = (i + 1) & m->mask)
         if (!m->slots[i].key || strcmp(m->slots[i].key, key) == 0)
             return &m->slots[i];
 }

@@ -320,8 +320,7 @@ static void publish_batch(ms_relay *r, int n)
 static void relay_round(ms_relay *r)
 {
     int rc;
-    if (!r->conn && (rc = ms_db_open(&r->cfg, false, &r->conn)) != 0) {
-        r->conn = NULL;
+    if (!r->conn && (rc = open_conn(r)) != 0) {
         db_failed(r, "connect", rc);
         backoff(r);
         return;

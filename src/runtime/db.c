@@ -151,24 +151,6 @@ void ms_db__set_error(ms_db_conn *c, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Eight bytes a step: the statement caches hash a query's text at every run, and byte by
- * byte (FNV) that was 4 % of the event-store writer. Equal keys are confirmed by memcmp. */
-uint64_t ms_db__hash(const char *s, size_t n)
-{
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s + i, n - i);
-    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 29);
-}
-
 /* ---- results ---- */
 
 ms_db_result *ms_db__result_new(int ncols)

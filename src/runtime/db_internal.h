@@ -63,8 +63,6 @@ ms_db_result *ms_db__result_new(int ncols);
 /* Appends the next cell, row by row; v == NULL is SQL NULL. */
 void ms_db__result_push(ms_db_result *r, const char *v, size_t n);
 void ms_db__set_error(ms_db_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* FNV-1a of a statement text: the key of both statement caches. */
-uint64_t ms_db__hash(const char *s, size_t n);
 
 int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out);
 /* SQLite in WAL mode: a value that changes whenever any connection of any process commits,

@@ -14,6 +14,7 @@
 
 #include "runtime/db_internal.h"
 #include "runtime/error.h"
+#include "runtime/hash.h"
 #include "runtime/log.h"
 #include "runtime/banned.h"
 
@@ -133,7 +134,7 @@ static void forget_stmt(pg_conn *p, cached_stmt *e)
 static int get_stmt(pg_conn *p, const char *sql, const char **name)
 {
     size_t len = strlen(sql);
-    uint64_t h = ms_db__hash(sql, len);
+    uint64_t h = ms_hash(sql, len);
     cached_stmt *victim = &p->cache[0];
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
         cached_stmt *e = &p->cache[i];

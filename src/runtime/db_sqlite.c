@@ -14,6 +14,7 @@
 #include "runtime/db_internal.h"
 #include "runtime/db_sqlite_vfs.h"
 #include "runtime/error.h"
+#include "runtime/hash.h"
 #include "runtime/log.h"
 #include "runtime/banned.h"
 
@@ -136,7 +137,7 @@ static void forget_stmt(cached_stmt *e)
 static int get_stmt(sqlite_conn *s, const char *sql, cached_stmt **out)
 {
     size_t len = strlen(sql);
-    uint64_t h = ms_db__hash(sql, len);
+    uint64_t h = ms_hash(sql, len);
     cached_stmt *victim = &s->cache[0];
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
         cached_stmt *e = &s->cache[i];

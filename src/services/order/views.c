@@ -12,6 +12,7 @@
 
 #include "runtime/db_array.h"
 #include "runtime/error.h"
+#include "runtime/hash.h"
 #include "runtime/log.h"
 #include "services/order/order_internal.h"
 #include "runtime/banned.h"
@@ -158,10 +159,7 @@ typedef struct view_table {
 
 static view_slot *slot_of(view_table *t, const char *id, bool add)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+    for (size_t i = (size_t)ms_hash_text(id) & t->mask;; i = (i + 1) & t->mask) {
         view_slot *v = &t->slots[i];
         if (v->id[0] && strcmp(v->id, id) == 0)
             return v;
