@@ -131,7 +131,6 @@ enum { ORDER_MAX_DECIDED = 2, ORDER_REASON_LEN = 160 };
 /* What a command decided. Init with order_decision_init, free with order_decision_release. */
 typedef struct order_decision {
     order_event events[ORDER_MAX_DECIDED]; /* data owned by the decision (heap text) */
-    json_t *docs[ORDER_MAX_DECIDED];       /* the same as JSON values (owned), or NULL */
     size_t nevents;
     order_state next; /* when has_next: the state after the events (owned) */
     bool has_next;
