@@ -99,7 +99,8 @@ run_wrk() { # label url [lua script]
 }
 
 # Runs each "label|url|script" in turns for $rounds rounds (the first is the reference), then
-# prints each one's median req/s and p99 and its ratio to the reference.
+# prints each one's median req/s and p99 and its ratio to the reference. A script may define
+# bench_before_run and bench_after_run (given the label) to watch one kind of run.
 bench_rounds() {
     echo "wrk -t1 -c$connections -d${duration}s, $workers server threads/workers, backend $backend, $rounds rounds" >&2
     wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$nport/" >/dev/null # warm-up
@@ -111,7 +112,9 @@ bench_rounds() {
         for spec in "$@"; do
             i=$((i + 1))
             IFS='|' read -r label url script <<<"$spec"
+            if [ "$(type -t bench_before_run)" = function ]; then bench_before_run "$label"; fi
             run_wrk "$label" "$url" "$script" >>"$work/result.$i"
+            if [ "$(type -t bench_after_run)" = function ]; then bench_after_run "$label"; fi
         done
     done
     local ref

@@ -31,17 +31,18 @@ wrk.headers["X-User-Role"] = "customer"
 LUA
 sleep 0.5 # let the projector write the view
 
-# sample the projection lag every 50 ms while the rounds run
-(while kill -0 "$spid" 2>/dev/null; do
-    curl -s "http://127.0.0.1:$sport/metrics" | awk '/^projection_lag_seconds/ {print $2}'
-    sleep 0.05
-done) >"$work/lag.txt" 2>/dev/null &
-sampler=$!
+# sample the projection lag every 50 ms while (only while) the POST load runs
+: >"$work/lag.txt"
+bench_before_run() {
+    case "$1" in POST*) python3 bench/lag_sampler.py "$sport" >>"$work/lag.txt" & sampler=$! ;; esac
+}
+bench_after_run() {
+    case "$1" in POST*) kill "$sampler"; wait "$sampler" || true ;; esac
+}
 
 bench_rounds "nginx return 200|http://127.0.0.1:$nport/|" \
     "POST /api/v1/orders (durable)|http://127.0.0.1:$sport/api/v1/orders|$work/post.lua" \
     "GET /api/v1/orders/{id}|http://127.0.0.1:$sport/api/v1/orders/$order|$work/get.lua"
-kill "$sampler" 2>/dev/null || true
 thread_cpu_per_request "$spid" "http://127.0.0.1:$sport/api/v1/orders" "$work/post.lua"
 echo "goals: POST ratio >= 0.40, GET ratio >= 0.70"
 sort -g "$work/lag.txt" | awk '{v[NR] = $1} END {
