@@ -508,7 +508,9 @@ typedef struct file_publisher {
 
 static void put_message(ms_buf *b, const ms_outbox_message *m)
 {
-    ms_buf_printf(b, "{\"seq\":%lld,\"id\":", (long long)m->seq);
+    ms_buf_adds(b, "{\"seq\":");
+    ms_buf_add_int(b, m->seq);
+    ms_buf_adds(b, ",\"id\":");
     ms_json_put_string(b, m->id);
     ms_buf_adds(b, ",\"aggregate_type\":");
     ms_json_put_string(b, m->aggregate_type);

@@ -57,6 +57,18 @@ void ms_buf_add(ms_buf *b, const void *p, size_t n)
     b->n += n;
 }
 
+void ms_buf_add_int(ms_buf *b, int64_t v)
+{
+    char digits[24], *p = digits + sizeof digits;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        *--p = '-';
+    ms_buf_add(b, p, (size_t)(digits + sizeof digits - p));
+}
+
 void ms_buf_printf(ms_buf *b, const char *fmt, ...)
 {
     va_list ap;

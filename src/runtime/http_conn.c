@@ -333,7 +333,11 @@ void ms_http_set_header(ms_http_request *req, const char *name, const char *valu
     /* header injection guard: a value must never end the line */
     if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
         MS_BUG("response header with CR/LF");
-    ms_buf_printf(&req->resp_headers, "%s: %s\r\n", name, value);
+    ms_buf *h = &req->resp_headers;
+    ms_buf_adds(h, name);
+    ms_buf_add(h, ": ", 2);
+    ms_buf_adds(h, value);
+    ms_buf_add(h, "\r\n", 2);
 }
 
 void ms_http_respond(ms_http_request *req, int status, const char *content_type, const void *body,
@@ -348,12 +352,22 @@ void ms_http_respond(ms_http_request *req, int status, const char *content_type,
 
     ms_buf out;
     ms_buf_init(&out, 256 + req->resp_headers.n + len);
-    ms_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, ms_http_reason(status));
+    /* no printf here: five calls were a tenth of a small answer's time */
+    ms_buf_add(&out, "HTTP/1.1 ", 9);
+    ms_buf_add_int(&out, status);
+    ms_buf_add(&out, " ", 1);
+    ms_buf_adds(&out, ms_http_reason(status));
+    ms_buf_add(&out, "\r\n", 2);
     ms_buf_adds(&out, date_line(c->loop));
     if (!no_body) {
-        if (content_type)
-            ms_buf_printf(&out, "Content-Type: %s\r\n", content_type);
-        ms_buf_printf(&out, "Content-Length: %zu\r\n", len);
+        if (content_type) {
+            ms_buf_add(&out, "Content-Type: ", 14);
+            ms_buf_adds(&out, content_type);
+            ms_buf_add(&out, "\r\n", 2);
+        }
+        ms_buf_add(&out, "Content-Length: ", 16);
+        ms_buf_add_int(&out, (int64_t)len);
+        ms_buf_add(&out, "\r\n", 2);
     }
     if (close_after)
         ms_buf_adds(&out, "Connection: close\r\n");

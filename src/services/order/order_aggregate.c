@@ -161,18 +161,6 @@ static char *dump(json_t *doc)
     return text;
 }
 
-static void put_int(ms_buf *b, int64_t v)
-{
-    char digits[24], *p = digits + sizeof digits;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do
-        *--p = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    if (v < 0)
-        *--p = '-';
-    ms_buf_add(b, p, (size_t)(digits + sizeof digits - p));
-}
-
 static void put_key_string(ms_buf *b, const char *key, const char *value)
 {
     ms_buf_adds(b, key);
@@ -182,7 +170,7 @@ static void put_key_string(ms_buf *b, const char *key, const char *value)
 static void put_key_int(ms_buf *b, const char *key, int64_t value)
 {
     ms_buf_adds(b, key);
-    put_int(b, value);
+    ms_buf_add_int(b, value);
 }
 
 static void set_reason(order_decision *d, const char *fmt, ...)

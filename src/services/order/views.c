@@ -43,6 +43,36 @@ const ms_migration order_view_migrations[] = {
      NULL},
     /* The view's data holds the whole state (order_view_read): no second copy to write. */
     {2, "order views: the state is the view", "ALTER TABLE order_views DROP COLUMN state", NULL},
+    /* SQLite: a table with a TEXT primary key is two b-trees (rows by rowid, and the key's
+     * index); WITHOUT ROWID keeps each in one, a third fewer page writes per projected order.
+     * Order ids are UUIDv7, so new views still land at the right edge. PostgreSQL has no
+     * rowid tables: nothing to do there. */
+    {3, "order views: one b-tree per table",
+     "CREATE TABLE order_views_new ("
+     " id TEXT PRIMARY KEY,"
+     " user_id TEXT NOT NULL,"
+     " status TEXT NOT NULL,"
+     " total_cents BIGINT NOT NULL,"
+     " currency TEXT NOT NULL,"
+     " version BIGINT NOT NULL,"
+     " position BIGINT NOT NULL,"
+     " created_at TEXT NOT NULL,"
+     " updated_at TEXT NOT NULL,"
+     " data TEXT NOT NULL) WITHOUT ROWID;"
+     "INSERT INTO order_views_new SELECT id, user_id, status, total_cents, currency, version,"
+     " position, created_at, updated_at, data FROM order_views;"
+     "DROP TABLE order_views;"
+     "ALTER TABLE order_views_new RENAME TO order_views;"
+     "CREATE TABLE user_order_views_new ("
+     " user_id TEXT NOT NULL,"
+     " created_at TEXT NOT NULL,"
+     " order_id TEXT NOT NULL,"
+     " PRIMARY KEY (user_id, created_at, order_id)) WITHOUT ROWID;"
+     "INSERT INTO user_order_views_new SELECT user_id, created_at, order_id"
+     " FROM user_order_views;"
+     "DROP TABLE user_order_views;"
+     "ALTER TABLE user_order_views_new RENAME TO user_order_views",
+     "SELECT 1"},
 };
 // clang-format on
 const size_t order_view_nmigrations =
