@@ -64,6 +64,7 @@ struct ms_es {
     bool has_checkpointer;
     uv_thread_t checkpointer;
     uv_cond_t has_wal;          /* the writer committed: the WAL grew */
+    bool is_ckpt_idle;          /* the checkpointer waits for a commit (not for its interval) */
     uint64_t commits;           /* the writer's commits so far, for the checkpointer */
     bool is_restart_due;        /* the WAL is long: the writer restarts it before its next batch */
     int64_t wal_restart_frames; /* how long is long (tests make it short) */

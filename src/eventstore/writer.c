@@ -330,7 +330,9 @@ static void checkpointer_main(void *arg)
         if (es->is_stopping)
             break;
         if (es->commits == seen) {
+            es->is_ckpt_idle = true;
             uv_cond_wait(&es->has_wal, &es->mu);
+            es->is_ckpt_idle = false;
             continue;
         }
         if (now < next_ns) {
@@ -519,7 +521,11 @@ static void writer_main(void *arg)
         uv_mutex_lock(&es->mu);
         if (has_committed && es->has_checkpointer) {
             es->commits++;
-            uv_cond_signal(&es->has_wal);
+            /* Only a checkpointer idle since its last run needs waking: one waiting out its
+             * interval looks at the count when the interval ends (a wake-up per commit was
+             * two context switches each, for nothing). */
+            if (es->is_ckpt_idle)
+                uv_cond_signal(&es->has_wal);
         }
         bool is_restart_due = es->is_restart_due;
         es->is_restart_due = false;
