@@ -245,8 +245,15 @@ static int in_order_prefix(ms_relay *r, int n)
 static int open_conn(ms_relay *r)
 {
     int rc = ms_db_open(&r->cfg, false, &r->conn);
-    if (rc != 0)
+    /* The event store checkpoints its own file from a thread of its own. Left to SQLite, the
+     * relay's every commit found the WAL past 1,000 frames (the event store lets it grow to
+     * 16,384) and ran a checkpoint of its own: 40 % of the relay's time, and twice the work. */
+    if (rc == 0 && r->es && ms_db_backend_of(r->conn) == MS_DB_SQLITE)
+        rc = ms_db_exec_script(r->conn, "PRAGMA wal_autocheckpoint=0");
+    if (rc != 0) {
+        ms_db_close(r->conn);
         r->conn = NULL;
+    }
     return rc;
 }
 

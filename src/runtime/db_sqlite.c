@@ -340,10 +340,9 @@ int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out)
     s->base.backend = MS_DB_SQLITE;
     int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                 SQLITE_OPEN_NOMUTEX;
-    /* Connections that sync every commit gather each commit's WAL writes into one write
-     * (db_sqlite_vfs.c); the others must not (their commits are visible before any sync). */
-    const char *vfs =
-        readonly || cfg->is_derived ? NULL : ms_db__sqlite_wal_vfs(cfg->defers_wal_sync);
+    /* Every writing connection gathers each commit's WAL writes into one write
+     * (db_sqlite_vfs.c): the derived ones (projector, relay) made two writes a page too. */
+    const char *vfs = readonly ? NULL : ms_db__sqlite_wal_vfs(cfg->defers_wal_sync);
     int rc = sqlite3_open_v2(cfg->sqlite_path ? cfg->sqlite_path : "", &s->db, flags, vfs);
     if (rc != SQLITE_OK) {
         rc = MS_ECONN;

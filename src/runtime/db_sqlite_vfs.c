@@ -5,11 +5,12 @@
  * SQLite appends a commit to the WAL frame by frame, two writes per page (a 24-byte frame
  * header, then the page): a group commit of a few dozen appends is ~60 pwrite calls, and on a
  * virtual machine each costs ~15 µs. Here the sequential writes to a WAL file collect in a
- * buffer that goes out in one write when SQLite syncs the WAL (every commit at
- * synchronous=FULL), reads it, asks its size, truncates it, closes it, or writes elsewhere in
- * it. Other connections cannot see the frames before that: a commit becomes visible through
- * the WAL index only after SQLite has synced the WAL. That is why only connections whose
- * every commit syncs (synchronous=FULL) may use this VFS; db_sqlite.c gives it to no other.
+ * buffer that goes out in one write once the commit's last frame is in it (its header carries
+ * the database size, which only a commit frame does), and in any case before SQLite syncs
+ * the WAL, reads it, asks its size, truncates it, closes it, or writes elsewhere in it.
+ * Other connections cannot see the frames before that: SQLite publishes a commit in the WAL
+ * index only after writing (and, at synchronous=FULL, syncing) all of its frames, so every
+ * frame is in the file by then, at any synchronous level.
  *
  * The deferring variant (MS_DB_SQLITE_WAL_VFS_DEFERRED) writes the buffer out at a WAL sync
  * but leaves the fdatasync to the connection's owner, who makes the commits durable from
@@ -35,7 +36,8 @@ typedef struct wal_file {
     sqlite3_file base;  /* our methods */
     sqlite3_file *real; /* the default VFS's file, allocated right after this struct */
     bool is_wal;
-    bool is_deferred; /* a WAL sync writes the buffer out, and no more */
+    bool is_deferred;      /* a WAL sync writes the buffer out, and no more */
+    bool is_commit_ending; /* the last write was a commit frame's header: its page ends it */
     char *buf;
     size_t len, cap;
     sqlite3_int64 start; /* file offset of buf[0] */
@@ -48,6 +50,8 @@ static sqlite3_io_methods methods_v1, methods_v2, methods_v3;
 /* The default VFS writes at most this much per call correctly: it masks a write's length
  * with 0x1ffff (a write of exactly 128 KiB would go out as 0 bytes, reported SQLITE_FULL). */
 enum { MAX_WRITE = 0x1f000 };
+
+enum { WAL_FRAME_HEADER = 24 };
 
 /* Writes out what the buffer holds. */
 static int flush(wal_file *f)
@@ -108,6 +112,14 @@ static int w_write(sqlite3_file *file, const void *p, int n, sqlite3_int64 off)
         f->start = off;
     memcpy(f->buf + f->len, p, (size_t)n);
     f->len += (size_t)n;
+    /* A frame header is the only 24-byte write; bytes 4..7 (the database size in pages) are
+     * non-zero only in a commit's last frame. The page after it completes the commit. */
+    if (f->is_commit_ending) {
+        f->is_commit_ending = false;
+        return flush(f);
+    }
+    const unsigned char *h = p;
+    f->is_commit_ending = n == WAL_FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
     return SQLITE_OK;
 }
 

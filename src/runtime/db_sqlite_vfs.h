@@ -1,6 +1,6 @@
 /*
  * db_sqlite_vfs.h — the SQLite VFS that writes each commit to the WAL in one pwrite
- * (db_sqlite_vfs.c says how, and why only synchronous=FULL connections may use it).
+ * (db_sqlite_vfs.c says how, and why any synchronous level may use it).
  * Thread-safe.
  */
 #ifndef MS_DB_SQLITE_VFS_H

@@ -2,7 +2,9 @@
  * test_sqlite_vfs.c — the WAL-gathering VFS (db_sqlite_vfs.c) under real SQLite: commits of
  * every size (one row, more than the default VFS's 128 KiB write limit, more than the buffer)
  * read back whole by another connection and after reopening; a rolled-back transaction leaves
- * nothing; a reader never sees part of a commit in progress.
+ * nothing; a reader never sees part of a commit in progress. Each test runs twice: with a
+ * writer that syncs every commit (synchronous=FULL) and with a derived one (NORMAL), whose
+ * commits must be in the WAL file when they become visible, with no sync to push them out.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +24,7 @@ typedef struct fixture {
     char dir[64];
     char path[128];
     ms_db_config cfg;
-    ms_db_conn *w, *r; /* the writer (the VFS: synchronous=FULL), a read-only reader */
+    ms_db_conn *w, *r; /* the writer (through the VFS), a read-only reader */
 } fixture;
 
 static void x(ms_db_conn *c, const char *sql, int n, const char *const *params)
@@ -43,15 +45,17 @@ static long long scalar(ms_db_conn *c, const char *sql)
     return v;
 }
 
-static int setup(void **state)
+static int setup_as(void **state, bool is_derived)
 {
     fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/ms-vfs-XXXXXX");
     if (!mkdtemp(f->dir))
         return -1;
     snprintf(f->path, sizeof f->path, "%s/t.db", f->dir);
-    f->cfg =
-        (ms_db_config){.backend = MS_DB_SQLITE, .sqlite_path = f->path, .busy_timeout_ms = 2000};
+    f->cfg = (ms_db_config){.backend = MS_DB_SQLITE,
+                            .sqlite_path = f->path,
+                            .busy_timeout_ms = 2000,
+                            .is_derived = is_derived};
     if (ms_db_open(&f->cfg, false, &f->w) != 0)
         return -1;
     x(f->w, "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)", 0, NULL);
@@ -59,6 +63,16 @@ static int setup(void **state)
         return -1;
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_as(state, false);
+}
+
+static int setup_derived(void **state)
+{
+    return setup_as(state, true);
 }
 
 static int teardown(void **state)
@@ -163,6 +177,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reader_sees_no_part_of_an_open_commit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_and_restart_of_the_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commits_of_every_size_read_back, setup_derived,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup_derived, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_sees_no_part_of_an_open_commit, setup_derived,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_and_restart_of_the_wal, setup_derived,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
