@@ -56,6 +56,9 @@ struct ms_es {
     uv_mutex_t mu; /* the queue, stopping, ports, waiters */
     uv_cond_t has_work;
     es_job *head, *tail;
+    size_t queued;   /* jobs in the queue */
+    size_t unsynced; /* batches committed, handed to the syncer, not yet synced */
+    size_t hold;     /* while a sync runs, the writer waits for this many jobs (0: never) */
     bool is_stopping;
     int nports;
 
