@@ -18,6 +18,12 @@
  * readers must then not see). Syncs of the database file itself stay real, so a checkpoint
  * on such a connection is safe only after the owner has synced the WAL.
  *
+ * A checkpoint writes pages into the database file one call each, in page order: those writes
+ * gather too, and go out before the file is synced, read, unlocked or asked its size. SQLite
+ * syncs the database file before it records the checkpoint's progress (at NORMAL and FULL,
+ * which every connection here uses), and until then no reader takes those pages from the
+ * file, so holding them back until the sync changes nothing another connection can see.
+ *
  * Every other file, and every other method, goes straight to the default VFS.
  */
 #include <sqlite3.h>
@@ -36,6 +42,7 @@ typedef struct wal_file {
     sqlite3_file base;  /* our methods */
     sqlite3_file *real; /* the default VFS's file, allocated right after this struct */
     bool is_wal;
+    bool is_gathered;      /* the WAL or the main database file: writes collect in buf */
     bool is_deferred;      /* a WAL sync writes the buffer out, and no more */
     bool is_commit_ending; /* the last write was a commit frame's header: its page ends it */
     char *buf;
@@ -88,7 +95,7 @@ static int w_read(sqlite3_file *file, void *out, int n, sqlite3_int64 off)
 static int w_write(sqlite3_file *file, const void *p, int n, sqlite3_int64 off)
 {
     wal_file *f = (wal_file *)file;
-    if (!f->is_wal)
+    if (!f->is_gathered)
         return f->real->pMethods->xWrite(f->real, p, n, off);
     if (f->len > 0 &&
         (off != f->start + (sqlite3_int64)f->len || f->len + (size_t)n > MAX_BUFFER)) {
@@ -119,7 +126,7 @@ static int w_write(sqlite3_file *file, const void *p, int n, sqlite3_int64 off)
         return flush(f);
     }
     const unsigned char *h = p;
-    f->is_commit_ending = n == WAL_FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
+    f->is_commit_ending = f->is_wal && n == WAL_FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
     return SQLITE_OK;
 }
 
@@ -155,7 +162,8 @@ static int w_lock(sqlite3_file *file, int level)
 static int w_unlock(sqlite3_file *file, int level)
 {
     wal_file *f = (wal_file *)file;
-    return f->real->pMethods->xUnlock(f->real, level);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int w_check_reserved_lock(sqlite3_file *file, int *out)
@@ -192,7 +200,8 @@ static int w_shm_map(sqlite3_file *file, int region, int size, int extend, void 
 static int w_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     wal_file *f = (wal_file *)file;
-    return f->real->pMethods->xShmLock(f->real, offset, n, flags);
+    int rc = flags & SQLITE_SHM_UNLOCK ? flush(f) : SQLITE_OK; /* a checkpoint ends */
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
 static void w_shm_barrier(sqlite3_file *file)
@@ -232,6 +241,7 @@ static int w_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, i
         return rc;
     }
     f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+    f->is_gathered = f->is_wal || (flags & SQLITE_OPEN_MAIN_DB) != 0;
     f->is_deferred = vfs == &deferring;
     int version = f->real->pMethods->iVersion;
     f->base.pMethods = version >= 3 ? &methods_v3 : version == 2 ? &methods_v2 : &methods_v1;
