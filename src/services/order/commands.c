@@ -409,9 +409,8 @@ void order_create(ms_http_request *req)
             json_object_set(k->cmd, copied[i], v);
     }
     json_decref(body);
-    /* the aggregate's rules once the body has the right shape (no double "is required") */
-    if (json_array_size(malformed) == 0 && json_array_size(invalid) == 0)
-        order_validate(ORDER_CMD_CREATE, k->cmd, malformed, invalid);
+    /* the aggregate's rules run in order_decide, once the body has the right shape (no double
+     * "is required"), and answer the same way */
     if (ms_json_reject(req, malformed, invalid)) {
         call_release(k);
         return;
