@@ -108,11 +108,13 @@ bool ms_json_check(json_t *obj, const ms_json_field *fields, size_t n, const cha
         size_t i = 0;
         while (i < n && strcmp(fields[i].name, key) != 0)
             i++;
-        snprintf(path, sizeof path, "%s%s", prefix, key);
+        /* the path is written only for an error: a printf per field was most of this */
         if (i == n) {
+            snprintf(path, sizeof path, "%s%s", prefix, key);
             ms_field_error(malformed, path, "unknown field");
             ok = false;
         } else if (json_is_null(v) ? !fields[i].nullable : !has_kind(v, fields[i].kind)) {
+            snprintf(path, sizeof path, "%s%s", prefix, key);
             ms_field_error(malformed, path, "must be %s%s", kind_name(fields[i].kind),
                            fields[i].nullable ? " or null" : "");
             ok = false;

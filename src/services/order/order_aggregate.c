@@ -285,7 +285,25 @@ static void validate_address(json_t *addr, json_t *malformed, json_t *invalid)
     rule(addr, "country", "shipping_address.country", ms_rule_country, invalid);
 }
 
-/* Checks items[i] and adds its line to *total; false when the line cannot be counted. */
+/* "items[i]" followed by `field` ("", ".", ".quantity"...: at most 18 bytes), into out. */
+static const char *item_path(char out[64], size_t i, const char *field)
+{
+    char digits[24], *d = digits + sizeof digits;
+    do
+        *--d = (char)('0' + i % 10);
+    while ((i /= 10) != 0);
+    size_t nd = (size_t)(digits + sizeof digits - d), nf = strlen(field);
+    if (7 + nd + nf >= 64)
+        MS_BUG("item_path: field name too long");
+    memcpy(out, "items[", 6);
+    memcpy(out + 6, d, nd);
+    out[6 + nd] = ']';
+    memcpy(out + 7 + nd, field, nf + 1);
+    return out;
+}
+
+/* Checks items[i] and adds its line to *total; false when the line cannot be counted. Paths
+ * are written only for errors (a printf per field was a tenth of a POST's validation). */
 static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malformed,
                           json_t *invalid)
 {
@@ -294,41 +312,38 @@ static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malfo
         {"quantity", MS_JSON_INTEGER, true, false},
         {"unit_price_cents", MS_JSON_INTEGER, true, false},
     };
-    char prefix[32], path[64];
+    char path[64];
     json_t *item = json_array_get(items, i);
-    snprintf(prefix, sizeof prefix, "items[%zu]", i);
     if (!json_is_object(item)) {
-        ms_field_error(malformed, prefix, "must be an object");
+        ms_field_error(malformed, item_path(path, i, ""), "must be an object");
         return false;
     }
-    snprintf(prefix, sizeof prefix, "items[%zu].", i);
-    bool countable = ms_json_check(item, fields, 3, prefix, malformed, invalid);
+    bool countable = ms_json_check(item, fields, 3, item_path(path, i, "."), malformed, invalid);
 
     const char *product = get_str(item, "product_id");
-    snprintf(path, sizeof path, "items[%zu].product_id", i);
     if (product && !ms_uuid_valid(product)) {
-        ms_field_error(invalid, path, "must be a UUID");
+        ms_field_error(invalid, item_path(path, i, ".product_id"), "must be a UUID");
     } else if (product) {
         for (size_t j = 0; j < i; j++) {
             const char *other = get_str(json_array_get(items, j), "product_id");
             if (other && strcasecmp(other, product) == 0) {
-                ms_field_error(invalid, path, "repeats items[%zu]: one line per product", j);
+                ms_field_error(invalid, item_path(path, i, ".product_id"),
+                               "repeats items[%zu]: one line per product", j);
                 break;
             }
         }
     }
     json_t *q = json_object_get(item, "quantity");
     json_t *p = json_object_get(item, "unit_price_cents");
-    snprintf(path, sizeof path, "items[%zu].quantity", i);
     if (json_is_integer(q) &&
         (json_integer_value(q) < 1 || json_integer_value(q) > ORDER_MAX_QUANTITY)) {
-        ms_field_error(invalid, path, "must be from 1 to %d", ORDER_MAX_QUANTITY);
+        ms_field_error(invalid, item_path(path, i, ".quantity"), "must be from 1 to %d",
+                       ORDER_MAX_QUANTITY);
         countable = false;
     }
-    snprintf(path, sizeof path, "items[%zu].unit_price_cents", i);
     if (json_is_integer(p) &&
         (json_integer_value(p) < 0 || json_integer_value(p) > ORDER_MAX_UNIT_PRICE_CENTS)) {
-        ms_field_error(invalid, path, "must be from 0 to %lld",
+        ms_field_error(invalid, item_path(path, i, ".unit_price_cents"), "must be from 0 to %lld",
                        (long long)ORDER_MAX_UNIT_PRICE_CENTS);
         countable = false;
     }
