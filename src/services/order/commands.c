@@ -400,15 +400,12 @@ void order_create(ms_http_request *req)
         ms_uuid_new(k->id);
     }
     set_stream(k);
-    /* the command: the body's fields (as present) plus who and which order */
-    k->cmd = json_pack("{s:s, s:s}", "order_id", k->id, "user_id", k->who.user_id);
-    static const char *const copied[] = {"items", "currency", "shipping_address"};
-    for (size_t i = 0; i < 3; i++) {
-        json_t *v = json_object_get(body, copied[i]);
-        if (v)
-            json_object_set(k->cmd, copied[i], v);
-    }
-    json_decref(body);
+    /* the command: the body's fields (ms_json_check let through only known ones) less the
+     * payment, plus who and which order */
+    json_object_del(body, "payment");
+    json_object_set_new(body, "order_id", json_string(k->id));
+    json_object_set_new(body, "user_id", json_string(k->who.user_id));
+    k->cmd = body;
     /* the aggregate's rules run in order_decide, once the body has the right shape (no double
      * "is required"), and answer the same way */
     if (ms_json_reject(req, malformed, invalid)) {
