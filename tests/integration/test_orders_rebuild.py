@@ -102,3 +102,47 @@ def test_rebuild_repairs_damaged_views(start_server):
     p = rebuild(s.db)
     assert p.returncode == 0, p.stderr
     assert views(s.db) == good
+
+
+def test_read_database_migration_3_keeps_the_views(start_server):
+    """A read database made before migration 3 (views in rowid tables) is moved to WITHOUT
+    ROWID tables on start, every view and list row kept (SQLite; a no-op on PostgreSQL)."""
+    s = start_server(target="order")
+    user = str(uuid.uuid4())
+    ids = [place(s, user, n).json()["id"] for n in (1, 2, 3)]
+    r = s.get(f"/api/v1/orders/{ids[-1]}",
+              headers={**ident(user), "X-Min-Position": str(s.db.count("events"))})
+    assert r.status_code == 200
+    assert s.stop() == 0, s.log_tail()
+    before = views(s.db)
+    if not s.db.name:  # SQLite: put the tables back as the second migration left them
+        import sqlite3
+        conn = sqlite3.connect(f"{s.db.data_dir}/{READ_DB}")
+        conn.executescript(
+            "CREATE TABLE ov AS SELECT * FROM order_views; DROP TABLE order_views;"
+            "CREATE TABLE order_views (id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
+            " status TEXT NOT NULL, total_cents BIGINT NOT NULL, currency TEXT NOT NULL,"
+            " version BIGINT NOT NULL, position BIGINT NOT NULL, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, data TEXT NOT NULL);"
+            "INSERT INTO order_views SELECT * FROM ov; DROP TABLE ov;"
+            "CREATE TABLE ui AS SELECT * FROM user_order_views; DROP TABLE user_order_views;"
+            "CREATE TABLE user_order_views (user_id TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " order_id TEXT NOT NULL, PRIMARY KEY (user_id, created_at, order_id));"
+            "INSERT INTO user_order_views SELECT * FROM ui; DROP TABLE ui;"
+            "DELETE FROM schema_migrations WHERE version = 3;")
+        conn.close()
+        assert "WITHOUT ROWID" not in s.db.query(
+            "SELECT sql FROM sqlite_master WHERE name = 'order_views'", file=READ_DB)[0][0]
+
+    s2 = start_server(db=s.db, target="order")
+    r = s2.get(f"/api/v1/users/{user}/orders", headers=ident(user))
+    assert r.status_code == 200, r.text
+    assert sorted(o["id"] for o in r.json()["items"]) == sorted(ids)
+    assert s2.stop() == 0, s2.log_tail()
+    assert views(s.db) == before
+    if not s.db.name:
+        for table in ("order_views", "user_order_views"):
+            sql = s.db.query("SELECT sql FROM sqlite_master WHERE name = ?", (table,),
+                             file=READ_DB)[0][0]
+            assert sql.endswith("WITHOUT ROWID"), sql
+        assert s.db.query("SELECT MAX(version) FROM schema_migrations", file=READ_DB) == [(3,)]
