@@ -549,7 +549,7 @@ static void writer_main(void *arg)
         }
         bool is_restart_due = es->is_restart_due;
         es->is_restart_due = false;
-        while ((!es->head && !es->is_stopping) || (es->head && writer_holds(es)))
+        while (!es->is_stopping && (!es->head || writer_holds(es)))
             uv_cond_wait(&es->has_work, &es->mu);
         while (es->head && n < max) {
             es_job *j = es->head;

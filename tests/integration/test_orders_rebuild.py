@@ -72,14 +72,20 @@ def test_rebuild_equals_live_projection(start_server):
     assert views(s.db) == (live_views, live_index)
 
 
-def test_rebuild_repairs_damaged_views(start_server):
-    s = start_server(target="order")
-    user = str(uuid.uuid4())
+def three_orders_projected(s, user):
+    """Places three orders for `user`, waits until the views show them, stops the server;
+    returns their ids."""
     ids = [place(s, user, n).json()["id"] for n in (1, 2, 3)]
     r = s.get(f"/api/v1/orders/{ids[-1]}",
               headers={**ident(user), "X-Min-Position": str(s.db.count("events"))})
     assert r.status_code == 200
     assert s.stop() == 0, s.log_tail()
+    return ids
+
+
+def test_rebuild_repairs_damaged_views(start_server):
+    s = start_server(target="order")
+    ids = three_orders_projected(s, str(uuid.uuid4()))
     good = views(s.db)
 
     # damage the read model behind the service's back: it is derived data
@@ -109,11 +115,7 @@ def test_read_database_migration_3_keeps_the_views(start_server):
     ROWID tables on start, every view and list row kept (SQLite; a no-op on PostgreSQL)."""
     s = start_server(target="order")
     user = str(uuid.uuid4())
-    ids = [place(s, user, n).json()["id"] for n in (1, 2, 3)]
-    r = s.get(f"/api/v1/orders/{ids[-1]}",
-              headers={**ident(user), "X-Min-Position": str(s.db.count("events"))})
-    assert r.status_code == 200
-    assert s.stop() == 0, s.log_tail()
+    ids = three_orders_projected(s, user)
     before = views(s.db)
     if not s.db.name:  # SQLite: put the tables back as the second migration left them
         import sqlite3
