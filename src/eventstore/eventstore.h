@@ -146,6 +146,18 @@ int64_t ms_es_visible_position(ms_es *es);
  * 0 or MS_ETIMEDOUT. For catch-up subscribers that have read everything. */
 int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms);
 
+/*
+ * SQLite only (MS_EINVAL elsewhere): marks the still unpublished outbox rows whose seq lies in
+ * [first[i], last[i]] (i < n) published at `at`, in a transaction of the writer thread's, run
+ * between its batches; returns once it committed. The commit is not synced of its own: a mark
+ * a power cut takes back only publishes its rows again. This is how the outbox relay marks:
+ * with a connection of its own it competed with the batches for the file's one write lock
+ * (the writer napped until it was free) and emptied the writer's page cache at every commit.
+ * 0, MS_ESHUTDOWN when the store is closing, or a database error (nothing marked).
+ */
+int ms_es_mark_published(ms_es *es, const int64_t *first, const int64_t *last, size_t n,
+                         const char *at);
+
 /* Metrics of the store: append latency, group-commit batch sizes, committed position. */
 typedef struct ms_es_stats {
     uint64_t appends_total, conflicts_total, batches_total, events_total;

@@ -30,6 +30,17 @@ typedef struct es_job {
     uint64_t queued_ns;                             /* uv_hrtime() at ms_es_append_req */
 } es_job;
 
+/* A call of ms_es_mark_published, waiting in es->marks until the writer has run it. The
+ * caller's stack holds it: the writer touches it only under es->mu, until is_done. */
+typedef struct es_mark {
+    struct es_mark *next;
+    const int64_t *first, *last;
+    size_t n;
+    const char *at;
+    int rc;
+    bool is_done;
+} es_mark;
+
 /*
  * SQLite: what the writer knows of stream versions, so that most appends need no probe
  * (append.c). Valid only while no other connection has written: the writer empties it when
@@ -61,6 +72,8 @@ struct ms_es {
     size_t hold;     /* while a sync runs, the writer waits for this many jobs (0: never) */
     bool is_stopping;
     int nports;
+    es_mark *marks;       /* ms_es_mark_published calls for the writer to run */
+    uv_cond_t marks_done; /* the writer has run some: their callers look at is_done */
 
     /* SQLite: checkpoints run on their own thread and connection, off the writer's commits
      * (writer.c). Guarded by es->mu. */

@@ -61,6 +61,7 @@ struct ms_relay {
     uint64_t counted_at; /* when pending was last counted (ms) */
     unsigned attempt;    /* consecutive failures, for the backoff */
     ms_outbox_message *msgs;
+    int64_t *run_first, *run_last; /* the runs of consecutive seq a mark covers */
 };
 
 static uint64_t now_ms(void)
@@ -245,11 +246,6 @@ static int in_order_prefix(ms_relay *r, int n)
 static int open_conn(ms_relay *r)
 {
     int rc = ms_db_open(&r->cfg, false, &r->conn);
-    /* The event store checkpoints its own file from a thread of its own. Left to SQLite, the
-     * relay's every commit found the WAL past 1,000 frames (the event store lets it grow to
-     * 16,384) and ran a checkpoint of its own: 40 % of the relay's time, and twice the work. */
-    if (rc == 0 && r->es && ms_db_backend_of(r->conn) == MS_DB_SQLITE)
-        rc = ms_db_exec_script(r->conn, "PRAGMA wal_autocheckpoint=0");
     if (rc != 0) {
         ms_db_close(r->conn);
         r->conn = NULL;
@@ -257,30 +253,33 @@ static int open_conn(ms_relay *r)
     return rc;
 }
 
-/* Marks msgs[0..n) published: one UPDATE per run of consecutive seq, in one transaction when
- * there are several. */
+/* Marks msgs[0..n) published: one UPDATE per run of consecutive seq, in one transaction.
+ * SQLite with this process's store: the store's writer runs it (ms_es_mark_published says
+ * why); else on the relay's own connection. */
 static int mark(ms_relay *r, int n)
 {
     char now[MS_TIME_LEN + 1], first[24], last[24];
     ms_time_now(now);
-    int runs = 1;
-    for (int i = 1; i < n; i++)
-        runs += r->msgs[i].seq != r->msgs[i - 1].seq + 1;
-    int rc = runs > 1 ? ms_db_begin(r->conn) : 0;
-    if (rc != 0)
-        return rc;
-    for (int i = 0; i < n && rc == 0;) {
+    size_t runs = 0;
+    for (int i = 0; i < n;) {
         int j = i + 1;
         while (j < n && r->msgs[j].seq == r->msgs[j - 1].seq + 1)
             j++;
-        snprintf(first, sizeof first, "%lld", (long long)r->msgs[i].seq);
-        snprintf(last, sizeof last, "%lld", (long long)r->msgs[j - 1].seq);
+        r->run_first[runs] = r->msgs[i].seq;
+        r->run_last[runs++] = r->msgs[j - 1].seq;
+        i = j;
+    }
+    if (r->es && ms_db_backend_of(r->conn) == MS_DB_SQLITE)
+        return ms_es_mark_published(r->es, r->run_first, r->run_last, runs, now);
+    int rc = runs > 1 ? ms_db_begin(r->conn) : 0;
+    for (size_t k = 0; k < runs && rc == 0; k++) {
+        snprintf(first, sizeof first, "%lld", (long long)r->run_first[k]);
+        snprintf(last, sizeof last, "%lld", (long long)r->run_last[k]);
         const char *params[] = {now, first, last};
         rc = ms_db_exec(r->conn,
                         "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL"
                         " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)",
                         3, params, NULL);
-        i = j;
     }
     return runs > 1 ? ms_db_end(r->conn, rc) : rc;
 }
@@ -373,8 +372,8 @@ static void relay_round(ms_relay *r)
         publish_batch(r, k);
     ms_db_result_free(res);
     /* Caught up: let rows gather before the next round. Every round ends in a write
-     * transaction (marking rows published) that competes for the database's write lock with
-     * the commits producing the rows; a round per commit would halve their rate. */
+     * transaction (marking rows published), the store writer's or one competing with it for
+     * the database's write lock; a round per commit would halve the commits' rate. */
     if (k > 0 && k < r->batch && r->linger_ms > 0)
         relay_wait(r, (uint64_t)r->linger_ms, false);
     if (n == 0)
@@ -421,6 +420,8 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
              " WHERE published_at IS NULL ORDER BY seq LIMIT %d",
              r->batch);
     r->msgs = ms_xcalloc((size_t)r->batch, sizeof *r->msgs);
+    r->run_first = ms_xcalloc((size_t)r->batch, sizeof *r->run_first);
+    r->run_last = ms_xcalloc((size_t)r->batch, sizeof *r->run_last);
     int rc = open_conn(r);
     if (rc != 0)
         goto out;
@@ -431,6 +432,8 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
         MS_BUG("cannot start the outbox relay thread");
 out:
     if (rc != 0) {
+        free(r->run_first);
+        free(r->run_last);
         free(r->msgs);
         free(r->service);
         free(r->pg_conninfo);
@@ -470,6 +473,8 @@ void ms_relay_stop(ms_relay *r)
     ms_db_close(r->conn); /* ends the session: releases the PostgreSQL lock */
     uv_cond_destroy(&r->cond);
     uv_mutex_destroy(&r->mu);
+    free(r->run_first);
+    free(r->run_last);
     free(r->msgs);
     free(r->service);
     free(r->pg_conninfo);

@@ -91,7 +91,8 @@ typedef struct ms_relay_options {
     int gap_wait_ms; /* PostgreSQL: longest hold of rows behind a seq gap (default 1000) */
     int linger_ms;   /* after catching up, let rows gather this long (default 20) */
     /* This process's event store writing the outbox, or NULL: rows are then published only
-     * once the store has made them durable (its commits are visible a moment before). */
+     * once the store has made them durable (its commits are visible a moment before), and on
+     * SQLite the store's writer marks them (ms_es_mark_published), the relay never writes. */
     ms_es *es;
     const char *service; /* the metrics label service=... and the logs' name (default "unknown") */
 } ms_relay_options;

@@ -529,6 +529,67 @@ static void syncer_main(void *arg)
     }
 }
 
+/* ---- outbox marks (SQLite) ---- */
+
+/* Runs the marks of `list` in one transaction and answers them all with its outcome. */
+static bool run_marks(ms_es *es, es_mark *list)
+{
+    int rc = es->conn ? 0 : open_writer_conn(es);
+    bool is_begun = rc == 0 && (rc = ms_db_begin(es->conn)) == 0;
+    for (es_mark *m = list; rc == 0 && m; m = m->next) {
+        for (size_t i = 0; rc == 0 && i < m->n; i++) {
+            char first[24], last[24];
+            snprintf(first, sizeof first, "%lld", (long long)m->first[i]);
+            snprintf(last, sizeof last, "%lld", (long long)m->last[i]);
+            const char *params[] = {m->at, first, last};
+            rc = ms_db_exec(es->conn,
+                            "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL"
+                            " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)",
+                            3, params, NULL);
+        }
+    }
+    if (is_begun)
+        rc = ms_db_end(es->conn, rc);
+    if (rc < 0)
+        ms_log(MS_LOG_WARN, "eventstore: marking outbox rows published failed", "error",
+               ms_errname(rc), "detail", es->conn ? ms_db_errmsg(es->conn) : "", NULL);
+    if (rc == MS_ECONN && es->conn) { /* reopened by the next batch */
+        ms_db_close(es->conn);
+        es->conn = NULL;
+    }
+    uv_mutex_lock(&es->mu);
+    for (es_mark *m = list, *next; m; m = next) {
+        next = m->next; /* m is the caller's, and may be gone once is_done is seen */
+        m->rc = rc;
+        m->is_done = true;
+    }
+    uv_cond_broadcast(&es->marks_done);
+    uv_mutex_unlock(&es->mu);
+    return is_begun && rc == 0;
+}
+
+int ms_es_mark_published(ms_es *es, const int64_t *first, const int64_t *last, size_t n,
+                         const char *at)
+{
+    if (es->cfg.backend != MS_DB_SQLITE)
+        return MS_EINVAL;
+    if (n == 0)
+        return 0;
+    es_mark m = {.first = first, .last = last, .n = n, .at = at};
+    uv_mutex_lock(&es->mu);
+    if (es->is_stopping) {
+        uv_mutex_unlock(&es->mu);
+        return MS_ESHUTDOWN;
+    }
+    m.next = es->marks;
+    es->marks = &m;
+    uv_cond_signal(&es->has_work);
+    while (!m.is_done)
+        uv_cond_wait(&es->marks_done, &es->mu);
+    uv_mutex_unlock(&es->mu);
+    return m.rc;
+}
+
 static void writer_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "es-writer"); /* for top -H, perf, gdb */
@@ -549,9 +610,11 @@ static void writer_main(void *arg)
         }
         bool is_restart_due = es->is_restart_due;
         es->is_restart_due = false;
-        while (!es->is_stopping && (!es->head || writer_holds(es)))
+        while (!es->is_stopping && !es->marks && (!es->head || writer_holds(es)))
             uv_cond_wait(&es->has_work, &es->mu);
-        while (es->head && n < max) {
+        /* woken for marks alone while holding: the batch still waits */
+        bool is_holding = writer_holds(es);
+        while (!is_holding && es->head && n < max) {
             es_job *j = es->head;
             es->head = j->next;
             j->next = NULL;
@@ -560,18 +623,30 @@ static void writer_main(void *arg)
         es->queued -= n;
         if (!es->head)
             es->tail = NULL;
+        es_mark *marks = es->marks;
+        es->marks = NULL;
         bool is_last = es->is_stopping && n == 0;
         uv_mutex_unlock(&es->mu);
+        has_committed = false;
+        if (n > 0) {
+            if (is_restart_due)
+                restart_wal(es);
+            int64_t top = run_batch(es, jobs, n);
+            has_committed = top > 0;
+            if (es->has_syncer)
+                to_syncer(es, jobs, n, top);
+            else
+                finish_batch(es, jobs, n, top);
+        } else if (is_restart_due) {
+            uv_mutex_lock(&es->mu);
+            es->is_restart_due = true; /* before the next batch, as ever */
+            uv_mutex_unlock(&es->mu);
+        }
+        /* after the batch, while its fsync runs: its appends wait on none of this */
+        if (marks)
+            has_committed |= run_marks(es, marks);
         if (is_last)
             break;
-        if (is_restart_due)
-            restart_wal(es);
-        int64_t top = run_batch(es, jobs, n);
-        has_committed = top > 0;
-        if (es->has_syncer)
-            to_syncer(es, jobs, n, top);
-        else
-            finish_batch(es, jobs, n, top);
     }
     free(jobs);
 }
@@ -627,6 +702,7 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     }
     uv_mutex_init(&es->mu);
     uv_cond_init(&es->has_work);
+    uv_cond_init(&es->marks_done);
     uv_cond_init(&es->has_wal);
     uv_mutex_init(&es->stats_mu);
     uv_cond_init(&es->committed_cond);
@@ -688,6 +764,7 @@ void ms_es_close(ms_es *es)
     uv_cond_destroy(&es->committed_cond);
     uv_cond_destroy(&es->has_wal);
     uv_mutex_destroy(&es->stats_mu);
+    uv_cond_destroy(&es->marks_done);
     uv_cond_destroy(&es->has_work);
     uv_mutex_destroy(&es->mu);
     free((char *)es->cfg.sqlite_path);

@@ -311,6 +311,15 @@ static void test_relay_publishes_only_durable_rows(void **state)
     ms_relay_stop(r);
     assert_int_equal(d.published, 240);
     assert_int_equal(d.early, 0);
+    /* marked by the store's writer (ms_es_mark_published): every row, none left behind */
+    ms_db_conn *c = NULL;
+    ms_db_result *res = NULL;
+    assert_int_equal(ms_db_open(&f->cfg, true, &c), 0);
+    assert_int_equal(
+        ms_db_exec(c, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL", 0, NULL, &res), 0);
+    assert_string_equal(ms_db_get(res, 0, 0), "0");
+    ms_db_result_free(res);
+    ms_db_close(c);
     uv_mutex_destroy(&d.mu);
 }
 

@@ -1105,6 +1105,48 @@ static void test_outbox_rows(void **state)
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), 1);
 }
 
+/* Marks run by the writer: only unpublished rows in the runs, between batches, and a mark
+ * never moves a row's first published_at. PostgreSQL: refused (the relay marks itself). */
+static void test_mark_published(void **state)
+{
+    fixture *f = ready(state);
+    ms_es_event ev;
+    ms_es_outbox_row ob[6];
+    new_event(&ev, "OrderCreated", "{}");
+    for (int i = 0; i < 6; i++)
+        new_outbox(&ob[i], "order-6", "order.created");
+    ms_es_append_req a = req("order-6", MS_ES_NO_STREAM, &ev, 1);
+    a.outbox = ob;
+    a.noutbox = 6;
+    assert_int_equal(ms_es_append_wait(f->es, &a), 0);
+    int64_t lo = scalar(f->c, "SELECT MIN(seq) FROM outbox");
+    int64_t first[] = {lo, lo + 3}, last[] = {lo + 1, lo + 3};
+    if (f->cfg.backend == MS_DB_POSTGRES) {
+        assert_int_equal(ms_es_mark_published(f->es, first, last, 2, "2026-11-25T10:00:00.000Z"),
+                         MS_EINVAL);
+        return;
+    }
+    assert_int_equal(ms_es_mark_published(f->es, first, last, 2, "2026-11-25T10:00:00.000Z"), 0);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"), 3);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE published_at = "
+                                  "'2026-11-25T10:00:00.000Z'"),
+                     3);
+    /* again over all six: the three marked keep their time, the others get the new one */
+    int64_t all_first[] = {lo}, all_last[] = {lo + 5};
+    assert_int_equal(
+        ms_es_mark_published(f->es, all_first, all_last, 1, "2026-11-25T11:00:00.000Z"), 0);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE published_at = "
+                                  "'2026-11-25T11:00:00.000Z'"),
+                     3);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"), 0);
+    /* nothing to mark is no transaction at all; the store still appends after marks */
+    assert_int_equal(ms_es_mark_published(f->es, first, last, 0, "2026-11-25T12:00:00.000Z"), 0);
+    new_event(&ev, "OrderPaid", "{}");
+    a = req("order-6", 1, &ev, 1);
+    assert_int_equal(ms_es_append_wait(f->es, &a), 0);
+    assert_int_equal(a.version, 2);
+}
+
 static void test_snapshots(void **state)
 {
     fixture *f = ready(state);
@@ -1584,6 +1626,7 @@ int main(void)
         BOTH(test_concurrent_writers_one_stream),
         BOTH(test_group_commit_batches),
         BOTH(test_outbox_rows),
+        BOTH(test_mark_published),
         BOTH(test_snapshots),
         BOTH(test_read_all_pages),
         BOTH(test_port_on_loop),
