@@ -73,7 +73,7 @@ static int check(const ms_es_append_req *a)
         const ms_es_outbox_row *o = &a->outbox[i];
         if (memchr(o->id, '\0', sizeof o->id) == NULL || !ms_uuid_valid(o->id) ||
             is_blank(o->aggregate_type) || is_blank(o->aggregate_id) || is_blank(o->type) ||
-            !o->payload)
+            (o->of_event ? o->payload || o->of_event > a->nevents : !o->payload))
             return MS_EINVAL;
     }
     return 0;
@@ -118,6 +118,7 @@ int ms_es__job_new(const ms_es_append_req *a, es_job **out)
         outbox[i].aggregate_id = copy_text(&p, o->aggregate_id);
         outbox[i].type = copy_text(&p, o->type);
         outbox[i].payload = copy_text(&p, o->payload);
+        outbox[i].of_event = o->of_event;
     }
     if (p != (char *)j + size)
         MS_BUG("eventstore: job size miscounted");
@@ -142,9 +143,10 @@ static const char find_sql[] =
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
 static const char insert_event_sql[] = INSERT_EVENT " RETURNING position";
 static const char insert_event_sqlite[] = INSERT_EVENT;
+/* A row referencing its event stores payload '' (the column is NOT NULL): see schema.c. */
 static const char insert_outbox_sql[] =
-    "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6)";
+    "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, created_at, "
+    "event_position) VALUES ($1, $2, $3, $4, COALESCE($5, ''), $6, CAST($7 AS BIGINT))";
 
 static bool version_matches(int64_t expected, int64_t current)
 {
@@ -286,6 +288,7 @@ static int write_events(ms_db_conn *c, es_job *j, int64_t current, bool *is_dirt
     char now[MS_TIME_LEN + 1];
     ms_time_now(now);
     int rc = 0;
+    int64_t few[8], *positions = a->nevents <= 8 ? few : ms_xcalloc(a->nevents, sizeof *positions);
     for (size_t i = 0; i < a->nevents; i++) {
         const ms_es_event *e = &a->events[i];
         char version[24];
@@ -297,27 +300,39 @@ static int write_events(ms_db_conn *c, es_job *j, int64_t current, bool *is_dirt
                        : ms_db_each(c, insert_event_sql, 7, params, take_position, &position);
         if (rc < 0) {
             *is_dirty = true;
-            return rc;
+            goto out;
         }
         if (position == 0) {
             *is_dirty = i > 0;
-            return i > 0 ? MS_ECONFLICT : IS_TAKEN;
+            rc = i > 0 ? MS_ECONFLICT : IS_TAKEN;
+            goto out;
         }
         if (i == 0)
             j->first_position = position;
-        j->last_position = position;
+        j->last_position = positions[i] = position;
     }
     for (size_t i = 0; i < a->noutbox; i++) {
         const ms_es_outbox_row *o = &a->outbox[i];
-        const char *params[] = {o->id,   o->aggregate_type, o->aggregate_id,
-                                o->type, o->payload,        now};
-        if ((rc = ms_db_exec(c, insert_outbox_sql, 6, params, NULL)) < 0) {
+        char position[24];
+        if (o->of_event)
+            snprintf(position, sizeof position, "%" PRId64, positions[o->of_event - 1]);
+        const char *params[] = {o->id,
+                                o->aggregate_type,
+                                o->aggregate_id,
+                                o->type,
+                                o->payload,
+                                now,
+                                o->of_event ? position : NULL};
+        if ((rc = ms_db_exec(c, insert_outbox_sql, 7, params, NULL)) < 0) {
             *is_dirty = true;
-            return rc;
+            goto out;
         }
     }
     j->version = current + (int64_t)a->nevents;
-    return 0;
+out:
+    if (positions != few)
+        free(positions);
+    return rc;
 }
 
 /*
@@ -393,7 +408,7 @@ out:
  * SQLite keeps the one-by-one path: it has no round trips to save, and measured, multi-row
  * INSERTs and padded probes were slower there than its cached single-row statements.
  */
-enum { EVENT_COLS = 7, OUTBOX_COLS = 6 };
+enum { EVENT_COLS = 7, OUTBOX_COLS = 7 };
 
 /* Each takes the whole batch as arrays. */
 static const char pg_probe[] =
@@ -405,10 +420,12 @@ static const char pg_insert_events[] =
     "SELECT u.e, u.s, u.v, u.t, u.d, u.m, $7 FROM unnest($1::text[], $2::text[], $3::bigint[], "
     "$4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS u(e, s, v, t, d, m, n) ORDER BY u.n "
     "RETURNING event_id, position";
+/* $6: the event id a row references, '' for none (arrays hold no NULL) */
 static const char pg_insert_outbox[] =
-    "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, created_at) "
-    "SELECT u.i, u.a, u.g, u.t, u.p, $6 FROM unnest($1::text[], $2::text[], $3::text[], "
-    "$4::text[], $5::text[]) WITH ORDINALITY AS u(i, a, g, t, p, n) ORDER BY u.n";
+    "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, event_position, "
+    "created_at) SELECT u.i, u.a, u.g, u.t, u.p, (SELECT position FROM events WHERE event_id = "
+    "NULLIF(u.e, '')), $7 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[]) WITH ORDINALITY AS u(i, a, g, t, p, e, n) ORDER BY u.n";
 
 /* A string-keyed open-addressing table: stream -> version, or a set of event ids. */
 typedef struct str_slot {
@@ -443,11 +460,16 @@ typedef struct pending_event {
     int64_t version;
 } pending_event;
 
+typedef struct pending_outbox {
+    const ms_es_outbox_row *row;
+    const char *event_id; /* of the event it references, or "" */
+} pending_outbox;
+
 typedef struct batch {
     ms_db_conn *c;
     char now[MS_TIME_LEN + 1];
     pending_event *events;
-    const ms_es_outbox_row **outbox;
+    pending_outbox *outbox;
     size_t nevents, noutbox;
 } batch;
 
@@ -510,12 +532,13 @@ static int flush_pg(batch *b)
         for (int i = 0; i < EVENT_COLS - 1; i++)
             ms_db_array_reset(&cols[i]);
         for (size_t r = 0; r < b->noutbox; r++) {
-            const ms_es_outbox_row *o = b->outbox[r];
+            const ms_es_outbox_row *o = b->outbox[r].row;
             ms_db_array_add(&cols[0], o->id);
             ms_db_array_add(&cols[1], o->aggregate_type);
             ms_db_array_add(&cols[2], o->aggregate_id);
             ms_db_array_add(&cols[3], o->type);
-            ms_db_array_add(&cols[4], o->payload);
+            ms_db_array_add(&cols[4], o->payload ? o->payload : "");
+            ms_db_array_add(&cols[5], b->outbox[r].event_id);
         }
         for (int i = 0; i < OUTBOX_COLS - 1; i++)
             params[i] = ms_db_array_text(&cols[i]);
@@ -636,7 +659,9 @@ int ms_es__apply_batch(ms_db_conn *c, es_job **jobs, size_t n, bool *is_dirty)
             b.events[b.nevents++] = (pending_event){j, k, current + 1 + (int64_t)k};
         }
         for (size_t k = 0; k < a->noutbox; k++)
-            b.outbox[b.noutbox++] = &a->outbox[k];
+            b.outbox[b.noutbox++] = (pending_outbox){
+                &a->outbox[k],
+                a->outbox[k].of_event ? a->events[a->outbox[k].of_event - 1].event_id : ""};
         j->version = s->value = current + (int64_t)a->nevents;
         j->rc = 0;
     }

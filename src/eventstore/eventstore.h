@@ -34,7 +34,7 @@
 extern const ms_migration ms_es_migrations[];
 extern const size_t ms_es_nmigrations;
 /* The same count as a constant expression, for static initializers. */
-#define MS_ES_NMIGRATIONS 3
+#define MS_ES_NMIGRATIONS 4
 
 enum {
     MS_ES_ANY = -1,           /* append whatever the stream's version */
@@ -53,10 +53,17 @@ typedef struct ms_es_event {
     const char *recorded_at; /* RFC 3339 UTC */
 } ms_es_event;
 
-/* A row for the transactional outbox, written in the same transaction as the events. */
+/*
+ * A row for the transactional outbox, written in the same transaction as the events. A row
+ * whose payload is one of the append's events sets `of_event` instead of `payload`: the row
+ * then references that event (outbox.event_position) rather than storing a second copy of
+ * it, and the relay reads the payload from the event (the outbox_messages view).
+ */
 typedef struct ms_es_outbox_row {
-    const char *aggregate_type, *aggregate_id, *type, *payload; /* payload: JSON text */
-    char id[37];                                                /* UUID, the dedup key */
+    const char *aggregate_type, *aggregate_id, *type;
+    const char *payload; /* JSON text; NULL with of_event */
+    size_t of_event;     /* 1..nevents: the payload is events[of_event - 1].data; 0: none */
+    char id[37];         /* UUID, the dedup key */
 } ms_es_outbox_row;
 
 /* An append request (named _req: `ms_es_append` is the function). */

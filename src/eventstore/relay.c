@@ -42,7 +42,7 @@ struct ms_relay {
     char *sqlite_path, *pg_conninfo, *service;
     ms_publisher pub;
     int batch, poll_ms, gap_wait_ms;
-    char select_sql[256];
+    char select_sql[192];
 
     uv_thread_t thread;
     uv_mutex_t mu;
@@ -415,10 +415,11 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
     r->gap_wait_ms = o.gap_wait_ms ? o.gap_wait_ms : 1000;
     r->linger_ms = o.linger_ms ? o.linger_ms : 20;
     r->es = o.es;
+    /* with a store, rows may reference their events (ms_es_migrations 1003) */
     snprintf(r->select_sql, sizeof r->select_sql,
-             "SELECT seq, id, aggregate_type, aggregate_id, type, payload, created_at FROM outbox"
+             "SELECT seq, id, aggregate_type, aggregate_id, type, payload, created_at FROM %s"
              " WHERE published_at IS NULL ORDER BY seq LIMIT %d",
-             r->batch);
+             r->es ? "outbox_messages" : "outbox", r->batch);
     r->msgs = ms_xcalloc((size_t)r->batch, sizeof *r->msgs);
     r->run_first = ms_xcalloc((size_t)r->batch, sizeof *r->run_first);
     r->run_last = ms_xcalloc((size_t)r->batch, sizeof *r->run_last);

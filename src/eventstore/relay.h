@@ -57,6 +57,11 @@
 #define MS_OUTBOX_TABLE_SQLITE \
     "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," MS_OUTBOX_COLUMNS_
 #define MS_OUTBOX_TABLE_POSTGRES "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY," MS_OUTBOX_COLUMNS_
+/* The event store's outbox with each row's payload: its own, or its event's data. */
+#define MS_OUTBOX_MESSAGES_VIEW \
+    "CREATE VIEW outbox_messages AS SELECT o.seq, o.id, o.aggregate_type, o.aggregate_id," \
+    " o.type, COALESCE(e.data, o.payload) AS payload, o.created_at, o.published_at," \
+    " o.event_position FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
 // clang-format on
 
 typedef struct ms_outbox_message {
@@ -91,8 +96,9 @@ typedef struct ms_relay_options {
     int gap_wait_ms; /* PostgreSQL: longest hold of rows behind a seq gap (default 1000) */
     int linger_ms;   /* after catching up, let rows gather this long (default 20) */
     /* This process's event store writing the outbox, or NULL: rows are then published only
-     * once the store has made them durable (its commits are visible a moment before), and on
-     * SQLite the store's writer marks them (ms_es_mark_published), the relay never writes. */
+     * once the store has made them durable (its commits are visible a moment before), read
+     * with their events' payloads (the outbox_messages view), and on SQLite the store's
+     * writer marks them (ms_es_mark_published): the relay never writes. */
     ms_es *es;
     const char *service; /* the metrics label service=... and the logs' name (default "unknown") */
 } ms_relay_options;

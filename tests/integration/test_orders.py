@@ -228,10 +228,13 @@ def test_create_returns_confirmed_order_and_writes_event_and_outbox(osrv):
     data = json.loads(data)
     assert data["order_id"] == doc["id"] and data["total_cents"] == doc["total_cents"]
     (agg_type, agg_id, otype, payload), = osrv.db.query(
-        "SELECT aggregate_type, aggregate_id, type, payload FROM outbox "
+        "SELECT aggregate_type, aggregate_id, type, payload FROM outbox_messages "
         "WHERE aggregate_id = ?", [doc["id"]])
     assert (agg_type, agg_id, otype) == ("order", doc["id"], "OrderCreated")
     assert json.loads(payload) == data
+    # the row references its event: the event is stored once
+    assert osrv.db.query("SELECT payload, event_position FROM outbox WHERE aggregate_id = ?",
+                         [doc["id"]]) == [("", position)]
 
     g = get_order(osrv, doc["id"], user, min_pos=pos)
     assert g.status_code == 200, g.text
@@ -868,7 +871,7 @@ def test_events_endpoint_and_outbox_match_what_happened(osrv):
     assert [(a, b, c, d, json.loads(e), f) for a, b, c, d, e, f in rows] == \
         [(e["event_id"], e["type"], e["version"], e["position"], e["data"], e["recorded_at"])
          for e in evs]
-    out = osrv.db.query("SELECT id, aggregate_type, type, payload FROM outbox "
+    out = osrv.db.query("SELECT id, aggregate_type, type, payload FROM outbox_messages "
                         "WHERE aggregate_id = ? ORDER BY seq", [doc["id"]])
     assert [(t, ty, json.loads(p)) for _, t, ty, p in out] == \
         [("order", e["type"], e["data"]) for e in evs]
@@ -877,8 +880,12 @@ def test_events_endpoint_and_outbox_match_what_happened(osrv):
         "SELECT published_at FROM outbox WHERE aggregate_id = ?", [doc["id"]])),
         5 * SLOW, what="the relay to publish the order's events")
     with open(os.path.join(osrv.db.data_dir, "order-outbox.jsonl")) as feed:
-        published = [json.loads(line)["id"] for line in feed]
+        lines = [json.loads(line) for line in feed]
+    published = [m["id"] for m in lines]
     assert [o[0] for o in out] == [i for i in published if i in {o[0] for o in out}]
+    # each message carries its event's data, read from the event the row references
+    payloads = {m["id"]: m["payload"] for m in lines}
+    assert [payloads[o[0]] for o in out] == [e["data"] for e in evs]
     assert len({o[0] for o in out}) == 3
 
     assert events_of(osrv, doc["id"], role="admin") == evs
@@ -891,7 +898,7 @@ def test_events_endpoint_and_outbox_match_what_happened(osrv):
 def test_outbox_has_one_row_per_event(osrv):
     create(osrv, uid())
     rows = osrv.db.query("SELECT stream_id, type, data FROM events ORDER BY position")
-    out = osrv.db.query("SELECT aggregate_type, aggregate_id, type, payload FROM outbox "
+    out = osrv.db.query("SELECT aggregate_type, aggregate_id, type, payload FROM outbox_messages "
                         "ORDER BY seq")
     assert len(out) == len(rows)
     assert [("order", s[len("order-"):], t, json.loads(d)) for s, t, d in rows] == \

@@ -1105,6 +1105,51 @@ static void test_outbox_rows(void **state)
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), 1);
 }
 
+/* A row with of_event references its event: no second copy stored, the view shows the event's
+ * data as its payload; a row of its own payload is shown as it is. */
+static void test_outbox_row_references_event(void **state)
+{
+    fixture *f = ready(state);
+    ms_es_event ev[2];
+    ms_es_outbox_row ob[2];
+    new_event(&ev[0], "OrderCreated", "{\"n\":1}");
+    new_event(&ev[1], "OrderPaid", "{\"n\":2}");
+    new_outbox(&ob[0], "order-7", "OrderPaid");
+    ob[0].payload = NULL;
+    ob[0].of_event = 2;
+    new_outbox(&ob[1], "order-7", "order.note");
+    ms_es_append_req a = req("order-7", MS_ES_NO_STREAM, ev, 2);
+    a.outbox = ob;
+    a.noutbox = 2;
+    /* refused whole: an event the append lacks, or a payload as well as an event */
+    ob[0].of_event = 3;
+    assert_int_equal(ms_es_append_wait(f->es, &a), MS_EINVAL);
+    ob[0].of_event = 2;
+    ob[0].payload = "{}";
+    assert_int_equal(ms_es_append_wait(f->es, &a), MS_EINVAL);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox"), 0);
+    ob[0].payload = NULL;
+    assert_int_equal(ms_es_append_wait(f->es, &a), 0);
+
+    ms_db_result *r = NULL;
+    assert_int_equal(ms_db_exec(f->c,
+                                "SELECT o.payload, o.event_position, m.payload, m.id FROM outbox o"
+                                " JOIN outbox_messages m ON m.seq = o.seq ORDER BY o.seq",
+                                0, NULL, &r),
+                     0);
+    assert_int_equal(ms_db_nrows(r), 2);
+    char second[24];
+    snprintf(second, sizeof second, "%lld", (long long)a.last_position);
+    assert_string_equal(ms_db_get(r, 0, 0), "");
+    assert_string_equal(ms_db_get(r, 0, 1), second);
+    assert_string_equal(ms_db_get(r, 0, 2), "{\"n\":2}");
+    assert_string_equal(ms_db_get(r, 0, 3), ob[0].id);
+    assert_string_equal(ms_db_get(r, 1, 0), "{\"k\":1}");
+    assert_null(ms_db_get(r, 1, 1));
+    assert_string_equal(ms_db_get(r, 1, 2), "{\"k\":1}");
+    ms_db_result_free(r);
+}
+
 /* Marks run by the writer: only unpublished rows in the runs, between batches, and a mark
  * never moves a row's first published_at. PostgreSQL: refused (the relay marks itself). */
 static void test_mark_published(void **state)
@@ -1627,6 +1672,7 @@ int main(void)
         BOTH(test_group_commit_batches),
         BOTH(test_outbox_rows),
         BOTH(test_mark_published),
+        BOTH(test_outbox_row_references_event),
         BOTH(test_snapshots),
         BOTH(test_read_all_pages),
         BOTH(test_port_on_loop),

@@ -264,7 +264,7 @@ static void decide_and_append(order_call *k)
         o->aggregate_type = "order";
         o->aggregate_id = k->id;
         o->type = e->type;
-        o->payload = e->data;
+        o->of_event = i + 1; /* the event itself, not a second copy of it */
     }
     k->append = (ms_es_append_req){
         .stream_id = k->stream,
