@@ -582,7 +582,8 @@ int ms_es_mark_published(ms_es *es, const int64_t *first, const int64_t *last, s
         return MS_ESHUTDOWN;
     }
     m.next = es->marks;
-    es->marks = &m;
+    /* m outlives its stay in the list: this call waits below until the writer is done */
+    es->marks = &m; // cppcheck-suppress autoVariables
     uv_cond_signal(&es->has_work);
     while (!m.is_done)
         uv_cond_wait(&es->marks_done, &es->mu);
