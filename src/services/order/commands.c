@@ -62,7 +62,8 @@ static void set_stream(order_call *k)
 }
 
 /* Loads an order: the latest snapshot, then every event after it. Worker (or inline). */
-static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **first_metadata)
+static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **first_metadata,
+                      int64_t *top)
 {
     int64_t version = 0;
     char *snap = NULL;
@@ -79,6 +80,8 @@ static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **
             if (first_metadata && page.events[i].version == 1)
                 *first_metadata = ms_xstrdup(page.events[i].metadata);
             rc = order_evolve(s, page.events[i].type, page.events[i].data);
+            if (page.events[i].position > *top)
+                *top = page.events[i].position;
         }
         size_t n = page.n;
         ms_es_page_release(&page);
@@ -91,10 +94,26 @@ static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **
     return rc;
 }
 
+/* A command decides on durable events only: on SQLite a batch is visible a moment before its
+ * fsync ends (eventstore/writer.c), and a 409 or a state answered on events that a power cut
+ * takes back would be a lie. Only this process's batches are waited for (what lies above the
+ * visible position read after the load was committed elsewhere). Waiting is rare (a stream's
+ * newest event is seldom that young) and short (one fsync); a sync that does not end within a
+ * second answers 503. */
+enum { DURABLE_WAIT_MS = 1000 };
+
 static int load_work(ms_db_conn *c, void *arg)
 {
     order_call *k = arg;
-    return load_order(c, k->stream, &k->state, k->keyed ? &k->first_metadata : NULL);
+    int64_t top = 0;
+    int rc = load_order(c, k->stream, &k->state, k->keyed ? &k->first_metadata : NULL, &top);
+    int64_t visible = ms_es_visible_position(order_proc.es);
+    if (top > visible)
+        top = visible;
+    if (rc == 0 && top > ms_es_committed_position(order_proc.es) &&
+        ms_es_wait_committed(order_proc.es, top, DURABLE_WAIT_MS) < 0)
+        rc = MS_EBUSY;
+    return rc;
 }
 
 /* The caller may act on this order: its owner, or an admin. Others learn nothing of it. */
