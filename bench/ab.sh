@@ -18,13 +18,7 @@ rounds=6
 bench_parse_args "$@"
 MS_BINARY=$bin_a bench_setup
 bench_start_nginx
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-User-Id"] = "0190c2a4-0000-7000-8000-00000000b001"
-wrk.headers["X-User-Role"] = "customer"
-wrk.body = '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":2,"unit_price_cents":1999}],"currency":"EUR"}'
-LUA
+bench_post_lua "$work/post.lua"
 bin=$bin_a
 bench_start_service order
 port_a=$sport

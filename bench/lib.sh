@@ -85,6 +85,18 @@ bench_start_service() {
     wait_port "$sport" health || { echo "microshop $1 did not start" >&2; exit 1; }
 }
 
+# The POST /api/v1/orders load (one order of one line, as a customer) into FILE; sets post_user.
+bench_post_lua() { # file
+    post_user=0190c2a4-0000-7000-8000-00000000b001
+    cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-User-Id"] = "$post_user"
+wrk.headers["X-User-Role"] = "customer"
+wrk.body = '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":2,"unit_price_cents":1999}],"currency":"EUR"}'
+LUA
+}
+
 # wrk once: prints "rps p99_ms" on stdout and a line on stderr.
 run_wrk() { # label url [lua script]
     local out rps p99 non2xx

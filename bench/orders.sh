@@ -13,14 +13,8 @@ bench_setup
 bench_start_nginx
 bench_start_service order
 
-user=0190c2a4-0000-7000-8000-00000000b001
-cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-User-Id"] = "$user"
-wrk.headers["X-User-Role"] = "customer"
-wrk.body = '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":2,"unit_price_cents":1999}],"currency":"EUR"}'
-LUA
+bench_post_lua "$work/post.lua"
+user=$post_user
 order=$(curl -s -X POST "http://127.0.0.1:$sport/api/v1/orders" -H 'Content-Type: application/json' \
     -H "X-User-Id: $user" -H 'X-User-Role: customer' \
     -d '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":1,"unit_price_cents":500}],"currency":"EUR"}' |

@@ -276,10 +276,7 @@ static int mark(ms_relay *r, int n)
         snprintf(first, sizeof first, "%lld", (long long)r->run_first[k]);
         snprintf(last, sizeof last, "%lld", (long long)r->run_last[k]);
         const char *params[] = {now, first, last};
-        rc = ms_db_exec(r->conn,
-                        "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL"
-                        " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)",
-                        3, params, NULL);
+        rc = ms_db_exec(r->conn, MS_OUTBOX_MARK_SQL, 3, params, NULL);
     }
     return runs > 1 ? ms_db_end(r->conn, rc) : rc;
 }

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "eventstore/eventstore_internal.h"
+#include "eventstore/relay.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #include "runtime/banned.h"
@@ -542,10 +543,7 @@ static bool run_marks(ms_es *es, es_mark *list)
             snprintf(first, sizeof first, "%lld", (long long)m->first[i]);
             snprintf(last, sizeof last, "%lld", (long long)m->last[i]);
             const char *params[] = {m->at, first, last};
-            rc = ms_db_exec(es->conn,
-                            "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL"
-                            " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)",
-                            3, params, NULL);
+            rc = ms_db_exec(es->conn, MS_OUTBOX_MARK_SQL, 3, params, NULL);
         }
     }
     if (is_begun)
