@@ -340,6 +340,11 @@ out:
  * event and per outbox row. Otherwise, or when the INSERT finds the first event id taken, a
  * probe reads the stream's version and where that id is stored, and decides as before any
  * write: a retry (check_retry), a conflict, or the write.
+ *
+ * A new stream (MS_ES_NO_STREAM, or exactly version 0) needs no probe either: versions start at 1
+ * and have no gaps, so the INSERT of version 1 succeeds exactly when the stream has no event, and
+ * the (stream_id, version) and event_id constraints turn it away otherwise (IS_TAKEN: the probe
+ * then decides). Every order starts one; the probe was a fifth of the writer's statements.
  */
 int ms_es__apply(ms_db_conn *c, es_job *j, es_versions *cache, bool *is_dirty)
 {
@@ -351,6 +356,8 @@ int ms_es__apply(ms_db_conn *c, es_job *j, es_versions *cache, bool *is_dirty)
 
     int rc;
     int64_t known = versions_get(cache, a->stream_id);
+    if (known < 0 && (a->expected_version == MS_ES_NO_STREAM || a->expected_version == 0))
+        known = 0;
     if (known >= 0 && version_matches(a->expected_version, known)) {
         rc = write_events(c, j, known, is_dirty);
         if (rc != IS_TAKEN)

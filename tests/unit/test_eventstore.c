@@ -739,6 +739,45 @@ static void test_other_writer_seen(void **state)
     assert_int_equal(a.version, 1);
 }
 
+/* A new stream's append goes straight to its INSERT (no probe), even when the store knows
+ * nothing of the stream: the constraints still turn away a stream that has events (written
+ * by another connection here, so the store's cache has never seen it) and recognise a retry,
+ * writing nothing either way. */
+static void test_new_stream_append_without_probe(void **state)
+{
+    fixture *f = ready(state);
+    char id[MS_UUID_LEN + 1];
+    ms_uuid_new(id);
+    const char *params[] = {id};
+    assert_int_equal(ms_db_exec(f->c,
+                                "INSERT INTO events (event_id, stream_id, version, type, data, "
+                                "recorded_at) VALUES ($1, 'elsewhere', 1, 'E', '{}', 'now')",
+                                1, params, NULL),
+                     0);
+    ms_es_append_req a;
+    const int64_t as_new[] = {MS_ES_NO_STREAM, 0};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(append1(f->es, "elsewhere", as_new[i], &a), MS_ECONFLICT);
+        assert_int_equal(a.version, 1);
+        assert_int_equal(a.first_position, 0);
+    }
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), 1);
+
+    /* a retry of a stored first event under another store (a restart: nothing cached) */
+    ms_es_event ev;
+    new_event(&ev, "OrderCreated", "{}");
+    a = req("fresh", MS_ES_NO_STREAM, &ev, 1);
+    assert_int_equal(ms_es_append_wait(f->es, &a), 0);
+    assert_false(a.is_replay);
+    ms_es_close(f->es);
+    f->es = open_es(&f->cfg, NULL);
+    ms_es_append_req r = req("fresh", MS_ES_NO_STREAM, &ev, 1);
+    assert_int_equal(ms_es_append_wait(f->es, &r), 0);
+    assert_true(r.is_replay);
+    assert_int_equal(r.first_position, a.first_position);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events"), 2);
+}
+
 typedef struct each_seen {
     ms_es_event ev[8];
     char strs[8][4][64]; /* copies: the event's strings die with the call */
@@ -1666,6 +1705,7 @@ int main(void)
         BOTH(test_batch_chunk_boundaries),
         BOTH(test_dirty_batch_forgets_versions),
         BOTH(test_other_writer_seen),
+        BOTH(test_new_stream_append_without_probe),
         BOTH(test_each_matches_read_all),
         BOTH(test_sqlite_wal_bounded),
         BOTH(test_concurrent_writers_one_stream),
