@@ -12,7 +12,8 @@
  * first takes a transaction-scoped advisory lock (see begin_batch).
  *
  * On SQLite the writer never checkpoints: a checkpointer thread does, on its own connection
- * (see "checkpoints" below).
+ * (see "checkpoints" below). It is the file's only writer: the outbox relay's marks run here
+ * too, between batches (ms_es_mark_published, "outbox marks" below).
  *
  * On SQLite the commit and its fsync are also pipelined (see "durability" below): the writer
  * commits batch N without syncing and goes on to batch N+1 while a syncer thread makes N

@@ -360,7 +360,17 @@ int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out)
                                               "PRAGMA foreign_keys=ON;"
                                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
                                               "PRAGMA foreign_keys=ON;";
-    if ((rc = sqlite_exec_script(&s->base, pragmas)) < 0) {
+    /* Switching a new file to WAL needs its exclusive lock, and connections opening it at the
+     * same moment can each hold the shared lock the others wait on: SQLite answers that
+     * deadlock with SQLITE_BUSY at once, without the busy handler. So the switch is tried
+     * again, a millisecond apart, for as long as the busy timeout. */
+    uint64_t since = ms_db__now_ms();
+    while ((rc = sqlite_exec_script(&s->base, pragmas)) == MS_EBUSY &&
+           ms_db__now_ms() - since < (uint64_t)s->busy_timeout_ms) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc < 0) {
         rc = MS_EDB;
         goto out;
     }

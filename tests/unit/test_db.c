@@ -414,6 +414,55 @@ static void test_bad_sql_is_db_error(void **state)
 
 /* ---- SQLite only ---- */
 
+typedef struct opener {
+    const ms_db_config *cfg;
+    uv_barrier_t *start;
+    int rc;
+} opener;
+
+static void open_thread(void *arg)
+{
+    opener *o = arg;
+    uv_barrier_wait(o->start);
+    ms_db_conn *c = NULL;
+    o->rc = ms_db_open(o->cfg, false, &c);
+    ms_db_close(c);
+}
+
+/* Connections opening one new file at the same moment all switch it to WAL: SQLite answers
+ * the lock upgrade they race for with SQLITE_BUSY without asking the busy handler, and an
+ * open must wait that out like any other lock, not fail. */
+static void test_sqlite_concurrent_first_opens(void **state)
+{
+    fixture *f = ready(state);
+    enum { N = 8, ROUNDS = 25 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char path[200];
+        snprintf(path, sizeof path, "%s/fresh-%d.db", f->dir, round);
+        ms_db_config cfg = f->cfg;
+        cfg.sqlite_path = path;
+        uv_barrier_t start;
+        uv_barrier_init(&start, N);
+        opener o[N];
+        uv_thread_t t[N];
+        for (int i = 0; i < N; i++) {
+            o[i] = (opener){&cfg, &start, -1};
+            assert_int_equal(uv_thread_create(&t[i], open_thread, &o[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            uv_thread_join(&t[i]);
+            assert_int_equal(o[i].rc, 0);
+        }
+        uv_barrier_destroy(&start);
+        const char *suffixes[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            char p[220];
+            snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+            unlink(p);
+        }
+    }
+}
+
 static void test_sqlite_busy_and_readonly(void **state)
 {
     fixture *f = ready(state);
@@ -627,6 +676,8 @@ int main(void)
         BOTH(test_each_streams_rows),
         BOTH(test_insert_rowid),
         {"test_sqlite_busy_and_readonly", test_sqlite_busy_and_readonly, setup, teardown,
+         &backend_sqlite},
+        {"test_sqlite_concurrent_first_opens", test_sqlite_concurrent_first_opens, setup, teardown,
          &backend_sqlite},
         {"test_pg_timeouts_locks_and_lost_connections", test_pg_timeouts_locks_and_lost_connections,
          setup, teardown, &backend_pg},
