@@ -171,6 +171,8 @@ typedef struct ms_es_stats {
     uint64_t batch_size_hist[8];      /* batches of 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64-127, 128+ */
     double append_seconds_sum;        /* queue to answer */
     uint64_t append_seconds_hist[12]; /* <=0.5,1,2.5,5,10,25,50,100,250,500,1000 ms, +Inf */
+    double fsync_seconds_sum;         /* SQLite: the syncer's fdatasync of the WAL */
+    uint64_t fsync_seconds_hist[12];  /* the same buckets */
     int64_t committed_position;
 } ms_es_stats;
 void ms_es_get_stats(ms_es *es, ms_es_stats *out);

@@ -42,6 +42,15 @@
 
 static const double latency_bounds_ms[11] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000};
 
+/* The ms_es_stats latency bucket of `ms` (11: +Inf). */
+static int latency_bucket(double ms)
+{
+    int b = 0;
+    while (b < 11 && ms > latency_bounds_ms[b])
+        b++;
+    return b;
+}
+
 /* ---- answers ---- */
 
 static void answer(ms_es *es, es_job *j)
@@ -403,10 +412,7 @@ static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)
     for (size_t i = 0; i < n; i++) {
         const es_job *j = jobs[i];
         double ms = (double)(now - j->queued_ns) / 1e6;
-        int b = 0;
-        while (b < 11 && ms > latency_bounds_ms[b])
-            b++;
-        s->append_seconds_hist[b]++;
+        s->append_seconds_hist[latency_bucket(ms)]++;
         s->append_seconds_sum += ms / 1000.0;
         s->appends_total++;
         if (j->rc == MS_ECONFLICT)
@@ -513,8 +519,14 @@ static void syncer_main(void *arg)
         es->sync_head = es->sync_tail = NULL;
         uv_mutex_unlock(&es->sync_mu);
         if (!b)
-            break;    /* stopping, and nothing left */
+            break; /* stopping, and nothing left */
+        uint64_t started = uv_hrtime();
         sync_wal(es); /* one fdatasync for every batch taken */
+        double ms = (double)(uv_hrtime() - started) / 1e6;
+        uv_mutex_lock(&es->stats_mu);
+        es->stats.fsync_seconds_hist[latency_bucket(ms)]++;
+        es->stats.fsync_seconds_sum += ms / 1000.0;
+        uv_mutex_unlock(&es->stats_mu);
         size_t synced = 0;
         while (b) {
             es_committed *next = b->next;

@@ -68,14 +68,32 @@ static void collect_orders(ms_buf *out, void *arg)
     ms_metrics_sample(out, "order_amount_count", (double)cum, "service", "order", NULL);
 }
 
+/* A histogram over ms_es_stats's latency buckets. */
+static void put_seconds(ms_buf *out, const char *name, const char *help, const uint64_t hist[12],
+                        double sum)
+{
+    static const char *const le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+                                     "0.05",   "0.1",   "0.25",   "0.5",   "1",    "+Inf"};
+    char sample[96];
+    ms_metrics_family(out, name, "histogram", help);
+    uint64_t cum = 0;
+    for (int i = 0; i < 12; i++) {
+        cum += hist[i];
+        snprintf(sample, sizeof sample, "%s_bucket", name);
+        ms_metrics_sample(out, sample, (double)cum, "le", le[i], NULL);
+    }
+    snprintf(sample, sizeof sample, "%s_sum", name);
+    ms_metrics_sample(out, sample, sum, NULL);
+    snprintf(sample, sizeof sample, "%s_count", name);
+    ms_metrics_sample(out, sample, (double)cum, NULL);
+}
+
 static void collect_eventstore(ms_buf *out, void *arg)
 {
     (void)arg;
     ms_es_stats st;
     ms_es_get_stats(order_proc.es, &st);
     static const char *const batch_le[] = {"1", "3", "7", "15", "31", "63", "127", "+Inf"};
-    static const char *const secs_le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-                                          "0.05",   "0.1",   "0.25",   "0.5",   "1",    "+Inf"};
     ms_metrics_family(out, "eventstore_appends_total", "counter", "Appends answered.");
     ms_metrics_sample(out, "eventstore_appends_total", (double)st.appends_total, NULL);
     ms_metrics_family(out, "eventstore_conflicts_total", "counter",
@@ -93,16 +111,13 @@ static void collect_eventstore(ms_buf *out, void *arg)
     }
     ms_metrics_sample(out, "eventstore_group_commit_size_sum", (double)st.appends_total, NULL);
     ms_metrics_sample(out, "eventstore_group_commit_size_count", (double)cum, NULL);
-    ms_metrics_family(out, "eventstore_append_duration_seconds", "histogram",
-                      "From queueing an append to its answer (after the commit).");
-    cum = 0;
-    for (int i = 0; i < 12; i++) {
-        cum += st.append_seconds_hist[i];
-        ms_metrics_sample(out, "eventstore_append_duration_seconds_bucket", (double)cum, "le",
-                          secs_le[i], NULL);
-    }
-    ms_metrics_sample(out, "eventstore_append_duration_seconds_sum", st.append_seconds_sum, NULL);
-    ms_metrics_sample(out, "eventstore_append_duration_seconds_count", (double)cum, NULL);
+    put_seconds(out, "eventstore_append_duration_seconds",
+                "From queueing an append to its answer (after the commit).", st.append_seconds_hist,
+                st.append_seconds_sum);
+    put_seconds(out, "eventstore_fsync_duration_seconds",
+                "The WAL's fdatasync for a group of commits: what an append waits on the disk "
+                "(SQLite; PostgreSQL's commit includes its own flush).",
+                st.fsync_seconds_hist, st.fsync_seconds_sum);
     ms_metrics_family(out, "eventstore_committed_position", "gauge",
                       "Highest global position this process committed.");
     ms_metrics_sample(out, "eventstore_committed_position", (double)st.committed_position, NULL);
