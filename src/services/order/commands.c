@@ -43,6 +43,7 @@ typedef struct order_call {
     ms_es_append_req append;
     char metadata[160];
     int64_t before;       /* version before the append */
+    int64_t loaded_top;   /* newest position the load saw of this process's batches */
     char *first_metadata; /* keyed POST: metadata of the stored OrderCreated (heap) */
 } order_call;
 
@@ -94,25 +95,14 @@ static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **
     return rc;
 }
 
-/* A command decides on durable events only: on SQLite a batch is visible a moment before its
- * fsync ends (eventstore/writer.c), and a 409 or a state answered on events that a power cut
- * takes back would be a lie. Only this process's batches are waited for (what lies above the
- * visible position read after the load was committed elsewhere). Waiting is rare (a stream's
- * newest event is seldom that young) and short (one fsync); a sync that does not end within a
- * second answers 503. */
-enum { DURABLE_WAIT_MS = 1000 };
-
 static int load_work(ms_db_conn *c, void *arg)
 {
     order_call *k = arg;
     int64_t top = 0;
     int rc = load_order(c, k->stream, &k->state, k->keyed ? &k->first_metadata : NULL, &top);
+    /* what lies above the visible position read after the load was committed elsewhere */
     int64_t visible = ms_es_visible_position(order_proc.es);
-    if (top > visible)
-        top = visible;
-    if (rc == 0 && top > ms_es_committed_position(order_proc.es) &&
-        ms_es_wait_committed(order_proc.es, top, DURABLE_WAIT_MS) < 0)
-        rc = MS_EBUSY;
+    k->loaded_top = top < visible ? top : visible;
     return rc;
 }
 
@@ -299,6 +289,18 @@ static void decide_and_append(order_call *k)
 static void loaded(int rc, void *arg)
 {
     order_call *k = arg;
+    /* A command decides on durable events only: on SQLite a batch is visible a moment before
+     * its fsync ends (eventstore/writer.c), and a 409 or a state answered on events a power
+     * cut takes back would be a lie. Rare (a stream's newest event is seldom that young) and
+     * short: the projector takes only durable events, so its reaching the position says the
+     * fsync ended; waiting for it never blocks the loop, and the request's deadline bounds it
+     * (504). */
+    if (rc == 0 && k->loaded_top > ms_es_committed_position(order_proc.es)) {
+        int64_t top = k->loaded_top;
+        k->loaded_top = 0;
+        order_wait_projected(k->req, top, loaded, k);
+        return;
+    }
     if (rc == 0 && !may_reach(k))
         rc = MS_ENOTFOUND;
     if (rc == 0 && k->if_match >= 0 && k->if_match != k->state.version) {
