@@ -1,0 +1,137 @@
+"""The order service decides a command only on durable events. On SQLite a batch of events is
+committed to the WAL, and visible to readers, a moment before the es-sync thread's fdatasync
+makes it durable (eventstore/writer.c, "durability"); a command loaded in that moment must
+wait for the fsync (commands.c, loaded()), because an answer such as a 409 given on events a
+power cut takes back would be a lie.
+
+The moment is stretched by fault injection, without a test hook in the server: ptrace stops
+the es-sync thread alone (PTRACE_SEIZE + PTRACE_INTERRUPT is no group stop, the other threads
+run on) and PTRACE_DETACH lets it go."""
+import contextlib
+import ctypes
+import errno
+import glob
+import os
+import threading
+import time
+
+import pytest
+
+from conftest import BACKEND, SLOW, assert_problem, poll
+from test_orders import committed, create, item, order_body, patch_status, post_order, uid
+
+PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
+WALL = 0x40000000  # waitpid's __WALL: a thread that is not the leader
+PRODUCT = "11111111-1111-4111-8111-111111111111"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def ptrace(request, tid):
+    if _libc.ptrace(request, tid, None, None) == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, f"ptrace({request:#x}, {tid}): {os.strerror(e)}")
+
+
+def thread_of(pid, name):
+    """The id of the thread of `pid` named `name` (its comm)."""
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        with open(os.path.join(task, "comm")) as f:
+            if f.read().strip() == name:
+                return int(os.path.basename(task))
+    raise AssertionError(f"no thread named {name!r} in process {pid}")
+
+
+def thread_activity(pid, tid):
+    """The thread's state letter and its context switches so far."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return (fields["State"].split()[0], int(fields["voluntary_ctxt_switches"]),
+            int(fields["nonvoluntary_ctxt_switches"]))
+
+
+def is_idle(pid, tid, quiet=0.1):
+    """Asleep and not woken for `quiet` seconds: waiting for work, not in its midst."""
+    before = thread_activity(pid, tid)
+    time.sleep(quiet)
+    return before[0] == "S" and thread_activity(pid, tid) == before
+
+
+@contextlib.contextmanager
+def stalled(s, name):
+    """Stops the server's thread `name` and only it; lets it go at the end, whatever happens
+    (a stalled syncer would hang the server's shutdown). Skips the test where ptrace is not
+    permitted."""
+    pid = s.proc.pid
+    tid = thread_of(pid, name)
+    # stopped while it waits for work, it holds no lock and leaves no work half done (the
+    # syncer answers a batch before it takes the writer's lock to count it synced)
+    poll(lambda: is_idle(pid, tid), 5 * SLOW, what=f"{name} to wait for work")
+    try:
+        ptrace(PTRACE_SEIZE, tid)
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+            pytest.skip(f"ptrace is not permitted here, cannot stall {name}: {e.strerror}")
+        raise
+    try:
+        ptrace(PTRACE_INTERRUPT, tid)
+        _, status = os.waitpid(tid, WALL)
+        assert os.WIFSTOPPED(status), f"{name} did not stop: status {status:#x}"
+        yield
+    finally:
+        try:
+            ptrace(PTRACE_DETACH, tid)
+        except OSError as e:
+            if e.errno != errno.ESRCH:  # gone with the server: nothing to let go
+                raise
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="PostgreSQL's commit is durable once visible: "
+                    "no es-sync thread")
+def test_a_command_decides_only_on_durable_events(start_server):
+    deadline = 1.0 * SLOW
+    s = start_server("--request-timeout-ms", str(int(deadline * 1000)), target="order")
+    user = uid()
+    durable, _ = create(s, user)
+    before = committed(s)
+    answer = {}
+    post = threading.Thread(target=lambda: answer.update(
+        r=post_order(s, user, order_body(items=[item(1, 500, PRODUCT)]))))
+    with stalled(s, "es-sync"):
+        post.start()
+        # the OrderCreated is committed to the WAL and readable, but not fdatasync'ed ...
+        rows = poll(lambda: s.db.query("SELECT stream_id, position FROM events "
+                                       "WHERE position > ?", [before]),
+                    5 * SLOW, what="the new order's event in the WAL")
+        assert len(rows) == 1, rows
+        stream, position = rows[0]
+        oid = stream[len("order-"):]
+        # ... so the POST is not answered: durable before 201
+        post.join(0.5 * SLOW)
+        assert post.is_alive(), f"POST answered while its event was not durable: {answer}"
+
+        # the other threads run on: a command on a durable order is decided at once
+        r = patch_status(s, durable["id"], "confirmed", '"1"')
+        assert "already confirmed" in assert_problem(r, 409)["detail"]
+
+        # the same refusal on the order that is not durable would be a lie: it waits for
+        # the fsync until the request's deadline
+        t0 = time.monotonic()
+        r = patch_status(s, oid, "confirmed", '"1"')
+        elapsed = time.monotonic() - t0
+        assert_problem(r, 504)
+        assert 0.9 * deadline <= elapsed < deadline + 5 * SLOW, elapsed
+        assert post.is_alive(), f"POST answered while its event was not durable: {answer}"
+
+    post.join(10 * SLOW)
+    assert not post.is_alive() and "r" in answer, "POST not answered after the fsync"
+    r = answer["r"]
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == oid and int(r.headers["X-Position"]) == position
+    r = patch_status(s, oid, "confirmed", '"1"')  # durable now: decided on at once
+    assert "already confirmed" in assert_problem(r, 409)["detail"]
+    # the refused commands appended nothing
+    assert s.db.count("events", "WHERE stream_id = ?", [stream]) == 1
+    assert s.db.count("events") == 2
