@@ -25,11 +25,12 @@ typedef struct ms_db_config {
     const char *sqlite_path; /* SQLite: the database file (created if missing) */
     const char *pg_conninfo; /* PostgreSQL: a libpq URL or keyword string (DATABASE_URL) */
     int busy_timeout_ms;     /* SQLite busy timeout; PostgreSQL statement_timeout */
-    int pool_size;           /* connections kept open, per process (the seed's 20) */
-    int pool_overflow;       /* extra connections opened under load, closed when idle (30) */
+    int pool_size;           /* connections kept open, per process (2 x cores) */
+    int pool_overflow;       /* extra connections opened under load, closed when idle (0) */
     int pool_timeout_ms;     /* longest wait for a free connection (capped by the deadline) */
     int pool_recycle_s;      /* reopen a connection older than this (3600) */
     bool pool_pre_ping;      /* check a connection before handing it out (true) */
+    int pool_idle_ms;        /* an overflow connection idle this long is closed (0: 5000) */
     /* Commits of this connection may be lost to a power cut (never to a crash of the process,
      * and never half): for data derived from a durable source that rebuilds it — read models
      * with their checkpoint, the relay's published marks (at least once anyway). SQLite runs

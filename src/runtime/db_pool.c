@@ -17,6 +17,12 @@
 
 #define PRE_PING_IDLE_NS 1000000000ULL
 
+/* An overflow connection goes back once it has idled this long, not the moment nobody waits:
+ * under a steady load the queue empties and fills many times a second, and a PostgreSQL
+ * connection closed and opened each time cost a server process's fork and start-up per burst
+ * (a GET's p99 went to hundreds of ms). */
+enum { DEFAULT_IDLE_MS = 5000 };
+
 typedef struct slot {
     ms_db_conn *db;              /* NULL until opened on a worker, or after it was closed there */
     uint64_t opened_ns, used_ns; /* uv_hrtime(): readable from any thread */
@@ -49,6 +55,7 @@ struct ms_db_pool {
     int size, overflow;
     slot *idle;
     int open, in_use, pending; /* pending: queued uv_work items, including closes */
+    int closing;               /* closes queued: still counted in open */
     int opening;               /* fresh slots whose first work has not finished */
     request *wait_head, *wait_tail;
     int waiting;
@@ -161,6 +168,7 @@ static void queue(ms_db_pool *p, request *r, slot *s)
 
 static void close_slot(ms_db_pool *p, slot *s)
 {
+    p->closing++;
     request *r = ms_xcalloc(1, sizeof *r);
     r->pool = p;
     queue(p, r, s);
@@ -172,6 +180,11 @@ static void start(ms_db_pool *p, request *r, slot *s)
     p->checkouts++;
     p->wait_s += (double)(uv_now(p->loop) - r->queued_ms) / 1000.0;
     queue(p, r, s);
+}
+
+static int idle_ms(const ms_db_pool *p)
+{
+    return p->cfg.pool_idle_ms > 0 ? p->cfg.pool_idle_ms : DEFAULT_IDLE_MS;
 }
 
 /* An idle connection, or a new (not yet opened) slot if the limit allows; NULL otherwise. */
@@ -218,6 +231,8 @@ static request *pop_waiter(ms_db_pool *p)
     return r;
 }
 
+static uint64_t trim_idle(ms_db_pool *p);
+
 /* Hands free or openable connections to the oldest waiters. */
 static void serve_waiters(ms_db_pool *p)
 {
@@ -226,8 +241,37 @@ static void serve_waiters(ms_db_pool *p)
         return;
     while (p->wait_head && (s = take_slot(p)))
         start(p, pop_waiter(p), s);
-    if (!p->wait_head)
+    if (!p->wait_head) { /* what the timer waits for now: only idle overflow, if any */
         stop_timer(p);
+        arm_timer(p, trim_idle(p));
+    }
+}
+
+/* Closes idle connections beyond the pool's size once they have idled idle_ms; returns when
+ * the next one will have (uv_now ms), or UINT64_MAX. The idle list is most recent first: the
+ * ones given back are at its end, idle longest, and the ones kept are those in use lately. */
+static uint64_t trim_idle(ms_db_pool *p)
+{
+    int excess = p->open - p->closing - p->size, n = 0;
+    for (slot *s = p->idle; s; s = s->next_idle)
+        n++;
+    uint64_t now_ns = uv_hrtime(), idle_ns = (uint64_t)idle_ms(p) * 1000000, next_ns = UINT64_MAX;
+    slot **pp = &p->idle;
+    for (int skip = n - excess; skip > 0 && *pp; skip--)
+        pp = &(*pp)->next_idle;
+    while (excess > 0 && *pp) {
+        slot *s = *pp;
+        if (now_ns - s->used_ns >= idle_ns) {
+            *pp = s->next_idle;
+            close_slot(p, s);
+            excess--;
+            continue;
+        }
+        if (s->used_ns + idle_ns < next_ns)
+            next_ns = s->used_ns + idle_ns;
+        pp = &s->next_idle;
+    }
+    return next_ns == UINT64_MAX ? UINT64_MAX : uv_now(p->loop) + (next_ns - now_ns) / 1000000 + 1;
 }
 
 /* Expires every waiter whose time has come (not only the head: deadlines differ). */
@@ -257,6 +301,7 @@ static void timer_cb(uv_timer_t *t)
     p->wait_tail = last;
     if (p->wait_head)
         arm_timer(p, next_due);
+    arm_timer(p, trim_idle(p));
     publish(p);
     while (expired) {
         request *r = expired;
@@ -286,11 +331,13 @@ static void release(ms_db_pool *p, slot *s)
     if (!s->db) { /* never opened, or lost (MS_ECONN): its place frees up */
         free(s);
         p->open--;
-    } else if (p->is_closing || (!p->wait_head && p->open > p->size)) {
-        close_slot(p, s); /* overflow is given back once the burst is over */
+    } else if (p->is_closing) {
+        close_slot(p, s);
     } else {
         s->next_idle = p->idle;
         p->idle = s;
+        if (p->open > p->size) /* overflow: given back once idle long enough (trim_idle) */
+            arm_timer(p, uv_now(p->loop) + (uint64_t)idle_ms(p));
     }
     if (!p->is_closing)
         serve_waiters(p);
@@ -304,6 +351,7 @@ static void after_work_cb(uv_work_t *w, int status)
     if (!r->fn) {
         free(r->slot);
         p->open--;
+        p->closing--;
         free(r);
         if (!p->is_closing)
             serve_waiters(p);

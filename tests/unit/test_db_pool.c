@@ -1,7 +1,8 @@
 /*
  * test_db_pool.c — the connection pool on a real uv loop with real SQLite files (and a real
  * PostgreSQL when MS_TEST_PG_URL is set): completion on the loop, exhaustion ending at the
- * deadline, FIFO service, overflow and lost connections, recycling, pre-ping, close.
+ * deadline, FIFO service, overflow (kept while busy, given back once idle) and lost connections,
+ * recycling, pre-ping, close.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -171,7 +172,8 @@ static int setup(void **state)
                             .pool_overflow = 2,
                             .pool_timeout_ms = 10000,
                             .pool_recycle_s = 3600,
-                            .pool_pre_ping = true};
+                            .pool_pre_ping = true,
+                            .pool_idle_ms = 20};
     ms_db_conn *c = NULL;
     assert_int_equal(ms_db_open(&f->cfg, false, &c), 0);
     assert_int_equal(ms_db_exec(c, "CREATE TABLE t (n INTEGER)", 0, NULL, NULL), 0);
@@ -248,6 +250,46 @@ static void test_works_complete_on_loop(void **state)
     assert_int_equal(st.open, 2); /* the overflow was closed once idle */
     assert_true(st.wait_seconds_sum > 0);
     assert_int_equal(count_rows(f), N);
+    close_pool(f, p);
+}
+
+/* Overflow connections are not closed the moment nobody waits, which under load reopened one
+ * per burst, but once they have idled pool_idle_ms. */
+static void test_overflow_outlives_short_gaps(void **state)
+{
+    fixture *f = *state;
+    f->cfg.pool_idle_ms = 300;
+    ms_db_pool *p = new_pool(f, 1, 1);
+    call make[2], read[2];
+    for (int i = 0; i < 2; i++) { /* two at once: the pool's one and an overflow */
+        make[i] = (call){.f = f};
+        ms_db_pool_run(p, MS_DB_WRITE, deadline_in(f, 10000), work_make_temp, done_record,
+                       &make[i]);
+    }
+    while (!make[0].is_done || !make[1].is_done)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(make[0].rc, 0);
+    assert_int_equal(make[1].rc, 0);
+    ms_db_pool_stats st;
+    ms_db_pool_get_stats(p, &st);
+    assert_int_equal(st.open, 2);
+    assert_int_equal(st.waiting, 0);
+
+    /* nobody waited in between: both connections are still the ones that made their temp
+     * table (a reopened one has none) */
+    uint64_t idle_from = uv_hrtime();
+    for (int i = 0; i < 2; i++) {
+        read[i] = (call){.f = f};
+        ms_db_pool_run(p, MS_DB_WRITE, deadline_in(f, 10000), work_read_temp, done_record,
+                       &read[i]);
+    }
+    uv_run(&f->loop, UV_RUN_DEFAULT); /* returns once the overflow is closed: no timer left */
+    assert_int_equal(read[0].rc, 0);
+    assert_int_equal(read[1].rc, 0);
+    assert_true(uv_hrtime() - idle_from >= 300 * 1000000ULL);
+    ms_db_pool_get_stats(p, &st);
+    assert_int_equal(st.open, 1);
+    assert_int_equal(st.checkouts_total, 4);
     close_pool(f, p);
 }
 
@@ -626,6 +668,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_works_complete_on_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overflow_outlives_short_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exhausted_pool_fails_at_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exhausted_pool_fails_at_pool_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waiters_expire_at_their_own_deadlines, setup,
