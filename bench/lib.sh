@@ -141,18 +141,24 @@ bench_rounds() {
     done
 }
 
-# One more wrk run against a target, reporting the CPU each of the process's threads spent per
-# request (user + system time from /proc, in µs): where a request's cost goes.
+# One more wrk run against a target, reporting what each of the process's threads spent per
+# request: CPU (user + system time from /proc, in µs) and bytes written to storage
+# (write_bytes from /proc/PID/task/TID/io: what reaches the disk, checkpoints included).
 thread_cpu_per_request() { # pid url [lua script]
     local snap_before snap_after out n
-    snap() { for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done; }
+    snap() {
+        for t in /proc/"$1"/task/*; do
+            echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat") $(awk '/^write_bytes/ {print $2}' "$t/io")"
+        done
+    }
     snap_before=$(snap "$1")
     out=$(wrk -t1 -c"$connections" -d"${duration}s" ${3:+-s "$3"} "$2")
     snap_after=$(snap "$1")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "CPU per request by thread ($n requests, $(awk '/^Requests\/sec/ {print $2}' <<<"$out") req/s):"
+    echo "CPU and bytes written per request by thread ($n requests, $(awk '/^Requests\/sec/ {print $2}' <<<"$out") req/s):"
     paste <(echo "$snap_before") <(echo "$snap_after") |
-        awk -v n="$n" -v hz="$(getconf CLK_TCK)" '$1 == $3 {
-            us = ($4 - $2) * 1e6 / hz / n; total += us; if (us > 0) printf "  %-14s %6.1f us\n", $1, us }
-            END { printf "  %-14s %6.1f us\n", "all threads", total }'
+        awk -v n="$n" -v hz="$(getconf CLK_TCK)" '$1 == $4 {
+            us = ($5 - $2) * 1e6 / hz / n; bytes = ($6 - $3) / n; total += us; written += bytes
+            if (us > 0 || bytes > 0) printf "  %-14s %6.1f us %7.0f B\n", $1, us, bytes }
+            END { printf "  %-14s %6.1f us %7.0f B\n", "all threads", total, written }'
 }
