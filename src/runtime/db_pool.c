@@ -231,22 +231,6 @@ static request *pop_waiter(ms_db_pool *p)
     return r;
 }
 
-static uint64_t trim_idle(ms_db_pool *p);
-
-/* Hands free or openable connections to the oldest waiters. */
-static void serve_waiters(ms_db_pool *p)
-{
-    slot *s;
-    if (!p->wait_head)
-        return;
-    while (p->wait_head && (s = take_slot(p)))
-        start(p, pop_waiter(p), s);
-    if (!p->wait_head) { /* what the timer waits for now: only idle overflow, if any */
-        stop_timer(p);
-        arm_timer(p, trim_idle(p));
-    }
-}
-
 /* Closes idle connections beyond the pool's size once they have idled idle_ms; returns when
  * the next one will have (uv_now ms), or UINT64_MAX. The idle list is most recent first: the
  * ones given back are at its end, idle longest, and the ones kept are those in use lately. */
@@ -272,6 +256,20 @@ static uint64_t trim_idle(ms_db_pool *p)
         pp = &s->next_idle;
     }
     return next_ns == UINT64_MAX ? UINT64_MAX : uv_now(p->loop) + (next_ns - now_ns) / 1000000 + 1;
+}
+
+/* Hands free or openable connections to the oldest waiters. */
+static void serve_waiters(ms_db_pool *p)
+{
+    slot *s;
+    if (!p->wait_head)
+        return;
+    while (p->wait_head && (s = take_slot(p)))
+        start(p, pop_waiter(p), s);
+    if (!p->wait_head) { /* what the timer waits for now: only idle overflow, if any */
+        stop_timer(p);
+        arm_timer(p, trim_idle(p));
+    }
 }
 
 /* Expires every waiter whose time has come (not only the head: deadlines differ). */
