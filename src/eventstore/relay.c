@@ -253,12 +253,29 @@ static int open_conn(ms_relay *r)
     return rc;
 }
 
+int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last, size_t n,
+                        const char *at)
+{
+    int rc = 0;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        char lo[24], hi[24];
+        snprintf(lo, sizeof lo, "%lld", (long long)first[k]);
+        snprintf(hi, sizeof hi, "%lld", (long long)last[k]);
+        const char *params[] = {at, lo, hi};
+        rc = ms_db_exec(c,
+                        "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL"
+                        " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)",
+                        3, params, NULL);
+    }
+    return rc;
+}
+
 /* Marks msgs[0..n) published: one UPDATE per run of consecutive seq, in one transaction.
  * SQLite with this process's store: the store's writer runs it (ms_es_mark_published says
  * why); else on the relay's own connection. */
 static int mark(ms_relay *r, int n)
 {
-    char now[MS_TIME_LEN + 1], first[24], last[24];
+    char now[MS_TIME_LEN + 1];
     ms_time_now(now);
     size_t runs = 0;
     for (int i = 0; i < n;) {
@@ -272,12 +289,8 @@ static int mark(ms_relay *r, int n)
     if (r->es && ms_db_backend_of(r->conn) == MS_DB_SQLITE)
         return ms_es_mark_published(r->es, r->run_first, r->run_last, runs, now);
     int rc = runs > 1 ? ms_db_begin(r->conn) : 0;
-    for (size_t k = 0; k < runs && rc == 0; k++) {
-        snprintf(first, sizeof first, "%lld", (long long)r->run_first[k]);
-        snprintf(last, sizeof last, "%lld", (long long)r->run_last[k]);
-        const char *params[] = {now, first, last};
-        rc = ms_db_exec(r->conn, MS_OUTBOX_MARK_SQL, 3, params, NULL);
-    }
+    if (rc == 0)
+        rc = ms_outbox_mark_runs(r->conn, r->run_first, r->run_last, runs, now);
     return runs > 1 ? ms_db_end(r->conn, rc) : rc;
 }
 

@@ -57,16 +57,17 @@
 #define MS_OUTBOX_TABLE_SQLITE \
     "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," MS_OUTBOX_COLUMNS_
 #define MS_OUTBOX_TABLE_POSTGRES "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY," MS_OUTBOX_COLUMNS_
-/* Marks the unpublished rows with seq in [$2, $3] published at $1. */
-#define MS_OUTBOX_MARK_SQL                                                                         \
-    "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL"                               \
-    " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)"
 /* The event store's outbox with each row's payload: its own, or its event's data. */
 #define MS_OUTBOX_MESSAGES_VIEW \
     "CREATE VIEW outbox_messages AS SELECT o.seq, o.id, o.aggregate_type, o.aggregate_id," \
     " o.type, COALESCE(e.data, o.payload) AS payload, o.created_at, o.published_at," \
     " o.event_position FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
 // clang-format on
+
+/* Marks the unpublished rows with seq in [first[k], last[k]] (k < n) published at `at`: one
+ * UPDATE per run, in the caller's transaction. */
+int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last, size_t n,
+                        const char *at);
 
 typedef struct ms_outbox_message {
     int64_t seq;

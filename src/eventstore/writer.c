@@ -550,15 +550,8 @@ static bool run_marks(ms_es *es, es_mark *list)
 {
     int rc = es->conn ? 0 : open_writer_conn(es);
     bool is_begun = rc == 0 && (rc = ms_db_begin(es->conn)) == 0;
-    for (es_mark *m = list; rc == 0 && m; m = m->next) {
-        for (size_t i = 0; rc == 0 && i < m->n; i++) {
-            char first[24], last[24];
-            snprintf(first, sizeof first, "%lld", (long long)m->first[i]);
-            snprintf(last, sizeof last, "%lld", (long long)m->last[i]);
-            const char *params[] = {m->at, first, last};
-            rc = ms_db_exec(es->conn, MS_OUTBOX_MARK_SQL, 3, params, NULL);
-        }
-    }
+    for (es_mark *m = list; rc == 0 && m; m = m->next)
+        rc = ms_outbox_mark_runs(es->conn, m->first, m->last, m->n, m->at);
     if (is_begun)
         rc = ms_db_end(es->conn, rc);
     if (rc < 0)
