@@ -402,6 +402,18 @@ static void relay_main(void *arg)
 
 /* ---- lifecycle ---- */
 
+/* What ms_relay_start allocated; its thread, lock and connection are the caller's to end. */
+static void relay_free(ms_relay *r)
+{
+    free(r->run_first);
+    free(r->run_last);
+    free(r->msgs);
+    free(r->service);
+    free(r->pg_conninfo);
+    free(r->sqlite_path);
+    free(r);
+}
+
 int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_relay_options *opt,
                    ms_relay **out)
 {
@@ -443,13 +455,7 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
         MS_BUG("cannot start the outbox relay thread");
 out:
     if (rc != 0) {
-        free(r->run_first);
-        free(r->run_last);
-        free(r->msgs);
-        free(r->service);
-        free(r->pg_conninfo);
-        free(r->sqlite_path);
-        free(r);
+        relay_free(r);
         return rc;
     }
     *out = r;
@@ -484,13 +490,7 @@ void ms_relay_stop(ms_relay *r)
     ms_db_close(r->conn); /* ends the session: releases the PostgreSQL lock */
     uv_cond_destroy(&r->cond);
     uv_mutex_destroy(&r->mu);
-    free(r->run_first);
-    free(r->run_last);
-    free(r->msgs);
-    free(r->service);
-    free(r->pg_conninfo);
-    free(r->sqlite_path);
-    free(r);
+    relay_free(r);
 }
 
 void ms_relay_get_stats(ms_relay *r, ms_relay_stats *out)
