@@ -18,31 +18,11 @@
 #include "pg_test_db.h"
 #include "runtime/banned.h"
 
-static ms_db_backend backend_sqlite = MS_DB_SQLITE;
-static ms_db_backend backend_pg = MS_DB_POSTGRES;
-
 typedef struct fixture {
     bool is_ready;
-    char dir[64];
-    char path[128];
+    sqlite_test_db tmp;
     ms_db_config cfg;
 } fixture;
-
-static ms_db_conn *open_conn(const ms_db_config *cfg)
-{
-    ms_db_conn *c = NULL;
-    int rc = ms_db_open(cfg, false, &c);
-    if (rc != 0)
-        fail_msg("ms_db_open: %s", ms_errname(rc));
-    return c;
-}
-
-static void x(ms_db_conn *c, const char *sql)
-{
-    int rc = ms_db_exec(c, sql, 0, NULL, NULL);
-    if (rc != 0)
-        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
-}
 
 static ms_db_result *q(ms_db_conn *c, const char *sql, int n, const char *const *params)
 {
@@ -79,23 +59,12 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     f->cfg.backend = backend;
     f->cfg.busy_timeout_ms = 5000;
-    if (backend == MS_DB_SQLITE) {
-        snprintf(f->dir, sizeof f->dir, "/tmp/ms_test_db_XXXXXX");
-        if (!mkdtemp(f->dir)) {
-            free(f);
-            return -1;
-        }
-        snprintf(f->path, sizeof f->path, "%s/test.db", f->dir);
-        f->cfg.sqlite_path = f->path;
-        f->is_ready = true;
-    } else if (pg_test_url[0]) {
-        f->cfg.pg_conninfo = pg_test_url;
-        ms_db_conn *c = open_conn(&f->cfg);
-        x(c, "DROP SCHEMA public CASCADE");
-        x(c, "CREATE SCHEMA public");
-        ms_db_close(c);
-        f->is_ready = true;
+    int rc = test_db_fresh(&f->cfg, &f->tmp, "/tmp/ms_test_db_XXXXXX", "test.db", NULL);
+    if (rc < 0) {
+        free(f);
+        return -1;
     }
+    f->is_ready = rc > 0;
     *state = f;
     return 0;
 }
@@ -103,15 +72,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    if (f->dir[0]) {
-        const char *suffixes[] = {"", "-wal", "-shm"};
-        for (size_t i = 0; i < 3; i++) {
-            char p[160];
-            snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-            unlink(p);
-        }
-        rmdir(f->dir);
-    }
+    sqlite_test_db_remove(&f->tmp);
     free(f);
     return 0;
 }
@@ -438,7 +399,7 @@ static void test_sqlite_concurrent_first_opens(void **state)
     enum { N = 8, ROUNDS = 25 };
     for (int round = 0; round < ROUNDS; round++) {
         char path[200];
-        snprintf(path, sizeof path, "%s/fresh-%d.db", f->dir, round);
+        snprintf(path, sizeof path, "%s/fresh-%d.db", f->tmp.dir, round);
         ms_db_config cfg = f->cfg;
         cfg.sqlite_path = path;
         uv_barrier_t start;
@@ -454,12 +415,7 @@ static void test_sqlite_concurrent_first_opens(void **state)
             assert_int_equal(o[i].rc, 0);
         }
         uv_barrier_destroy(&start);
-        const char *suffixes[] = {"", "-wal", "-shm"};
-        for (int i = 0; i < 3; i++) {
-            char p[220];
-            snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-            unlink(p);
-        }
+        sqlite_test_db_unlink(path);
     }
 }
 

@@ -16,11 +16,11 @@
 
 #include "runtime/db.h"
 #include "runtime/error.h"
+#include "sqlite_test_db.h"
 #include "runtime/banned.h"
 
 typedef struct fixture {
-    char dir[64];
-    char path[128];
+    sqlite_test_db tmp;
     ms_db_config cfg;
     uv_loop_t loop;
     uv_thread_t loop_thread;
@@ -159,14 +159,12 @@ static ms_db_pool *new_pool(fixture *f, int size, int overflow)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/ms_test_pool_XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (sqlite_test_db_make(&f->tmp, "/tmp/ms_test_pool_XXXXXX", "pool.db") != 0) {
         free(f);
         return -1;
     }
-    snprintf(f->path, sizeof f->path, "%s/pool.db", f->dir);
     f->cfg = (ms_db_config){.backend = MS_DB_SQLITE,
-                            .sqlite_path = f->path,
+                            .sqlite_path = f->tmp.path,
                             .busy_timeout_ms = 5000,
                             .pool_size = 2,
                             .pool_overflow = 2,
@@ -192,13 +190,7 @@ static int teardown(void **state)
     fixture *f = *state;
     /* Every handle the pool made must be closed, or the loop cannot be closed. */
     int rc = uv_loop_close(&f->loop);
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        char p[160];
-        snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    sqlite_test_db_remove(&f->tmp);
     uv_sem_destroy(&gate);
     uv_sem_destroy(&started);
     free(f);

@@ -15,10 +15,11 @@
 #include "eventstore/subscription.h"
 #include "runtime/error.h"
 #include "runtime/id.h"
+#include "sqlite_test_db.h"
 #include "runtime/banned.h"
 
 typedef struct fixture {
-    char dir[64], path[128];
+    sqlite_test_db tmp;
     ms_db_config cfg;
     ms_es *es;
 } fixture;
@@ -35,12 +36,10 @@ typedef struct seen {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/ms_test_sub_XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (sqlite_test_db_make(&f->tmp, "/tmp/ms_test_sub_XXXXXX", "es.db") != 0)
         return -1;
-    snprintf(f->path, sizeof f->path, "%s/es.db", f->dir);
-    f->cfg =
-        (ms_db_config){.backend = MS_DB_SQLITE, .sqlite_path = f->path, .busy_timeout_ms = 5000};
+    f->cfg = (ms_db_config){
+        .backend = MS_DB_SQLITE, .sqlite_path = f->tmp.path, .busy_timeout_ms = 5000};
     ms_db_conn *c = NULL;
     if (ms_db_open(&f->cfg, false, &c) < 0 ||
         ms_db_migrate(c, ms_es_migrations, ms_es_nmigrations, NULL) < 0)
@@ -56,13 +55,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     ms_es_close(f->es);
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[160];
-        snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    sqlite_test_db_remove(&f->tmp);
     free(f);
     return 0;
 }

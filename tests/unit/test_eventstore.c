@@ -26,47 +26,15 @@
 #include "pg_test_db.h"
 #include "runtime/banned.h"
 
-static ms_db_backend backend_sqlite = MS_DB_SQLITE;
-static ms_db_backend backend_pg = MS_DB_POSTGRES;
-
 typedef struct fixture {
     bool is_ready;
-    char dir[64];
-    char path[128];
+    sqlite_test_db tmp;
     ms_db_config cfg;
     ms_es *es;
     ms_db_conn *c; /* for reads and checks */
 } fixture;
 
 /* ---- helpers ---- */
-
-static ms_db_conn *open_conn(const ms_db_config *cfg)
-{
-    ms_db_conn *c = NULL;
-    int rc = ms_db_open(cfg, false, &c);
-    if (rc != 0)
-        fail_msg("ms_db_open: %s", ms_errname(rc));
-    return c;
-}
-
-static void x(ms_db_conn *c, const char *sql)
-{
-    int rc = ms_db_exec(c, sql, 0, NULL, NULL);
-    if (rc != 0)
-        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
-}
-
-static long long scalar(ms_db_conn *c, const char *sql)
-{
-    ms_db_result *r = NULL;
-    int rc = ms_db_exec(c, sql, 0, NULL, &r);
-    if (rc != 0)
-        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
-    const char *v = ms_db_nrows(r) > 0 ? ms_db_get(r, 0, 0) : NULL;
-    long long n = v ? atoll(v) : 0;
-    ms_db_result_free(r);
-    return n;
-}
 
 static ms_es *open_es(const ms_db_config *cfg, const ms_es_options *opt)
 {
@@ -143,25 +111,10 @@ static int setup(void **state)
     f->cfg.backend = backend;
     f->cfg.busy_timeout_ms = 10000;
     *state = f;
-    if (backend == MS_DB_SQLITE) {
-        snprintf(f->dir, sizeof f->dir, "/tmp/ms_test_es_XXXXXX");
-        if (!mkdtemp(f->dir))
-            return -1;
-        snprintf(f->path, sizeof f->path, "%s/es.db", f->dir);
-        f->cfg.sqlite_path = f->path;
-    } else if (pg_test_url[0]) {
-        f->cfg.pg_conninfo = pg_test_url;
-    } else {
-        return 0;
-    }
-    f->c = open_conn(&f->cfg);
-    if (backend == MS_DB_POSTGRES) {
-        x(f->c, "DROP SCHEMA public CASCADE");
-        x(f->c, "CREATE SCHEMA public");
-    }
-    int rc = ms_db_migrate(f->c, ms_es_migrations, ms_es_nmigrations, NULL);
-    if (rc != 0)
-        fail_msg("migrate: %s (%s)", ms_errname(rc), ms_db_errmsg(f->c));
+    int rc = test_db_fresh(&f->cfg, &f->tmp, "/tmp/ms_test_es_XXXXXX", "es.db", &f->c);
+    if (rc <= 0)
+        return rc;
+    migrate(f->c, ms_es_migrations, ms_es_nmigrations);
     f->es = open_es(&f->cfg, NULL);
     f->is_ready = true;
     return 0;
@@ -172,15 +125,7 @@ static int teardown(void **state)
     fixture *f = *state;
     ms_es_close(f->es);
     ms_db_close(f->c);
-    if (f->dir[0]) {
-        const char *suffixes[] = {"", "-wal", "-shm"};
-        for (size_t i = 0; i < 3; i++) {
-            char p[160];
-            snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
-            unlink(p);
-        }
-        rmdir(f->dir);
-    }
+    sqlite_test_db_remove(&f->tmp);
     free(f);
     return 0;
 }
@@ -864,7 +809,7 @@ static void test_sqlite_wal_bounded(void **state)
     char *data = malloc(DATA + 16);
     snprintf(data, DATA + 16, "{\"pad\":\"%0*d\"}", DATA, 7);
     char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    snprintf(wal, sizeof wal, "%s-wal", f->tmp.path);
     off_t biggest = 0;
     for (int i = 0; i < N; i++) {
         ms_es_event e;

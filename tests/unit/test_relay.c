@@ -55,13 +55,9 @@ static const ms_migration migrations[] = {
 };
 // clang-format on
 
-static ms_db_backend backend_sqlite = MS_DB_SQLITE;
-static ms_db_backend backend_pg = MS_DB_POSTGRES;
-
 typedef struct fixture {
     bool is_ready;
-    char dir[64];
-    char path[128];
+    sqlite_test_db tmp;
     ms_db_config cfg;
     ms_db_conn *c; /* the test's own connection: inserts and checks */
 } fixture;
@@ -141,34 +137,6 @@ static void sleep_ms(int ms)
 static uint64_t now_ms(void)
 {
     return uv_hrtime() / 1000000;
-}
-
-static ms_db_conn *open_conn(const ms_db_config *cfg)
-{
-    ms_db_conn *c = NULL;
-    int rc = ms_db_open(cfg, false, &c);
-    if (rc != 0)
-        fail_msg("ms_db_open: %s", ms_errname(rc));
-    return c;
-}
-
-static void x(ms_db_conn *c, const char *sql)
-{
-    int rc = ms_db_exec(c, sql, 0, NULL, NULL);
-    if (rc != 0)
-        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
-}
-
-static long long scalar(ms_db_conn *c, const char *sql)
-{
-    ms_db_result *r = NULL;
-    int rc = ms_db_exec(c, sql, 0, NULL, &r);
-    if (rc != 0)
-        fail_msg("%s: %s (%s)", sql, ms_errname(rc), ms_db_errmsg(c));
-    const char *v = ms_db_nrows(r) > 0 ? ms_db_get(r, 0, 0) : NULL;
-    long long n = v ? atoll(v) : 0;
-    ms_db_result_free(r);
-    return n;
 }
 
 static void insert_one(ms_db_conn *c, int i)
@@ -271,25 +239,10 @@ static int setup(void **state)
     f->cfg.backend = backend;
     f->cfg.busy_timeout_ms = 10000;
     *state = f;
-    if (backend == MS_DB_SQLITE) {
-        snprintf(f->dir, sizeof f->dir, "/tmp/ms_test_relay_XXXXXX");
-        if (!mkdtemp(f->dir))
-            return -1;
-        snprintf(f->path, sizeof f->path, "%s/outbox.db", f->dir);
-        f->cfg.sqlite_path = f->path;
-    } else if (pg_test_url[0]) {
-        f->cfg.pg_conninfo = pg_test_url;
-    } else {
-        return 0;
-    }
-    f->c = open_conn(&f->cfg);
-    if (backend == MS_DB_POSTGRES) {
-        x(f->c, "DROP SCHEMA public CASCADE");
-        x(f->c, "CREATE SCHEMA public");
-    }
-    int rc = ms_db_migrate(f->c, migrations, sizeof migrations / sizeof migrations[0], NULL);
-    if (rc != 0)
-        fail_msg("migrate: %s (%s)", ms_errname(rc), ms_db_errmsg(f->c));
+    int rc = test_db_fresh(&f->cfg, &f->tmp, "/tmp/ms_test_relay_XXXXXX", "outbox.db", &f->c);
+    if (rc <= 0)
+        return rc;
+    migrate(f->c, migrations, sizeof migrations / sizeof migrations[0]);
     f->is_ready = true;
     return 0;
 }
@@ -313,8 +266,8 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     ms_db_close(f->c);
-    if (f->dir[0])
-        remove_dir(f->dir);
+    if (f->tmp.dir[0])
+        remove_dir(f->tmp.dir);
     free(f);
     return 0;
 }

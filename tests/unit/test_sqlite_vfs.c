@@ -18,11 +18,11 @@
 
 #include "runtime/db.h"
 #include "runtime/error.h"
+#include "sqlite_test_db.h"
 #include "runtime/banned.h"
 
 typedef struct fixture {
-    char dir[64];
-    char path[128];
+    sqlite_test_db tmp;
     ms_db_config cfg;
     ms_db_conn *w, *r; /* the writer (through the VFS), a read-only reader */
 } fixture;
@@ -48,12 +48,10 @@ static long long scalar(ms_db_conn *c, const char *sql)
 static int setup_as(void **state, bool is_derived)
 {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/ms-vfs-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (sqlite_test_db_make(&f->tmp, "/tmp/ms-vfs-XXXXXX", "t.db") != 0)
         return -1;
-    snprintf(f->path, sizeof f->path, "%s/t.db", f->dir);
     f->cfg = (ms_db_config){.backend = MS_DB_SQLITE,
-                            .sqlite_path = f->path,
+                            .sqlite_path = f->tmp.path,
                             .busy_timeout_ms = 2000,
                             .is_derived = is_derived};
     if (ms_db_open(&f->cfg, false, &f->w) != 0)
@@ -80,9 +78,7 @@ static int teardown(void **state)
     fixture *f = *state;
     ms_db_close(f->r);
     ms_db_close(f->w);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    if (system(cmd) != 0)
+    if (sqlite_test_db_remove(&f->tmp) != 0)
         return -1;
     free(f);
     return 0;
