@@ -38,6 +38,7 @@ typedef struct sqlite_conn {
     int busy_timeout_ms;
     uint64_t busy_since_ms;
     bool busy_hit_deadline;
+    int wal_state; /* ms_db__sqlite_change_token: 0 unknown, 1 WAL open, -1 not in WAL mode */
 } sqlite_conn;
 
 /*
@@ -78,10 +79,32 @@ enum { WAL_INDEX_REGION = 32768 }; /* SQLite maps the WAL index in regions of th
  * a descriptor of ours: closing any descriptor of a file drops every POSIX lock the process
  * holds on it, SQLite's included, and another process would then reset the -shm file under
  * SQLite's feet (SIGBUS).
+ *
+ * That mapping must be the WAL's own: SQLite unmaps it when it closes the connection's WAL, and
+ * a connection that has read nothing yet has no WAL open. Mapped then, it was never unmapped:
+ * the -shm descriptor stayed open after the last close and SQLite's shared-memory node leaked.
+ * So the first call reads the journal mode, which loads the schema and with it opens the WAL.
  */
+static int wal_state(sqlite_conn *s)
+{
+    sqlite3_stmt *st = NULL;
+    int state = 0; /* unknown: asked again next time */
+    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        state = mode && strcmp(mode, "wal") == 0 ? 1 : -1;
+    }
+    sqlite3_finalize(st);
+    return state;
+}
+
 int ms_db__sqlite_change_token(ms_db_conn *c, uint64_t *out)
 {
     sqlite_conn *s = (sqlite_conn *)c;
+    if (s->wal_state == 0)
+        s->wal_state = wal_state(s);
+    if (s->wal_state != 1)
+        return MS_EIO;
     sqlite3_file *f = NULL;
     if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
         !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)

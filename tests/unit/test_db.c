@@ -3,6 +3,7 @@
  * PostgreSQL superuser URL, a real PostgreSQL (a fresh database per run, dropped at the end;
  * tests/lib/pg.sh starts a throwaway server). Every case runs on both backends.
  */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 
 #include "runtime/db.h"
+#include "runtime/db_internal.h"
 #include "runtime/error.h"
 #include "pg_test_db.h"
 #include "runtime/banned.h"
@@ -455,6 +457,54 @@ static void test_sqlite_busy_and_readonly(void **state)
     assert_null(none);
 }
 
+/* How many of this process's descriptors are open on `path`. */
+static int fds_open_on(const char *path)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) {
+        char link[300], target[512];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strcmp(target, path) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/*
+ * The change token (a loop's cheap "has anything committed?") reads the WAL index through
+ * SQLite's own mapping of the -shm file. On a connection that had read nothing yet, it used to
+ * make that mapping before SQLite had opened the connection's WAL, and SQLite unmaps only at
+ * WAL close: after the last close the -shm descriptor stayed open and SQLite's shared-memory
+ * node leaked (LeakSanitizer saw it at a user server's exit, when a loop's reader had served
+ * only /ready).
+ */
+static void test_sqlite_change_token_leaves_nothing_open(void **state)
+{
+    fixture *f = ready(state);
+    ms_db_conn *writer = open_conn(&f->cfg);
+    x(writer, "CREATE TABLE t (n INTEGER)");
+    ms_db_conn *ro = NULL;
+    assert_int_equal(ms_db_open(&f->cfg, true, &ro), 0);
+    uint64_t before, after;
+    assert_int_equal(ms_db__sqlite_change_token(ro, &before), 0); /* its first use */
+    x(writer, "INSERT INTO t VALUES (1)");
+    assert_int_equal(ms_db__sqlite_change_token(ro, &after), 0);
+    assert_true(after != before);
+    assert_int_equal(ms_db__sqlite_change_token(ro, &before), 0);
+    assert_true(after == before);
+    ms_db_close(ro);
+    ms_db_close(writer);
+    char shm[200];
+    snprintf(shm, sizeof shm, "%s-shm", f->tmp.path);
+    assert_int_equal(fds_open_on(shm), 0);
+}
+
 /* ---- PostgreSQL only ---- */
 
 static void test_pg_timeouts_locks_and_lost_connections(void **state)
@@ -635,6 +685,8 @@ int main(void)
          &backend_sqlite},
         {"test_sqlite_concurrent_first_opens", test_sqlite_concurrent_first_opens, setup, teardown,
          &backend_sqlite},
+        {"test_sqlite_change_token_leaves_nothing_open",
+         test_sqlite_change_token_leaves_nothing_open, setup, teardown, &backend_sqlite},
         {"test_pg_timeouts_locks_and_lost_connections", test_pg_timeouts_locks_and_lost_connections,
          setup, teardown, &backend_pg},
     };
