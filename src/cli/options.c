@@ -107,7 +107,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
     int rc = ms_config_parse(all, n, argc, argv, first, err, sizeof err);
     if (rc == 1)
         return 1;
-    ms_log_level level;
+    ms_log_level level = MS_LOG_INFO; /* set below whenever rc stays 0 */
     if (rc == 0 && ms_log_level_parse(o->log_level, &level) < 0) {
         snprintf(err, sizeof err, "--log-level must be debug, info, warn or error, not '%s'",
                  o->log_level);

@@ -202,7 +202,7 @@ static void rollback(ms_es *es, ms_db_conn *c)
 static int64_t run_batch(ms_es *es, es_job **jobs, size_t n)
 {
     int rc = 0;
-    if (!es->conn && (rc = open_writer_conn(es)) < 0) {
+    if (!es->conn && open_writer_conn(es) < 0) {
         for (size_t i = 0; i < n; i++)
             jobs[i]->rc = MS_ECONN;
         return 0;
@@ -365,7 +365,7 @@ static void checkpointer_main(void *arg)
         uv_mutex_unlock(&es->mu);
         int64_t frames = 0;
         int rc = c ? 0 : ms_db_open(&es->cfg, false, &c);
-        if (rc == 0 && (rc = checkpoint(es, c, "PASSIVE", &frames)) < 0) {
+        if (rc == 0 && checkpoint(es, c, "PASSIVE", &frames) < 0) {
             ms_log(MS_LOG_WARN, "eventstore checkpoint failed", "error", ms_db_errmsg(c), NULL);
             ms_db_close(c); /* reopened next time */
             c = NULL;

@@ -388,7 +388,9 @@ void ms_http_respond(ms_http_request *req, int status, const char *content_type,
         uv_timer_start(&c->reap, on_reap, 0, 0);
         return;
     }
-    conn_unref(c);
+    /* The request's reference. The open handles still hold theirs (a close started by the
+     * send above ends on a later loop turn), so this never frees c: no conn_unref. */
+    c->refs--;
     if (close_after) {
         start_shutdown(c);
         return;

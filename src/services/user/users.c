@@ -238,6 +238,8 @@ void user_create(ms_http_request *req)
         json_decref(body);
         return;
     }
+    if (!email || !name || !password) /* all three are required fields */
+        MS_BUG("user_create: a required field passed validation unset");
     create_call *k = ms_arena_alloc(&req->arena, sizeof *k);
     memset(k, 0, sizeof *k);
     k->base.req = req;
