@@ -654,6 +654,20 @@ static void test_dirty_batch_forgets_versions(void **state)
     assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM events WHERE stream_id = 'y'"), 0);
 }
 
+/* An event written by another connection, behind the store's back. */
+static void write_behind(fixture *f, const char *stream, const char *version)
+{
+    char id[MS_UUID_LEN + 1];
+    ms_uuid_new(id);
+    const char *params[] = {id, stream, version};
+    assert_int_equal(
+        ms_db_exec(f->c,
+                   "INSERT INTO events (event_id, stream_id, version, type, data, "
+                   "recorded_at) VALUES ($1, $2, CAST($3 AS BIGINT), 'E', '{}', 'now')",
+                   3, params, NULL),
+        0);
+}
+
 /* Another writer (another process, a tool) appends to a stream behind the store's back: the
  * store's next append to it sees the stream as it is, not as the store last wrote it. */
 static void test_other_writer_seen(void **state)
@@ -662,14 +676,7 @@ static void test_other_writer_seen(void **state)
     ms_es_append_req a;
     assert_int_equal(append1(f->es, "s", MS_ES_NO_STREAM, &a), 0);
     assert_int_equal(a.version, 1);
-    char id[MS_UUID_LEN + 1];
-    ms_uuid_new(id);
-    const char *params[] = {id};
-    assert_int_equal(ms_db_exec(f->c,
-                                "INSERT INTO events (event_id, stream_id, version, type, data, "
-                                "recorded_at) VALUES ($1, 's', 2, 'E', '{}', 'now')",
-                                1, params, NULL),
-                     0);
+    write_behind(f, "s", "2");
     assert_int_equal(append1(f->es, "s", 1, &a), MS_ECONFLICT);
     assert_int_equal(a.version, 2);
     assert_int_equal(append1(f->es, "s", MS_ES_ANY, &a), 0);
@@ -691,14 +698,7 @@ static void test_other_writer_seen(void **state)
 static void test_new_stream_append_without_probe(void **state)
 {
     fixture *f = ready(state);
-    char id[MS_UUID_LEN + 1];
-    ms_uuid_new(id);
-    const char *params[] = {id};
-    assert_int_equal(ms_db_exec(f->c,
-                                "INSERT INTO events (event_id, stream_id, version, type, data, "
-                                "recorded_at) VALUES ($1, 'elsewhere', 1, 'E', '{}', 'now')",
-                                1, params, NULL),
-                     0);
+    write_behind(f, "elsewhere", "1");
     ms_es_append_req a;
     const int64_t as_new[] = {MS_ES_NO_STREAM, 0};
     for (int i = 0; i < 2; i++) {
