@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "eventstore/eventstore.h"
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/core/banned.h"
 
 typedef struct bench_stream {
     char id[64];

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 static void usage(FILE *out)
 {

@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include "cli/options.h"
-#include "runtime/config.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
-#include "runtime/banned.h"
+#include "runtime/core/config.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/core/banned.h"
 
 static int make_dirs(const char *path)
 {

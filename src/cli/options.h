@@ -7,8 +7,8 @@
 
 #include <stdbool.h>
 
-#include "runtime/db.h"
-#include "runtime/server.h"
+#include "runtime/db/db.h"
+#include "runtime/http/server.h"
 #include "services/service.h"
 
 typedef struct serve_options {

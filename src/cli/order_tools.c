@@ -13,10 +13,10 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
 #include "services/order/order_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 enum { PAGE = 1000 };
 

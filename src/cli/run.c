@@ -15,10 +15,10 @@
 #include <uv.h>
 
 #include "cli/cli.h"
-#include "runtime/config.h"
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/banned.h"
+#include "runtime/core/config.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/core/banned.h"
 
 enum { MAX_CHILDREN = 8, STOP_GRACE_MS = 12000, STABLE_MS = 30000, MAX_QUICK_FAILS = 5 };
 

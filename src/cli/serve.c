@@ -9,9 +9,9 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/core/banned.h"
 
 static const ms_service *target_arg(const char *cmd, int argc, char **argv)
 {

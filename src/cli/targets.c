@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 const ms_service *const ms_targets[] = {&ms_user_service, &ms_order_service, NULL};
 

@@ -17,11 +17,11 @@
 #include <string.h>
 
 #include "eventstore/eventstore_internal.h"
-#include "runtime/db_array.h"
-#include "runtime/error.h"
-#include "runtime/hash.h"
-#include "runtime/id.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/hash.h"
+#include "runtime/core/id.h"
+#include "runtime/db/db_array.h"
+#include "runtime/core/banned.h"
 
 /* ---- the copy ---- */
 

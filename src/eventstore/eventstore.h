@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "runtime/db.h"
+#include "runtime/db/db.h"
 
 /* The tables (events, snapshots, outbox) as migrations, to append to a service's own list:
  * versions 1000..1099 are reserved for the event store. */

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 
 #include "eventstore/eventstore_internal.h"
-#include "runtime/error.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/banned.h"
 
 static void close_cb(uv_handle_t *h)
 {

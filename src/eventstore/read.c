@@ -13,9 +13,9 @@
 #include <string.h>
 
 #include "eventstore/eventstore_internal.h"
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/core/banned.h"
 
 #define EVENT_COLUMNS "event_id, stream_id, version, position, type, data, metadata, recorded_at"
 

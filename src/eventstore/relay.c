@@ -24,12 +24,12 @@
 #include <uv.h>
 
 #include "eventstore/relay.h"
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/json.h"
-#include "runtime/log.h"
-#include "runtime/metrics.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/core/log.h"
+#include "runtime/json/json.h"
+#include "runtime/obs/metrics.h"
+#include "runtime/core/banned.h"
 
 enum {
     BACKOFF_MIN_MS = 50,

@@ -32,8 +32,8 @@
 #include <stdint.h>
 
 #include "eventstore/eventstore.h"
-#include "runtime/buf.h"
-#include "runtime/db.h"
+#include "runtime/core/buf.h"
+#include "runtime/db/db.h"
 
 /* pg_try_advisory_lock key of "the outbox relay" (advisory locks are per database). */
 #define MS_RELAY_LOCK_KEY "7236353617836913"

@@ -9,9 +9,9 @@
  */
 #include <stddef.h>
 
-#include "eventstore/relay.h"
 #include "eventstore/eventstore.h"
-#include "runtime/banned.h"
+#include "eventstore/relay.h"
+#include "runtime/core/banned.h"
 
 // clang-format off
 const ms_migration ms_es_migrations[] = {

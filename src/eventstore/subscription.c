@@ -6,9 +6,9 @@
 #include <time.h>
 
 #include "eventstore/subscription.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/core/banned.h"
 
 enum { RETRY_MS = 200 };
 

@@ -36,9 +36,9 @@
 
 #include "eventstore/eventstore_internal.h"
 #include "eventstore/relay.h"
-#include "runtime/error.h"
-#include "runtime/log.h"
-#include "runtime/banned.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/core/banned.h"
 
 static const double latency_bounds_ms[11] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000};
 

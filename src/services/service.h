@@ -7,9 +7,9 @@
 
 #include <stddef.h>
 
-#include "runtime/db.h"
-#include "runtime/router.h"
-#include "runtime/server.h"
+#include "runtime/db/db.h"
+#include "runtime/http/router.h"
+#include "runtime/http/server.h"
 
 /* What a service's process-wide start sees. */
 typedef struct ms_service_env {

@@ -13,14 +13,15 @@
 #include <strings.h>
 
 #include "eventstore/relay.h"
-#include "runtime/error.h"
-#include "runtime/identity.h"
-#include "runtime/json.h"
-#include "runtime/log.h"
-#include "runtime/problem.h"
-#include "runtime/sha256.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/core/sha256.h"
+#include "runtime/http/http_json.h"
+#include "runtime/http/identity.h"
+#include "runtime/http/problem.h"
+#include "runtime/json/json.h"
 #include "services/order/order_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 enum { STREAM_PAGE = 1000 };
 
@@ -246,7 +247,7 @@ static void decide_and_append(order_call *k)
     json_t *malformed = json_array(), *invalid = json_array();
     int rc = order_decide(&k->state, k->command, k->cmd, now, malformed, invalid, &k->decision);
     if (rc == MS_EINVAL) {
-        if (!ms_json_reject(req, malformed, invalid))
+        if (!ms_http_reject_fields(req, malformed, invalid))
             ms_problem(req, 422, k->decision.reason);
         call_release(k);
         return;
@@ -388,7 +389,7 @@ void order_create(ms_http_request *req)
         return;
     }
     json_t *body;
-    if (ms_json_body(req, &body) < 0)
+    if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 4, "", malformed, invalid);
@@ -429,7 +430,7 @@ void order_create(ms_http_request *req)
     k->cmd = body;
     /* the aggregate's rules run in order_decide, once the body has the right shape (no double
      * "is required"), and answer the same way */
-    if (ms_json_reject(req, malformed, invalid)) {
+    if (ms_http_reject_fields(req, malformed, invalid)) {
         call_release(k);
         return;
     }
@@ -443,11 +444,11 @@ static void load_then_decide(order_call *k)
 {
     ms_http_request *req = k->req;
     json_t *body;
-    if (ms_json_body(req, &body) < 0)
+    if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *malformed = json_array(), *invalid = json_array();
     order_validate(k->command, body, malformed, invalid);
-    if (ms_json_reject(req, malformed, invalid)) {
+    if (ms_http_reject_fields(req, malformed, invalid)) {
         json_decref(body);
         return;
     }

@@ -14,14 +14,14 @@
 #include <string.h>
 #include <strings.h>
 
-#include "runtime/currency.h"
-#include "runtime/error.h"
-#include "runtime/json.h"
-#include "runtime/json_scan.h"
-#include "runtime/problem.h"
-#include "runtime/rules.h"
+#include "runtime/core/error.h"
+#include "runtime/http/problem.h"
+#include "runtime/json/json.h"
+#include "runtime/json/json_scan.h"
+#include "services/common/currency.h"
+#include "services/common/rules.h"
 #include "services/order/order_aggregate.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 enum { SNAPSHOT_FORMAT = 1 };
 

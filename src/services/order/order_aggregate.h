@@ -31,8 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/buf.h"
-#include "runtime/id.h"
+#include "runtime/core/buf.h"
+#include "runtime/core/id.h"
 
 /* Command names (the registry's keys) and event types (stored: never rename). */
 #define ORDER_CMD_CREATE        "CreateOrder"

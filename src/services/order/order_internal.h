@@ -15,9 +15,9 @@
 #include <uv.h>
 
 #include "eventstore/eventstore.h"
-#include "runtime/db.h"
-#include "runtime/http.h"
-#include "runtime/server.h"
+#include "runtime/db/db.h"
+#include "runtime/http/http.h"
+#include "runtime/http/server.h"
 #include "services/order/order_aggregate.h"
 
 /* Streams are "order-<id>". */

@@ -11,12 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "runtime/error.h"
-#include "runtime/log.h"
-#include "runtime/metrics.h"
 #include "eventstore/subscription.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/obs/metrics.h"
 #include "services/order/order_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 #define CHECKPOINT_NAME "order_views"
 

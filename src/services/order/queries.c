@@ -10,14 +10,14 @@
 #include <string.h>
 #include <strings.h>
 
-#include "runtime/base64.h"
-#include "runtime/error.h"
-#include "runtime/identity.h"
-#include "runtime/json.h"
-#include "runtime/log.h"
-#include "runtime/problem.h"
+#include "runtime/core/base64.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/http/identity.h"
+#include "runtime/http/problem.h"
+#include "runtime/json/json.h"
 #include "services/order/order_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 enum { DEFAULT_LIMIT = 10, MAX_LIMIT = 100, MAX_EVENTS = 1000 };
 

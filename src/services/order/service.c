@@ -7,14 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/error.h"
-#include "runtime/log.h"
-#include "runtime/metrics.h"
 #include "eventstore/relay.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/obs/metrics.h"
+#include "services/common/outbox_feed.h"
 #include "services/order/order_internal.h"
-#include "services/outbox_feed.h"
 #include "services/service.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 order_process order_proc;
 

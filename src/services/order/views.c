@@ -10,12 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/db_array.h"
-#include "runtime/error.h"
-#include "runtime/hash.h"
-#include "runtime/log.h"
+#include "runtime/core/error.h"
+#include "runtime/core/hash.h"
+#include "runtime/core/log.h"
+#include "runtime/db/db_array.h"
 #include "services/order/order_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 // clang-format off
 const ms_migration order_view_migrations[] = {

@@ -5,14 +5,15 @@
  */
 #include <string.h>
 
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/json.h"
-#include "runtime/rules.h"
-#include "runtime/problem.h"
-#include "runtime/server.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/http/http_json.h"
+#include "runtime/http/problem.h"
+#include "runtime/http/server.h"
+#include "runtime/json/json.h"
+#include "services/common/rules.h"
 #include "services/user/user_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 static const char DEFAULT_LANGUAGE[] = "en", DEFAULT_CURRENCY[] = "USD";
 
@@ -93,7 +94,7 @@ void user_preferences_put(ms_http_request *req)
     if (!k)
         return;
     json_t *body;
-    if (ms_json_body(req, &body) < 0)
+    if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 3, "", malformed, invalid);
@@ -110,7 +111,7 @@ void user_preferences_put(ms_http_request *req)
                                    strlen(cur ? cur : DEFAULT_CURRENCY));
     k->marketing_emails = json_is_true(json_object_get(body, "marketing_emails")) ? "1" : "0";
     json_decref(body);
-    if (ms_json_reject(req, malformed, invalid))
+    if (ms_http_reject_fields(req, malformed, invalid))
         return;
     ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
 }

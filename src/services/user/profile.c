@@ -5,14 +5,15 @@
  */
 #include <string.h>
 
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/json.h"
-#include "runtime/rules.h"
-#include "runtime/problem.h"
-#include "runtime/server.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/http/http_json.h"
+#include "runtime/http/problem.h"
+#include "runtime/http/server.h"
+#include "runtime/json/json.h"
+#include "services/common/rules.h"
 #include "services/user/user_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 typedef struct {
     user_call base;
@@ -108,7 +109,7 @@ void user_profile_put(ms_http_request *req)
     if (!k)
         return;
     json_t *body;
-    if (ms_json_body(req, &body) < 0)
+    if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 2, "", malformed, invalid);
@@ -134,7 +135,7 @@ void user_profile_put(ms_http_request *req)
         ms_field_error(invalid, "address.postal_code", "%s", why);
     if (k->country && (why = ms_rule_country(k->country)))
         ms_field_error(invalid, "address.country", "%s", why);
-    if (ms_json_reject(req, malformed, invalid))
+    if (ms_http_reject_fields(req, malformed, invalid))
         return;
     ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
 }

@@ -1,7 +1,7 @@
 /* The user service's tables. Timestamps are RFC 3339 text on both backends so they sort and
  * read the same; email_key is the lower-cased email that makes uniqueness case-insensitive. */
 #include "eventstore/relay.h"
-#include "services/outbox_feed.h"
+#include "services/common/outbox_feed.h"
 #include "services/service.h"
 #include "services/user/user_internal.h"
 

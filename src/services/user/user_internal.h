@@ -9,9 +9,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#include "runtime/db.h"
-#include "runtime/http.h"
-#include "runtime/id.h"
+#include "runtime/core/id.h"
+#include "runtime/db/db.h"
+#include "runtime/http/http.h"
 
 /* The head of every call's context (a struct that starts with it, in the request's arena):
  * what a handler hands to its work function and to the done callback. */

@@ -10,16 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/error.h"
-#include "runtime/id.h"
-#include "runtime/identity.h"
-#include "runtime/json.h"
-#include "runtime/log.h"
-#include "runtime/problem.h"
-#include "runtime/server.h"
 #include "eventstore/relay.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/core/log.h"
+#include "runtime/http/http_json.h"
+#include "runtime/http/identity.h"
+#include "runtime/http/problem.h"
+#include "runtime/http/server.h"
+#include "runtime/json/json.h"
 #include "services/user/user_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 enum { ARGON2_T = 2, ARGON2_M_KIB = 19456, ARGON2_P = 1, SALT_LEN = 16, HASH_LEN = 32 };
 
@@ -220,7 +221,7 @@ void user_create(ms_http_request *req)
         {"password", MS_JSON_STRING, true, false},
     };
     json_t *body;
-    if (ms_json_body(req, &body) < 0)
+    if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 3, "", malformed, invalid);
@@ -234,7 +235,7 @@ void user_create(ms_http_request *req)
         ms_field_error(invalid, "name", "%s", why);
     if (password && (why = user_check_password(password)))
         ms_field_error(invalid, "password", "%s", why);
-    if (ms_json_reject(req, malformed, invalid)) {
+    if (ms_http_reject_fields(req, malformed, invalid)) {
         json_decref(body);
         return;
     }
@@ -328,7 +329,7 @@ void user_patch(ms_http_request *req)
     if (!k)
         return;
     json_t *body;
-    if (ms_json_body(req, &body) < 0)
+    if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 1, "", malformed, invalid);
@@ -339,7 +340,7 @@ void user_patch(ms_http_request *req)
     if (name)
         k->name = ms_arena_strndup(&req->arena, name, strlen(name));
     json_decref(body);
-    if (ms_json_reject(req, malformed, invalid))
+    if (ms_http_reject_fields(req, malformed, invalid))
         return;
     ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, patch_done, k);
 }

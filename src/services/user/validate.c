@@ -1,10 +1,10 @@
 /* Field rules of the user service. Each check returns NULL or the message for that field. */
 #include <string.h>
 
-#include "runtime/rules.h"
-#include "runtime/json.h"
+#include "runtime/json/json.h"
+#include "services/common/rules.h"
 #include "services/user/user_internal.h"
-#include "runtime/banned.h"
+#include "runtime/core/banned.h"
 
 static bool is_alnum(char c)
 {

@@ -1,0 +1,25 @@
+/*
+ * http_internal.h — what the connection code (http_conn.c) and the server (server.c) share.
+ * Not for use outside src/runtime/.
+ */
+#ifndef MS_HTTP_INTERNAL_H
+#define MS_HTTP_INTERNAL_H
+
+#include "runtime/http/server.h"
+
+/* Accepts one pending connection on the loop's listener. */
+void ms_http__accept(ms_loop *l);
+/* Draining: closes idle connections; busy ones close after their current answer. */
+void ms_http__drain(ms_loop *l);
+/* Closes every connection now (drain deadline passed). */
+void ms_http__close_all(ms_loop *l);
+
+/* Tells the server a draining loop may have lost its last connection. */
+void ms_server__conns_gone(ms_loop *l);
+
+/* The built-in routes (/health, /ready, /metrics) live in server.c. */
+void ms_server__health(ms_http_request *req);
+void ms_server__ready(ms_http_request *req);
+void ms_server__metrics(ms_http_request *req);
+
+#endif

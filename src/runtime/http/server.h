@@ -1,0 +1,79 @@
+/*
+ * server.h — runs one target: N loop threads (share-nothing, like nginx workers), each with
+ * its own libuv loop, its own SO_REUSEPORT listening socket, its own connections and its own
+ * database pool. The calling thread waits for SIGTERM/SIGINT and then drains: listeners
+ * close, idle connections close, in-flight requests finish (up to drain_timeout_ms).
+ *
+ * Every server answers /health, /ready and /metrics besides the service's own routes.
+ */
+#ifndef MS_SERVER_H
+#define MS_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "runtime/db/db.h"
+#include "runtime/http/router.h"
+
+typedef struct ms_server_config {
+    const char *service; /* "user", ... */
+    const char *host;    /* numeric IPv4 or IPv6 address */
+    int port;            /* 0 picks a free one (logged) */
+    int threads;
+    uint32_t headers_timeout_ms; /* whole header block, from its first byte (10 s) */
+    uint32_t idle_timeout_ms;    /* keep-alive connection without a request (60 s) */
+    uint32_t body_timeout_ms;    /* between body bytes (30 s) */
+    uint32_t request_timeout_ms; /* a handler's deadline (10 s) */
+    uint32_t drain_timeout_ms;   /* longest graceful drain (10 s) */
+    size_t max_header_bytes;     /* 16 KiB */
+    int max_headers;             /* 100 */
+    size_t max_body_bytes;       /* 1 MiB */
+    bool access_log;             /* one log line per request */
+} ms_server_config;
+
+typedef struct ms_loop ms_loop;
+
+/* A service's state per loop (an event-store port, a second pool...). Both optional. */
+typedef struct ms_loop_hooks {
+    /* Sets up l->service before the loop runs (called on the main thread). 0 or MS_E*. */
+    int (*open)(ms_loop *l, void *arg);
+    /* Releases it on the loop's thread once the loop's connections are gone during a drain;
+     * must call done(l) when finished (before or after returning). */
+    void (*close)(ms_loop *l, void (*done)(ms_loop *l), void *arg);
+    void *arg;
+} ms_loop_hooks;
+
+/* One loop thread. Handlers reach it as req->loop. */
+struct ms_loop {
+    uv_loop_t uv;
+    int index;
+    const ms_server_config *cfg;
+    const ms_router *router;
+    ms_db_pool *db; /* NULL when the service has no database */
+    void *service;  /* the service's per-loop state (ms_loop_hooks) */
+    bool draining;
+    bool ended; /* set (atomically) by the loop thread when its loop has returned */
+    /* private to the runtime */
+    uv_tcp_t listener;
+    uv_async_t wake;
+    uv_timer_t drain_timer;
+    uv_thread_t thread;
+    void *conns; /* intrusive list of ms_http_conn */
+    int nconns;
+    struct ms_http_metrics *metrics;
+    char date[40]; /* cached "Date: ...\r\n" line */
+    uint64_t date_sec;
+    int listen_fd;
+};
+
+/* Fills the documented defaults. */
+void ms_server_config_defaults(ms_server_config *cfg);
+
+/* Runs until a signal ends it, then drains. `db` and `hooks` may be NULL. Returns 0 after a
+ * clean drain, non-zero when the listeners or a loop's state could not be set up (logged). */
+int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_config *db,
+                  const ms_loop_hooks *hooks);
+
+#endif

@@ -1,0 +1,27 @@
+/* The services' outbox relays; see outbox_feed.h. */
+#include <stdio.h>
+
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/obs/metrics.h"
+#include "services/common/outbox_feed.h"
+#include "runtime/core/banned.h"
+
+int outbox_feed_start(const ms_service_env *env, const char *service, ms_es *es, ms_relay **out)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s-outbox.jsonl", env->data_dir, service);
+    ms_publisher pub;
+    int rc = ms_publisher_file(path, &pub);
+    if (rc < 0) {
+        ms_log(MS_LOG_ERROR, "cannot open the outbox feed", "path", path, NULL);
+        return rc;
+    }
+    ms_relay_options opt = {.service = service, .es = es};
+    if ((rc = ms_relay_start(env->db, &pub, &opt, out)) < 0) {
+        pub.close(pub.self);
+        return rc;
+    }
+    ms_metrics_register(ms_relay_collect, *out);
+    return 0;
+}

@@ -1,0 +1,286 @@
+/* test_json.c — json.c (ms_json_check, utf8 length, is_json_type), problem.c status mapping */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "runtime/http/http_json.c" /* for the static is_json_type */
+
+static const ms_json_field user_fields[] = {
+    {"email", MS_JSON_STRING, true, false},     {"name", MS_JSON_STRING, true, false},
+    {"nickname", MS_JSON_STRING, false, true},  {"age", MS_JSON_INTEGER, false, false},
+    {"newsletter", MS_JSON_BOOL, false, false}, {"address", MS_JSON_OBJECT, false, true},
+};
+enum { NUSER = sizeof user_fields / sizeof user_fields[0] };
+
+typedef struct lists {
+    json_t *malformed, *invalid;
+} lists;
+
+static int setup(void **state)
+{
+    static lists l;
+    l.malformed = json_array();
+    l.invalid = json_array();
+    *state = &l;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    lists *l = *state;
+    json_decref(l->malformed);
+    json_decref(l->invalid);
+    return 0;
+}
+
+/* Parses a JSON object literal; fails the test on a syntax error. */
+static json_t *obj(const char *text)
+{
+    json_error_t err;
+    json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &err);
+    if (!o || !json_is_object(o))
+        fail_msg("bad fixture %s: %s", text, err.text);
+    return o;
+}
+
+/* True when `list` has an entry {field, message}. */
+static bool has_error(json_t *list, const char *field, const char *message)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        const char *f = json_string_value(json_object_get(e, "field"));
+        const char *m = json_string_value(json_object_get(e, "message"));
+        if (f && m && strcmp(f, field) == 0 && strcmp(m, message) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void check(lists *l, const char *text, const char *prefix)
+{
+    json_t *o = obj(text);
+    ms_json_check(o, user_fields, NUSER, prefix, l->malformed, l->invalid);
+    json_decref(o);
+}
+
+static void test_check_valid_object(void **state)
+{
+    lists *l = *state;
+    check(l,
+          "{\"email\":\"a@b.c\",\"name\":\"Ann\",\"nickname\":\"an\",\"age\":3,"
+          "\"newsletter\":true,\"address\":{}}",
+          "");
+    assert_int_equal(json_array_size(l->malformed), 0);
+    assert_int_equal(json_array_size(l->invalid), 0);
+}
+
+static void test_check_unknown_field(void **state)
+{
+    lists *l = *state;
+    check(l, "{\"email\":\"a@b.c\",\"name\":\"Ann\",\"role\":\"admin\"}", "");
+    assert_int_equal(json_array_size(l->malformed), 1);
+    assert_true(has_error(l->malformed, "role", "unknown field"));
+    assert_int_equal(json_array_size(l->invalid), 0);
+}
+
+static void test_check_wrong_kind(void **state)
+{
+    lists *l = *state;
+    check(l, "{\"email\":5,\"name\":\"Ann\",\"age\":\"3\",\"newsletter\":1}", "");
+    assert_int_equal(json_array_size(l->malformed), 3);
+    assert_true(has_error(l->malformed, "email", "must be a string"));
+    assert_true(has_error(l->malformed, "age", "must be an integer"));
+    assert_true(has_error(l->malformed, "newsletter", "must be a boolean"));
+    /* a present field of the wrong kind is malformed, not missing */
+    assert_int_equal(json_array_size(l->invalid), 0);
+}
+
+static void test_check_real_is_not_integer(void **state)
+{
+    lists *l = *state;
+    check(l, "{\"email\":\"e\",\"name\":\"n\",\"age\":3.0}", "");
+    assert_int_equal(json_array_size(l->malformed), 1);
+    assert_true(has_error(l->malformed, "age", "must be an integer"));
+}
+
+static void test_check_wrong_kind_nullable_message(void **state)
+{
+    lists *l = *state;
+    check(l, "{\"email\":\"e\",\"name\":\"n\",\"nickname\":[],\"address\":\"x\"}", "");
+    assert_int_equal(json_array_size(l->malformed), 2);
+    assert_true(has_error(l->malformed, "nickname", "must be a string or null"));
+    assert_true(has_error(l->malformed, "address", "must be an object or null"));
+}
+
+static void test_check_null_only_when_nullable(void **state)
+{
+    lists *l = *state;
+    check(l, "{\"email\":\"e\",\"name\":null,\"nickname\":null,\"address\":null,\"age\":null}", "");
+    assert_int_equal(json_array_size(l->malformed), 2);
+    assert_true(has_error(l->malformed, "name", "must be a string"));
+    assert_true(has_error(l->malformed, "age", "must be an integer"));
+    assert_false(has_error(l->malformed, "nickname", "must be a string or null"));
+    /* a null required field is present (and malformed), not missing */
+    assert_int_equal(json_array_size(l->invalid), 0);
+}
+
+static void test_check_missing_required(void **state)
+{
+    lists *l = *state;
+    check(l, "{\"nickname\":\"x\"}", "");
+    assert_int_equal(json_array_size(l->malformed), 0);
+    assert_int_equal(json_array_size(l->invalid), 2);
+    assert_true(has_error(l->invalid, "email", "is required"));
+    assert_true(has_error(l->invalid, "name", "is required"));
+}
+
+static void test_check_empty_object(void **state)
+{
+    lists *l = *state;
+    check(l, "{}", "");
+    assert_int_equal(json_array_size(l->malformed), 0);
+    assert_int_equal(json_array_size(l->invalid), 2);
+}
+
+static void test_check_nested_prefix(void **state)
+{
+    static const ms_json_field address_fields[] = {
+        {"street", MS_JSON_STRING, true, false},
+        {"city", MS_JSON_STRING, true, false},
+        {"zip", MS_JSON_STRING, false, false},
+    };
+    lists *l = *state;
+    json_t *o = obj("{\"street\":1,\"zip\":\"75001\",\"planet\":\"earth\"}");
+    ms_json_check(o, address_fields, 3, "address.", l->malformed, l->invalid);
+    json_decref(o);
+    assert_int_equal(json_array_size(l->malformed), 2);
+    assert_true(has_error(l->malformed, "address.street", "must be a string"));
+    assert_true(has_error(l->malformed, "address.planet", "unknown field"));
+    assert_int_equal(json_array_size(l->invalid), 1);
+    assert_true(has_error(l->invalid, "address.city", "is required"));
+}
+
+static void test_check_appends(void **state)
+{
+    /* the lists collect across calls (top level, then a nested object) */
+    lists *l = *state;
+    check(l, "{\"x\":1}", "");
+    check(l, "{\"y\":1}", "inner.");
+    assert_int_equal(json_array_size(l->malformed), 2);
+    assert_true(has_error(l->malformed, "x", "unknown field"));
+    assert_true(has_error(l->malformed, "inner.y", "unknown field"));
+    assert_int_equal(json_array_size(l->invalid), 4);
+}
+
+static void test_utf8_length(void **state)
+{
+    assert_int_equal(ms_utf8_length(""), 0);
+    assert_int_equal(ms_utf8_length("abc"), 3);
+    assert_int_equal(ms_utf8_length("caf\xc3\xa9"), 4);              /* café */
+    assert_int_equal(ms_utf8_length("\xe2\x82\xac"), 1);             /* € */
+    assert_int_equal(ms_utf8_length("\xf0\x9f\x98\x80!"), 2);        /* 😀! */
+    assert_int_equal(ms_utf8_length("\xe6\x97\xa5\xe6\x9c\xac"), 2); /* 日本 */
+}
+
+static void test_json_type_accepted(void **state)
+{
+    static const char *const ok[] = {
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "application/json; CHARSET=Utf-8",
+        "application/json; charset=\"utf-8\"",
+        "  application/json  ",
+        "application/merge-patch+json",
+        "application/problem+json; charset=utf-8",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (!is_json_type(ok[i]))
+            fail_msg("'%s' should be accepted", ok[i]);
+}
+
+static void test_json_type_rejected(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "text/plain",
+        "text/json",
+        "application/json; charset=latin1",
+        "application/json; charset=iso-8859-1",
+        "application/json; boundary=x",
+        "application/jsonx",
+        "application/json-patch",
+        "application/+json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data+json",
+        "application/xml",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (is_json_type(bad[i]))
+            fail_msg("'%s' should be rejected", bad[i]);
+    assert_false(is_json_type(NULL));
+}
+
+static void test_status_for_every_code(void **state)
+{
+    static const struct {
+        int code, status;
+    } want[] = {
+        {MS_ENOMEM, 500},    {MS_EINVAL, 400},    {MS_ENOTFOUND, 404},    {MS_ECONFLICT, 409},
+        {MS_EBUSY, 503},     {MS_ETIMEDOUT, 504}, {MS_EPOOLTIMEOUT, 503}, {MS_EDB, 500},
+        {MS_ECONN, 503},     {MS_EIO, 500},       {MS_ETOOBIG, 413},      {MS_ESHUTDOWN, 503},
+        {MS_EINTERNAL, 500},
+    };
+    /* every code of the X-macro table has an expectation here */
+    static const int all[] = {
+#define CODE_(name, msg) MS_E##name,
+        MS_ERRNO_MAP(CODE_)
+#undef CODE_
+    };
+    size_t n = sizeof want / sizeof want[0];
+    assert_int_equal(n, sizeof all / sizeof all[0]);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        size_t j = 0;
+        while (j < n && want[j].code != all[i])
+            j++;
+        if (j == n)
+            fail_msg("no expected status for %s", ms_errname(all[i]));
+        int got = ms_http_status_for(all[i]);
+        if (got != want[j].status)
+            fail_msg("%s: expected %d, got %d", ms_errname(all[i]), want[j].status, got);
+    }
+}
+
+static void test_status_for_unknown_code(void **state)
+{
+    assert_int_equal(ms_http_status_for(-1000), 500);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_check_valid_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_unknown_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_wrong_kind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_real_is_not_integer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_wrong_kind_nullable_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_null_only_when_nullable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_missing_required, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_empty_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_nested_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_appends, setup, teardown),
+        cmocka_unit_test(test_utf8_length),
+        cmocka_unit_test(test_json_type_accepted),
+        cmocka_unit_test(test_json_type_rejected),
+        cmocka_unit_test(test_status_for_every_code),
+        cmocka_unit_test(test_status_for_unknown_code),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
