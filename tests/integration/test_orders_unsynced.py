@@ -60,15 +60,15 @@ def is_idle(pid, tid, quiet=0.1):
 
 
 @contextlib.contextmanager
-def stalled(s, name):
-    """Stops the server's thread `name` and only it; lets it go at the end, whatever happens
-    (a stalled syncer would hang the server's shutdown). Skips the test where ptrace is not
-    permitted."""
+def stalled(s, name, quiet=0.1):
+    """Stops the server's thread `name` and only it, once it has slept `quiet` seconds; lets it
+    go at the end, whatever happens (a stalled syncer would hang the server's shutdown). Skips
+    the test where ptrace is not permitted."""
     pid = s.proc.pid
     tid = thread_of(pid, name)
     # stopped while it waits for work, it holds no lock and leaves no work half done (the
     # syncer answers a batch before it takes the writer's lock to count it synced)
-    poll(lambda: is_idle(pid, tid), 5 * SLOW, what=f"{name} to wait for work")
+    poll(lambda: is_idle(pid, tid, quiet), 5 * SLOW, what=f"{name} to wait for work")
     try:
         ptrace(PTRACE_SEIZE, tid)
     except OSError as e:

@@ -1,8 +1,14 @@
 /*
  * queries.c — the read side over HTTP: an order and a user's orders come from the views (the
  * read database), answered as stored; an order's events come from the event store itself.
- * A read may carry X-Min-Position (the X-Position its write returned): it then waits, on the
- * loop, until the views have caught up with that write — or answers 504 at its deadline.
+ *
+ * One order reads its own writes with no header: an acknowledged write is durable in the
+ * stream, so a view that is missing or older than the stream's durable head is read again once
+ * the projector has passed that head (on the loop, within the request's deadline; 504 after).
+ * The stream is looked at only when the projector may be behind: on SQLite this process is the
+ * store's only writer, so a projector at or past every position it made visible cannot be.
+ * A list may carry X-Min-Position (the X-Position its write returned): it then waits until the
+ * views have caught up with that write — or answers 504 at its deadline.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,6 +38,8 @@ typedef struct query_call {
     char owner[MS_UUID_LEN + 1];
     int64_t version;
     bool found;
+    bool checked_stream; /* the view was compared with the stream's durable head */
+    int64_t head;        /* that head's position, 0 when the stream has nothing past the view */
 } query_call;
 
 static void fail(query_call *k, int rc)
@@ -108,10 +116,59 @@ static int get_work(ms_db_conn *c, void *arg)
     return rc;
 }
 
+static void get_when_projected(int rc, void *arg);
+static void get_done(int rc, void *arg);
+
+/* Whether the views hold every acknowledged write of this order without looking at its stream:
+ * on SQLite every append is this process's, and an acknowledged one is visible. */
+static bool views_surely_current(void)
+{
+    return order_proc.write_db.backend == MS_DB_SQLITE &&
+           order_projector_position(order_proc.projector) >= ms_es_visible_position(order_proc.es);
+}
+
+/* The durable events of the stream past the view's version: their last position in k->head. */
+static int head_work(ms_db_conn *c, void *arg)
+{
+    query_call *k = arg;
+    char stream[ORDER_STREAM_LEN + 1];
+    snprintf(stream, sizeof stream, "%s%s", ORDER_STREAM_PREFIX, k->id);
+    ms_es_page page = {0};
+    int rc = ms_es_read_stream(c, stream, k->found ? k->version + 1 : 1, 64, &page);
+    int64_t durable = ms_es_committed_position(order_proc.es);
+    while (rc == 0 && page.n > 0 && page.events[page.n - 1].position > durable)
+        page.n--; /* not acknowledged yet: nobody can expect to see it */
+    k->head = rc == 0 && page.n > 0 ? page.events[page.n - 1].position : 0;
+    ms_es_page_release(&page);
+    return rc;
+}
+
+static void head_done(int rc, void *arg)
+{
+    query_call *k = arg;
+    if (rc < 0) {
+        fail(k, rc);
+        return;
+    }
+    k->checked_stream = true;
+    if (k->head == 0) { /* the view (or its absence) is the stream's durable state */
+        get_done(k->found ? 0 : MS_ENOTFOUND, k);
+        return;
+    }
+    k->found = false;
+    k->out.n = 0;
+    order_wait_projected(k->req, k->head, get_when_projected, k);
+}
+
 static void get_done(int rc, void *arg)
 {
     query_call *k = arg;
     ms_http_request *req = k->req;
+    if (!k->checked_stream && (rc == 0 || rc == MS_ENOTFOUND)) {
+        k->found = rc == 0;
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, head_work, head_done, k);
+        return;
+    }
     if (rc == 0 && !k->who.is_admin && strcasecmp(k->who.user_id, k->owner) != 0)
         rc = MS_ENOTFOUND; /* others' orders do not exist for a customer */
     if (rc < 0) {
@@ -145,8 +202,11 @@ void order_get(ms_http_request *req)
     if (!k)
         return;
     int64_t pos = min_position(req);
-    if (pos >= 0)
-        order_wait_projected(req, pos, get_when_projected, k);
+    if (pos < 0)
+        return;
+    /* decided before the view is read: what the projector had then, the read sees */
+    k->checked_stream = views_surely_current();
+    order_wait_projected(req, pos, get_when_projected, k);
 }
 
 /* ---- GET /api/v1/users/{id}/orders ---- */
