@@ -3,6 +3,8 @@
 #   scripts/bootstrap.sh          build and run dependencies
 #   scripts/bootstrap.sh test     plus what the test suite starts (PostgreSQL, pytest, ...)
 #   scripts/bootstrap.sh bench    plus wrk and nginx (the benchmark reference)
+#   scripts/bootstrap.sh --list [SET...]   print the packages instead of installing them
+# The build set is everything `make run` needs; `make test` checks that (check_run_deps.py).
 set -euo pipefail
 
 build_pkgs=(gcc make cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
@@ -12,13 +14,20 @@ test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-requests pyth
 bench_pkgs=(wrk nginx-light curl procps postgresql python3)
 
 want=("${build_pkgs[@]}")
+list=0
 for extra in "$@"; do
     case "$extra" in
+    --list) list=1 ;;
     test) want+=("${test_pkgs[@]}") ;;
     bench) want+=("${bench_pkgs[@]}") ;;
     *) echo "bootstrap: unknown set '$extra' (use: test, bench)" >&2; exit 2 ;;
     esac
 done
+
+if [ "$list" = 1 ]; then
+    printf '%s\n' "${want[@]}" | sort -u
+    exit 0
+fi
 
 missing=()
 for p in "${want[@]}"; do

@@ -5,7 +5,8 @@
 #   3. unit tests (cmocka, via ctest) on both builds
 #   4. integration tests (pytest, real processes over real sockets) on both builds,
 #      each against SQLite and against PostgreSQL
-#   5. style and static analysis (clang-format, cppcheck)
+#   5. `make run`'s build with only bootstrap's build set (scripts/check_run_deps.py)
+#   6. style and static analysis (clang-format, cppcheck, clang-tidy)
 # Each runner prints its own summary; the last line sums them all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,14 @@ integration build/microshop sqlite release
 integration build/microshop postgres release
 integration build-asan/microshop sqlite asan
 integration build-asan/microshop postgres asan
+
+step "make run needs only bootstrap's build set"
+if /usr/bin/python3 scripts/check_run_deps.py; then
+    echo '<testsuite tests="1" failures="0" errors="0" skipped="0"/>' >"$results/run-deps.xml"
+else
+    failed_steps+=("run dependencies")
+    echo '<testsuite tests="1" failures="1" errors="0" skipped="0"/>' >"$results/run-deps.xml"
+fi
 
 step "style and static analysis"
 if bash scripts/lint.sh; then
