@@ -9,7 +9,7 @@
  * The repository (load events, decide, append with expected version = state.version) and the
  * HTTP edge live elsewhere; this file only knows the rules.
  *
- * Status machine (shared/API.md): pending -> confirmed -> shipped -> delivered;
+ * Status machine (api/openapi.yaml): pending -> confirmed -> shipped -> delivered;
  * pending -> rejected; pending|confirmed -> cancelled. Moving to the status an order already
  * has is a conflict too.
  *
