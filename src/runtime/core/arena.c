@@ -1,4 +1,5 @@
-/* Per-request arena: chunks of 4 KiB (or larger for big allocations), freed on reset. */
+/* Per-request arena: chunks of 4 KiB (or larger for big allocations), freed on reset after
+ * the cleanups registered on it have run. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,12 +16,46 @@ struct ms_arena_chunk {
     _Alignas(16) char data[];
 };
 
+struct ms_arena_cleanup {
+    ms_arena_cleanup *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
 enum { CHUNK = 4096 };
 
 void ms_arena_init(ms_arena *a)
 {
     a->head = NULL;
     a->pos = a->end = NULL;
+    a->cleanups = NULL;
+}
+
+void ms_arena_on_reset(ms_arena *a, void (*fn)(void *arg), void *arg)
+{
+    ms_arena_cleanup *c = ms_arena_alloc(a, sizeof *c);
+    c->fn = fn;
+    c->arg = arg;
+    c->next = a->cleanups;
+    a->cleanups = c;
+}
+
+void *ms_arena_own(ms_arena *a, void *p)
+{
+    if (p)
+        ms_arena_on_reset(a, free, p);
+    return p;
+}
+
+/* Unlinks each record before calling it: a cleanup that registers another sees a consistent
+ * list, and the new one runs in this same loop, before any memory is freed. */
+static void run_cleanups(ms_arena *a)
+{
+    while (a->cleanups) {
+        ms_arena_cleanup *c = a->cleanups;
+        a->cleanups = c->next;
+        c->fn(c->arg);
+    }
 }
 
 static void add_chunk(ms_arena *a, size_t need)
@@ -36,6 +71,7 @@ static void add_chunk(ms_arena *a, size_t need)
 
 void ms_arena_reset(ms_arena *a)
 {
+    run_cleanups(a);
     if (!a->head)
         return;
     ms_arena_chunk *c = a->head;
@@ -52,6 +88,7 @@ void ms_arena_reset(ms_arena *a)
 
 void ms_arena_release(ms_arena *a)
 {
+    run_cleanups(a);
     for (ms_arena_chunk *c = a->head, *n; c; c = n) {
         n = c->next;
         free(c);

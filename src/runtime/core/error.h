@@ -7,7 +7,10 @@
 #ifndef MS_ERROR_H
 #define MS_ERROR_H
 
-/* X(name, message) — the order is the code: MS_EFIRST is -1, and so on. */
+/* X(name, message) — the order is the code: the first is -2 (after MS_OK's slot), and so on. Codes
+ * are never stored or sent (clients see statuses and problem types), but new ones go at the end all
+ * the same, so a code read in an old log still names the same error. The last six are what a
+ * request can be refused for; a handler answers them with ms_problem_from_error. */
 #define MS_ERRNO_MAP(X)                                                                            \
     X(NOMEM, "out of memory")                                                                      \
     X(INVAL, "invalid argument")                                                                   \
@@ -21,7 +24,13 @@
     X(IO, "input/output error")                                                                    \
     X(TOOBIG, "too large")                                                                         \
     X(SHUTDOWN, "shutting down")                                                                   \
-    X(INTERNAL, "internal error")
+    X(INTERNAL, "internal error")                                                                  \
+    X(MALFORMED, "the request is malformed")                                                       \
+    X(UNAUTHENTICATED, "the caller is not identified")                                             \
+    X(FORBIDDEN, "the caller may not do this")                                                     \
+    X(MEDIATYPE, "the body's media type is not supported")                                         \
+    X(VALIDATION, "the request is well-formed but breaks a rule")                                  \
+    X(PRECONDITION, "a required precondition header is missing")
 
 enum {
     MS_OK = 0,

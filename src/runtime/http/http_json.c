@@ -6,6 +6,7 @@
 #include "runtime/core/error.h"
 #include "runtime/http/http_json.h"
 #include "runtime/http/problem.h"
+#include "runtime/json/json_arena.h"
 #include "runtime/core/banned.h"
 
 /* application/json or application/<x>+json, with at most a utf-8 charset parameter */
@@ -36,47 +37,55 @@ static bool is_json_type(const char *ct)
 int ms_http_json_body(ms_http_request *req, json_t **out)
 {
     *out = NULL;
+    int rc = 0;
+    char detail[300];
+    json_t *errors = NULL;
     if (!is_json_type(ms_http_header_get(req, "Content-Type"))) {
-        ms_problem(req, 415, "the body must be application/json (UTF-8)");
-        return MS_EINVAL;
+        rc = MS_EMEDIATYPE;
+        snprintf(detail, sizeof detail, "the body must be application/json (UTF-8)");
+        goto out;
     }
     json_error_t err;
-    json_t *doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+    json_t *doc = ms_json_own(&req->arena,
+                              json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err));
     if (!doc) {
-        char detail[300];
+        rc = MS_EMALFORMED;
         snprintf(detail, sizeof detail,
                  "the body is not valid JSON: %s at line %d, column %d (byte %d)", err.text,
                  err.line, err.column, err.position);
-        json_t *errors = json_array();
+        errors = json_array();
         ms_field_error(errors, "body", "%s at line %d, column %d (byte %d)", err.text, err.line,
                        err.column, err.position);
-        ms_problem_fields(req, 400, detail, errors);
-        return MS_EINVAL;
+        goto out;
     }
     if (!json_is_object(doc)) {
-        json_decref(doc);
-        json_t *errors = json_array();
+        rc = MS_EMALFORMED;
+        snprintf(detail, sizeof detail, "the body must be a JSON object");
+        errors = json_array();
         ms_field_error(errors, "body", "must be a JSON object");
-        ms_problem_fields(req, 400, "the body must be a JSON object", errors);
-        return MS_EINVAL;
+        goto out;
     }
     *out = doc;
-    return 0;
+out:
+    if (rc < 0)
+        ms_problem_fields_from_error(req, rc, detail, errors);
+    return rc;
 }
 
-bool ms_http_reject_fields(ms_http_request *req, json_t *malformed, json_t *invalid)
+int ms_http_reject_fields(ms_http_request *req, json_t *malformed, json_t *invalid)
 {
+    int rc = 0;
     if (json_array_size(malformed)) {
-        json_decref(invalid);
-        ms_problem_fields(req, 400, "the body has fields of the wrong kind or unknown fields",
-                          malformed);
-        return true;
+        rc = MS_EMALFORMED;
+        ms_problem_fields_from_error(
+            req, rc, "the body has fields of the wrong kind or unknown fields", malformed);
+        malformed = NULL;
+    } else if (json_array_size(invalid)) {
+        rc = MS_EVALIDATION;
+        ms_problem_fields_from_error(req, rc, "some fields are invalid", invalid);
+        invalid = NULL;
     }
     json_decref(malformed);
-    if (json_array_size(invalid)) {
-        ms_problem_fields(req, 422, "some fields are invalid", invalid);
-        return true;
-    }
     json_decref(invalid);
-    return false;
+    return rc;
 }

@@ -77,13 +77,24 @@ int ms_http_status_for(int code)
 {
     switch (code) {
     case MS_EINVAL:
+    case MS_EMALFORMED:
         return 400;
+    case MS_EUNAUTHENTICATED:
+        return 401;
+    case MS_EFORBIDDEN:
+        return 403;
     case MS_ENOTFOUND:
         return 404;
     case MS_ECONFLICT:
         return 409;
     case MS_ETOOBIG:
         return 413;
+    case MS_EMEDIATYPE:
+        return 415;
+    case MS_EVALIDATION:
+        return 422;
+    case MS_EPRECONDITION:
+        return 428;
     case MS_EBUSY:
     case MS_EPOOLTIMEOUT:
     case MS_ECONN:
@@ -96,10 +107,16 @@ int ms_http_status_for(int code)
     }
 }
 
-void ms_problem_from_error(ms_http_request *req, int code, const char *detail)
+void ms_problem_fields_from_error(ms_http_request *req, int code, const char *detail,
+                                  json_t *errors)
 {
     int status = ms_http_status_for(code);
     if (status == 503)
         ms_http_set_header(req, "Retry-After", "1");
-    ms_problem(req, status, detail ? detail : ms_strerror(code));
+    ms_problem_fields(req, status, detail ? detail : ms_strerror(code), errors);
+}
+
+void ms_problem_from_error(ms_http_request *req, int code, const char *detail)
+{
+    ms_problem_fields_from_error(req, code, detail, NULL);
 }

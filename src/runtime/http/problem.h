@@ -14,13 +14,25 @@
 
 #define MS_PROBLEM_CONTENT_TYPE "application/problem+json"
 
-/* Answers `status` with a detail sentence. */
+/*
+ * Handlers answer through the *_from_error pair: an MS_E* code plus context, the status chosen
+ * by ms_http_status_for. The literal-status pair is for the HTTP edge itself (the connection
+ * and the server: 405, 408, 413, 431, ...), whose statuses have no error behind them.
+ */
+
+/* Answers the status of `code` with a detail sentence (NULL: the code's message); 503 carries
+ * Retry-After. */
+void ms_problem_from_error(ms_http_request *req, int code, const char *detail);
+/* The same with field errors; consumes `errors` (a JSON array of {field, message}, may be
+ * NULL). */
+void ms_problem_fields_from_error(ms_http_request *req, int code, const char *detail,
+                                  json_t *errors);
+/* The HTTP status for an MS_E* code: the one place codes become statuses (500 for unknown). */
+int ms_http_status_for(int code);
+
+/* Answers `status` with a detail sentence (HTTP edge only, see above). */
 void ms_problem(ms_http_request *req, int status, const char *detail);
 /* Answers `status` with field errors; consumes `errors` (a JSON array, may be NULL). */
 void ms_problem_fields(ms_http_request *req, int status, const char *detail, json_t *errors);
-/* Maps an MS_E* code to its status and answers; 503 carries Retry-After. */
-void ms_problem_from_error(ms_http_request *req, int code, const char *detail);
-/* The HTTP status for an MS_E* code. */
-int ms_http_status_for(int code);
 
 #endif

@@ -20,19 +20,21 @@
 #include "runtime/http/identity.h"
 #include "runtime/http/problem.h"
 #include "runtime/json/json.h"
+#include "runtime/json/json_arena.h"
 #include "services/order/order_internal.h"
 #include "runtime/core/banned.h"
 
 enum { STREAM_PAGE = 1000 };
 
-/* One command in flight; lives in the request's arena. */
+/* One command in flight; lives in the request's arena, and what it holds on the heap is
+ * released with it (call_release), so no path of a command frees anything by hand. */
 typedef struct order_call {
     ms_http_request *req;
     ms_identity who;
     char id[MS_UUID_LEN + 1];
     char stream[ORDER_STREAM_LEN + 1];
     const char *command; /* ORDER_CMD_* */
-    json_t *cmd;         /* the command object (owned) */
+    json_t *cmd;         /* the command object (the request's body, owned by its arena) */
     int64_t if_match;    /* PATCH: the version the client saw; -1 when not given */
     char request_sha[65];
     bool keyed; /* POST with an Idempotency-Key */
@@ -48,14 +50,13 @@ typedef struct order_call {
     char *first_metadata; /* keyed POST: metadata of the stored OrderCreated (heap) */
 } order_call;
 
-static void call_release(order_call *k)
+/* The request's arena runs this when the request is done, whatever the answer was. */
+static void call_release(void *arg)
 {
-    json_decref(k->cmd);
-    k->cmd = NULL;
+    order_call *k = arg;
     order_state_release(&k->state);
     order_decision_release(&k->decision);
     free(k->first_metadata);
-    k->first_metadata = NULL;
 }
 
 static void set_stream(order_call *k)
@@ -130,45 +131,53 @@ static void answer_order(order_call *k, int status)
     ms_buf view;
     ms_buf_init(&view, 512);
     order_view_write(&k->state, &view);
-    call_release(k);
     ms_http_respond(req, status, "application/json", view.p, view.n);
     ms_buf_release(&view);
 }
 
+/* `what` says why a conflict is one (the aggregate's reason, a stale version). */
 static void answer_error(order_call *k, int rc, const char *what)
 {
     ms_http_request *req = k->req;
-    if (rc == MS_ENOTFOUND) {
-        ms_problem(req, 404, "no such order");
-    } else if (rc == MS_ECONFLICT) {
-        ms_problem(req, 409, what);
-    } else {
-        if (ms_http_status_for(rc) >= 500)
-            ms_log(MS_LOG_ERROR, "order command failed", "endpoint",
-                   req->route ? req->route->template : "", "error", ms_strerror(rc), NULL);
-        ms_problem_from_error(req, rc, NULL);
-    }
-    call_release(k);
+    const char *detail = NULL;
+    if (rc == MS_ENOTFOUND)
+        detail = "no such order";
+    else if (rc == MS_ECONFLICT)
+        detail = what;
+    else if (ms_http_status_for(rc) >= 500)
+        ms_log(MS_LOG_ERROR, "order command failed", "endpoint",
+               req->route ? req->route->template : "", "error", ms_strerror(rc), NULL);
+    ms_problem_from_error(req, rc, detail);
+}
+
+/* Answers a header that is not what it must be (400, the header as the field). */
+static int reject_header(ms_http_request *req, const char *header, const char *message,
+                         const char *detail)
+{
+    json_t *errors = json_array();
+    ms_field_error(errors, header, "%s", message);
+    ms_problem_fields_from_error(req, MS_EMALFORMED, detail, errors);
+    return MS_EMALFORMED;
 }
 
 /* After a keyed POST: the stored OrderCreated must come from the same request body. */
 static void replay_loaded(int rc, void *arg)
 {
     order_call *k = arg;
-    if (rc < 0) {
+    bool same = false;
+    if (rc == 0) {
+        json_t *meta = k->first_metadata ? json_loads(k->first_metadata, 0, NULL) : NULL;
+        const char *sha = json_string_value(json_object_get(meta, "request_sha256"));
+        same = sha && strcmp(sha, k->request_sha) == 0;
+        json_decref(meta);
+    }
+    if (rc < 0)
         answer_error(k, rc, NULL);
-        return;
-    }
-    json_t *meta = k->first_metadata ? json_loads(k->first_metadata, 0, NULL) : NULL;
-    const char *sha = json_string_value(json_object_get(meta, "request_sha256"));
-    bool same = sha && strcmp(sha, k->request_sha) == 0;
-    json_decref(meta);
-    if (!same) {
-        ms_problem(k->req, 409, "this Idempotency-Key was used with a different request body");
-        call_release(k);
-        return;
-    }
-    answer_order(k, 201);
+    else if (!same)
+        answer_error(k, MS_ECONFLICT,
+                     "this Idempotency-Key was used with a different request body");
+    else
+        answer_order(k, 201);
 }
 
 static int snapshot_work(ms_db_conn *c, void *arg)
@@ -212,12 +221,8 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
 {
     (void)a;
     order_call *k = arg;
-    if (rc == MS_ECONFLICT) {
-        answer_error(k, rc, "the order changed while this request was decided; read it again");
-        return;
-    }
     if (rc < 0) {
-        answer_error(k, rc, NULL);
+        answer_error(k, rc, "the order changed while this request was decided; read it again");
         return;
     }
     if (order_apply_decision(&k->state, &k->decision) < 0)
@@ -233,13 +238,13 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
         order_state_release(&k->state);
         ms_http_request *req = k->req;
         ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, load_work, replay_loaded, k);
-        return;
+    } else {
+        answer_order(k, created ? 201 : 200);
     }
-    answer_order(k, created ? 201 : 200);
 }
 
-/* Decides on the loaded state and appends. */
-static void decide_and_append(order_call *k)
+/* The aggregate's decision on the loaded state; answers when there is none. */
+static int decide(order_call *k)
 {
     ms_http_request *req = k->req;
     char now[MS_TIME_LEN + 1];
@@ -247,17 +252,26 @@ static void decide_and_append(order_call *k)
     json_t *malformed = json_array(), *invalid = json_array();
     int rc = order_decide(&k->state, k->command, k->cmd, now, malformed, invalid, &k->decision);
     if (rc == MS_EINVAL) {
-        if (!ms_http_reject_fields(req, malformed, invalid))
-            ms_problem(req, 422, k->decision.reason);
-        call_release(k);
-        return;
+        /* field errors as a list, or a rule across fields said in the reason */
+        rc = ms_http_reject_fields(req, malformed, invalid);
+        if (rc == 0) {
+            rc = MS_EVALIDATION;
+            ms_problem_from_error(req, rc, k->decision.reason);
+        }
+    } else {
+        json_decref(malformed);
+        json_decref(invalid);
+        if (rc < 0)
+            answer_error(k, rc, k->decision.reason);
     }
-    json_decref(malformed);
-    json_decref(invalid);
-    if (rc < 0) {
-        answer_error(k, rc, k->decision.reason);
+    return rc;
+}
+
+/* Decides on the loaded state and appends. */
+static void decide_and_append(order_call *k)
+{
+    if (decide(k) < 0)
         return;
-    }
     k->before = k->state.version;
     for (size_t i = 0; i < k->decision.nevents; i++) {
         ms_es_event *e = &k->events[i];
@@ -284,7 +298,7 @@ static void decide_and_append(order_call *k)
         .outbox = k->outbox,
         .noutbox = k->decision.nevents,
     };
-    ms_es_append(order_loop_of(req)->port, &k->append, appended, k);
+    ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
 }
 
 static void loaded(int rc, void *arg)
@@ -304,45 +318,43 @@ static void loaded(int rc, void *arg)
     }
     if (rc == 0 && !may_reach(k))
         rc = MS_ENOTFOUND;
+    char why[96] = "";
     if (rc == 0 && k->if_match >= 0 && k->if_match != k->state.version) {
-        char why[96];
+        rc = MS_ECONFLICT;
         snprintf(why, sizeof why, "stale version: the order is at version %lld",
                  (long long)k->state.version);
-        answer_error(k, MS_ECONFLICT, why);
-        return;
     }
-    if (rc < 0) {
-        answer_error(k, rc, NULL);
-        return;
-    }
-    decide_and_append(k);
+    if (rc < 0)
+        answer_error(k, rc, why[0] ? why : NULL);
+    else
+        decide_and_append(k);
 }
 
-/* The common start: the caller, a call context, the order id of the path. */
-static order_call *begin(ms_http_request *req, const char *command)
+/* The common start: a call context tied to the request's arena, the caller, the order id of
+ * the path. Answers 401 or 404 and returns the code when there is no going on. */
+static int begin(ms_http_request *req, const char *command, order_call **out)
 {
-    ms_identity who;
-    if (ms_identity_get(req, &who) < 0)
-        return NULL;
     order_call *k = ms_arena_alloc(&req->arena, sizeof *k);
     memset(k, 0, sizeof *k);
     k->req = req;
-    k->who = who;
     k->command = command;
     k->if_match = -1;
     order_state_init(&k->state);
     order_decision_init(&k->decision);
+    ms_arena_on_reset(&req->arena, call_release, k);
+    *out = k;
+    int rc = ms_identity_get(req, &k->who);
     const char *id = ms_http_param(req, "id");
-    if (id) {
-        if (!ms_uuid_valid(id)) {
-            ms_problem(req, 404, "no such order");
-            return NULL;
-        }
+    if (rc == 0 && id && !ms_uuid_valid(id)) {
+        rc = MS_ENOTFOUND;
+        ms_problem_from_error(req, rc, "no such order");
+    }
+    if (rc == 0 && id) {
         for (int i = 0; i < MS_UUID_LEN; i++)
             k->id[i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] + 32 : id[i]);
         set_stream(k);
     }
-    return k;
+    return rc;
 }
 
 /* ---- POST /api/v1/orders ---- */
@@ -369,7 +381,29 @@ static bool valid_card(const char *card)
     return true;
 }
 
-void order_create(ms_http_request *req)
+/* A keyed POST: the request's fingerprint, and the order id and first event id the key names
+ * (a retry with the same key names the same order and the same first event). */
+static void name_by_key(order_call *k, json_t *body, const char *key)
+{
+    ms_arena *a = &k->req->arena;
+    /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
+     * matter to Idempotency-Key; the payment details are left out of it (a stored hash of a
+     * card number could be brute-forced). Only a keyed request has retries to tell apart from
+     * reuses, so only it pays for the hash. */
+    json_t *fingerprint = ms_json_own(a, json_copy(body)); /* shallow: no card in the hash */
+    json_object_del(fingerprint, "payment");
+    char *canonical = ms_arena_own(a, json_dumps(fingerprint, JSON_COMPACT | JSON_SORT_KEYS));
+    ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
+    snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
+    char *name = ms_arena_printf(a, "order/%s/%s", k->who.user_id, key);
+    ms_uuid_from_name(name, strlen(name), k->id);
+    name = ms_arena_printf(a, "order-created/%s/%s", k->who.user_id, key);
+    ms_uuid_from_name(name, strlen(name), k->event_id);
+    k->keyed = true;
+}
+
+/* Checks the body's shape and makes it the command. */
+static int read_create(order_call *k, json_t *body, const char *key)
 {
     static const ms_json_field fields[] = {
         {"items", MS_JSON_ARRAY, true, false},
@@ -378,19 +412,6 @@ void order_create(ms_http_request *req)
         {"payment", MS_JSON_OBJECT, false, false},
     };
     static const ms_json_field payment_fields[] = {{"card_number", MS_JSON_STRING, true, false}};
-    order_call *k = begin(req, ORDER_CMD_CREATE);
-    if (!k)
-        return;
-    const char *key = ms_http_header_get(req, "Idempotency-Key");
-    if (key && !valid_key(key)) {
-        json_t *errors = json_array();
-        ms_field_error(errors, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
-        ms_problem_fields(req, 400, "the Idempotency-Key header is malformed", errors);
-        return;
-    }
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 4, "", malformed, invalid);
     json_t *payment = json_object_get(body, "payment");
@@ -400,27 +421,10 @@ void order_create(ms_http_request *req)
         if (card && !valid_card(card))
             ms_field_error(invalid, "payment.card_number", "must be 12 to 19 digits");
     }
-    if (key) {
-        /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
-         * matter to Idempotency-Key; the payment details are left out of it (a stored hash of
-         * a card number could be brute-forced). Only a keyed request has retries to tell
-         * apart from reuses, so only it pays for the hash. */
-        json_t *fingerprint = json_copy(body); /* shallow: the card never enters the hash */
-        json_object_del(fingerprint, "payment");
-        char *canonical = json_dumps(fingerprint, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(fingerprint);
-        ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
-        free(canonical);
-        snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
-        /* a retry with the same key names the same order and the same first event */
-        char *name = ms_arena_printf(&req->arena, "order/%s/%s", k->who.user_id, key);
-        ms_uuid_from_name(name, strlen(name), k->id);
-        name = ms_arena_printf(&req->arena, "order-created/%s/%s", k->who.user_id, key);
-        ms_uuid_from_name(name, strlen(name), k->event_id);
-        k->keyed = true;
-    } else {
+    if (key)
+        name_by_key(k, body, key);
+    else
         ms_uuid_new(k->id);
-    }
     set_stream(k);
     /* the command: the body's fields (ms_json_check let through only known ones) less the
      * payment, plus who and which order */
@@ -430,11 +434,24 @@ void order_create(ms_http_request *req)
     k->cmd = body;
     /* the aggregate's rules run in order_decide, once the body has the right shape (no double
      * "is required"), and answer the same way */
-    if (ms_http_reject_fields(req, malformed, invalid)) {
-        call_release(k);
-        return;
-    }
-    decide_and_append(k);
+    return ms_http_reject_fields(k->req, malformed, invalid);
+}
+
+void order_create(ms_http_request *req)
+{
+    order_call *k;
+    json_t *body;
+    const char *key = ms_http_header_get(req, "Idempotency-Key");
+    int rc = begin(req, ORDER_CMD_CREATE, &k);
+    if (rc == 0 && key && !valid_key(key))
+        rc = reject_header(req, "Idempotency-Key", "must be 1 to 255 visible ASCII characters",
+                           "the Idempotency-Key header is malformed");
+    if (rc == 0)
+        rc = ms_http_json_body(req, &body);
+    if (rc == 0)
+        rc = read_create(k, body, key);
+    if (rc == 0)
+        decide_and_append(k);
 }
 
 /* ---- POST /api/v1/orders/{id}/cancel and PATCH /api/v1/orders/{id}/status ---- */
@@ -444,48 +461,54 @@ static void load_then_decide(order_call *k)
 {
     ms_http_request *req = k->req;
     json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
-    json_t *malformed = json_array(), *invalid = json_array();
-    order_validate(k->command, body, malformed, invalid);
-    if (ms_http_reject_fields(req, malformed, invalid)) {
-        json_decref(body);
-        return;
+    int rc = ms_http_json_body(req, &body);
+    if (rc == 0) {
+        json_t *malformed = json_array(), *invalid = json_array();
+        order_validate(k->command, body, malformed, invalid);
+        rc = ms_http_reject_fields(req, malformed, invalid);
     }
-    k->cmd = body;
-    ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, load_work, loaded, k);
+    if (rc == 0) {
+        k->cmd = body;
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, load_work, loaded, k);
+    }
 }
 
 void order_cancel(ms_http_request *req)
 {
-    order_call *k = begin(req, ORDER_CMD_CANCEL);
-    if (k)
+    order_call *k;
+    if (begin(req, ORDER_CMD_CANCEL, &k) == 0)
         load_then_decide(k);
 }
 
-void order_patch_status(ms_http_request *req)
+/* The version of If-Match (required: a status change must not overwrite one unseen). */
+static int read_if_match(order_call *k)
 {
-    order_call *k = begin(req, ORDER_CMD_UPDATE_STATUS);
-    if (!k)
-        return;
-    if (!k->who.is_admin) {
-        ms_problem(req, 403, "only an admin may change an order's status");
-        return;
-    }
+    ms_http_request *req = k->req;
     const char *tag = ms_http_header_get(req, "If-Match");
     if (!tag) {
-        ms_problem(req, 428, "If-Match with the order's ETag is required");
-        return;
+        ms_problem_from_error(req, MS_EPRECONDITION, "If-Match with the order's ETag is required");
+        return MS_EPRECONDITION;
     }
     char *end;
     const char *digits = tag[0] == '"' ? tag + 1 : tag;
     long long v = strtoll(digits, &end, 10);
-    if (end == digits || v < 0 || (tag[0] == '"' ? strcmp(end, "\"") != 0 : *end != '\0')) {
-        json_t *errors = json_array();
-        ms_field_error(errors, "If-Match", "must be the ETag of the order, like \"3\"");
-        ms_problem_fields(req, 400, "the If-Match header is malformed", errors);
-        return;
-    }
+    if (end == digits || v < 0 || (tag[0] == '"' ? strcmp(end, "\"") != 0 : *end != '\0'))
+        return reject_header(req, "If-Match", "must be the ETag of the order, like \"3\"",
+                             "the If-Match header is malformed");
     k->if_match = v;
-    load_then_decide(k);
+    return 0;
+}
+
+void order_patch_status(ms_http_request *req)
+{
+    order_call *k;
+    int rc = begin(req, ORDER_CMD_UPDATE_STATUS, &k);
+    if (rc == 0 && !k->who.is_admin) {
+        rc = MS_EFORBIDDEN;
+        ms_problem_from_error(req, rc, "only an admin may change an order's status");
+    }
+    if (rc == 0)
+        rc = read_if_match(k);
+    if (rc == 0)
+        load_then_decide(k);
 }

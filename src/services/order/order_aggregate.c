@@ -15,7 +15,6 @@
 #include <strings.h>
 
 #include "runtime/core/error.h"
-#include "runtime/http/problem.h"
 #include "runtime/json/json.h"
 #include "runtime/json/json_scan.h"
 #include "services/common/currency.h"

@@ -1,13 +1,14 @@
 /*
- * order_aggregate.h — the order aggregate, pure: no database, no HTTP, no clock.
+ * order_aggregate.h — the order aggregate, pure: no database, no HTTP, no clock (it includes
+ * nothing above runtime/json; field errors are {field, message} JSON lists, ms_field_error).
  *
  * The seed's shape, made explicit:
- *   command (a JSON object + its name) --validate--> field errors (400 malformed / 422 invalid)
- *   state + command + now --decide--> events, or a conflict with a human reason (409)
+ *   command (a JSON object + its name) --validate--> field errors (malformed / invalid)
+ *   state + command + now --decide--> events, or a conflict with a human reason
  *   state + event --evolve--> state;  rebuild = evolve over a stream
  * A small registry maps command names ("CreateOrder", ...) to their validate and decide.
  * The repository (load events, decide, append with expected version = state.version) and the
- * HTTP edge live elsewhere; this file only knows the rules.
+ * answers to clients live elsewhere (commands.c); this file only knows the rules.
  *
  * Status machine (api/openapi.yaml): pending -> confirmed -> shipped -> delivered;
  * pending -> rejected; pending|confirmed -> cancelled. Moving to the status an order already
@@ -145,12 +146,11 @@ void order_decision_release(order_decision *d);
 int order_apply_decision(order_state *s, order_decision *d);
 
 /*
- * Checks a command's fields. Wrong kinds and unknown fields go to `malformed` (HTTP 400),
- * missing or out-of-rule values to `invalid` (422), as {"field", "message"} with paths like
- * "items[2].quantity" (ms_field_error). Both arrays are borrowed, may be the same array, and
- * may be NULL (errors are then dropped).
- * Returns 0, MS_EINVAL when it appended errors, or MS_ENOTFOUND for an unknown command name.
- * Commands (JSON objects):
+ * Checks a command's fields. Wrong kinds and unknown fields go to `malformed` (the command
+ * is not understood), missing or out-of-rule values to `invalid` (understood, refused), as
+ * {"field", "message"} with paths like "items[2].quantity" (ms_field_error). Both arrays are
+ * borrowed, may be the same array, and may be NULL (errors are then dropped). Returns 0, MS_EINVAL
+ * when it appended errors, or MS_ENOTFOUND for an unknown command name. Commands (JSON objects):
  *   CreateOrder       {order_id, user_id, items: [{product_id, quantity, unit_price_cents}],
  *                      currency, shipping_address?: {line1, city, postal_code, country} | null}
  *   UpdateOrderStatus {status: "confirmed"|"shipped"|"delivered"|"rejected",

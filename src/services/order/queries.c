@@ -45,10 +45,11 @@ typedef struct query_call {
 static void fail(query_call *k, int rc)
 {
     if (rc == MS_ENOTFOUND) {
-        ms_problem(k->req, 404, "no such order");
+        ms_problem_from_error(k->req, MS_ENOTFOUND, "no such order");
     } else if (rc == MS_ETIMEDOUT && k->out.n == 0) {
         ms_http_set_header(k->req, "Retry-After", "1");
-        ms_problem(k->req, 504, "the read model has not caught up with that position yet");
+        ms_problem_from_error(k->req, MS_ETIMEDOUT,
+                              "the read model has not caught up with that position yet");
     } else {
         if (ms_http_status_for(rc) >= 500)
             ms_log(MS_LOG_ERROR, "order query failed", "error", ms_strerror(rc), NULL);
@@ -69,7 +70,8 @@ static int64_t min_position(ms_http_request *req)
     if (end == v || *end || p < 0 || errno == ERANGE || v[0] == '+' || v[0] == ' ') {
         json_t *errors = json_array();
         ms_field_error(errors, "X-Min-Position", "must be a position (a whole number)");
-        ms_problem_fields(req, 400, "the X-Min-Position header is malformed", errors);
+        ms_problem_fields_from_error(req, MS_EMALFORMED, "the X-Min-Position header is malformed",
+                                     errors);
         return -1;
     }
     return p;
@@ -87,7 +89,7 @@ static query_call *begin(ms_http_request *req, bool order_id)
     if (order_id) {
         const char *id = ms_http_param(req, "id");
         if (!ms_uuid_valid(id)) {
-            ms_problem(req, 404, "no such order");
+            ms_problem_from_error(req, MS_ENOTFOUND, "no such order");
             return NULL;
         }
         for (int i = 0; i < MS_UUID_LEN; i++)
@@ -304,7 +306,8 @@ static bool page_params(query_call *k)
         ms_buf_release(&raw);
     }
     if (json_array_size(errors)) {
-        ms_problem_fields(req, 400, "the paging parameters are malformed", errors);
+        ms_problem_fields_from_error(req, MS_EMALFORMED, "the paging parameters are malformed",
+                                     errors);
         return false;
     }
     json_decref(errors);
@@ -320,7 +323,7 @@ void order_list_for_user(ms_http_request *req)
     if (!k)
         return;
     if (!ms_uuid_valid(user)) {
-        ms_problem(req, 404, "no such user");
+        ms_problem_from_error(req, MS_ENOTFOUND, "no such user");
         return;
     }
     for (int i = 0; i < MS_UUID_LEN; i++)

@@ -78,24 +78,19 @@ static int put_work(ms_db_conn *c, void *arg)
 
 void user_preferences_get(ms_http_request *req)
 {
-    preferences_call *k = user_call_new(req, sizeof *k);
-    if (k)
+    preferences_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    if (user_call_begin(req, k, sizeof *k) == 0)
         ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
 }
 
-void user_preferences_put(ms_http_request *req)
+/* The body lives as long as the request: its strings are borrowed, not copied. */
+static int read_preferences(preferences_call *k, json_t *body)
 {
     static const ms_json_field fields[] = {
         {"language", MS_JSON_STRING, false, false},
         {"currency", MS_JSON_STRING, false, false},
         {"marketing_emails", MS_JSON_BOOL, false, false},
     };
-    preferences_call *k = user_call_new(req, sizeof *k);
-    if (!k)
-        return;
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 3, "", malformed, invalid);
     const char *lang = json_string_value(json_object_get(body, "language"));
@@ -105,13 +100,21 @@ void user_preferences_put(ms_http_request *req)
         ms_field_error(invalid, "language", "%s", why);
     if (cur && (why = ms_rule_currency(cur)))
         ms_field_error(invalid, "currency", "%s", why);
-    k->language = ms_arena_strndup(&req->arena, lang ? lang : DEFAULT_LANGUAGE,
-                                   strlen(lang ? lang : DEFAULT_LANGUAGE));
-    k->currency = ms_arena_strndup(&req->arena, cur ? cur : DEFAULT_CURRENCY,
-                                   strlen(cur ? cur : DEFAULT_CURRENCY));
+    k->language = lang ? lang : DEFAULT_LANGUAGE;
+    k->currency = cur ? cur : DEFAULT_CURRENCY;
     k->marketing_emails = json_is_true(json_object_get(body, "marketing_emails")) ? "1" : "0";
-    json_decref(body);
-    if (ms_http_reject_fields(req, malformed, invalid))
-        return;
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
+    return ms_http_reject_fields(k->base.req, malformed, invalid);
+}
+
+void user_preferences_put(ms_http_request *req)
+{
+    preferences_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    json_t *body;
+    int rc = user_call_begin(req, k, sizeof *k);
+    if (rc == 0)
+        rc = ms_http_json_body(req, &body);
+    if (rc == 0)
+        rc = read_preferences(k, body);
+    if (rc == 0)
+        ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
 }

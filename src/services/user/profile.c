@@ -82,18 +82,18 @@ static int put_work(ms_db_conn *c, void *arg)
 
 void user_profile_get(ms_http_request *req)
 {
-    profile_call *k = user_call_new(req, sizeof *k);
-    if (k)
+    profile_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    if (user_call_begin(req, k, sizeof *k) == 0)
         ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
 }
 
-static const char *copy(ms_http_request *req, json_t *obj, const char *key)
+/* The body lives as long as the request: its strings are borrowed, not copied. */
+static const char *string_of(json_t *obj, const char *key)
 {
-    const char *s = json_string_value(json_object_get(obj, key));
-    return s ? ms_arena_strndup(&req->arena, s, strlen(s)) : NULL;
+    return json_string_value(json_object_get(obj, key));
 }
 
-void user_profile_put(ms_http_request *req)
+static int read_profile(profile_call *k, json_t *body)
 {
     static const ms_json_field fields[] = {
         {"phone", MS_JSON_STRING, false, true},
@@ -105,12 +105,6 @@ void user_profile_put(ms_http_request *req)
         {"postal_code", MS_JSON_STRING, true, false},
         {"country", MS_JSON_STRING, true, false},
     };
-    profile_call *k = user_call_new(req, sizeof *k);
-    if (!k)
-        return;
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 2, "", malformed, invalid);
     json_t *address = json_object_get(body, "address");
@@ -118,12 +112,11 @@ void user_profile_put(ms_http_request *req)
         ms_json_check(address, address_fields, 4, "address.", malformed, invalid);
     else
         address = NULL;
-    k->phone = copy(req, body, "phone");
-    k->line1 = copy(req, address, "line1");
-    k->city = copy(req, address, "city");
-    k->postal_code = copy(req, address, "postal_code");
-    k->country = copy(req, address, "country");
-    json_decref(body);
+    k->phone = string_of(body, "phone");
+    k->line1 = string_of(address, "line1");
+    k->city = string_of(address, "city");
+    k->postal_code = string_of(address, "postal_code");
+    k->country = string_of(address, "country");
     const char *why;
     if (k->phone && (why = user_check_phone(k->phone)))
         ms_field_error(invalid, "phone", "%s", why);
@@ -135,7 +128,18 @@ void user_profile_put(ms_http_request *req)
         ms_field_error(invalid, "address.postal_code", "%s", why);
     if (k->country && (why = ms_rule_country(k->country)))
         ms_field_error(invalid, "address.country", "%s", why);
-    if (ms_http_reject_fields(req, malformed, invalid))
-        return;
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
+    return ms_http_reject_fields(k->base.req, malformed, invalid);
+}
+
+void user_profile_put(ms_http_request *req)
+{
+    profile_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    json_t *body;
+    int rc = user_call_begin(req, k, sizeof *k);
+    if (rc == 0)
+        rc = ms_http_json_body(req, &body);
+    if (rc == 0)
+        rc = read_profile(k, body);
+    if (rc == 0)
+        ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, put_work, user_call_done, k);
 }

@@ -14,7 +14,8 @@
 #include "runtime/http/http.h"
 
 /* The head of every call's context (a struct that starts with it, in the request's arena):
- * what a handler hands to its work function and to the done callback. */
+ * what a handler hands to its work function and to the done callback. Everything it holds
+ * is released with the request's arena, so no path of a handler frees anything. */
 typedef struct user_call {
     ms_http_request *req;
     const char *id;            /* the user */
@@ -46,12 +47,13 @@ extern struct ms_relay *user_relay;
 /* users.c */
 /* 0 when the user exists, MS_ENOTFOUND, or a database error (worker thread). */
 int user_exists(ms_db_conn *c, const char *id);
-/* For a route with {id}: when the caller may reach that user, a zeroed context of `size`
- * bytes (a struct starting with user_call) with req, id and now set; otherwise answers
- * 401/403/404 and returns NULL. */
-void *user_call_new(ms_http_request *req, size_t size);
+/* For a route with {id}: when the caller may reach that user, zeroes `call` (`size` bytes of
+ * a struct starting with user_call, in the request's arena), sets req, id and now, ties the
+ * result's release to the request, and returns 0; otherwise answers 401/403/404 and returns
+ * the negative code. */
+int user_call_begin(ms_http_request *req, void *call, size_t size);
 /* Answers a finished call: its result with `status`, or the error mapped at the edge (server
- * errors are logged). Releases the result either way. */
+ * errors are logged). The result is released with the request. */
 void user_answer(user_call *k, int rc, int status);
 /* A done callback that answers 200 (see user_answer). */
 void user_call_done(int rc, void *arg);

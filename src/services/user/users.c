@@ -80,21 +80,33 @@ static int write_outbox(ms_db_conn *c, const char *aggregate_id, const char *typ
     return rc;
 }
 
-void *user_call_new(ms_http_request *req, size_t size)
+static void release_result(void *buf)
 {
-    const char *id = ms_http_param(req, "id");
-    if (ms_identity_require_self(req, id) < 0)
-        return NULL;
-    if (!ms_uuid_valid(id)) {
-        ms_problem(req, 404, "no such user");
-        return NULL;
-    }
-    user_call *k = ms_arena_alloc(&req->arena, size);
+    ms_buf_release(buf);
+}
+
+/* The head of every call; its result is released with the request, whatever the answer. */
+static void call_init(ms_http_request *req, void *call, size_t size, const char *id)
+{
+    user_call *k = call;
     memset(k, 0, size);
     k->req = req;
     k->id = id;
     ms_time_now(k->now);
-    return k;
+    ms_arena_on_reset(&req->arena, release_result, &k->result);
+}
+
+int user_call_begin(ms_http_request *req, void *call, size_t size)
+{
+    const char *id = ms_http_param(req, "id");
+    int rc = ms_identity_require_self(req, id);
+    if (rc == 0 && !ms_uuid_valid(id)) {
+        rc = MS_ENOTFOUND;
+        ms_problem_from_error(req, rc, "no such user");
+    }
+    if (rc == 0)
+        call_init(req, call, size, id);
+    return rc;
 }
 
 void user_answer(user_call *k, int rc, int status)
@@ -102,21 +114,15 @@ void user_answer(user_call *k, int rc, int status)
     ms_http_request *req = k->req;
     if (rc == 0) {
         ms_http_respond(req, status, "application/json", k->result.p, k->result.n);
-        ms_buf_release(&k->result);
-        return;
-    }
-    ms_buf_release(&k->result);
-    if (rc == MS_ENOTFOUND) {
-        ms_problem(req, 404, "no such user");
     } else if (rc == MS_ECONFLICT) {
         json_t *errors = json_array();
         ms_field_error(errors, "email", "is already registered");
-        ms_problem_fields(req, 409, "a user with this email already exists", errors);
+        ms_problem_fields_from_error(req, rc, "a user with this email already exists", errors);
     } else {
         if (ms_http_status_for(rc) >= 500)
             ms_log(MS_LOG_ERROR, "user call failed", "endpoint",
                    req->route ? req->route->template : "", "error", ms_strerror(rc), NULL);
-        ms_problem_from_error(req, rc, NULL);
+        ms_problem_from_error(req, rc, rc == MS_ENOTFOUND ? "no such user" : NULL);
     }
 }
 
@@ -190,39 +196,41 @@ static void hash_work(uv_work_t *w)
 static void hash_done(uv_work_t *w, int status)
 {
     create_call *k = w->data;
+    ms_http_request *req = k->base.req;
     if (status < 0 || k->rc != ARGON2_OK) {
         ms_log(MS_LOG_ERROR, "password hashing failed", "error",
                status < 0 ? "cancelled" : argon2_error_message(k->rc), NULL);
-        ms_problem(k->base.req, 500, "the password could not be hashed");
-        return;
+        ms_problem_from_error(req, MS_EINTERNAL, "the password could not be hashed");
+    } else {
+        ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, insert_work, insert_done, k);
     }
-    ms_http_request *req = k->base.req;
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, insert_work, insert_done, k);
 }
 
 static void email_taken_done(int rc, void *arg)
 {
     create_call *k = arg;
-    if (rc < 0) {
-        explicit_bzero(k->password, strlen(k->password));
-        user_answer(&k->base, rc, 0);
-        return;
-    }
     k->hash_job.data = k;
-    if (uv_queue_work(&k->base.req->loop->uv, &k->hash_job, hash_work, hash_done) < 0)
-        ms_problem(k->base.req, 500, "the password could not be hashed");
+    if (rc < 0)
+        user_answer(&k->base, rc, 0);
+    else if (uv_queue_work(&k->base.req->loop->uv, &k->hash_job, hash_work, hash_done) < 0)
+        ms_problem_from_error(k->base.req, MS_EINTERNAL, "the password could not be hashed");
 }
 
-void user_create(ms_http_request *req)
+/* The password's copy never outlives the request, however it ends (the hash wipes it sooner,
+ * on the worker, once it has been used). */
+static void wipe_password(void *arg)
+{
+    create_call *k = arg;
+    explicit_bzero(k->password, strlen(k->password));
+}
+
+static int check_create(ms_http_request *req, json_t *body)
 {
     static const ms_json_field fields[] = {
         {"email", MS_JSON_STRING, true, false},
         {"name", MS_JSON_STRING, true, false},
         {"password", MS_JSON_STRING, true, false},
     };
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 3, "", malformed, invalid);
     const char *email = json_string_value(json_object_get(body, "email"));
@@ -235,30 +243,48 @@ void user_create(ms_http_request *req)
         ms_field_error(invalid, "name", "%s", why);
     if (password && (why = user_check_password(password)))
         ms_field_error(invalid, "password", "%s", why);
-    if (ms_http_reject_fields(req, malformed, invalid)) {
-        json_decref(body);
-        return;
-    }
-    if (!email || !name || !password) /* all three are required fields */
+    int rc = ms_http_reject_fields(req, malformed, invalid);
+    if (rc == 0 && (!email || !name || !password)) /* all three are required fields */
         MS_BUG("user_create: a required field passed validation unset");
-    create_call *k = ms_arena_alloc(&req->arena, sizeof *k);
-    memset(k, 0, sizeof *k);
-    k->base.req = req;
+    return rc;
+}
+
+static create_call *create_call_new(ms_http_request *req, json_t *body)
+{
+    ms_arena *a = &req->arena;
+    create_call *k = ms_arena_alloc(a, sizeof *k);
+    call_init(req, k, sizeof *k, k->new_id);
     ms_uuid_new(k->new_id);
-    k->base.id = k->new_id;
-    ms_time_now(k->base.now);
-    k->email = ms_arena_strndup(&req->arena, email, strlen(email));
-    k->email_key = ms_arena_strndup(&req->arena, email, strlen(email));
+    const char *email = json_string_value(json_object_get(body, "email"));
+    const char *name = json_string_value(json_object_get(body, "name"));
+    const char *password = json_string_value(json_object_get(body, "password"));
+    k->email = ms_arena_strndup(a, email, strlen(email));
+    k->email_key = ms_arena_strndup(a, email, strlen(email));
     for (char *p = k->email_key; *p; p++)
         *p = (char)tolower((unsigned char)*p);
-    k->name = ms_arena_strndup(&req->arena, name, strlen(name));
-    k->password = ms_arena_strndup(&req->arena, password, strlen(password));
-    json_decref(body);
-    /* the body held the password too: do not leave it in a buffer that outlives the request */
+    k->name = ms_arena_strndup(a, name, strlen(name));
+    k->password = ms_arena_strndup(a, password, strlen(password));
+    ms_arena_on_reset(a, wipe_password, k);
+    /* the body held the password too: drop the parsed copy now, not with the request, and do
+     * not leave it in a buffer that outlives the request */
+    json_object_del(body, "password");
     explicit_bzero((char *)req->body, req->body_len);
-    /* a cheap read first spares the 19 MiB hash for the common duplicate; the unique index
-     * still decides races */
-    ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, email_taken_work, email_taken_done, k);
+    return k;
+}
+
+void user_create(ms_http_request *req)
+{
+    json_t *body;
+    int rc = ms_http_json_body(req, &body);
+    if (rc == 0)
+        rc = check_create(req, body);
+    if (rc == 0) {
+        create_call *k = create_call_new(req, body);
+        /* a cheap read first spares the 19 MiB hash for the common duplicate; the unique
+         * index still decides races */
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, email_taken_work, email_taken_done,
+                       k);
+    }
 }
 
 /* ---- GET /api/v1/users/{id} ---- */
@@ -276,8 +302,8 @@ static int get_work(ms_db_conn *c, void *arg)
 
 void user_get(ms_http_request *req)
 {
-    user_call *k = user_call_new(req, sizeof *k);
-    if (k)
+    user_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    if (user_call_begin(req, k, sizeof *k) == 0)
         ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
 }
 
@@ -322,25 +348,28 @@ static void patch_done(int rc, void *arg)
     user_call_done(rc, arg);
 }
 
-void user_patch(ms_http_request *req)
+/* The new name, when the body gives one, and whether the body is acceptable. */
+static int read_patch(patch_call *k, json_t *body)
 {
     static const ms_json_field fields[] = {{"name", MS_JSON_STRING, false, false}};
-    patch_call *k = user_call_new(req, sizeof *k);
-    if (!k)
-        return;
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
     json_t *malformed = json_array(), *invalid = json_array();
     ms_json_check(body, fields, 1, "", malformed, invalid);
-    const char *name = json_string_value(json_object_get(body, "name"));
+    k->name = json_string_value(json_object_get(body, "name")); /* the body lives as long */
     const char *why;
-    if (name && (why = user_check_name(name)))
+    if (k->name && (why = user_check_name(k->name)))
         ms_field_error(invalid, "name", "%s", why);
-    if (name)
-        k->name = ms_arena_strndup(&req->arena, name, strlen(name));
-    json_decref(body);
-    if (ms_http_reject_fields(req, malformed, invalid))
-        return;
-    ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, patch_done, k);
+    return ms_http_reject_fields(k->base.req, malformed, invalid);
+}
+
+void user_patch(ms_http_request *req)
+{
+    patch_call *k = ms_arena_alloc(&req->arena, sizeof *k);
+    json_t *body;
+    int rc = user_call_begin(req, k, sizeof *k);
+    if (rc == 0)
+        rc = ms_http_json_body(req, &body);
+    if (rc == 0)
+        rc = read_patch(k, body);
+    if (rc == 0)
+        ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, patch_work, patch_done, k);
 }
