@@ -38,7 +38,7 @@ static const char *const status_names[] = {
 enum { NSTATUS = sizeof status_names / sizeof status_names[0] };
 
 #define TO(s) (1u << (s))
-/* next[from]: the statuses `from` may move to (API.md). */
+/* next[from]: the statuses `from` may move to (the status machine in api/openapi.yaml). */
 static const unsigned next[NSTATUS] = {
     [ORDER_STATUS_PENDING] =
         TO(ORDER_STATUS_CONFIRMED) | TO(ORDER_STATUS_REJECTED) | TO(ORDER_STATUS_CANCELLED),

@@ -187,7 +187,7 @@ typedef struct order_command_handler {
 const order_command_handler *order_command_find(const char *name);
 
 /*
- * The public order view (API.md): {id, user_id, items, total_cents, currency, status,
+ * The public order view (api/openapi.yaml): {id, user_id, items, total_cents, currency, status,
  * version, created_at, updated_at, reason (only when set), shipping_address (object or null)}.
  * A new reference, or NULL when the state holds no order.
  */

@@ -32,8 +32,8 @@ void user_profile_put(ms_http_request *req);
 void user_preferences_get(ms_http_request *req);
 void user_preferences_put(ms_http_request *req);
 
-/* validation (validate.c; the rules shared with other services are in runtime/rules.h): each
- * returns NULL when valid, else the message for the field */
+/* validation (validate.c; the rules shared with other services are in services/common/rules.h):
+ * each returns NULL when valid, else the message for the field */
 const char *user_check_email(const char *email);
 const char *user_check_name(const char *name);
 const char *user_check_password(const char *password);

@@ -218,7 +218,7 @@ static void test_status_names(void **state)
 static void test_status_machine(void **state)
 {
     (void)state;
-    /* exactly the edges of API.md */
+    /* exactly the edges of the status machine (api/openapi.yaml) */
     static const order_status edges[][2] = {
         {ORDER_STATUS_PENDING, ORDER_STATUS_CONFIRMED},
         {ORDER_STATUS_CONFIRMED, ORDER_STATUS_SHIPPED},
