@@ -15,10 +15,11 @@ typedef struct ms_identity {
     bool is_admin;
 } ms_identity;
 
-/* Reads the caller. Answers 401 and returns MS_EINVAL when the pair is missing or invalid. */
+/* Reads the caller. Answers 401 and returns MS_EUNAUTHENTICATED when the pair is missing or
+ * invalid. */
 int ms_identity_get(ms_http_request *req, ms_identity *out);
-/* Requires the caller to be `owner_id` or an admin: answers 401 or 403 and returns MS_EINVAL
- * otherwise. */
+/* Requires the caller to be `owner_id` or an admin: otherwise answers 401 or 403 and returns
+ * MS_EUNAUTHENTICATED or MS_EFORBIDDEN. */
 int ms_identity_require_self(ms_http_request *req, const char *owner_id);
 
 #endif
