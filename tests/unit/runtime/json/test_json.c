@@ -12,7 +12,7 @@
 #include "runtime/json/json.h"
 #include "runtime/json/json_arena.h"
 
-    static const ms_json_field user_fields[] = {
+static const ms_json_field user_fields[] = {
     {"email", MS_JSON_STRING, true, false},     {"name", MS_JSON_STRING, true, false},
     {"nickname", MS_JSON_STRING, false, true},  {"age", MS_JSON_INTEGER, false, false},
     {"newsletter", MS_JSON_BOOL, false, false}, {"address", MS_JSON_OBJECT, false, true},
