@@ -7,22 +7,12 @@ The projector's lag is real under load (the loop below) and stretched at will by
 injection: ptrace stops the projector thread alone (test_orders_unsynced.stalled)."""
 import threading
 
-import pytest
 import requests
 
 from conftest import SLOW, assert_problem
-from test_orders import JSON, cancel, create, events_of, order_body, patch_status, uid
+from test_orders import (JSON, cancel, create, events_of, order_body, osrv,  # noqa: F401
+                         patch_status, uid)
 from test_orders_unsynced import stalled
-
-
-@pytest.fixture(scope="module")
-def osrv():
-    from conftest import ServerSet
-    servers = ServerSet()
-    try:
-        yield servers.start(target="order")
-    finally:
-        servers.close()
 
 
 def test_post_then_read_back_at_once_never_misses(osrv):
