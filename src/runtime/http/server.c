@@ -548,7 +548,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
 out:
     for (int i = 0; i < srv.nloops; i++) {
         ms_loop *l = &srv.loops[i];
-        if (l->metrics && l->listen_fd >= 0 && started == srv.nloops)
+        if (started == srv.nloops) /* every loop was set up and has run */
             uv_loop_close(&l->uv);
         ms_http_metrics_free(l->metrics);
     }
