@@ -97,7 +97,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         {"body-deadline-ms", "MICROSHOP_BODY_DEADLINE_MS", MS_OPT_INT, &o->body_deadline_ms, 1, H,
          "time to receive a whole body, plus --body-min-rate's allowance (then 408)"},
         {"body-min-rate", "MICROSHOP_BODY_MIN_RATE", MS_OPT_INT, &o->body_min_rate, 0, 1L << 30,
-         "bytes per second that extend the body deadline by one second (0: none)"},
+         "every this many body bytes received add a second to --body-deadline-ms (0: none)"},
         {"max-connections", "MICROSHOP_MAX_CONNECTIONS", MS_OPT_INT, &o->max_connections, 0,
          1000000,
          "open client connections per process, more are shed (0: from the open-file limit)"},

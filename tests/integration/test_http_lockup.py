@@ -5,11 +5,13 @@ import json
 import os
 import resource
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import SLOW, RawConn, assert_problem, new_email, poll, raw_request, unchanged
+from conftest import (BINARY, SLOW, RawConn, assert_problem, clean_env, new_email, poll,
+                      raw_request, unchanged)
 
 NOFILE = 256  # the server's open-file limit in the flood tests
 FLOOD = 300  # connections per round: more than the limit
@@ -128,6 +130,21 @@ def test_max_connections_flag_and_env(start_server):
     assert s.metric("http_connections_max", service="user") == 10
     s2 = start_server("--threads", "2", env={"MICROSHOP_MAX_CONNECTIONS": "7"})
     assert s2.metric("http_connections_max", service="user") == 8  # 4 per loop thread
+
+
+def test_new_flags_are_listed_and_checked():
+    help_ = subprocess.run([BINARY, "help", "user"], capture_output=True, text=True,
+                           env=clean_env(), timeout=15 * SLOW)
+    assert help_.returncode == 0, help_.stderr
+    for flag in ("--max-connections", "MICROSHOP_MAX_CONNECTIONS", "--body-deadline-ms",
+                 "MICROSHOP_BODY_DEADLINE_MS", "--body-min-rate", "MICROSHOP_BODY_MIN_RATE"):
+        assert flag in help_.stdout, flag
+    for flag, bad in (("--max-connections", "-1"), ("--body-deadline-ms", "0"),
+                      ("--body-min-rate", "fast")):
+        p = subprocess.run([BINARY, "serve", "user", flag, bad], capture_output=True, text=True,
+                           env=clean_env(), timeout=15 * SLOW)
+        assert p.returncode == 2, (flag, p.returncode, p.stderr)
+        assert flag in p.stderr and bad in p.stderr, p.stderr
 
 
 # ---- chunk lines (RFC 9112 7.1.1) ----

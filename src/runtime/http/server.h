@@ -3,6 +3,9 @@
  * its own libuv loop, its own SO_REUSEPORT listening socket, its own connections and its own
  * database pool. The calling thread waits for SIGTERM/SIGINT and then drains: listeners
  * close, idle connections close, in-flight requests finish (up to drain_timeout_ms).
+ * Each loop accepts on its own (accept4 on its listener): at most its share of
+ * max_connections, the rest answered 503 and closed at once; when the process runs out of
+ * descriptors, accepting pauses 100 ms rather than retrying in a loop.
  *
  * Every server answers /health, /ready and /metrics besides the service's own routes.
  */
