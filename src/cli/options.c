@@ -53,6 +53,9 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         .headers_timeout_ms = server->headers_timeout_ms,
         .idle_timeout_ms = server->idle_timeout_ms,
         .body_timeout_ms = server->body_timeout_ms,
+        .body_deadline_ms = server->body_deadline_ms,
+        .body_min_rate = server->body_min_rate,
+        .max_connections = server->max_connections,
         .drain_timeout_ms = server->drain_timeout_ms,
         .max_body_bytes = (long)server->max_body_bytes,
         .max_header_bytes = (long)server->max_header_bytes,
@@ -91,6 +94,13 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
          "keep-alive connection idle limit"},
         {"body-timeout-ms", "MICROSHOP_BODY_TIMEOUT_MS", MS_OPT_INT, &o->body_timeout_ms, 1, H,
          "longest pause while receiving a body (then 408)"},
+        {"body-deadline-ms", "MICROSHOP_BODY_DEADLINE_MS", MS_OPT_INT, &o->body_deadline_ms, 1, H,
+         "time to receive a whole body, plus --body-min-rate's allowance (then 408)"},
+        {"body-min-rate", "MICROSHOP_BODY_MIN_RATE", MS_OPT_INT, &o->body_min_rate, 0, 1L << 30,
+         "every this many body bytes received add a second to --body-deadline-ms (0: none)"},
+        {"max-connections", "MICROSHOP_MAX_CONNECTIONS", MS_OPT_INT, &o->max_connections, 0,
+         1000000,
+         "open client connections per process, more are shed (0: from the open-file limit)"},
         {"drain-timeout-ms", "MICROSHOP_DRAIN_TIMEOUT_MS", MS_OPT_INT, &o->drain_timeout_ms, 1, H,
          "graceful drain limit on SIGTERM"},
         {"max-body-bytes", "MICROSHOP_MAX_BODY_BYTES", MS_OPT_INT, &o->max_body_bytes, 0, 64L << 20,
@@ -150,6 +160,9 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
     server->headers_timeout_ms = (uint32_t)o->headers_timeout_ms;
     server->idle_timeout_ms = (uint32_t)o->idle_timeout_ms;
     server->body_timeout_ms = (uint32_t)o->body_timeout_ms;
+    server->body_deadline_ms = (uint32_t)o->body_deadline_ms;
+    server->body_min_rate = (uint32_t)o->body_min_rate;
+    server->max_connections = (int)o->max_connections;
     server->drain_timeout_ms = (uint32_t)o->drain_timeout_ms;
     server->max_body_bytes = (size_t)o->max_body_bytes;
     server->max_header_bytes = (size_t)o->max_header_bytes;

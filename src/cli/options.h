@@ -16,6 +16,7 @@ typedef struct serve_options {
     long threads, pool_size, pool_overflow, pool_timeout_ms, pool_recycle_s, busy_timeout_ms;
     long request_timeout_ms, headers_timeout_ms, idle_timeout_ms, body_timeout_ms, drain_timeout_ms;
     long max_body_bytes, max_header_bytes, max_headers;
+    long body_deadline_ms, body_min_rate, max_connections;
     bool pre_ping, access_log;
     /* derived by options_finish */
     char host[64];

@@ -3,8 +3,13 @@
  *
  * The header block is framed and checked by our own scanner before http-parser sees it:
  * that is where the limits (16 KiB, 100 headers) and the request-smuggling shapes that a
- * lenient reading would accept (bare LF, obs-fold, space before the colon) are refused. The
- * body is left to http-parser in strict mode (Content-Length and chunked framing).
+ * lenient reading would accept (bare LF, obs-fold, space before the colon) are refused. A
+ * chunked body is framed by our own decoder too (chunk lines held to RFC 9112 7.1.1, which
+ * http-parser 2.9.4 is lenient about); a Content-Length body is left to http-parser.
+ *
+ * Deadlines: the header block must arrive within headers_timeout_ms of its first byte; a body
+ * may pause at most body_timeout_ms and must arrive whole by body_deadline_ms after its
+ * headers, plus a second per body_min_rate bytes received (408 and close).
  *
  * One request at a time per connection: the parser is paused at the end of each message and
  * resumed after its answer, so pipelined requests are answered strictly in order.
@@ -13,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
@@ -23,6 +29,8 @@
 #include "runtime/core/banned.h"
 
 typedef enum { PH_HEADERS, PH_BODY, PH_HANDLING, PH_CLOSING } conn_phase;
+/* where the chunked decoder is: a chunk line, its data, the CRLF after it, the trailer */
+typedef enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER } chunk_state;
 
 struct ms_http_conn {
     uv_tcp_t tcp;
@@ -32,7 +40,7 @@ struct ms_http_conn {
     ms_http_conn *prev, *next;
     http_parser parser;
     ms_buf in;      /* bytes read and not yet consumed */
-    size_t scanned; /* header scan progress in `in` */
+    size_t scanned; /* header or chunk-line scan progress in `in` */
     conn_phase phase;
     ms_http_request req;
     ms_buf body;
@@ -43,7 +51,13 @@ struct ms_http_conn {
     int content_lengths, hosts;
     char content_length[24];
     bool te_seen, te_chunked_last, expect_continue, expect_other;
-    int error_status; /* set by a parser callback that refuses the message */
+    /* a chunked body (our decoder): its state, the data left in the chunk, trailer bytes */
+    bool chunked;
+    chunk_state chunk;
+    uint64_t chunk_left;
+    size_t trailer_bytes;
+    uint64_t body_start; /* loop time when the body's headers ended */
+    int error_status;    /* set by a parser callback that refuses the message */
     const char *error_detail;
     bool message_done, in_dispatch, keep_alive, eof, reading, timer_is_header;
     bool write_blocked; /* answers pile up unread: no more requests until they drain */
@@ -60,6 +74,9 @@ enum {
     MAX_BUFFERED = 64 * 1024,     /* unparsed input kept while a handler works */
     MAX_WRITE_QUEUE = 256 * 1024, /* unsent answers before pipelined requests wait */
     LINGER_MS = 2000,
+    /* A chunk line (size, extensions, CRLF) is at most this long: llhttp allows 16 KiB of
+     * extensions; nothing we serve uses them, so 4 KiB is plenty and bounds the scan. */
+    MAX_CHUNK_LINE = 4096,
 };
 
 static void process(ms_http_conn *c);
@@ -111,12 +128,39 @@ static void on_idle_timeout(uv_timer_t *t)
     conn_close(t->data);
 }
 
+/* When the whole body must have arrived: body_deadline_ms after its headers, moved by
+ * 1/body_min_rate seconds for every body byte received, so that a client keeping up the
+ * minimum rate finishes and one trickling a byte at a time does not. Only body bytes count
+ * (not chunk lines): a chunk extension cannot buy time. */
+static uint64_t body_deadline(const ms_http_conn *c)
+{
+    const ms_server_config *cfg = c->loop->cfg;
+    uint64_t grace = cfg->body_min_rate ? (uint64_t)c->body.n * 1000 / cfg->body_min_rate : 0;
+    return c->body_start + cfg->body_deadline_ms + grace;
+}
+
 static void on_header_timeout(uv_timer_t *t)
 {
     ms_http_conn *c = t->data;
-    fail(c, 408,
-         c->phase == PH_BODY ? "the request body stalled"
-                             : "the request headers did not arrive in time");
+    if (c->phase != PH_BODY)
+        fail(c, 408, "the request headers did not arrive in time");
+    else if (uv_now(&c->loop->uv) >= body_deadline(c))
+        fail(c, 408, "the request body did not arrive in time");
+    else
+        fail(c, 408, "the request body stalled");
+}
+
+/* The body's timer: the pause limit, or the whole-body deadline when that comes first. */
+static void arm_body_timer(ms_http_conn *c)
+{
+    uint64_t now = uv_now(&c->loop->uv);
+    uint64_t deadline = body_deadline(c);
+    uint64_t wait = c->loop->cfg->body_timeout_ms;
+    if (deadline <= now)
+        wait = 0;
+    else if (deadline - now < wait)
+        wait = deadline - now;
+    uv_timer_start(&c->timer, on_header_timeout, wait, 0);
 }
 
 static void on_resume(uv_timer_t *t)
@@ -515,6 +559,10 @@ static void start_message(ms_http_conn *c)
     c->last_header_cb = 0;
     c->content_lengths = c->hosts = 0;
     c->te_seen = c->te_chunked_last = c->expect_continue = c->expect_other = false;
+    c->chunked = false;
+    c->chunk = CH_SIZE;
+    c->chunk_left = 0;
+    c->trailer_bytes = 0;
     c->error_status = 0;
     c->error_detail = NULL;
     c->message_done = false;
@@ -774,6 +822,234 @@ static long scan_headers(ms_http_conn *c)
     return (long)end;
 }
 
+/* ---- chunked bodies (RFC 9112 7.1) ---- */
+
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Field-value and quoted-pair bytes: HTAB, SP, VCHAR and obs-text; no other control byte. */
+static bool is_text(unsigned char ch)
+{
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+static size_t skip_bws(const char *b, size_t i, size_t len)
+{
+    while (i < len && (b[i] == ' ' || b[i] == '\t'))
+        i++;
+    return i;
+}
+
+static size_t skip_token(const char *b, size_t i, size_t len)
+{
+    while (i < len && is_tchar((unsigned char)b[i]))
+        i++;
+    return i;
+}
+
+/* Checks a chunk line without its CRLF: chunk-size [ chunk-ext ]. *size saturates at
+ * UINT64_MAX (the caller's body limit refuses it). Returns 0 or -1 with *why. */
+static int parse_chunk_line(const char *b, size_t len, uint64_t *size, const char **why)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    for (int d; i < len && (d = hexval(b[i])) >= 0; i++)
+        v = v > UINT64_MAX >> 4 ? UINT64_MAX : v << 4 | (uint64_t)d;
+    if (i == 0) {
+        *why = "a chunk size must be hexadecimal digits";
+        return -1;
+    }
+    *size = v;
+    /* chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] ) */
+    while (i < len) {
+        i = skip_bws(b, i, len);
+        if (i == len || b[i] != ';')
+            goto malformed;
+        i = skip_bws(b, i + 1, len);
+        size_t name = i;
+        if ((i = skip_token(b, i, len)) == name)
+            goto malformed;
+        size_t eq = skip_bws(b, i, len);
+        if (eq == len || b[eq] != '=')
+            continue; /* a name alone; the loop wants ";" next (trailing BWS is refused) */
+        i = skip_bws(b, eq + 1, len);
+        if (i < len && b[i] == '"') {
+            for (i++;; i++) {
+                if (i == len) {
+                    *why = "an unterminated quoted string in a chunk extension";
+                    return -1;
+                }
+                unsigned char ch = (unsigned char)b[i];
+                if (ch == '"')
+                    break;
+                if (ch == '\\' && ++i == len) {
+                    *why = "an unterminated quoted string in a chunk extension";
+                    return -1;
+                }
+                if (!is_text((unsigned char)b[i]))
+                    goto malformed;
+            }
+            i++;
+        } else {
+            size_t value = i;
+            if ((i = skip_token(b, i, len)) == value)
+                goto malformed;
+        }
+    }
+    return 0;
+malformed:
+    *why = "a malformed chunk extension";
+    return -1;
+}
+
+/*
+ * Frames the chunk line at the start of b[0..n). Returns its length with the CRLF and sets
+ * *size; 0 when more bytes are needed (*scanned keeps the progress); -1 with *why (400).
+ * http-parser 2.9.4 skipped anything up to a CR in an extension, bare LF included, so a
+ * request hidden behind a front end that ends lines at LF ran; every LF here must follow CR.
+ */
+static long scan_chunk_line(const char *b, size_t n, size_t *scanned, uint64_t *size,
+                            const char **why)
+{
+    size_t lim = n < MAX_CHUNK_LINE ? n : MAX_CHUNK_LINE;
+    const char *lf = *scanned < lim ? memchr(b + *scanned, '\n', lim - *scanned) : NULL;
+    if (!lf) {
+        if (n >= MAX_CHUNK_LINE) {
+            *why = "a chunk line longer than 4096 bytes";
+            return -1;
+        }
+        *scanned = n;
+        return 0;
+    }
+    size_t eol = (size_t)(lf - b);
+    if (eol == 0 || b[eol - 1] != '\r') {
+        *why = "bare LF in a chunk line";
+        return -1;
+    }
+    if (parse_chunk_line(b, eol - 1, size, why) < 0)
+        return -1;
+    return (long)eol + 1;
+}
+
+/*
+ * Frames one trailer line (or the empty line that ends the trailers) at the start of b[0..n),
+ * at most `max` bytes long. Returns its length with the CRLF, 0 when more bytes are needed, -1
+ * with *why and *status. Trailer fields are checked like header lines, then dropped: nothing
+ * here reads them (RFC 9110 6.5.1 lets a recipient discard them).
+ */
+static long scan_trailer_line(const char *b, size_t n, size_t *scanned, size_t max, int *status,
+                              const char **why)
+{
+    size_t lim = n < max ? n : max;
+    const char *lf = *scanned < lim ? memchr(b + *scanned, '\n', lim - *scanned) : NULL;
+    *status = 400;
+    if (!lf) {
+        if (n >= max) {
+            *status = 431;
+            *why = "the trailer section is larger than the header limit";
+            return -1;
+        }
+        *scanned = n;
+        return 0;
+    }
+    size_t eol = (size_t)(lf - b);
+    if (eol == 0 || b[eol - 1] != '\r') {
+        *why = "bare LF in the trailer section";
+        return -1;
+    }
+    size_t len = eol - 1, name = skip_token(b, 0, len);
+    if (len > 0 && (name == 0 || name == len || b[name] != ':')) {
+        *why = "a malformed trailer field";
+        return -1;
+    }
+    for (size_t i = name; i < len; i++) {
+        if (!is_text((unsigned char)b[i])) {
+            *why = "a control byte in a trailer field";
+            return -1;
+        }
+    }
+    return (long)eol + 1;
+}
+
+/*
+ * Decodes the chunked body in c->in into c->body. Returns 1 when the message is complete, 0
+ * when more bytes are needed, -1 after refusing it. Input is consumed once at the end (many
+ * small chunks must not each move the rest of the buffer).
+ */
+static int decode_chunked(ms_http_conn *c)
+{
+    const ms_server_config *cfg = c->loop->cfg;
+    const char *b = c->in.p;
+    size_t n = c->in.n, off = 0;
+    int rc = 0, status = 400;
+    const char *why = NULL;
+    for (;;) {
+        if (c->chunk == CH_SIZE) {
+            uint64_t size = 0;
+            long len = scan_chunk_line(b + off, n - off, &c->scanned, &size, &why);
+            if (len <= 0) {
+                rc = len;
+                break;
+            }
+            off += (size_t)len;
+            c->scanned = 0;
+            if (size > cfg->max_body_bytes - c->body.n) {
+                rc = -1;
+                status = 413;
+                why = "the request body is larger than the limit";
+                break;
+            }
+            c->chunk_left = size;
+            c->chunk = size ? CH_DATA : CH_TRAILER;
+        } else if (c->chunk == CH_DATA) {
+            size_t take = n - off < c->chunk_left ? n - off : (size_t)c->chunk_left;
+            if (take == 0)
+                break;
+            ms_buf_add(&c->body, b + off, take);
+            off += take;
+            c->chunk_left -= take;
+            if (c->chunk_left == 0)
+                c->chunk = CH_DATA_END;
+        } else if (c->chunk == CH_DATA_END) {
+            if (n - off >= 1 && b[off] != '\r') {
+                rc = -1;
+                why = "chunk data not followed by CRLF";
+                break;
+            }
+            if (n - off < 2)
+                break;
+            if (b[off + 1] != '\n') {
+                rc = -1;
+                why = "chunk data not followed by CRLF";
+                break;
+            }
+            off += 2;
+            c->chunk = CH_SIZE;
+        } else {
+            size_t room = cfg->max_header_bytes - c->trailer_bytes;
+            long len = scan_trailer_line(b + off, n - off, &c->scanned, room, &status, &why);
+            if (len <= 0) {
+                rc = len;
+                break;
+            }
+            off += (size_t)len;
+            c->scanned = 0;
+            c->trailer_bytes += (size_t)len;
+            if (len == 2) {
+                rc = 1;
+                break;
+            }
+        }
+    }
+    ms_buf_consume(&c->in, off);
+    if (rc < 0)
+        fail(c, status, why);
+    return rc;
+}
+
 static void dispatch(ms_http_conn *c)
 {
     ms_http_request *r = &c->req;
@@ -863,7 +1139,11 @@ static void process(ms_http_conn *c)
             c->timer_is_header = false;
             if (!c->message_done) {
                 c->phase = PH_BODY;
-                uv_timer_start(&c->timer, on_header_timeout, c->loop->cfg->body_timeout_ms, 0);
+                /* our decoder frames a chunked body; http-parser, paused before its first
+                 * chunk line, sees no more of this message (te_seen means chunked last) */
+                c->chunked = c->te_seen;
+                c->body_start = uv_now(&c->loop->uv);
+                arm_body_timer(c);
             }
         } else {
             if (c->in.n == 0) {
@@ -871,15 +1151,26 @@ static void process(ms_http_conn *c)
                     conn_close(c);
                 break;
             }
-            size_t used = http_parser_execute(&c->parser, &parser_settings, c->in.p, c->in.n);
-            enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-            if (e != HPE_OK && e != HPE_PAUSED) {
-                feed_error(c);
-                break;
+            if (c->chunked) {
+                int rc = decode_chunked(c);
+                if (rc < 0)
+                    break;
+                if (rc == 1)
+                    c->message_done = true;
+            } else {
+                size_t used = http_parser_execute(&c->parser, &parser_settings, c->in.p, c->in.n);
+                enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+                if (e != HPE_OK && e != HPE_PAUSED) {
+                    feed_error(c);
+                    break;
+                }
+                ms_buf_consume(&c->in, used);
             }
-            ms_buf_consume(&c->in, used);
             if (!c->message_done) {
-                uv_timer_start(&c->timer, on_header_timeout, c->loop->cfg->body_timeout_ms, 0);
+                if (c->eof)
+                    conn_close(c);
+                else
+                    arm_body_timer(c);
                 break;
             }
         }
@@ -946,7 +1237,7 @@ static int start_reading(ms_http_conn *c)
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-void ms_http__accept(ms_loop *l)
+void ms_http__adopt(ms_loop *l, int fd)
 {
     ms_http_conn *c = ms_xcalloc(1, sizeof *c);
     c->loop = l;
@@ -963,7 +1254,8 @@ void ms_http__accept(ms_loop *l)
     l->conns = c;
     l->nconns++;
     ms_http_metrics_connections(l->metrics, 1);
-    if (uv_accept((uv_stream_t *)&l->listener, (uv_stream_t *)&c->tcp) < 0) {
+    if (uv_tcp_open(&c->tcp, fd) < 0) {
+        close(fd);
         conn_close(c);
         return;
     }

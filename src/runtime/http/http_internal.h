@@ -7,12 +7,18 @@
 
 #include "runtime/http/server.h"
 
-/* Accepts one pending connection on the loop's listener. */
-void ms_http__accept(ms_loop *l);
+/* Serves a socket the loop has just accepted (non-blocking, close-on-exec); takes `fd`. */
+void ms_http__adopt(ms_loop *l, int fd);
 /* Draining: closes idle connections; busy ones close after their current answer. */
 void ms_http__drain(ms_loop *l);
 /* Closes every connection now (drain deadline passed). */
 void ms_http__close_all(ms_loop *l);
+
+/* Accepts on the listening socket `fd` (taken) from the loop's thread: at most l->max_conns
+ * connections, the rest shed; on EMFILE/ENFILE accepting pauses instead of spinning.
+ * 0 or MS_E*. ms_server__unlisten closes it (on the loop's thread). */
+int ms_server__listen(ms_loop *l, int fd);
+void ms_server__unlisten(ms_loop *l);
 
 /* Tells the server a draining loop may have lost its last connection. */
 void ms_server__conns_gone(ms_loop *l);

@@ -60,7 +60,8 @@ static void series_free(series *s)
 struct ms_http_metrics {
     pthread_mutex_t lock;
     series *s[NROUTES][NMETHODS]; /* allocated on first use: most pairs never happen */
-    long connections;
+    long connections, max_conns;
+    uint64_t rejected[MS_HTTP_REJECT_REASONS];
 };
 
 ms_http_metrics *ms_http_metrics_new(void)
@@ -126,6 +127,20 @@ void ms_http_metrics_connections(ms_http_metrics *m, int delta)
 {
     pthread_mutex_lock(&m->lock);
     m->connections += delta;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void ms_http_metrics_rejected(ms_http_metrics *m, ms_http_reject reason)
+{
+    pthread_mutex_lock(&m->lock);
+    m->rejected[reason]++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void ms_http_metrics_set_limit(ms_http_metrics *m, long max_conns)
+{
+    pthread_mutex_lock(&m->lock);
+    m->max_conns = max_conns;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -207,12 +222,28 @@ void ms_http_metrics_render(ms_buf *out, const char *service, const ms_router *r
     }
     series_free(sum);
 
-    long conns = 0;
+    long conns = 0, max_conns = 0;
+    uint64_t rejected[MS_HTTP_REJECT_REASONS] = {0};
     for (int i = 0; i < nshards; i++) {
         pthread_mutex_lock(&shards[i]->lock);
         conns += shards[i]->connections;
+        max_conns += shards[i]->max_conns;
+        for (int k = 0; k < MS_HTTP_REJECT_REASONS; k++)
+            rejected[k] += shards[i]->rejected[k];
         pthread_mutex_unlock(&shards[i]->lock);
     }
     ms_metrics_family(out, "active_connections", "gauge", "Open client connections.");
     ms_metrics_sample(out, "active_connections", (double)conns, "service", service, NULL);
+    ms_metrics_family(out, "http_connections_max", "gauge",
+                      "Client connections the process keeps open at most (more are shed).");
+    ms_metrics_sample(out, "http_connections_max", (double)max_conns, "service", service, NULL);
+    ms_metrics_family(out, "http_connections_rejected_total", "counter",
+                      "Connections refused: shed at the cap (limit), or an accept that found no "
+                      "file descriptor left (emfile; accepting pauses).");
+    ms_metrics_sample(out, "http_connections_rejected_total",
+                      (double)rejected[MS_HTTP_REJECT_LIMIT], "service", service, "reason", "limit",
+                      NULL);
+    ms_metrics_sample(out, "http_connections_rejected_total",
+                      (double)rejected[MS_HTTP_REJECT_EMFILE], "service", service, "reason",
+                      "emfile", NULL);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,11 +46,29 @@ void ms_server_config_defaults(ms_server_config *cfg)
     cfg->headers_timeout_ms = 10000;
     cfg->idle_timeout_ms = 60000;
     cfg->body_timeout_ms = 30000;
+    cfg->body_deadline_ms = 60000;
+    cfg->body_min_rate = 1024;
     cfg->request_timeout_ms = 10000;
     cfg->drain_timeout_ms = 10000;
     cfg->max_header_bytes = 16 * 1024;
     cfg->max_headers = 100;
     cfg->max_body_bytes = 1024 * 1024;
+}
+
+int ms_server_max_connections(int db_conns)
+{
+    /* Descriptors the process needs besides its clients: 64 for its own files (listeners,
+     * epoll and eventfd per loop, logs, the event store and outbox files, libuv's reserves)
+     * and 4 per pooled database connection (SQLite opens the database, -wal and -shm; a
+     * PostgreSQL connection is one socket). Clients get 90% of what is left: the margin covers
+     * what the count misses, and EMFILE on accept is handled anyway (accepting pauses). */
+    struct rlimit rl;
+    long soft = 1024; /* when the limit cannot be read */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        soft =
+            rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1UL << 30 ? 1L << 30 : (long)rl.rlim_cur;
+    long n = (soft - 64 - 4L * (db_conns > 0 ? db_conns : 0)) * 9 / 10;
+    return n < 8 ? 8 : n > 1000000 ? 1000000 : (int)n;
 }
 
 /* ---- built-in routes ---- */
@@ -198,12 +217,113 @@ static int make_listener(const char *host, int *port)
     return fd;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* ---- accepting ---- */
+
+enum {
+    ACCEPT_BATCH = 64,     /* accepts per wake-up: the loop's other work gets its turn */
+    ACCEPT_PAUSE_MS = 100, /* how long accepting rests when the process is out of descriptors */
+};
+
+static void on_acceptable(uv_poll_t *w, int status, int events);
+
+static void on_accept_resume(uv_timer_t *t)
 {
-    ms_loop *l = server->data;
+    ms_loop *l = t->data;
+    if (!l->draining)
+        uv_poll_start(&l->accept_watch, UV_READABLE, on_acceptable);
+}
+
+/*
+ * No descriptor for the next connection. libuv's own answer (close a reserved descriptor,
+ * accept, close, reopen) fails with one listener per thread: another loop takes the freed
+ * slot, the reserve is lost, and libuv's accept loop then retried EMFILE without returning to
+ * epoll (seen: 100k failed accepts in 5 s, no timer fired, closed clients never reaped). Here
+ * accepting rests a moment instead, as nginx does: the connection waits in the backlog until
+ * descriptors come back.
+ */
+static void out_of_descriptors(ms_loop *l, int err)
+{
+    ms_http_metrics_rejected(l->metrics, MS_HTTP_REJECT_EMFILE);
+    if (!l->fds_exhausted) {
+        l->fds_exhausted = true;
+        ms_log(MS_LOG_WARN, "out of file descriptors: accepting paused", "error", strerror(err),
+               NULL);
+    }
+    uv_poll_stop(&l->accept_watch);
+    uv_timer_start(&l->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+/* Over the cap: the client hears 503 at once (best effort) instead of waiting in the backlog. */
+static void shed(ms_loop *l, int fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+    ms_http_metrics_rejected(l->metrics, MS_HTTP_REJECT_LIMIT);
+    ssize_t sent = send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)sent; /* a full or reset socket only loses the courtesy */
+    close(fd);
+}
+
+static void on_acceptable(uv_poll_t *w, int status, int events)
+{
+    ms_loop *l = w->data;
+    (void)events;
     if (status < 0 || l->draining)
         return;
-    ms_http__accept(l);
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EINTR || err == ECONNABORTED)
+                continue;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            if (err == EMFILE || err == ENFILE) {
+                out_of_descriptors(l, err);
+                return;
+            }
+            /* ENOBUFS, ENOMEM, EPERM (a firewall): rest too, so that it cannot spin */
+            ms_log(MS_LOG_WARN, "accept failed: accepting paused", "error", strerror(err), NULL);
+            uv_poll_stop(&l->accept_watch);
+            uv_timer_start(&l->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+            return;
+        }
+        if (l->fds_exhausted) {
+            l->fds_exhausted = false;
+            ms_log(MS_LOG_INFO, "file descriptors available again: accepting", NULL);
+        }
+        if (l->nconns >= l->max_conns) {
+            shed(l, fd);
+            continue;
+        }
+        ms_http__adopt(l, fd);
+    }
+}
+
+int ms_server__listen(ms_loop *l, int fd)
+{
+    l->listen_fd = fd;
+    if (uv_poll_init_socket(&l->uv, &l->accept_watch, fd) < 0)
+        return MS_EIO;
+    l->accept_watch.data = l;
+    uv_timer_init(&l->uv, &l->accept_pause);
+    l->accept_pause.data = l;
+    if (uv_poll_start(&l->accept_watch, UV_READABLE, on_acceptable) < 0)
+        return MS_EIO;
+    return 0;
+}
+
+static void on_accept_watch_closed(uv_handle_t *h)
+{
+    ms_loop *l = h->data;
+    close(l->listen_fd); /* only now: libuv forbids closing a descriptor it still polls */
+    l->listen_fd = -1;
+}
+
+void ms_server__unlisten(ms_loop *l)
+{
+    uv_close((uv_handle_t *)&l->accept_watch, on_accept_watch_closed);
+    uv_close((uv_handle_t *)&l->accept_pause, NULL);
 }
 
 /* ---- drain ---- */
@@ -264,7 +384,7 @@ static void on_wake(uv_async_t *a)
     if (l->draining)
         return;
     l->draining = true;
-    uv_close((uv_handle_t *)&l->listener, on_closed_quietly);
+    ms_server__unlisten(l);
     uv_timer_start(&l->drain_timer, on_drain_timeout, l->cfg->drain_timeout_ms, 0);
     ms_http__drain(l);
     if (l->nconns == 0)
@@ -350,6 +470,9 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
         ms_metrics_register(collect_db, NULL);
 
     int port = cfg->port, started = 0;
+    int db_conns = db ? db->pool_size + db->pool_overflow : 0;
+    int max_conns =
+        cfg->max_connections > 0 ? cfg->max_connections : ms_server_max_connections(db_conns);
     for (int i = 0; i < srv.nloops; i++) {
         ms_loop *l = &srv.loops[i];
         l->index = i;
@@ -369,11 +492,10 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
         l->wake.data = l;
         uv_timer_init(&l->uv, &l->drain_timer);
         l->drain_timer.data = l;
-        uv_tcp_init(&l->uv, &l->listener);
-        l->listener.data = l;
-        uv_tcp_open(&l->listener, l->listen_fd);
-        if (uv_listen((uv_stream_t *)&l->listener, 1024, on_connection) < 0)
-            MS_BUG("uv_listen on a listening socket failed");
+        l->max_conns = (max_conns + srv.nloops - 1) / srv.nloops;
+        if (ms_server__listen(l, l->listen_fd) < 0)
+            MS_BUG("cannot poll a listening socket");
+        ms_http_metrics_set_limit(l->metrics, l->max_conns);
         if (db && (rc = ms_db_pool_new(&l->uv, db, srv.nloops, &l->db)) < 0) {
             ms_log(MS_LOG_ERROR, "cannot create the database pool", "error", ms_strerror(rc), NULL);
             rc = 1;
@@ -399,10 +521,12 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
 
     for (; started < srv.nloops; started++)
         uv_thread_create(&srv.loops[started].thread, loop_main, &srv.loops[started]);
-    char addr[80], threads[16];
+    char addr[80], threads[16], conns[16];
     snprintf(addr, sizeof addr, "%s:%d", cfg->host, port);
     snprintf(threads, sizeof threads, "%d", cfg->threads);
-    ms_log(MS_LOG_INFO, "listening", "addr", addr, "#threads", threads, NULL);
+    snprintf(conns, sizeof conns, "%d", srv.loops[0].max_conns * srv.nloops);
+    ms_log(MS_LOG_INFO, "listening", "addr", addr, "#threads", threads, "#max_connections", conns,
+           NULL);
 
     /* the main thread only waits for signals; it returns when every loop has drained, or
      * leaves a little after the drain limit (on_drain_overdue) */
@@ -424,7 +548,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
 out:
     for (int i = 0; i < srv.nloops; i++) {
         ms_loop *l = &srv.loops[i];
-        if (l->metrics && l->listen_fd >= 0 && started == srv.nloops)
+        if (started == srv.nloops) /* every loop was set up and has run */
             uv_loop_close(&l->uv);
         ms_http_metrics_free(l->metrics);
     }

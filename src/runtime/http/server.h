@@ -3,6 +3,9 @@
  * its own libuv loop, its own SO_REUSEPORT listening socket, its own connections and its own
  * database pool. The calling thread waits for SIGTERM/SIGINT and then drains: listeners
  * close, idle connections close, in-flight requests finish (up to drain_timeout_ms).
+ * Each loop accepts on its own (accept4 on its listener): at most its share of
+ * max_connections, the rest answered 503 and closed at once; when the process runs out of
+ * descriptors, accepting pauses 100 ms rather than retrying in a loop.
  *
  * Every server answers /health, /ready and /metrics besides the service's own routes.
  */
@@ -25,6 +28,14 @@ typedef struct ms_server_config {
     uint32_t headers_timeout_ms; /* whole header block, from its first byte (10 s) */
     uint32_t idle_timeout_ms;    /* keep-alive connection without a request (60 s) */
     uint32_t body_timeout_ms;    /* between body bytes (30 s) */
+    /* Whole body, from the end of its headers: body_deadline_ms (60 s) plus one second for
+     * every body_min_rate bytes received (1024; 0: no extension). A client that keeps up the
+     * minimum rate is never cut off; one that trickles is answered 408 at the deadline. */
+    uint32_t body_deadline_ms;
+    uint32_t body_min_rate;
+    /* Open client connections per process; 0 sizes it from RLIMIT_NOFILE at start (see
+     * ms_server_max_connections). Split evenly across the loop threads. */
+    int max_connections;
     uint32_t request_timeout_ms; /* a handler's deadline (10 s) */
     uint32_t drain_timeout_ms;   /* longest graceful drain (10 s) */
     size_t max_header_bytes;     /* 16 KiB */
@@ -56,7 +67,10 @@ struct ms_loop {
     bool draining;
     bool ended; /* set (atomically) by the loop thread when its loop has returned */
     /* private to the runtime */
-    uv_tcp_t listener;
+    uv_poll_t accept_watch;  /* the listening socket is readable */
+    uv_timer_t accept_pause; /* accepting resumes when it fires (after EMFILE or ENFILE) */
+    int max_conns;           /* this loop's share of max_connections: more are shed */
+    bool fds_exhausted;      /* the last accept failed for want of a descriptor (logged once) */
     uv_async_t wake;
     uv_timer_t drain_timer;
     uv_thread_t thread;
@@ -70,6 +84,10 @@ struct ms_loop {
 
 /* Fills the documented defaults. */
 void ms_server_config_defaults(ms_server_config *cfg);
+
+/* The automatic connection cap for a process whose database pool may hold `db_conns`
+ * connections: what RLIMIT_NOFILE leaves once the process's own descriptors are set aside. */
+int ms_server_max_connections(int db_conns);
 
 /* Runs until a signal ends it, then drains. `db` and `hooks` may be NULL. Returns 0 after a
  * clean drain, non-zero when the listeners or a loop's state could not be set up (logged). */

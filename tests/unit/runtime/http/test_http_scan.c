@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -19,7 +20,7 @@
 
 #include <cmocka.h>
 
-enum { MAX_BODY = 1024, TIMEOUT_MS = 400, CLIENT_WAIT_S = 5 };
+enum { MAX_BODY = 1024, TIMEOUT_MS = 400, CLIENT_WAIT_S = 5, MAX_CONNS = 3 };
 
 /* ---- the server side: one real loop thread ---- */
 
@@ -53,17 +54,11 @@ typedef struct server {
     int port;
 } server;
 
-static void on_connection(uv_stream_t *listener, int status)
-{
-    if (status == 0)
-        ms_http__accept(listener->data);
-}
-
 static void on_stop(uv_async_t *a)
 {
     server *s = a->data;
     ms_http__close_all(&s->l);
-    uv_close((uv_handle_t *)&s->l.listener, NULL);
+    ms_server__unlisten(&s->l);
     uv_close((uv_handle_t *)&s->stop, NULL);
 }
 
@@ -73,10 +68,14 @@ static void run_loop(void *arg)
     uv_run(&s->l.uv, UV_RUN_DEFAULT);
 }
 
-static int server_start(void **state)
+static int server_start_with(void **state, uint32_t body_deadline_ms, uint32_t body_min_rate)
 {
     server *s = calloc(1, sizeof *s);
     ms_server_config_defaults(&s->cfg);
+    if (body_deadline_ms) {
+        s->cfg.body_deadline_ms = body_deadline_ms;
+        s->cfg.body_min_rate = body_min_rate;
+    }
     s->cfg.threads = 1;
     s->cfg.max_body_bytes = MAX_BODY;
     s->cfg.headers_timeout_ms = TIMEOUT_MS;
@@ -93,24 +92,38 @@ static int server_start(void **state)
     s->l.cfg = &s->cfg;
     s->l.router = s->router;
     s->l.metrics = ms_http_metrics_new();
-    s->l.listen_fd = -1;
-    uv_tcp_init(&s->l.uv, &s->l.listener);
-    s->l.listener.data = &s->l;
-    struct sockaddr_in addr;
-    uv_ip4_addr("127.0.0.1", 0, &addr);
-    if (uv_tcp_bind(&s->l.listener, (const struct sockaddr *)&addr, 0) ||
-        uv_listen((uv_stream_t *)&s->l.listener, 64, on_connection))
+    s->l.max_conns = MAX_CONNS;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, len) || listen(fd, 64) ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) || ms_server__listen(&s->l, fd) < 0)
         return -1;
-    struct sockaddr_in bound;
-    int len = sizeof bound;
-    uv_tcp_getsockname(&s->l.listener, (struct sockaddr *)&bound, &len);
-    s->port = ntohs(bound.sin_port);
+    s->port = ntohs(addr.sin_port);
     uv_async_init(&s->l.uv, &s->stop, on_stop);
     s->stop.data = s;
     if (uv_thread_create(&s->thread, run_loop, s))
         return -1;
     *state = s;
     return 0;
+}
+
+static int server_start(void **state)
+{
+    return server_start_with(state, 0, 0);
+}
+
+/* a whole body within 700 ms, with no allowance for the bytes received */
+static int server_start_deadline(void **state)
+{
+    return server_start_with(state, 700, 0);
+}
+
+/* 500 ms, plus 10 ms for every byte received (100 bytes/s) */
+static int server_start_min_rate(void **state)
+{
+    return server_start_with(state, 500, 100);
 }
 
 static int server_stop(void **state)
@@ -763,6 +776,200 @@ static void test_refusal_method_in_metrics(void **state)
     assert_false(as_delete);
 }
 
+/* ---- chunk lines (RFC 9112 7.1.1) and deadlines, through the socket ---- */
+
+static const char CHUNKED_HEAD[] =
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+static void expect_chunked_refused(void **state, const char *body, int status)
+{
+    char req[8192];
+    snprintf(req, sizeof req, "%s%s", CHUNKED_HEAD, body);
+    expect_refused(state, req, status);
+}
+
+static void test_chunk_ext_bare_lf_hides_no_request(void **state)
+{
+    /* A front end that ends chunk lines at LF reads "3;" as a chunk line and "\nxx" as its
+     * data, so the rest is still body to it; http-parser took "\nxxx" into the extension,
+     * read "abc" as the data and "0" as the last chunk, and ran the GET hidden after it as a
+     * request of its own. Refused, nothing more runs: expect_refused fails on any byte after
+     * the 400. */
+    expect_chunked_refused(
+        state, "3;\nxxx\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+static void test_chunk_ext_bare_lf_answers_at_once(void **state)
+{
+    /* was read as one long extension: the connection waited for the whole body timeout */
+    client *c = cl_open(state);
+    cl_sends(c, CHUNKED_HEAD);
+    cl_sends(c, "5;a\nhello\n0\n\n");
+    resp r;
+    cl_response(c, &r, false);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "bare LF in a chunk line"));
+    assert_true(cl_closed(c));
+    cl_free(c);
+}
+
+static void test_chunk_size_bare_lf(void **state)
+{
+    expect_chunked_refused(state, "3\nabc\r\n0\r\n\r\n", 400);
+}
+
+static void test_chunk_ext_control_byte(void **state)
+{
+    expect_chunked_refused(state, "3;a\x01\r\nabc\r\n0\r\n\r\n", 400);
+    expect_chunked_refused(state, "3;a=\"\x7f\"\r\nabc\r\n0\r\n\r\n", 400);
+}
+
+static void test_chunk_ext_bare_cr(void **state)
+{
+    expect_chunked_refused(state, "3;a\rb\r\nabc\r\n0\r\n\r\n", 400);
+}
+
+static void test_chunk_ext_unterminated_quote(void **state)
+{
+    expect_chunked_refused(state, "3;a=\"abc\r\nabc\r\n0\r\n\r\n", 400);
+}
+
+static void test_chunk_ext_too_long(void **state)
+{
+    /* no line end within 4096 bytes: refused without waiting for one */
+    char body[MAX_CHUNK_LINE + 16];
+    int n = snprintf(body, sizeof body, "3;a=");
+    memset(body + n, 'v', (size_t)MAX_CHUNK_LINE);
+    body[n + MAX_CHUNK_LINE] = '\0';
+    expect_chunked_refused(state, body, 400);
+}
+
+static void test_chunk_data_without_crlf(void **state)
+{
+    expect_chunked_refused(state, "3\r\nabcX\r\n0\r\n\r\n", 400);
+    expect_chunked_refused(state, "3\r\nabc\n0\r\n\r\n", 400);
+}
+
+static void test_chunk_trailer_refusals(void **state)
+{
+    expect_chunked_refused(state, "0\r\nX-T: 1\n\r\n", 400);
+    expect_chunked_refused(state, "0\r\n folded\r\n\r\n", 400);
+    expect_chunked_refused(state, "0\r\nX-T 1\r\n\r\n", 400);
+    expect_chunked_refused(state, "0\r\nX-T: \x01\r\n\r\n", 400);
+}
+
+static void test_chunk_extensions_and_trailers_served(void **state)
+{
+    /* valid extensions of every shape and a trailer: the body is intact, and the framing
+     * ends exactly where the next request starts */
+    client *c = cl_open(state);
+    resp r;
+    cl_sends(c, CHUNKED_HEAD);
+    cl_sends(c, "3 ; a = b ;c;d=\"q \\\" \\\\ x\"\t;e=f\r\nabc\r\n"
+                "2;x\r\nde\r\n0;last=1\r\nX-Trailer: 1\r\nX-Other:\r\n\r\n"
+                "GET /items/next HTTP/1.1\r\nHost: x\r\n\r\n");
+    cl_response(c, &r, false);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "abcde");
+    cl_response(c, &r, false);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "next");
+    cl_free(c);
+}
+
+static void test_body_deadline(void **state)
+{
+    /* a byte every 100 ms never trips the 400 ms pause limit; the whole-body deadline
+     * (700 ms, no rate allowance) ends it */
+    client *c = cl_open(state);
+    cl_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+    struct timeval tv = {0, 100 * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 100 && c->n == 0 && !c->eof; i++) {
+        cl_sends(c, "x");
+        cl_recv(c); /* waits 100 ms for an answer */
+    }
+    tv.tv_sec = CLIENT_WAIT_S;
+    tv.tv_usec = 0;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    resp r;
+    cl_response(c, &r, false);
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "did not arrive in time"));
+    assert_true(cl_closed(c));
+    cl_free(c);
+}
+
+static void test_body_min_rate_extends_deadline(void **state)
+{
+    /* 5 bytes every 20 ms (250 bytes/s, over the 100 bytes/s minimum): each byte moves the
+     * 500 ms deadline by 10 ms, so a 400-byte body that takes about 1.6 s is served whole */
+    client *c = cl_open(state);
+    cl_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n");
+    for (int i = 0; i < 80; i++) {
+        cl_sends(c, "yyyyy");
+        sleep_ms(20);
+    }
+    resp r;
+    cl_response(c, &r, false);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 400);
+    cl_free(c);
+}
+
+/* ---- the connection cap ---- */
+
+static void test_connections_over_the_cap_are_shed(void **state)
+{
+    server *s = *state;
+    client *held[MAX_CONNS];
+    resp r;
+    for (int i = 0; i < MAX_CONNS; i++) {
+        held[i] = cl_open(state);
+        cl_sends(held[i], "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        cl_response(held[i], &r, false);
+        assert_int_equal(r.status, 200);
+    }
+    /* one more: 503 at once and closed, not left waiting in the backlog */
+    client *extra = cl_open(state);
+    cl_response(extra, &r, false);
+    assert_int_equal(r.status, 503);
+    assert_true(has_header(&r, "Retry-After: 1"));
+    assert_true(has_header(&r, "Connection: close"));
+    assert_true(cl_closed(extra));
+    cl_free(extra);
+    /* the held ones still work; once one leaves, a newcomer is served */
+    cl_sends(held[0], "GET /items/still HTTP/1.1\r\nHost: x\r\n\r\n");
+    cl_response(held[0], &r, false);
+    assert_string_equal(r.body, "still");
+    cl_free(held[0]);
+    bool served = false;
+    for (int tries = 0; tries < 200 && !served; tries++) {
+        client *c = cl_open(state);
+        cl_sends(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        cl_response(c, &r, false);
+        served = r.status == 200;
+        cl_free(c);
+        if (!served)
+            sleep_ms(10);
+    }
+    assert_true(served);
+    for (int i = 1; i < MAX_CONNS; i++)
+        cl_free(held[i]);
+    ms_buf out;
+    ms_buf_init(&out, 0);
+    ms_http_metrics_render(&out, "t", s->router, &s->l.metrics, 1);
+    ms_buf_add(&out, "", 1);
+    const char *shed = strstr(out.p, "http_connections_rejected_total{service=\"t\","
+                                     "reason=\"limit\"} ");
+    bool counted = shed && atoi(shed + strlen("http_connections_rejected_total{service=\"t\","
+                                              "reason=\"limit\"} ")) >= 1;
+    if (!counted)
+        print_error("no shed connection counted:\n%s", out.p);
+    ms_buf_release(&out);
+    assert_true(counted);
+}
+
 /* ---- the checks called directly ---- */
 
 static void test_list_ends_with_chunked(void **state)
@@ -1014,6 +1221,186 @@ static void test_scan_headers_at_limit(void **state)
     bare_free(b);
 }
 
+/* scan_chunk_line on one whole line: its length, or -1 with the reason */
+static long chunk_line(const char *line, size_t n, uint64_t *size, const char **why)
+{
+    size_t scanned = 0;
+    *why = NULL;
+    return scan_chunk_line(line, n, &scanned, size, why);
+}
+
+#define CHUNK_OK(line, want_size)                                                                  \
+    do {                                                                                           \
+        uint64_t size_ = 0;                                                                        \
+        const char *why_;                                                                          \
+        long len_ = chunk_line(line, sizeof(line) - 1, &size_, &why_);                             \
+        if (len_ != (long)sizeof(line) - 1)                                                        \
+            fail_msg("%s: %ld (%s)", #line, len_, why_ ? why_ : "incomplete");                     \
+        assert_true(size_ == (uint64_t)(want_size));                                               \
+    } while (0)
+
+#define CHUNK_REFUSED(line, reason)                                                                \
+    do {                                                                                           \
+        uint64_t size_ = 0;                                                                        \
+        const char *why_;                                                                          \
+        long len_ = chunk_line(line, sizeof(line) - 1, &size_, &why_);                             \
+        if (len_ != -1)                                                                            \
+            fail_msg("%s: %ld, not refused", #line, len_);                                         \
+        assert_non_null(strstr(why_, reason));                                                     \
+    } while (0)
+
+static void test_chunk_line_valid(void **state)
+{
+    CHUNK_OK("3\r\n", 3);
+    CHUNK_OK("0\r\n", 0);
+    CHUNK_OK("00aF\r\n", 0xaf);
+    CHUNK_OK("3;a\r\n", 3);
+    CHUNK_OK("3;a=b\r\n", 3);
+    CHUNK_OK("3 ;\ta = b ; c\r\n", 3);
+    CHUNK_OK("3;a=\"\"\r\n", 3);
+    CHUNK_OK("3;a=\"x y\\\"z\\\\\"\r\n", 3);
+    CHUNK_OK("3;a=\"\x80\xff\"\r\n", 3); /* obs-text */
+    CHUNK_OK("3;!#$%&'*+-.^_`|~=x\r\n", 3);
+    /* a size past 64 bits saturates: the body limit refuses it (413) */
+    CHUNK_OK("10000000000000000\r\n", UINT64_MAX);
+}
+
+static void test_chunk_line_bare_lf_in_extension(void **state)
+{
+    CHUNK_REFUSED("3;\nxxx\r\n", "bare LF");
+    CHUNK_REFUSED("5;a\n", "bare LF");
+    CHUNK_REFUSED("5;a=b\n", "bare LF");
+    CHUNK_REFUSED("5;a=\"b\n\"\r\n", "bare LF");
+}
+
+static void test_chunk_line_bare_lf_after_size(void **state)
+{
+    CHUNK_REFUSED("3\n", "bare LF");
+    CHUNK_REFUSED("\n", "bare LF");
+}
+
+static void test_chunk_line_control_bytes(void **state)
+{
+    CHUNK_REFUSED("3;a\x01\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a=b\x7f\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a=\"\x1b\"\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a=\"\\\x01\"\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a\rb\r\n", "malformed chunk extension"); /* bare CR */
+    CHUNK_REFUSED("3\r\r\n", "malformed chunk extension");
+    uint64_t size;
+    const char *why;
+    assert_int_equal(chunk_line("3;a\0b\r\n", 7, &size, &why), -1); /* NUL */
+}
+
+static void test_chunk_line_unterminated_quote(void **state)
+{
+    CHUNK_REFUSED("3;a=\"abc\r\n", "unterminated quoted string");
+    CHUNK_REFUSED("3;a=\"abc\\\r\n", "unterminated quoted string");     /* escapes the CRLF */
+    CHUNK_REFUSED("3;a=\"abc\\\rx\"\r\n", "malformed chunk extension"); /* a quoted CR */
+    CHUNK_REFUSED("3;a=\"abc\\\"\r\n", "unterminated quoted string");
+}
+
+static void test_chunk_line_malformed(void **state)
+{
+    CHUNK_REFUSED("\r\n", "hexadecimal");
+    CHUNK_REFUSED("x\r\n", "hexadecimal");
+    CHUNK_REFUSED("-3\r\n", "hexadecimal");
+    CHUNK_REFUSED("0x3\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3 \r\n", "malformed chunk extension"); /* BWS only before ";" */
+    CHUNK_REFUSED("3;\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a \r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;=v\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a=\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a==b\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a=b c\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a=\"b\"c\r\n", "malformed chunk extension");
+    CHUNK_REFUSED("3;a(b)\r\n", "malformed chunk extension");
+}
+
+static void test_chunk_line_incomplete(void **state)
+{
+    const char line[] = "3;name=\"val\"\r\n";
+    size_t scanned = 0;
+    uint64_t size = 0;
+    const char *why = NULL;
+    for (size_t n = 0; n < sizeof line - 1; n++) {
+        assert_int_equal(scan_chunk_line(line, n, &scanned, &size, &why), 0);
+        assert_int_equal(scanned, n);
+    }
+    assert_int_equal(scan_chunk_line(line, sizeof line - 1, &scanned, &size, &why),
+                     (long)sizeof line - 1);
+    assert_int_equal(size, 3);
+}
+
+static void test_chunk_line_length_cap(void **state)
+{
+    /* a line of exactly MAX_CHUNK_LINE bytes with its CRLF is served; no LF in that many
+     * bytes is refused without waiting for more */
+    char line[MAX_CHUNK_LINE + 8];
+    memcpy(line, "3;a=", 4);
+    memset(line + 4, 'v', MAX_CHUNK_LINE - 6);
+    memcpy(line + MAX_CHUNK_LINE - 2, "\r\n", 2);
+    uint64_t size = 0;
+    const char *why;
+    assert_int_equal(chunk_line(line, MAX_CHUNK_LINE, &size, &why), MAX_CHUNK_LINE);
+    memset(line + 4, 'v', MAX_CHUNK_LINE);
+    assert_int_equal(chunk_line(line, MAX_CHUNK_LINE - 1, &size, &why), 0);
+    assert_int_equal(chunk_line(line, MAX_CHUNK_LINE, &size, &why), -1);
+    assert_non_null(strstr(why, "longer than 4096"));
+}
+
+static void test_trailer_lines(void **state)
+{
+    struct {
+        const char *line;
+        size_t max;
+        long want;
+        int status;
+    } cases[] = {
+        {"\r\n", 100, 2, 0},
+        {"X-T: v\r\n", 100, 8, 0},
+        {"X-T:\r\n", 100, 6, 0},
+        {"X-T: v", 100, 0, 0},
+        {"X-T: v\n", 100, -1, 400},
+        {"\n", 100, -1, 400},
+        {" folded\r\n", 100, -1, 400},
+        {"X-T v\r\n", 100, -1, 400},
+        {": v\r\n", 100, -1, 400},
+        {"X-T\r\n", 100, -1, 400},
+        {"X-T: \x01\r\n", 100, -1, 400},
+        {"X-T: a\rb\r\n", 100, -1, 400},
+        {"X-T: vvvvvvvv\r\n", 8, -1, 431},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t scanned = 0;
+        int status = 0;
+        const char *why = NULL;
+        long got = scan_trailer_line(cases[i].line, strlen(cases[i].line), &scanned, cases[i].max,
+                                     &status, &why);
+        if (got != cases[i].want || (got < 0 && status != cases[i].status))
+            fail_msg("trailer %zu: got %ld/%d, want %ld/%d", i, got, status, cases[i].want,
+                     cases[i].status);
+    }
+}
+
+static void test_max_connections_from_rlimit(void **state)
+{
+    /* (soft limit - 64 - 4 per pooled connection) * 0.9, at least 8 */
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    struct rlimit low = saved;
+    low.rlim_cur = 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0); /* lowering is always allowed */
+    int at256 = ms_server_max_connections(0), at256_pool4 = ms_server_max_connections(4);
+    low.rlim_cur = 64;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int at64 = ms_server_max_connections(4);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(at256, (256 - 64) * 9 / 10);
+    assert_int_equal(at256_pool4, (256 - 64 - 16) * 9 / 10);
+    assert_int_equal(at64, 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1026,6 +1413,16 @@ int main(void)
         cmocka_unit_test(test_headers_complete_http10_no_host),
         cmocka_unit_test(test_scan_headers_framing),
         cmocka_unit_test(test_scan_headers_at_limit),
+        cmocka_unit_test(test_chunk_line_valid),
+        cmocka_unit_test(test_chunk_line_bare_lf_in_extension),
+        cmocka_unit_test(test_chunk_line_bare_lf_after_size),
+        cmocka_unit_test(test_chunk_line_control_bytes),
+        cmocka_unit_test(test_chunk_line_unterminated_quote),
+        cmocka_unit_test(test_chunk_line_malformed),
+        cmocka_unit_test(test_chunk_line_incomplete),
+        cmocka_unit_test(test_chunk_line_length_cap),
+        cmocka_unit_test(test_trailer_lines),
+        cmocka_unit_test(test_max_connections_from_rlimit),
         cmocka_unit_test_setup_teardown(test_simple_get_keep_alive, server_start, server_stop),
         cmocka_unit_test_setup_teardown(test_pipelined_in_order, server_start, server_stop),
         cmocka_unit_test_setup_teardown(test_pipelined_after_body, server_start, server_stop),
@@ -1069,6 +1466,25 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusal_method_in_metrics, server_start, server_stop),
         cmocka_unit_test_setup_teardown(test_header_timeout, server_start, server_stop),
         cmocka_unit_test_setup_teardown(test_body_timeout, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_ext_bare_lf_hides_no_request, server_start,
+                                        server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_ext_bare_lf_answers_at_once, server_start,
+                                        server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_size_bare_lf, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_ext_control_byte, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_ext_bare_cr, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_ext_unterminated_quote, server_start,
+                                        server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_ext_too_long, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_data_without_crlf, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_trailer_refusals, server_start, server_stop),
+        cmocka_unit_test_setup_teardown(test_chunk_extensions_and_trailers_served, server_start,
+                                        server_stop),
+        cmocka_unit_test_setup_teardown(test_body_deadline, server_start_deadline, server_stop),
+        cmocka_unit_test_setup_teardown(test_body_min_rate_extends_deadline, server_start_min_rate,
+                                        server_stop),
+        cmocka_unit_test_setup_teardown(test_connections_over_the_cap_are_shed, server_start,
+                                        server_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
