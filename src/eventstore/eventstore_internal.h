@@ -84,7 +84,10 @@ struct ms_es {
     uint64_t commits;           /* the writer's commits so far, for the checkpointer */
     bool is_restart_due;        /* the WAL is long: the writer restarts it before its next batch */
     int64_t wal_restart_frames; /* how long is long (tests make it short) */
-    uint64_t ckpt_total, restarts_total; /* checkpoints run, by either thread */
+    int64_t wal_limit_bytes;    /* the WAL file's hard limit (checkpoint.c; tests make it small) */
+    uint64_t ckpt_total;        /* checkpoints run, by either thread */
+    uint64_t restarts_total;    /* RESTART or TRUNCATE checkpoints that completed */
+    uint64_t truncates_total;   /* of which TRUNCATE: the WAL at its limit */
 
     /* SQLite: committed batches wait for the syncer's fdatasync (wal_sync.c).
      * The list and its flag are guarded by sync_mu. */
@@ -134,6 +137,10 @@ void ms_es__sync_wal(ms_es *es);
 void ms_es__checkpointer_start(ms_es *es);
 /* checkpoint.c. On the writer, between batches: a RESTART checkpoint on its connection. */
 void ms_es__restart_wal(ms_es *es);
+/* checkpoint.c. On the writer, before each write transaction: when the WAL file is larger than
+ * `limit` bytes, checkpoints it (TRUNCATE) before anything more is written. True when the WAL
+ * was truncated (and so starts over). */
+bool ms_es__bound_wal(ms_es *es, int64_t limit);
 
 /* Checks and copies a request into a new job; MS_EINVAL (no job) when it is malformed. */
 int ms_es__job_new(const ms_es_append_req *a, es_job **out);

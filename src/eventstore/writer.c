@@ -420,6 +420,7 @@ static void writer_main(void *arg)
         }
         bool is_restart_due = es->is_restart_due;
         es->is_restart_due = false;
+        int64_t wal_limit = es->wal_limit_bytes;
         while (!es->is_stopping && !es->marks && (!es->head || ms_es__writer_holds(es)))
             uv_cond_wait(&es->has_work, &es->mu);
         /* woken for marks alone while holding: the batch still waits */
@@ -438,6 +439,9 @@ static void writer_main(void *arg)
         bool is_last = es->is_stopping && n == 0;
         uv_mutex_unlock(&es->mu);
         has_committed = false;
+        /* before anything is written: the WAL's bound (checkpoint.c) */
+        if ((n > 0 || marks) && ms_es__bound_wal(es, wal_limit))
+            is_restart_due = false; /* the WAL starts over anyway */
         if (n > 0) {
             if (is_restart_due)
                 ms_es__restart_wal(es);
