@@ -92,6 +92,21 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* Polls until the store's queue holds exactly `n` appends (a generous deadline). After an
+ * ms_es_append (it queues before it returns), 0 means the writer has taken it into a batch. */
+static void wait_queued(ms_es *es, size_t n)
+{
+    for (int i = 0; i < 30000; i++) {
+        uv_mutex_lock(&es->mu);
+        size_t queued = es->queued;
+        uv_mutex_unlock(&es->mu);
+        if (queued == n)
+            return;
+        sleep_ms(1);
+    }
+    fail_msg("the store's queue never held %zu appends", n);
+}
+
 /* ---- fixtures ---- */
 
 static int group_setup(void **state)
@@ -435,9 +450,9 @@ static void test_event_id_reuse_elsewhere(void **state)
         }
         ms_es_append(port, &b[i], on_batch_answer, &ans);
         if (i == 0)
-            sleep_ms(100); /* the writer takes it and waits for the lock */
+            wait_queued(f->es, 0); /* the writer takes it and waits for the lock */
     }
-    sleep_ms(50);
+    wait_queued(f->es, 4);
     release_writers(holder);
     ms_es_port_close(port, NULL, NULL);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -528,10 +543,10 @@ static void test_batch_mixed(void **state)
     mixed_answer first_ans = {0};
     ms_db_conn *holder = hold_writers(&f->cfg);
     ms_es_append(port, &first_req, on_mixed_answer, &first_ans);
-    sleep_ms(100); /* the writer takes it and waits for the lock */
+    wait_queued(f->es, 0); /* the writer takes it and waits for the lock */
     for (int i = 0; i < N; i++)
         ms_es_append(port, &a[i], on_mixed_answer, &ans[i]);
-    sleep_ms(50);
+    wait_queued(f->es, N);
     release_writers(holder);
     ms_es_port_close(port, NULL, NULL);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -901,7 +916,7 @@ static void test_batch_chunk_boundaries(void **state)
         ms_es_append_req first_req = req("first", MS_ES_ANY, &first, 1);
         mixed_answer first_ans = {0};
         ms_es_append(port, &first_req, on_mixed_answer, &first_ans);
-        sleep_ms(50);
+        wait_queued(f->es, 0); /* the writer takes it and waits for the lock */
         for (int i = 0; i < n; i++) {
             snprintf(names[i], sizeof names[i], "chunk-%d-%d", n, i);
             new_event(&ev[2 * i], "A", "{\"n\":1}");
@@ -912,7 +927,7 @@ static void test_batch_chunk_boundaries(void **state)
             a[i].noutbox = 1;
             ms_es_append(port, &a[i], on_mixed_answer, &ans[i]);
         }
-        sleep_ms(20);
+        wait_queued(f->es, (size_t)n);
         release_writers(holder);
         ms_es_port_close(port, NULL, NULL);
         assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -1057,25 +1072,36 @@ static void test_group_commit_batches(void **state)
 {
     fixture *f = ready(state);
     /* Deterministic: with the write lock held elsewhere, the first append waits for it in a
-     * batch of its own while the first appends of 16 other threads queue up behind it. */
+     * batch of its own while the first appends of 16 threads queue up behind it. */
     enum { T = 17 };
     ms_db_conn *holder = hold_writers(&f->cfg);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    ms_es_port *port;
+    assert_int_equal(ms_es_port_open(f->es, &loop, &port), 0);
+    ms_es_event first;
+    new_event(&first, "First", "{}");
+    ms_es_append_req first_req = req("first", MS_ES_ANY, &first, 1);
+    mixed_answer first_ans = {0};
+    ms_es_append(port, &first_req, on_mixed_answer, &first_ans);
+    wait_queued(f->es, 0); /* the first batch blocks on the lock; the rest queue behind it */
     loader l[T];
     uv_thread_t t[T];
-    for (int i = 0; i < T; i++) {
+    for (int i = 1; i < T; i++) {
         l[i] = (loader){f->es, i, 2, NULL, 0};
-        if (i == 0) /* the first batch blocks on the lock; the rest queue behind it */
-            l[i].nappends = 1;
         assert_int_equal(uv_thread_create(&t[i], load_thread, &l[i]), 0);
-        if (i == 0)
-            sleep_ms(50);
     }
-    sleep_ms(300);
+    wait_queued(f->es, T - 1);
     release_writers(holder);
-    for (int i = 0; i < T; i++) {
+    for (int i = 1; i < T; i++) {
         uv_thread_join(&t[i]);
         assert_int_equal(l[i].failures, 0);
     }
+    ms_es_port_close(port, NULL, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_true(first_ans.is_done);
+    assert_int_equal(first_ans.rc, 0);
     ms_es_stats st;
     ms_es_get_stats(f->es, &st);
     print_batches("held", &st);
@@ -1091,7 +1117,9 @@ static void test_group_commit_batches(void **state)
     ms_es_get_stats(f->es, &st);
     print_batches("free-running", &st);
     assert_int_equal(st.appends_total, 16 * 25);
-    assert_true(st.batches_total * 2 < st.appends_total);
+    /* How many share a commit here depends on the threads' and the disk's speeds: only the
+     * held case above is asserted. */
+    assert_true(st.batches_total <= st.appends_total);
 }
 
 static void test_outbox_rows(void **state)
@@ -1619,8 +1647,10 @@ static void test_sqlite_crash_keeps_acknowledged(void **state)
     size_t cap = 1 << 20, len = 0;
     char *acked = malloc(cap);
     uint64_t start = uv_hrtime();
-    /* Kill it mid-load: after enough acknowledgements or at most 2 s. */
-    while (len < 400 * 37 && uv_hrtime() - start < 2000000000ULL) {
+    /* Kill it mid-load: after enough acknowledgements, or after 2 s once it has acknowledged
+     * one (a slow start is waited for, up to a generous 60 s). */
+    while (len < 400 * 37 && (uv_hrtime() - start < 2000000000ULL || !memchr(acked, '\n', len)) &&
+           uv_hrtime() - start < 60000000000ULL) {
         ssize_t n = read(fds[0], acked + len, cap - len - 1);
         if (n <= 0)
             break;

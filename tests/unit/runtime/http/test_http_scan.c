@@ -19,7 +19,9 @@
 
 #include <cmocka.h>
 
-enum { MAX_BODY = 1024, TIMEOUT_MS = 400, CLIENT_WAIT_S = 5 };
+/* TIMEOUT_MS: the server's header and body timeouts, far above the few ms of pauses the tests
+ * put between the pieces of a request, so that a slow run never times one out. */
+enum { MAX_BODY = 1024, TIMEOUT_MS = 1500, CLIENT_WAIT_S = 10 };
 
 /* ---- the server side: one real loop thread ---- */
 
