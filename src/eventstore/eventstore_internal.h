@@ -76,7 +76,7 @@ struct ms_es {
     uv_cond_t marks_done; /* the writer has run some: their callers look at is_done */
 
     /* SQLite: checkpoints run on their own thread and connection, off the writer's commits
-     * (writer.c). Guarded by es->mu. */
+     * (checkpoint.c). Guarded by es->mu. */
     bool has_checkpointer;
     uv_thread_t checkpointer;
     uv_cond_t has_wal;          /* the writer committed: the WAL grew */
@@ -84,9 +84,12 @@ struct ms_es {
     uint64_t commits;           /* the writer's commits so far, for the checkpointer */
     bool is_restart_due;        /* the WAL is long: the writer restarts it before its next batch */
     int64_t wal_restart_frames; /* how long is long (tests make it short) */
-    uint64_t ckpt_total, restarts_total; /* checkpoints run, by either thread */
+    int64_t wal_limit_bytes;    /* the WAL file's hard limit (checkpoint.c; tests make it small) */
+    uint64_t ckpt_total;        /* checkpoints run, by either thread */
+    uint64_t restarts_total;    /* RESTART or TRUNCATE checkpoints that completed */
+    uint64_t truncates_total;   /* of which TRUNCATE: the WAL at its limit */
 
-    /* SQLite: committed batches wait for the syncer's fdatasync (writer.c, "durability").
+    /* SQLite: committed batches wait for the syncer's fdatasync (wal_sync.c).
      * The list and its flag are guarded by sync_mu. */
     bool has_syncer;
     uv_thread_t syncer;
@@ -114,6 +117,30 @@ struct ms_es_port {
     void (*on_closed)(void *arg);
     void *on_closed_arg;
 };
+
+/* writer.c. The ms_es_stats latency bucket of `ms` (11: +Inf). */
+int ms_es__latency_bucket(double ms);
+/* writer.c. Should the writer, with jobs queued, wait before its next batch? Under es->mu. */
+bool ms_es__writer_holds(const ms_es *es);
+/* writer.c. Answers a batch that is durable (or failed): stats and committed position first. */
+void ms_es__finish_batch(ms_es *es, es_job **jobs, size_t n, int64_t top);
+
+/* wal_sync.c (SQLite): the syncer thread. Start before the writer; stop after it. */
+void ms_es__syncer_start(ms_es *es);
+void ms_es__syncer_stop(ms_es *es);
+/* wal_sync.c. Hands a committed batch to the syncer, which answers it once it is durable. */
+void ms_es__to_syncer(ms_es *es, es_job **jobs, size_t n, int64_t top);
+/* wal_sync.c. fdatasync of the WAL (no-op on PostgreSQL); any thread; aborts on failure. */
+void ms_es__sync_wal(ms_es *es);
+
+/* checkpoint.c (SQLite): starts the checkpointer thread (ms_es_close joins it). */
+void ms_es__checkpointer_start(ms_es *es);
+/* checkpoint.c. On the writer, between batches: a RESTART checkpoint on its connection. */
+void ms_es__restart_wal(ms_es *es);
+/* checkpoint.c. On the writer, before each write transaction: when the WAL file is larger than
+ * `limit` bytes, checkpoints it (TRUNCATE) before anything more is written. True when the WAL
+ * was truncated (and so starts over). */
+bool ms_es__bound_wal(ms_es *es, int64_t limit);
 
 /* Checks and copies a request into a new job; MS_EINVAL (no job) when it is malformed. */
 int ms_es__job_new(const ms_es_append_req *a, es_job **out);

@@ -18,6 +18,9 @@
  * gap_wait_ms (then takes the gap for a rolled-back insert) and never marks a row it did not
  * publish.
  *
+ * The outbox table's SQL and the marking are outbox.h's, the publisher interface and the file
+ * feed publisher.h's; both are included here for the relay's users.
+ *
  * Threading: each relay runs its own thread with its own connection; ms_relay_kick,
  * ms_relay_get_stats and ms_relay_collect may be called from any thread; start and stop from
  * one owner. The publisher is called on the relay thread only.
@@ -32,68 +35,13 @@
 #include <stdint.h>
 
 #include "eventstore/eventstore.h"
+#include "eventstore/outbox.h"
+#include "eventstore/publisher.h"
 #include "runtime/core/buf.h"
 #include "runtime/db/db.h"
 
 /* pg_try_advisory_lock key of "the outbox relay" (advisory locks are per database). */
 #define MS_RELAY_LOCK_KEY "7236353617836913"
-
-/* One outbox row, borrowed for the duration of a publish call. */
-/*
- * The outbox table, as every service's migrations create it: `seq` orders the relay and is
- * never reused (AUTOINCREMENT / a sequence), `id` is the consumers' dedup key, and the partial
- * index holds only unpublished rows, so it stays small however long the history grows.
- */
-// clang-format off
-#define MS_OUTBOX_COLUMNS_ \
-    " id TEXT NOT NULL UNIQUE," \
-    " aggregate_type TEXT NOT NULL," \
-    " aggregate_id TEXT NOT NULL," \
-    " type TEXT NOT NULL," \
-    " payload TEXT NOT NULL," \
-    " created_at TEXT NOT NULL," \
-    " published_at TEXT);" \
-    "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"
-#define MS_OUTBOX_TABLE_SQLITE \
-    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," MS_OUTBOX_COLUMNS_
-#define MS_OUTBOX_TABLE_POSTGRES "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY," MS_OUTBOX_COLUMNS_
-/* The event store's outbox with each row's payload: its own, or its event's data. */
-#define MS_OUTBOX_MESSAGES_VIEW \
-    "CREATE VIEW outbox_messages AS SELECT o.seq, o.id, o.aggregate_type, o.aggregate_id," \
-    " o.type, COALESCE(e.data, o.payload) AS payload, o.created_at, o.published_at," \
-    " o.event_position FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
-// clang-format on
-
-/* Marks the unpublished rows with seq in [first[k], last[k]] (k < n) published at `at`: one
- * UPDATE per run, in the caller's transaction. */
-int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last, size_t n,
-                        const char *at);
-
-typedef struct ms_outbox_message {
-    int64_t seq;
-    const char *id, *aggregate_type, *aggregate_id, *type, *payload, *created_at;
-} ms_outbox_message;
-
-/*
- * Where messages go. `publish` returns 0 only when all n messages are durably handed over (the
- * relay then marks them published); any negative MS_E* code means none counts as delivered.
- * `close` (may be NULL) releases `self`. `name` is for logs.
- */
-typedef struct ms_publisher {
-    int (*publish)(void *self, const ms_outbox_message *msgs, size_t n);
-    void (*close)(void *self);
-    void *self;
-    const char *name;
-} ms_publisher;
-
-/*
- * The local feed: appends one JSON object per message and line to `path` (created if missing)
- * — {"seq","id","aggregate_type","aggregate_id","type","payload","created_at"}, the payload as
- * JSON (a payload that is not valid JSON goes as a string, with a warning) — and fsyncs before
- * publish returns 0. A failed write is cut off again, so the file holds whole lines only.
- * Returns 0 or MS_EIO (cannot open). Close it with out->close(out->self) unless a relay owns it.
- */
-int ms_publisher_file(const char *path, ms_publisher *out);
 
 typedef struct ms_relay_options {
     int batch;       /* rows per publish (default 500) */

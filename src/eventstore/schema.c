@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "eventstore/eventstore.h"
-#include "eventstore/relay.h"
+#include "eventstore/outbox.h"
 #include "runtime/core/banned.h"
 
 // clang-format off

@@ -11,11 +11,11 @@
  * On PostgreSQL several processes may append to one database, so every batch transaction
  * first takes a transaction-scoped advisory lock (see begin_batch).
  *
- * On SQLite the writer never checkpoints: a checkpointer thread does, on its own connection
- * (see "checkpoints" below). It is the file's only writer: the outbox relay's marks run here
- * too, between batches (ms_es_mark_published, "outbox marks" below).
+ * On SQLite the writer never checkpoints on its own commits: a checkpointer thread does, on its
+ * own connection (checkpoint.c). It is the file's only writer: the outbox relay's marks run
+ * here too, between batches (ms_es_mark_published, "outbox marks" below; the SQL is outbox.c's).
  *
- * On SQLite the commit and its fsync are also pipelined (see "durability" below): the writer
+ * On SQLite the commit and its fsync are also pipelined (wal_sync.c): the writer
  * commits batch N without syncing and goes on to batch N+1 while a syncer thread makes N
  * durable (fdatasync of the WAL) and only then answers its callers and moves the committed
  * position. The fsync was half the writer's time; now it overlaps the next batch's work.
@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "eventstore/eventstore_internal.h"
-#include "eventstore/relay.h"
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/core/banned.h"
@@ -43,7 +43,7 @@
 static const double latency_bounds_ms[11] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000};
 
 /* The ms_es_stats latency bucket of `ms` (11: +Inf). */
-static int latency_bucket(double ms)
+int ms_es__latency_bucket(double ms)
 {
     int b = 0;
     while (b < 11 && ms > latency_bounds_ms[b])
@@ -63,7 +63,7 @@ static void answer(ms_es *es, es_job *j)
 }
 
 /* Should the writer, with jobs queued, wait before its next batch? Under es->mu. */
-static bool writer_holds(const ms_es *es)
+bool ms_es__writer_holds(const ms_es *es)
 {
     return es->unsynced > 0 && es->queued < es->hold && !es->is_stopping;
 }
@@ -83,7 +83,7 @@ void ms_es__submit(ms_es *es, es_job *j)
         es->head = j;
     es->tail = j;
     es->queued++;
-    if (!writer_holds(es))
+    if (!ms_es__writer_holds(es))
         uv_cond_signal(&es->has_work);
     uv_mutex_unlock(&es->mu);
 }
@@ -126,7 +126,7 @@ static int begin_batch(ms_db_conn *c)
 static int open_writer_conn(ms_es *es)
 {
     ms_db_config cfg = es->cfg;
-    cfg.defers_wal_sync = cfg.backend == MS_DB_SQLITE; /* the syncer's (see "durability") */
+    cfg.defers_wal_sync = cfg.backend == MS_DB_SQLITE; /* the syncer's (wal_sync.c) */
     int rc = ms_db_open(&cfg, false, &es->conn);
     if (rc < 0) {
         es->conn = NULL;
@@ -298,102 +298,6 @@ answer_all:
     return 0;
 }
 
-/* ---- checkpoints (SQLite) ---- */
-
-/*
- * In WAL mode a commit appends pages to the WAL, and a checkpoint copies them back into the
- * database file. SQLite's default runs one inside the commit that takes the WAL past 1000
- * pages, on the writer thread between a batch's fsync and its answers (~15% of the writer's
- * time under load, measured). Here the writer's connection has wal_autocheckpoint=0 and a
- * checkpointer thread runs PASSIVE checkpoints on its own connection (they never block the
- * writer) after the writer has committed, at most every CKPT_INTERVAL_MS, so that a page
- * rewritten by many batches is copied once.
- *
- * Under steady appends a passive checkpoint never quite catches up: the WAL starts over from
- * its beginning only when a write begins with every frame checkpointed, and the writer begins
- * its next batch at once. So when a passive checkpoint finds the WAL longer than
- * WAL_RESTART_FRAMES, the writer runs a RESTART checkpoint itself before its next batch: it
- * copies the few frames the passive one left, waits (at most RESTART_WAIT_MS) for readers
- * still on old frames, and the next batch writes the WAL from its start. The WAL file thus
- * stays around WAL_RESTART_FRAMES pages whatever the load.
- */
-enum {
-    CKPT_INTERVAL_MS = 50,
-    WAL_RESTART_FRAMES = 16384, /* 64 MiB of 4 KiB pages */
-    RESTART_WAIT_MS = 100,
-};
-
-/* Runs PRAGMA wal_checkpoint(mode); *frames is the WAL's length then. */
-static int checkpoint(ms_es *es, ms_db_conn *c, const char *mode, int64_t *frames)
-{
-    char sql[48];
-    snprintf(sql, sizeof sql, "PRAGMA wal_checkpoint(%s)", mode);
-    ms_db_result *r = NULL;
-    int rc = ms_db_exec(c, sql, 0, NULL, &r);
-    *frames = rc == 0 && ms_db_nrows(r) == 1 ? strtoll(ms_db_get(r, 0, 1), NULL, 10) : 0;
-    ms_db_result_free(r);
-    uv_mutex_lock(&es->mu);
-    es->ckpt_total++;
-    es->restarts_total += mode[0] == 'R' && rc == 0;
-    uv_mutex_unlock(&es->mu);
-    return rc;
-}
-
-static void checkpointer_main(void *arg)
-{
-    pthread_setname_np(pthread_self(), "es-checkpoint");
-    ms_es *es = arg;
-    ms_db_conn *c = NULL;
-    uint64_t seen = 0, next_ns = 0;
-    uv_mutex_lock(&es->mu);
-    for (;;) {
-        uint64_t now = uv_hrtime();
-        if (es->is_stopping)
-            break;
-        if (es->commits == seen) {
-            es->is_ckpt_idle = true;
-            uv_cond_wait(&es->has_wal, &es->mu);
-            es->is_ckpt_idle = false;
-            continue;
-        }
-        if (now < next_ns) {
-            uv_cond_timedwait(&es->has_wal, &es->mu, next_ns - now);
-            continue;
-        }
-        seen = es->commits;
-        next_ns = now + (uint64_t)CKPT_INTERVAL_MS * 1000000;
-        uv_mutex_unlock(&es->mu);
-        int64_t frames = 0;
-        int rc = c ? 0 : ms_db_open(&es->cfg, false, &c);
-        if (rc == 0 && checkpoint(es, c, "PASSIVE", &frames) < 0) {
-            ms_log(MS_LOG_WARN, "eventstore checkpoint failed", "error", ms_db_errmsg(c), NULL);
-            ms_db_close(c); /* reopened next time */
-            c = NULL;
-        }
-        uv_mutex_lock(&es->mu);
-        if (frames > es->wal_restart_frames)
-            es->is_restart_due = true;
-    }
-    uv_mutex_unlock(&es->mu);
-    ms_db_close(c);
-}
-
-static void sync_wal(ms_es *es);
-
-/* On the writer, between batches: see above. A failure only means the WAL goes on growing
- * until the next try. The writer's connection leaves WAL syncs to the syncer, and a
- * checkpoint must only copy durable frames: the WAL is synced first. */
-static void restart_wal(ms_es *es)
-{
-    if (!es->conn)
-        return;
-    sync_wal(es);
-    int64_t frames;
-    ms_db_set_deadline(es->conn, uv_hrtime() / 1000000 + RESTART_WAIT_MS);
-    checkpoint(es, es->conn, "RESTART", &frames);
-    ms_db_set_deadline(es->conn, 0);
-}
-
 static int size_bucket(size_t n)
 {
     int b = 0;
@@ -412,7 +316,7 @@ static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)
     for (size_t i = 0; i < n; i++) {
         const es_job *j = jobs[i];
         double ms = (double)(now - j->queued_ns) / 1e6;
-        s->append_seconds_hist[latency_bucket(ms)]++;
+        s->append_seconds_hist[ms_es__latency_bucket(ms)]++;
         s->append_seconds_sum += ms / 1000.0;
         s->appends_total++;
         if (j->rc == MS_ECONFLICT)
@@ -429,7 +333,7 @@ static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)
 }
 
 /* Answers a batch that is durable (or failed). */
-static void finish_batch(ms_es *es, es_job **jobs, size_t n, int64_t top)
+void ms_es__finish_batch(ms_es *es, es_job **jobs, size_t n, int64_t top)
 {
     /* Stats first: a caller answered next may read them and the committed position. */
     account(es, jobs, n, top);
@@ -441,105 +345,6 @@ static void finish_batch(ms_es *es, es_job **jobs, size_t n, int64_t top)
             ms_es__port_deliver(jobs[i]->port, jobs[i]);
         else
             uv_sem_post(jobs[i]->done);
-    }
-}
-
-/* ---- durability (SQLite): the syncer ---- */
-
-/*
- * The writer's connection uses the deferring VFS (db_sqlite_vfs.c): COMMIT writes the batch to
- * the WAL in the kernel's cache and makes it visible to readers, without fdatasync. The batch
- * then waits here; the syncer takes every batch waiting, runs one fdatasync of the WAL file
- * (through a descriptor of its own: an fsync is of the file, whichever descriptor) and
- * answers them (a failed fdatasync stops the process: see sync_wal). A crash of the process loses
- * nothing written to the kernel; a power cut loses only batches nobody was answered for.
- *
- * What a reader may see before it is durable: the event store's own readers in this process
- * are held to the committed (= durable) position — subscriptions drop what lies beyond it,
- * the outbox relay waits for it before publishing (ms_es_visible_position), and the order
- * service's events endpoint does the same — so nothing that a power cut could take back is
- * ever published or projected.
- */
-typedef struct es_committed {
-    struct es_committed *next;
-    int64_t top;
-    size_t n;
-    es_job *jobs[];
-} es_committed;
-
-/*
- * fdatasync of the WAL. Any thread. A failed fdatasync ends the process, as PostgreSQL does
- * (data_sync_retry=off): Linux may have dropped the dirty pages it could not write and will
- * not report it again, so neither the kernel's cache nor a later successful fsync can be
- * trusted. After the restart SQLite recovers from what is on disk; nobody was answered for a
- * batch that was not synced, and a retry of it is an idempotent append.
- */
-static void sync_wal(ms_es *es)
-{
-    if (es->wal_fd < 0)
-        return;
-    int rc;
-    while ((rc = fdatasync(es->wal_fd)) != 0 && errno == EINTR)
-        ;
-    if (rc == 0)
-        return;
-    ms_log(MS_LOG_ERROR, "eventstore: fdatasync of the WAL failed; stopping", "error",
-           strerror(errno), NULL);
-    abort();
-}
-
-static void to_syncer(ms_es *es, es_job **jobs, size_t n, int64_t top)
-{
-    uv_mutex_lock(&es->mu);
-    es->unsynced++;
-    uv_mutex_unlock(&es->mu);
-    es_committed *b = ms_xcalloc(1, sizeof *b + n * sizeof b->jobs[0]);
-    b->top = top;
-    b->n = n;
-    memcpy(b->jobs, jobs, n * sizeof jobs[0]);
-    uv_mutex_lock(&es->sync_mu);
-    if (es->sync_tail)
-        es->sync_tail->next = b;
-    else
-        es->sync_head = b;
-    es->sync_tail = b;
-    uv_cond_signal(&es->has_unsynced);
-    uv_mutex_unlock(&es->sync_mu);
-}
-
-static void syncer_main(void *arg)
-{
-    pthread_setname_np(pthread_self(), "es-sync");
-    ms_es *es = arg;
-    for (;;) {
-        uv_mutex_lock(&es->sync_mu);
-        while (!es->sync_head && !es->is_sync_stopping)
-            uv_cond_wait(&es->has_unsynced, &es->sync_mu);
-        es_committed *b = es->sync_head;
-        es->sync_head = es->sync_tail = NULL;
-        uv_mutex_unlock(&es->sync_mu);
-        if (!b)
-            break; /* stopping, and nothing left */
-        uint64_t started = uv_hrtime();
-        sync_wal(es); /* one fdatasync for every batch taken */
-        double ms = (double)(uv_hrtime() - started) / 1e6;
-        uv_mutex_lock(&es->stats_mu);
-        es->stats.fsync_seconds_hist[latency_bucket(ms)]++;
-        es->stats.fsync_seconds_sum += ms / 1000.0;
-        uv_mutex_unlock(&es->stats_mu);
-        size_t synced = 0;
-        while (b) {
-            es_committed *next = b->next;
-            finish_batch(es, b->jobs, b->n, b->top);
-            free(b);
-            b = next;
-            synced++;
-        }
-        uv_mutex_lock(&es->mu);
-        es->unsynced -= synced;
-        if (es->head && !writer_holds(es))
-            uv_cond_signal(&es->has_work);
-        uv_mutex_unlock(&es->mu);
     }
 }
 
@@ -615,10 +420,11 @@ static void writer_main(void *arg)
         }
         bool is_restart_due = es->is_restart_due;
         es->is_restart_due = false;
-        while (!es->is_stopping && !es->marks && (!es->head || writer_holds(es)))
+        int64_t wal_limit = es->wal_limit_bytes;
+        while (!es->is_stopping && !es->marks && (!es->head || ms_es__writer_holds(es)))
             uv_cond_wait(&es->has_work, &es->mu);
         /* woken for marks alone while holding: the batch still waits */
-        bool is_holding = writer_holds(es);
+        bool is_holding = ms_es__writer_holds(es);
         while (!is_holding && es->head && n < max) {
             es_job *j = es->head;
             es->head = j->next;
@@ -633,15 +439,18 @@ static void writer_main(void *arg)
         bool is_last = es->is_stopping && n == 0;
         uv_mutex_unlock(&es->mu);
         has_committed = false;
+        /* before anything is written: the WAL's bound (checkpoint.c) */
+        if ((n > 0 || marks) && ms_es__bound_wal(es, wal_limit))
+            is_restart_due = false; /* the WAL starts over anyway */
         if (n > 0) {
             if (is_restart_due)
-                restart_wal(es);
+                ms_es__restart_wal(es);
             int64_t top = run_batch(es, jobs, n);
             has_committed = top > 0;
             if (es->has_syncer)
-                to_syncer(es, jobs, n, top);
+                ms_es__to_syncer(es, jobs, n, top);
             else
-                finish_batch(es, jobs, n, top);
+                ms_es__finish_batch(es, jobs, n, top);
         } else if (is_restart_due) {
             uv_mutex_lock(&es->mu);
             es->is_restart_due = true; /* before the next batch, as ever */
@@ -672,7 +481,6 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     es->opt.max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 256;
     es->opt.snapshot_every = opt && opt->snapshot_every > 0 ? opt->snapshot_every : 50;
     es->versions.data_version = -1;
-    es->wal_restart_frames = WAL_RESTART_FRAMES;
     /* While a sync runs, a batch waits for it unless this many appends queue up: the commit
      * after the sync then carries all that came meanwhile. Committing whatever was queued
      * the moment the last commit ended gave ~10 appends a transaction and cost a tenth more
@@ -711,16 +519,12 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     uv_cond_init(&es->has_wal);
     uv_mutex_init(&es->stats_mu);
     uv_cond_init(&es->committed_cond);
-    uv_mutex_init(&es->sync_mu);
-    uv_cond_init(&es->has_unsynced);
-    es->has_syncer = es->cfg.backend == MS_DB_SQLITE;
-    if (es->has_syncer && uv_thread_create(&es->syncer, syncer_main, es) != 0)
-        MS_BUG("eventstore: cannot start the syncer thread");
+    if (es->cfg.backend == MS_DB_SQLITE) { /* before the writer, which looks at both */
+        ms_es__syncer_start(es);
+        ms_es__checkpointer_start(es);
+    }
     if (uv_thread_create(&es->writer, writer_main, es) != 0)
         MS_BUG("eventstore: cannot start the writer thread");
-    es->has_checkpointer = es->cfg.backend == MS_DB_SQLITE;
-    if (es->has_checkpointer && uv_thread_create(&es->checkpointer, checkpointer_main, es) != 0)
-        MS_BUG("eventstore: cannot start the checkpointer thread");
 out:
     ms_db_result_free(r);
     if (rc < 0) {
@@ -750,21 +554,13 @@ void ms_es_close(ms_es *es)
     uv_thread_join(&es->writer); /* it finishes the queue first */
     if (es->has_checkpointer)
         uv_thread_join(&es->checkpointer);
-    if (es->has_syncer) { /* it answers what the writer committed last */
-        uv_mutex_lock(&es->sync_mu);
-        es->is_sync_stopping = true;
-        uv_cond_signal(&es->has_unsynced);
-        uv_mutex_unlock(&es->sync_mu);
-        uv_thread_join(&es->syncer);
-    }
+    ms_es__syncer_stop(es); /* it answers what the writer committed last */
     /* The last connection to close checkpoints what is left; only durable frames may be
      * copied, and this connection leaves WAL syncs to us. */
-    sync_wal(es);
+    ms_es__sync_wal(es);
     ms_db_close(es->conn);
     if (es->wal_fd >= 0)
         close(es->wal_fd); /* SQLite holds no lock on the WAL file: closing drops none */
-    uv_cond_destroy(&es->has_unsynced);
-    uv_mutex_destroy(&es->sync_mu);
     ms_es__versions_clear(&es->versions, true);
     uv_cond_destroy(&es->committed_cond);
     uv_cond_destroy(&es->has_wal);

@@ -117,12 +117,18 @@ static int count(seen *s)
     return n;
 }
 
-/* Waits up to 3 s for `n` events; returns how many came. */
-static int wait_for(seen *s, int n)
+/* Waits up to `ms` for `n` events; returns how many came. */
+static int wait_for_ms(seen *s, int n, int ms)
 {
-    for (int i = 0; i < 300 && count(s) < n; i++)
+    for (int i = 0; i < ms / 10 && count(s) < n; i++)
         usleep(10000);
     return count(s);
+}
+
+/* Waits (a generous 30 s) for `n` events; returns how many came. */
+static int wait_for(seen *s, int n)
+{
+    return wait_for_ms(s, n, 30000);
 }
 
 static ms_es_subscriber subscriber(seen *s, int page_size)
@@ -148,7 +154,7 @@ static void test_history_then_live_in_order(void **state)
     assert_int_equal(wait_for(&s, 7), 7);
     assert_true(s.pages >= 3); /* pages of at most 3 */
     append_n(f, "a-2", 5);     /* live: woken by the commits, not by the 5 s poll */
-    assert_int_equal(wait_for(&s, 12), 12);
+    assert_int_equal(wait_for_ms(&s, 12, 4900), 12);
     for (int i = 0; i < 12; i++)
         assert_int_equal(s.positions[i], i + 1);
     assert_int_equal(ms_es_subscription_position(sp), 12);
@@ -292,7 +298,7 @@ static void test_relay_publishes_only_durable_rows(void **state)
     }
     for (int i = 0; i < 8; i++)
         uv_thread_join(&a[i].thread);
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 3000; i++) { /* a generous 30 s */
         uv_mutex_lock(&d.mu);
         int done = d.published;
         uv_mutex_unlock(&d.mu);

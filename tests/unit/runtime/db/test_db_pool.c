@@ -250,7 +250,9 @@ static void test_works_complete_on_loop(void **state)
 static void test_overflow_outlives_short_gaps(void **state)
 {
     fixture *f = *state;
-    f->cfg.pool_idle_ms = 300;
+    /* long enough that no stall of the test between two calls reaches it */
+    enum { IDLE_MS = 1000 };
+    f->cfg.pool_idle_ms = IDLE_MS;
     ms_db_pool *p = new_pool(f, 1, 1);
     call make[2], read[2];
     for (int i = 0; i < 2; i++) { /* two at once: the pool's one and an overflow */
@@ -278,7 +280,7 @@ static void test_overflow_outlives_short_gaps(void **state)
     uv_run(&f->loop, UV_RUN_DEFAULT); /* returns once the overflow is closed: no timer left */
     assert_int_equal(read[0].rc, 0);
     assert_int_equal(read[1].rc, 0);
-    assert_true(uv_hrtime() - idle_from >= 300 * 1000000ULL);
+    assert_true(uv_hrtime() - idle_from >= IDLE_MS * 1000000ULL);
     ms_db_pool_get_stats(p, &st);
     assert_int_equal(st.open, 1);
     assert_int_equal(st.checkouts_total, 4);
@@ -318,16 +320,19 @@ static uint64_t measure_exhaustion(fixture *f, int pool_timeout_ms, uint64_t dea
     return (b.done_ns - t0) / 1000000;
 }
 
+/* Which limit ended the wait: never before it (a timer does not fire early), and before the
+ * other one, far away, could have. How late after it depends on the machine, so is not
+ * asserted. */
 static void test_exhausted_pool_fails_at_deadline(void **state)
 {
     uint64_t waited = measure_exhaustion(*state, 10000, 200);
-    assert_in_range(waited, 195, 350);
+    assert_in_range(waited, 195, 10000 - 1);
 }
 
 static void test_exhausted_pool_fails_at_pool_timeout(void **state)
 {
-    uint64_t waited = measure_exhaustion(*state, 100, 5000);
-    assert_in_range(waited, 95, 250);
+    uint64_t waited = measure_exhaustion(*state, 100, 10000);
+    assert_in_range(waited, 95, 10000 - 1);
 }
 
 static void test_waiters_expire_at_their_own_deadlines(void **state)
@@ -345,8 +350,9 @@ static void test_waiters_expire_at_their_own_deadlines(void **state)
     assert_int_equal(early.rc, MS_EPOOLTIMEOUT);
     assert_int_equal(late.rc, MS_EPOOLTIMEOUT);
     assert_true(early.order < late.order);
-    assert_in_range((early.done_ns - t0) / 1000000, 95, 250);
-    assert_in_range((late.done_ns - t0) / 1000000, 295, 450);
+    /* each at its own deadline or after, never before (and `early` first, above) */
+    assert_true((early.done_ns - t0) / 1000000 >= 95);
+    assert_true((late.done_ns - t0) / 1000000 >= 295);
     uv_sem_post(&gate);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(a.rc, 0);
@@ -544,9 +550,12 @@ static void test_old_connection_is_recycled(void **state)
     f->cfg.pool_recycle_s = 1;
     ms_db_pool *p = new_pool(f, 1, 0);
     call a = {.f = f}, b = {.f = f}, c = {.f = f};
+    uint64_t t0 = uv_hrtime();
     run_and_wait(f, p, work_make_temp, &a);
     run_and_wait(f, p, work_read_temp, &b);
-    assert_int_equal(b.rc, 0);
+    /* younger than pool_recycle_s: kept (a stalled run may have aged it; then it is not) */
+    if (uv_hrtime() - t0 < 1000 * 1000000ULL)
+        assert_int_equal(b.rc, 0);
     usleep(1100 * 1000);
     run_and_wait(f, p, work_read_temp, &c);
     assert_int_equal(c.rc, MS_EDB); /* reopened before use */

@@ -20,7 +20,9 @@
 
 #include <cmocka.h>
 
-enum { MAX_BODY = 1024, TIMEOUT_MS = 400, CLIENT_WAIT_S = 5, MAX_CONNS = 3 };
+/* TIMEOUT_MS: the server's header and body timeouts, far above the few ms of pauses the tests
+ * put between the pieces of a request, so that a slow run never times one out. */
+enum { MAX_BODY = 1024, TIMEOUT_MS = 1500, CLIENT_WAIT_S = 10, MAX_CONNS = 3 };
 
 /* ---- the server side: one real loop thread ---- */
 
@@ -879,7 +881,7 @@ static void test_chunk_extensions_and_trailers_served(void **state)
 
 static void test_body_deadline(void **state)
 {
-    /* a byte every 100 ms never trips the 400 ms pause limit; the whole-body deadline
+    /* a byte every 100 ms never trips the pause limit (TIMEOUT_MS); the whole-body deadline
      * (700 ms, no rate allowance) ends it */
     client *c = cl_open(state);
     cl_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");

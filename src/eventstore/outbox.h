@@ -1,0 +1,49 @@
+/*
+ * outbox.h — the outbox table every service writes in its business transactions (its SQL for
+ * both backends) and the one write ever made to it after: marking rows published.
+ *
+ * Contract: ms_outbox_mark_runs runs in the caller's transaction on the caller's connection
+ * (the store's writer on SQLite, the relay's own connection otherwise), and marks only rows
+ * still unpublished, so running it again for the same runs changes nothing. It keeps no state:
+ * any thread, one connection at a time.
+ */
+#ifndef MS_OUTBOX_H
+#define MS_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/db/db.h"
+
+/*
+ * The outbox table, as every service's migrations create it: `seq` orders the relay and is
+ * never reused (AUTOINCREMENT / a sequence), `id` is the consumers' dedup key, and the partial
+ * index holds only unpublished rows, so it stays small however long the history grows.
+ */
+// clang-format off
+#define MS_OUTBOX_COLUMNS_ \
+    " id TEXT NOT NULL UNIQUE," \
+    " aggregate_type TEXT NOT NULL," \
+    " aggregate_id TEXT NOT NULL," \
+    " type TEXT NOT NULL," \
+    " payload TEXT NOT NULL," \
+    " created_at TEXT NOT NULL," \
+    " published_at TEXT);" \
+    "CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;"
+#define MS_OUTBOX_TABLE_SQLITE \
+    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," MS_OUTBOX_COLUMNS_
+#define MS_OUTBOX_TABLE_POSTGRES "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY," MS_OUTBOX_COLUMNS_
+/* The event store's outbox with each row's payload: its own, or its event's data. */
+#define MS_OUTBOX_MESSAGES_VIEW \
+    "CREATE VIEW outbox_messages AS SELECT o.seq, o.id, o.aggregate_type, o.aggregate_id," \
+    " o.type, COALESCE(e.data, o.payload) AS payload, o.created_at, o.published_at," \
+    " o.event_position FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
+// clang-format on
+
+/* Marks the unpublished rows with seq in [first[k], last[k]] (k < n) published at `at`: one
+ * UPDATE per run, in the caller's transaction. Runs of consecutive seq only: a range spanning a
+ * gap could mark a row that committed after the caller's select and was never published. */
+int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last, size_t n,
+                        const char *at);
+
+#endif
