@@ -89,8 +89,7 @@ static void ready_done(int rc, void *arg)
 {
     ms_http_request *req = arg;
     if (rc < 0) {
-        ms_http_set_header(req, "Retry-After", "1");
-        ms_problem(req, 503, "the database is not reachable");
+        ms_problem_from_error(req, MS_ECONN, "the database is not reachable");
         return;
     }
     ms_http_respond_json(req, 200,
@@ -101,8 +100,7 @@ static void ready_done(int rc, void *arg)
 void ms_server__ready(ms_http_request *req)
 {
     if (req->loop->draining) {
-        ms_http_set_header(req, "Retry-After", "1");
-        ms_problem(req, 503, "shutting down");
+        ms_problem_from_error(req, MS_ESHUTDOWN, "shutting down");
         return;
     }
     if (!req->loop->db) {
