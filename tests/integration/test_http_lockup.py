@@ -13,17 +13,23 @@ import pytest
 from conftest import (BINARY, SLOW, RawConn, assert_problem, clean_env, new_email, poll,
                       raw_request, unchanged)
 
-NOFILE = 256  # the server's open-file limit in the flood tests
-FLOOD = 300  # connections per round: more than the limit
+LIMITS = [256, 1024]  # the server's open-file limits in the flood tests
 ROUNDS = 10
+
+
+def flood_size(nofile):
+    """Connections per round: more than the server may open."""
+    return nofile + 100
 
 
 @pytest.fixture(scope="module", autouse=True)
 def own_nofile_limit():
-    """This process holds FLOOD sockets at once: its own soft limit goes up to the hard one."""
+    """This process holds a flood of sockets at once: its own soft limit goes up to the hard
+    one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < FLOOD + 100:
-        pytest.skip(f"the hard open-file limit ({hard}) is too low for {FLOOD} sockets")
+    most = flood_size(max(LIMITS))
+    if hard != resource.RLIM_INFINITY and hard < most + 100:
+        pytest.skip(f"the hard open-file limit ({hard}) is too low for {most} sockets")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -69,15 +75,15 @@ def health_answers(s):
         return False
 
 
-def flood_rounds(s):
-    """ROUNDS times: FLOOD connections opened at once, held a moment, closed. After each round
+def flood_rounds(s, flood):
+    """ROUNDS times: `flood` connections opened at once, held a moment, closed. After each round
     /health answers and the server sits idle (a server spinning on accept burns a core per
     loop thread). Returns the server's open descriptors after the first and the last round."""
     fds = []
     for _ in range(ROUNDS):
         socks = []
         try:
-            for _ in range(FLOOD):
+            for _ in range(flood):
                 socks.append(socket.create_connection(("127.0.0.1", s.port), timeout=10 * SLOW))
             time.sleep(0.3)  # pacing: the server accepts, sheds or pauses meanwhile
         finally:
@@ -97,28 +103,30 @@ def rejected(s, reason):
     return s.metric("http_connections_rejected_total", service="user", reason=reason)
 
 
-def test_connections_over_the_cap_are_shed_and_the_server_recovers(start_server):
-    with children_nofile(NOFILE):
+@pytest.mark.parametrize("nofile", LIMITS)
+def test_connections_over_the_cap_are_shed_and_the_server_recovers(start_server, nofile):
+    with children_nofile(nofile):
         s = start_server("--threads", "2")
-    assert nofile_of(s.proc.pid) == NOFILE
+    assert nofile_of(s.proc.pid) == nofile
     cap = s.metric("http_connections_max", service="user")
-    # (256 - 64 - 4 per pooled connection) * 0.9, split over two loops: below the limit
-    assert 8 <= cap < NOFILE - 64, cap
+    # (limit - 64 - 4 per pooled connection) * 0.9, split over two loops: below the limit
+    assert 8 <= cap < nofile - 64, cap
     assert rejected(s, "limit") == 0
-    first, last = flood_rounds(s)
+    first, last = flood_rounds(s, flood_size(nofile))
     assert last <= first + 2, f"descriptors leak across rounds: {first} -> {last}"
-    assert rejected(s, "limit") >= ROUNDS * (FLOOD - cap), s.metrics()
+    assert rejected(s, "limit") >= ROUNDS * (flood_size(nofile) - cap), s.metrics()
     assert rejected(s, "emfile") == 0
     # the service itself still works
     assert s.create_user()["id"]
 
 
-def test_emfile_on_accept_pauses_instead_of_spinning(start_server):
+@pytest.mark.parametrize("nofile", LIMITS)
+def test_emfile_on_accept_pauses_instead_of_spinning(start_server, nofile):
     # a cap above what the limit allows: the process runs out of descriptors first
-    with children_nofile(NOFILE):
+    with children_nofile(nofile):
         s = start_server("--threads", "2", "--max-connections", "100000")
     assert s.metric("http_connections_max", service="user") >= 100000
-    first, last = flood_rounds(s)
+    first, last = flood_rounds(s, flood_size(nofile))
     assert last <= first + 2, f"descriptors leak across rounds: {first} -> {last}"
     assert rejected(s, "emfile") >= 1, s.metrics()
     assert '"out of file descriptors: accepting paused"' in s.log_text()
