@@ -5,6 +5,7 @@ import json
 import os
 import resource
 import socket
+import struct
 import subprocess
 import time
 
@@ -84,7 +85,11 @@ def flood_rounds(s, flood):
         socks = []
         try:
             for _ in range(flood):
-                socks.append(socket.create_connection(("127.0.0.1", s.port), timeout=10 * SLOW))
+                k = socket.create_connection(("127.0.0.1", s.port), timeout=10 * SLOW)
+                # closed with a reset: thousands of client ports left in TIME_WAIT would make
+                # other tests' port choices fail for a minute
+                k.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                socks.append(k)
             time.sleep(0.3)  # pacing: the server accepts, sheds or pauses meanwhile
         finally:
             for k in socks:

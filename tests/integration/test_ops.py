@@ -440,6 +440,8 @@ def free_port_range(n):
             for p in range(base, base + n):
                 k = socket.socket()
                 socks.append(k)
+                # as the servers bind: a port whose old connections wait in TIME_WAIT is free
+                k.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 k.bind(("127.0.0.1", p))
             return base
         except OSError:
