@@ -908,6 +908,19 @@ void ms_http_client_free(ms_http_client *c)
     client_unref(c);
 }
 
+int ms_http_client_idle_count(const ms_http_client *c, const char *name)
+{
+    for (int i = 0; i < c->nups; i++) {
+        if (strcmp(c->ups[i].name, name) != 0)
+            continue;
+        int n = 0;
+        for (int j = 0; j < c->ups[i].n; j++)
+            n += c->ups[i].inst[j].nidle;
+        return n;
+    }
+    return -1;
+}
+
 const char *ms_http_client_resp_header(const ms_http_client_resp *r, const char *name)
 {
     for (int i = 0; i < r->nheaders; i++)

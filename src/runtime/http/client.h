@@ -117,6 +117,10 @@ int ms_http_client_add_upstream(ms_http_client *c, const char *name,
  */
 void ms_http_client_free(ms_http_client *c);
 
+/* Idle pooled connections of an upstream, over its instances (tests, diagnostics); -1 when no
+ * upstream has that name. */
+int ms_http_client_idle_count(const ms_http_client *c, const char *upstream);
+
 typedef struct ms_http_client_req {
     const char *upstream;          /* a name given to ms_http_client_add_upstream */
     int method;                    /* enum http_method */
