@@ -3,6 +3,7 @@
  * own loop thread that answer scripted responses (by path), and the client on the test's loop.
  */
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -40,6 +41,8 @@ typedef struct sconn {
     int last_cb; /* 1 after a field, 2 after a value */
     char tp[128];
     size_t tp_len;
+    char body[256];
+    size_t body_len;
     bool closing, close_after;
     struct sconn *prev, *next;
 } sconn;
@@ -120,10 +123,11 @@ static void respond(sconn *sc, int status, const char *extra, const char *body)
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n",
                      status, strlen(body), extra ? extra : "");
-    char *all = malloc((size_t)n + strlen(body));
+    size_t blen = sc->p.method == HTTP_HEAD ? 0 : strlen(body); /* HEAD: the length only */
+    char *all = malloc((size_t)n + blen + 1);
     memcpy(all, head, (size_t)n);
-    memcpy(all + n, body, strlen(body));
-    sconn_send(sc, all, (size_t)n + strlen(body), close_after);
+    memcpy(all + n, body, blen);
+    sconn_send(sc, all, (size_t)n + blen, close_after);
     free(all);
 }
 
@@ -153,6 +157,15 @@ static void handle(sconn *sc)
         sconn_close(sc);
     } else if (strcmp(u, "/trace") == 0) {
         respond(sc, 200, NULL, s->traceparent);
+    } else if (strcmp(u, "/echo") == 0) {
+        char b[300];
+        snprintf(b, sizeof b, "%s %.*s", http_method_str(sc->p.method), (int)sc->body_len,
+                 sc->body);
+        respond(sc, 200, NULL, b);
+    } else if (strcmp(u, "/chunked") == 0) {
+        const char *h = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+        sconn_send(sc, h, strlen(h), false);
     } else if (strcmp(u, "/bye") == 0) {
         sc->close_after = true;
         respond(sc, 200, "Connection: close\r\n", "bye");
@@ -175,7 +188,7 @@ static void handle(sconn *sc)
 static int s_on_message_begin(http_parser *p)
 {
     sconn *sc = p->data;
-    sc->url_len = sc->field_len = sc->tp_len = 0;
+    sc->url_len = sc->field_len = sc->tp_len = sc->body_len = 0;
     sc->url[0] = '\0';
     sc->last_cb = 0;
     return 0;
@@ -217,6 +230,16 @@ static int s_on_value(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+static int s_on_body(http_parser *p, const char *at, size_t n)
+{
+    sconn *sc = p->data;
+    if (sc->body_len + n < sizeof sc->body) {
+        memcpy(sc->body + sc->body_len, at, n);
+        sc->body_len += n;
+    }
+    return 0;
+}
+
 static int s_on_complete(http_parser *p)
 {
     handle(p->data);
@@ -228,6 +251,7 @@ static const http_parser_settings s_settings = {
     .on_url = s_on_url,
     .on_header_field = s_on_field,
     .on_header_value = s_on_value,
+    .on_body = s_on_body,
     .on_message_complete = s_on_complete,
 };
 
@@ -806,6 +830,103 @@ static void test_free_pending(void **state)
     f->c = NULL; /* teardown's free is then a no-op; the loop drains the handles */
 }
 
+static void test_bodies(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_req req = req_of("one", HTTP_POST, "/echo");
+    req.body = "{\"a\":1}";
+    req.body_len = 7;
+    req.content_type = "application/json";
+    result r = call(f, req);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "POST {\"a\":1}");
+    r = call(f, req_of("one", HTTP_GET, "/chunked"));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "abcdefg");
+    r = call(f, req_of("one", HTTP_HEAD, "/ok")); /* Content-Length: 5, and no body follows */
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "");
+    r = call(f, req_of("one", HTTP_GET, "/ok")); /* the same connection, still in step */
+    assert_string_equal(r.body, "hello");
+    assert_int_equal(atomic_load(&f->s[0]->accepts), 1);
+}
+
+static void test_name_lookup(void **state)
+{
+    fixture *f = *state;
+    /* the client connects to the first address a name resolves to; the test servers listen on
+     * 127.0.0.1 only */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo("localhost", "80", &hints, &res) != 0 || res->ai_family != AF_INET) {
+        if (res)
+            freeaddrinfo(res);
+        skip();
+    }
+    freeaddrinfo(res);
+    char spec[128];
+    snprintf(spec, sizeof spec, "http://localhost:%d", f->s[0]->port);
+    add_upstream(f, "named", spec);
+    result r = call(f, req_of("named", HTTP_GET, "/ok"));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.instance, spec + 7);
+    snprintf(spec, sizeof spec, "http://no-such-host.invalid:%d", f->s[0]->port);
+    add_upstream(f, "nowhere", spec);
+    r = call(f, req_of("nowhere", HTTP_GET, "/ok"));
+    assert_int_equal(r.err, MS_ECONN);
+}
+
+typedef struct {
+    fixture *f;
+    uint64_t until;
+} wait_time;
+
+static bool time_reached(void *arg)
+{
+    wait_time *w = arg;
+    return uv_now(&w->f->loop) >= w->until;
+}
+
+static void test_probe_back(void **state)
+{
+    fixture *f = *state;
+    char spec[128];
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d,http://127.0.0.1:%d", f->s[0]->port,
+             f->s[1]->port);
+    add_upstream(f, "pair", spec);
+    /* a 503 (to a POST: not retried) marks the first instance down */
+    atomic_store(&f->s[0]->fail_503_left, 1);
+    result r = call(f, req_of("pair", HTTP_POST, "/flaky"));
+    assert_int_equal(r.status, 503);
+    uint64_t down_at = uv_now(&f->loop);
+    for (int i = 0; i < 3; i++) {
+        r = call(f, req_of("pair", HTTP_GET, "/ok"));
+        assert_int_equal(r.status, 200);
+    }
+    if (uv_now(&f->loop) < down_at + 1000) /* still inside its time down: skipped */
+        assert_int_equal(atomic_load(&f->s[0]->requests), 1);
+    char *m = metrics_text(f);
+    char want[200];
+    snprintf(want, sizeof want,
+             "http_client_instances_down{upstream=\"pair\",instance=\"127.0.0.1:%d\"} 1\n",
+             f->s[0]->port);
+    assert_non_null(strstr(m, want));
+    free(m);
+    /* after its time down, the next calls probe it and bring it back */
+    wait_time w = {f, down_at + 1000};
+    run_until(f, NULL, time_reached, &w);
+    int before = atomic_load(&f->s[0]->requests);
+    for (int i = 0; i < 2; i++) {
+        r = call(f, req_of("pair", HTTP_GET, "/ok"));
+        assert_int_equal(r.status, 200);
+    }
+    assert_int_equal(atomic_load(&f->s[0]->requests), before + 1);
+    m = metrics_text(f);
+    want[strlen(want) - 2] = '0';
+    assert_non_null(strstr(m, want));
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -824,6 +945,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probe_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
