@@ -549,8 +549,15 @@ static void test_deadline(void **state)
     assert_int_equal(r.status, 0);
     assert_true(r.at >= req.deadline);       /* not early */
     assert_true(r.at < start + SLOW_MS - 1); /* and before the answer would have come */
+
+    /* a deadline already gone: called back (later, from the loop) without trying */
+    req.deadline = 1;
+    r = call(f, req);
+    assert_int_equal(r.err, MS_ETIMEDOUT);
+    assert_int_equal(r.attempts, 0);
+    assert_int_equal(atomic_load(&f->s[0]->requests), 1);
     char *m = metrics_text(f);
-    assert_non_null(strstr(m, "http_client_requests_total{upstream=\"one\",status=\"timeout\"} 1"));
+    assert_non_null(strstr(m, "http_client_requests_total{upstream=\"one\",status=\"timeout\"} 2"));
     free(m);
 }
 
@@ -663,6 +670,7 @@ typedef struct {
     int calls, n;
     int err[3], status[3];
     char body[3][64];
+    char content_type[3][32];
 } join_result;
 
 static void on_all(const ms_http_client_result *results, int n, void *arg)
@@ -675,6 +683,8 @@ static void on_all(const ms_http_client_result *results, int n, void *arg)
         j->status[i] = results[i].resp.status;
         snprintf(j->body[i], sizeof j->body[i], "%.*s", (int)results[i].resp.body_len,
                  results[i].resp.body);
+        const char *ct = ms_http_client_resp_header(&results[i].resp, "Content-Type");
+        snprintf(j->content_type[i], sizeof j->content_type[i], "%s", ct ? ct : "");
     }
 }
 
@@ -696,6 +706,8 @@ static void test_fanout(void **state)
     assert_int_equal(j.err[0], 0);
     assert_int_equal(j.status[0], 200);
     assert_string_equal(j.body[0], "hello");
+    assert_string_equal(j.content_type[0], "text/plain");
+    assert_string_equal(j.content_type[1], "");
     assert_int_equal(j.err[1], MS_ECONN);
     assert_int_equal(j.status[1], 0);
     assert_int_equal(j.err[2], 0);
@@ -927,6 +939,43 @@ static void test_probe_back(void **state)
     free(m);
 }
 
+typedef struct {
+    ms_http_client *c;
+} client_ref;
+
+static bool client_no_idle(void *arg)
+{
+    return ms_http_client_idle_count(((client_ref *)arg)->c, "one") == 0;
+}
+
+static void test_idle_cap_and_timeout(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.max_idle = 1;
+    cfg.idle_timeout_ms = 50;
+    client_ref ref = {ms_http_client_new(&f->loop, &cfg)};
+    char spec[128];
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d", f->s[0]->port);
+    ms_http_upstream_list l;
+    assert_int_equal(ms_http_upstream_parse(spec, &l), 0);
+    assert_int_equal(ms_http_client_add_upstream(ref.c, "one", &l), 0);
+    assert_int_equal(ms_http_client_add_upstream(ref.c, "one", &l), MS_EINVAL);
+    /* two at once: two connections, of which one is kept */
+    ms_http_client_req reqs[2] = {req_of("one", HTTP_GET, "/ok"), req_of("one", HTTP_GET, "/ok")};
+    join_result j = {0};
+    assert_int_equal(ms_http_client_all(ref.c, reqs, 2, on_all, &j), 0);
+    run_until(f, NULL, join_done, &j);
+    assert_int_equal(j.status[0], 200);
+    assert_int_equal(j.status[1], 200);
+    assert_int_equal(atomic_load(&f->s[0]->accepts), 2);
+    assert_int_equal(ms_http_client_idle_count(ref.c, "one"), 1);
+    /* and that one closes once idle for longer than the timeout */
+    run_until(f, NULL, client_no_idle, &ref);
+    ms_http_client_free(ref.c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -948,6 +997,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_cap_and_timeout, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
