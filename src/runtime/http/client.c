@@ -900,6 +900,10 @@ void ms_http_client_free(ms_http_client *c)
     if (!c || c->closing)
         return;
     c->closing = true;
+    for (int i = 0; i < c->nups; i++) /* this loop's view of the instances goes away */
+        for (int j = 0; j < c->ups[i].n; j++)
+            if (c->ups[i].inst[j].down)
+                ms_http_client__down(c->cfg.metrics, c->ups[i].name, c->ups[i].inst[j].name, -1);
     while (c->calls)
         call_finish(c->calls, MS_ESHUTDOWN);
     while (c->conns)
