@@ -166,3 +166,12 @@ def test_other_targets_refuse_chaos_flags():
         p = subprocess.run([BINARY, "serve", "user", "--data", d, "--chaos-latency-ms", "5"],
                            capture_output=True, text=True, timeout=30, env=clean_env())
     assert p.returncode == 2 and "chaos-latency-ms" in p.stderr
+
+
+def test_latency_past_the_request_deadline_writes_nothing(start_server):
+    s = start_server("--request-timeout-ms", "200", target="payment")
+    assert put_chaos(s, {"latency_ms": 400, "failure_rate": 0}).status_code == 200
+    with nothing_written(s):
+        r = charge(s, charge_body())
+        assert r.status_code in (503, 504), r.text
+        assert_problem(r, r.status_code)
