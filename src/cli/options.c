@@ -9,7 +9,19 @@
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "services/payment/payment_flags.h"
 #include "runtime/core/banned.h"
+
+/* Flags only one target has, served after the common ones; `apply` checks their values and
+ * hands them to the service once they are parsed. */
+static const struct {
+    const ms_service *svc;
+    const ms_option *flags;
+    const size_t *nflags;
+    int (*apply)(char *err, size_t errn);
+} target_flags[] = {
+    {&ms_payment_service, payment_flags, &payment_nflags, payment_flags_apply},
+};
 
 static int make_dirs(const char *path)
 {
@@ -113,8 +125,20 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
          "log every request"},
     };
     size_t n = with_http ? sizeof all / sizeof all[0] : 9;
+    ms_option opts[sizeof all / sizeof all[0] + 8];
+    memcpy(opts, all, n * sizeof all[0]);
+    int (*apply)(char *err, size_t errn) = NULL;
+    for (size_t i = 0; with_http && i < sizeof target_flags / sizeof target_flags[0]; i++) {
+        if (target_flags[i].svc != svc)
+            continue;
+        if (*target_flags[i].nflags > sizeof opts / sizeof opts[0] - n)
+            MS_BUG("a target has more flags than options_parse has room for");
+        memcpy(opts + n, target_flags[i].flags, *target_flags[i].nflags * sizeof all[0]);
+        n += *target_flags[i].nflags;
+        apply = target_flags[i].apply;
+    }
     char err[256];
-    int rc = ms_config_parse(all, n, argc, argv, first, err, sizeof err);
+    int rc = ms_config_parse(opts, n, argc, argv, first, err, sizeof err);
     if (rc == 1)
         return 1;
     ms_log_level level = MS_LOG_INFO; /* set below whenever rc stays 0 */
@@ -134,6 +158,8 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         snprintf(err, sizeof err, "DATABASE_URL must start with postgresql:// or postgres://");
         rc = MS_EINVAL;
     }
+    if (rc == 0 && apply)
+        rc = apply(err, sizeof err);
     /* the data directory holds the SQLite files, and on any backend the outbox feed */
     if (rc == 0) {
         struct stat st;

@@ -30,7 +30,8 @@
     X(FORBIDDEN, "the caller may not do this")                                                     \
     X(MEDIATYPE, "the body's media type is not supported")                                         \
     X(VALIDATION, "the request is well-formed but breaks a rule")                                  \
-    X(PRECONDITION, "a required precondition header is missing")
+    X(PRECONDITION, "a required precondition header is missing")                                   \
+    X(DECLINED, "the payment was declined")
 
 enum {
     MS_OK = 0,

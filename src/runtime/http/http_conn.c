@@ -298,6 +298,8 @@ const char *ms_http_reason(int status)
         return "Bad Request";
     case 401:
         return "Unauthorized";
+    case 402:
+        return "Payment Required";
     case 403:
         return "Forbidden";
     case 404:

@@ -15,6 +15,8 @@ static const char *slug_for(int status)
         return "malformed-request";
     case 401:
         return "unauthenticated";
+    case 402:
+        return "payment-required";
     case 403:
         return "forbidden";
     case 404:
@@ -52,7 +54,9 @@ static const char *slug_for(int status)
     }
 }
 
-void ms_problem_fields(ms_http_request *req, int status, const char *detail, json_t *errors)
+/* Answers the problem document; `reason` (may be NULL) becomes its "reason" member. */
+static void problem_doc(ms_http_request *req, int status, const char *detail, json_t *errors,
+                        const char *reason)
 {
     char type[64];
     snprintf(type, sizeof type, "urn:microshop:problem:%s", slug_for(status));
@@ -60,12 +64,19 @@ void ms_problem_fields(ms_http_request *req, int status, const char *detail, jso
         json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", ms_http_reason(status),
                   "status", status, "detail", detail ? detail : ms_http_reason(status), "instance",
                   req->path ? req->path : "");
+    if (reason)
+        json_object_set_new(doc, "reason", json_string(reason));
     if (errors)
         json_object_set_new(doc, "errors", errors);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     ms_http_respond(req, status, MS_PROBLEM_CONTENT_TYPE, text, text ? strlen(text) : 0);
     free(text);
+}
+
+void ms_problem_fields(ms_http_request *req, int status, const char *detail, json_t *errors)
+{
+    problem_doc(req, status, detail, errors, NULL);
 }
 
 void ms_problem(ms_http_request *req, int status, const char *detail)
@@ -81,6 +92,8 @@ int ms_http_status_for(int code)
         return 400;
     case MS_EUNAUTHENTICATED:
         return 401;
+    case MS_EDECLINED:
+        return 402;
     case MS_EFORBIDDEN:
         return 403;
     case MS_ENOTFOUND:
@@ -119,4 +132,13 @@ void ms_problem_fields_from_error(ms_http_request *req, int code, const char *de
 void ms_problem_from_error(ms_http_request *req, int code, const char *detail)
 {
     ms_problem_fields_from_error(req, code, detail, NULL);
+}
+
+void ms_problem_reason(ms_http_request *req, int code, const char *reason, const char *detail,
+                       json_t *errors)
+{
+    int status = ms_http_status_for(code);
+    if (status == 503)
+        ms_http_set_header(req, "Retry-After", "1");
+    problem_doc(req, status, detail ? detail : ms_strerror(code), errors, reason);
 }

@@ -27,6 +27,10 @@ void ms_problem_from_error(ms_http_request *req, int code, const char *detail);
  * NULL). */
 void ms_problem_fields_from_error(ms_http_request *req, int code, const char *detail,
                                   json_t *errors);
+/* The same with a machine-readable "reason" member ("out_of_stock", "payment_declined") that
+ * tells apart answers of one status; `errors` as above (consumed, may be NULL). */
+void ms_problem_reason(ms_http_request *req, int code, const char *reason, const char *detail,
+                       json_t *errors);
 /* The HTTP status for an MS_E* code: the one place codes become statuses (500 for unknown). */
 int ms_http_status_for(int code);
 

@@ -61,7 +61,7 @@ static void test_status_for_every_code(void **state)
         {MS_EIO, 500},           {MS_ETOOBIG, 413},    {MS_ESHUTDOWN, 503},
         {MS_EINTERNAL, 500},     {MS_EMALFORMED, 400}, {MS_EUNAUTHENTICATED, 401},
         {MS_EFORBIDDEN, 403},    {MS_EMEDIATYPE, 415}, {MS_EVALIDATION, 422},
-        {MS_EPRECONDITION, 428},
+        {MS_EPRECONDITION, 428}, {MS_EDECLINED, 402},
     };
     /* every code of the X-macro table has an expectation here */
     static const int all[] = {
