@@ -39,5 +39,6 @@ typedef struct ms_service {
 
 extern const ms_service ms_user_service;
 extern const ms_service ms_order_service;
+extern const ms_service ms_inventory_service;
 
 #endif

@@ -120,3 +120,23 @@ void ms_problem_from_error(ms_http_request *req, int code, const char *detail)
 {
     ms_problem_fields_from_error(req, code, detail, NULL);
 }
+
+void ms_problem_reason(ms_http_request *req, int code, const char *reason, const char *detail,
+                       json_t *errors)
+{
+    int status = ms_http_status_for(code);
+    char type[64];
+    snprintf(type, sizeof type, "urn:microshop:problem:%s", slug_for(status));
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
+                            ms_http_reason(status), "status", status, "detail",
+                            detail ? detail : ms_strerror(code), "instance",
+                            req->path ? req->path : "", "reason", reason);
+    if (errors)
+        json_object_set_new(doc, "errors", errors);
+    if (status == 503)
+        ms_http_set_header(req, "Retry-After", "1");
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    ms_http_respond(req, status, MS_PROBLEM_CONTENT_TYPE, text, text ? strlen(text) : 0);
+    free(text);
+}

@@ -29,6 +29,10 @@ void ms_problem_fields_from_error(ms_http_request *req, int code, const char *de
                                   json_t *errors);
 /* The HTTP status for an MS_E* code: the one place codes become statuses (500 for unknown). */
 int ms_http_status_for(int code);
+/* Like ms_problem_fields_from_error with one more member, "reason": a stable machine-readable
+ * word for why (e.g. "out_of_stock") when one status has several causes; consumes `errors`. */
+void ms_problem_reason(ms_http_request *req, int code, const char *reason, const char *detail,
+                       json_t *errors);
 
 /* Answers `status` with a detail sentence (HTTP edge only, see above). */
 void ms_problem(ms_http_request *req, int status, const char *detail);
