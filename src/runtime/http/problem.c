@@ -127,10 +127,10 @@ void ms_problem_reason(ms_http_request *req, int code, const char *reason, const
     int status = ms_http_status_for(code);
     char type[64];
     snprintf(type, sizeof type, "urn:microshop:problem:%s", slug_for(status));
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
-                            ms_http_reason(status), "status", status, "detail",
-                            detail ? detail : ms_strerror(code), "instance",
-                            req->path ? req->path : "", "reason", reason);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title", ms_http_reason(status),
+                  "status", status, "detail", detail ? detail : ms_strerror(code), "instance",
+                  req->path ? req->path : "", "reason", reason);
     if (errors)
         json_object_set_new(doc, "errors", errors);
     if (status == 503)

@@ -19,12 +19,13 @@
 #define INVENTORY_RELEASE_FMT     "/internal/v1/reservations/%s/release"
 #define INVENTORY_COMMIT_FMT      "/internal/v1/reservations/%s/commit"
 
-/* The problem "reason" of a 409 from POST /internal/v1/reservations and friends. */
-#define INVENTORY_REASON_OUT_OF_STOCK "out_of_stock" /* errors name each short items[i].quantity   \
-                                                      */
-#define INVENTORY_REASON_CONFLICT  "conflict"  /* the order id was reserved with other items */
-#define INVENTORY_REASON_RELEASED  "released"  /* reserve or commit after a release */
-#define INVENTORY_REASON_COMMITTED "committed" /* release after a commit */
+/* The problem "reason" of a 409 from the reservation calls: out_of_stock (reserve; errors name
+ * each short items[i].quantity), conflict (the order id was reserved with other items),
+ * released (reserve or commit after a release), committed (release after a commit). */
+#define INVENTORY_REASON_OUT_OF_STOCK "out_of_stock"
+#define INVENTORY_REASON_CONFLICT     "conflict"
+#define INVENTORY_REASON_RELEASED     "released"
+#define INVENTORY_REASON_COMMITTED    "committed"
 
 typedef struct inventory_item {
     const char *product_id; /* UUID */

@@ -276,6 +276,8 @@ void inv_reserve(ms_http_request *req)
         inv_read_lines(req, items, &k->lines, &k->n, malformed, invalid);
     if (ms_http_reject_fields(req, malformed, invalid) < 0)
         return;
+    if (!order_id) /* a required field */
+        MS_BUG("inv_reserve: a required field passed validation unset");
     for (int i = 0; i <= MS_UUID_LEN; i++)
         k->order_id[i] =
             (char)(order_id[i] >= 'A' && order_id[i] <= 'F' ? order_id[i] + 32 : order_id[i]);
