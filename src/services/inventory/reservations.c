@@ -337,69 +337,71 @@ static void put_status(res_call *k, const char *status)
                     json_pack("{s:s, s:s}", "order_id", k->order_id, "status", status));
 }
 
-static int release_work(ms_db_conn *c, void *arg)
+/* Inserts the tombstone of a release that came before its reserve: 0, or MS_EBUSY when a
+ * reserve got there first (the caller goes again and releases it). */
+static int insert_tombstone(ms_db_conn *c, res_call *k)
 {
-    res_call *k = arg;
+    ms_db_result *r = NULL;
+    const char *p[] = {k->order_id, k->base.now};
+    int rc = ms_db_exec(c,
+                        "INSERT INTO reservations (order_id, status, created_at, updated_at) "
+                        "VALUES ($1, 'released', $2, $2) ON CONFLICT (order_id) DO NOTHING",
+                        2, p, &r);
+    if (rc == 0 && ms_db_affected(r) == 0)
+        rc = MS_EBUSY;
+    ms_db_result_free(r);
+    return rc;
+}
+
+/*
+ * Release and commit: move the reservation out of `reserved`, or say why not. On PostgreSQL
+ * (read committed) each statement sees the commits made before it started, so a reserve that
+ * commits between our UPDATE and the following read shows up as `reserved` although the
+ * UPDATE missed it: then we go again. MS_EBUSY marks such a round; three rounds suffice
+ * unless something keeps re-creating the row, which nothing does.
+ */
+static int finish_work(ms_db_conn *c, res_call *k, const char *to)
+{
+    bool release = !strcmp(to, "released");
     int rc = ms_db_begin(c);
     if (rc < 0)
         return rc;
-    /* twice at most: a tombstone insert loses only to a reserve that has just committed, which
-     * the second round then releases */
-    for (int round = 0; round < 2; round++) {
+    for (int round = 0; round < 3; round++) {
         bool moved;
         char status[16];
-        rc = settle(c, k, "released", &moved);
+        rc = settle(c, k, to, &moved);
         if (rc < 0 || moved)
             break;
         rc = load_status(c, k->order_id, status);
-        if (rc == MS_ENOTFOUND) {
-            ms_db_result *r = NULL;
-            const char *p[] = {k->order_id, k->base.now};
-            rc = ms_db_exec(c,
-                            "INSERT INTO reservations (order_id, status, created_at, updated_at) "
-                            "VALUES ($1, 'released', $2, $2) ON CONFLICT (order_id) DO NOTHING",
-                            2, p, &r);
-            bool inserted = rc == 0 && ms_db_affected(r) == 1;
-            ms_db_result_free(r);
-            if (rc < 0 || inserted)
-                break;
-            rc = MS_EBUSY; /* lost to a reserve in the first round: go again */
-            continue;
-        }
-        if (rc == 0 && !strcmp(status, "committed")) {
+        if (rc == MS_ENOTFOUND && release)
+            rc = insert_tombstone(c, k);
+        else if (rc == MS_ENOTFOUND)
+            k->base.detail = "no reservation for this order";
+        else if (rc == 0 && !strcmp(status, "reserved"))
+            rc = MS_EBUSY;
+        else if (rc == 0 && strcmp(status, to) != 0) {
             rc = MS_ECONFLICT;
-            k->base.reason = "committed";
-            k->base.detail = "this order's reservation is committed; it cannot be released";
+            k->base.reason = release ? "committed" : "released"; /* the other end state */
+            k->base.detail = release
+                                 ? "this order's reservation is committed; it cannot be released"
+                                 : "this order's reservation was released; it cannot be committed";
         }
-        break; /* released already: nothing to do */
+        if (rc != MS_EBUSY)
+            break;
     }
     if (rc == 0)
-        put_status(k, "released");
+        put_status(k, to);
     return ms_db_end(c, rc);
+}
+
+static int release_work(ms_db_conn *c, void *arg)
+{
+    return finish_work(c, arg, "released");
 }
 
 static int commit_work(ms_db_conn *c, void *arg)
 {
-    res_call *k = arg;
-    int rc = ms_db_begin(c);
-    if (rc < 0)
-        return rc;
-    bool moved;
-    char status[16];
-    rc = settle(c, k, "committed", &moved);
-    if (rc == 0 && !moved) {
-        rc = load_status(c, k->order_id, status);
-        if (rc == MS_ENOTFOUND)
-            k->base.detail = "no reservation for this order";
-        if (rc == 0 && !strcmp(status, "released")) {
-            rc = MS_ECONFLICT;
-            k->base.reason = "released";
-            k->base.detail = "this order's reservation was released; it cannot be committed";
-        }
-    }
-    if (rc == 0)
-        put_status(k, "committed");
-    return ms_db_end(c, rc);
+    return finish_work(c, arg, "committed");
 }
 
 static int get_work(ms_db_conn *c, void *arg)
