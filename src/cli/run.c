@@ -1,8 +1,9 @@
 /*
  * run.c — `microshop run`: the embedded default. A supervisor starts every service target as
  * its own process (`microshop serve NAME`, SQLite under --data), restarts a child that dies
- * (with backoff), prints where everything is, and on Ctrl-C stops the children gracefully
- * (SIGTERM, then SIGKILL after the drain limit).
+ * (with backoff), stocks the inventory with a demo catalogue (demo_catalogue.c), prints where
+ * everything is, and on Ctrl-C stops the children gracefully (SIGTERM, then SIGKILL after the
+ * drain limit).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <uv.h>
 
 #include "cli/cli.h"
+#include "cli/demo_catalogue.h"
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
@@ -183,6 +185,15 @@ static bool port_open(const char *listen)
     return ok;
 }
 
+/* Where the child serving `name` listens, or NULL when there is none. */
+static const char *listen_of(const char *name)
+{
+    for (int i = 0; i < sup.n; i++)
+        if (!strcmp(sup.children[i].svc->name, name))
+            return sup.children[i].listen;
+    return NULL;
+}
+
 static void print_banner(void)
 {
     char tag[MS_UUID_LEN + 1];
@@ -199,10 +210,10 @@ static void print_banner(void)
            "  curl -s http://%s/api/v1/users/$ID -H \"X-User-Id: $ID\" "
            "-H 'X-User-Role: customer'\n",
            user, tag + 28, user);
-    const char *order = NULL;
-    for (int i = 0; i < sup.n; i++)
-        if (!strcmp(sup.children[i].svc->name, "order"))
-            order = sup.children[i].listen;
+    const char *order = listen_of("order");
+    const char *inventory = listen_of("inventory");
+    if (inventory)
+        printf("  curl -s 'http://%s/api/v1/products?limit=3'\n", inventory);
     if (order)
         printf("  curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
                "-H 'X-User-Role: customer' \\\n"
@@ -217,6 +228,21 @@ static void print_banner(void)
     fflush(stdout);
 }
 
+static void on_seeded(int created, int existing, int failed, void *arg)
+{
+    (void)arg;
+    if (failed)
+        fprintf(stderr,
+                "microshop run: %d demo products could not be added (see the inventory's "
+                "log)\n",
+                failed);
+    else if (created)
+        fprintf(stderr, "microshop run: demo catalogue of %d products added (%d were there)\n",
+                created + existing, existing);
+    if (!sup.stopping)
+        print_banner();
+}
+
 static void on_ready_timer(uv_timer_t *t)
 {
     for (int i = 0; i < sup.n; i++) {
@@ -228,7 +254,9 @@ static void on_ready_timer(uv_timer_t *t)
         }
     }
     uv_timer_stop(t);
-    print_banner();
+    const char *inventory = listen_of("inventory");
+    if (!inventory || demo_catalogue_seed(sup.loop, inventory, on_seeded, NULL) < 0)
+        print_banner();
 }
 
 int cmd_run(int argc, char **argv)

@@ -4,8 +4,8 @@
 #include "cli/cli.h"
 #include "runtime/core/banned.h"
 
-const ms_service *const ms_targets[] = {&ms_user_service, &ms_order_service, &ms_payment_service,
-                                        NULL};
+const ms_service *const ms_targets[] = {&ms_user_service, &ms_order_service, &ms_inventory_service,
+                                        &ms_payment_service, NULL};
 
 const ms_service *ms_target_find(const char *name)
 {

@@ -39,6 +39,7 @@ typedef struct ms_service {
 
 extern const ms_service ms_user_service;
 extern const ms_service ms_order_service;
+extern const ms_service ms_inventory_service;
 extern const ms_service ms_payment_service;
 
 #endif

@@ -14,7 +14,7 @@ BINARY = os.path.abspath(os.environ.get("MS_BINARY") or os.path.join(ROOT, "buil
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 JSON_TYPES = {"null", "boolean", "object", "array", "number", "integer", "string"}
 # the services whose routes this document describes; a service joins when its issue lands
-SERVICES = ("user", "order", "payment")
+SERVICES = ("user", "order", "inventory", "payment")
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -508,6 +508,9 @@ def test_run_supervises_the_user_service():
                 at += 1
         user = next(o for o in outputs if "email" in o)
         assert any(o.get("user_id") == user["id"] for o in outputs), outputs  # an order
+        # the demo catalogue the supervisor added through the inventory's API
+        listed = next(o for o in outputs if "items" in o and o["items"] and "sku" in o["items"][0])
+        assert len(listed["items"]) == 3 and all(p["available"] >= 0 for p in listed["items"])
         uid = user["id"]
         assert user["name"] and "@" in user["email"], user
 
@@ -528,7 +531,9 @@ def test_run_supervises_the_user_service():
         assert r.status_code == 200, r.text
 
         kids = children_of(sup.pid)
-        assert len(kids) == 2, kids  # user and order
+        for target in ("user", "order", "inventory", "payment"):
+            assert child_serving(sup.pid, target), (target, kids)
+        assert len(kids) == 4, kids
         sup.send_signal(signal.SIGINT)
         assert sup.wait(30 * SLOW) == 0
         for kid in kids:
