@@ -287,11 +287,11 @@ int cmd_run(int argc, char **argv)
     size_t nenv = 0;
     while (environ[nenv])
         nenv++;
-    sup.env = ms_xcalloc(nenv + 2, sizeof(char *));
+    sup.env = ms_xcalloc(nenv + 2 + MAX_CHILDREN, sizeof(char *));
     memcpy(sup.env, environ, nenv * sizeof(char *));
     char parent[48];
     snprintf(parent, sizeof parent, "MICROSHOP_PARENT_PID=%d", (int)getpid());
-    sup.env[nenv] = parent;
+    sup.env[nenv++] = parent;
     signal(SIGPIPE, SIG_IGN);
     uv_signal_init(sup.loop, &sup.sigint);
     uv_signal_init(sup.loop, &sup.sigterm);
@@ -300,12 +300,26 @@ int cmd_run(int argc, char **argv)
     uv_timer_init(sup.loop, &sup.kill_timer);
     uv_timer_init(sup.loop, &sup.ready_timer);
 
+    /* every child learns where the others are (MICROSHOP_USER_URL=http://127.0.0.1:8081, ...);
+     * getenv takes the first match, so these go before the inherited environment and win */
+    char urls[MAX_CHILDREN][96];
     for (int i = 0; i < MAX_CHILDREN && ms_targets[i]; i++, sup.n++) {
         child *c = &sup.children[i];
         c->svc = ms_targets[i];
         /* the embedded ports keep their offsets from 8080 (user 8081, order 8082, ...) */
         snprintf(c->listen, sizeof c->listen, "127.0.0.1:%ld",
                  base + (c->svc->default_port - 8080));
+        int len = snprintf(urls[i], sizeof urls[i], "MICROSHOP_%s_URL=http://%s", c->svc->name,
+                           c->listen);
+        for (int k = 10; k < len && urls[i][k] != '_'; k++) /* the name, upper case */
+            urls[i][k] =
+                (char)(urls[i][k] >= 'a' && urls[i][k] <= 'z' ? urls[i][k] - 32 : urls[i][k]);
+    }
+    memmove(sup.env + sup.n, sup.env, nenv * sizeof(char *));
+    for (int i = 0; i < sup.n; i++)
+        sup.env[i] = urls[i];
+    for (int i = 0; i < sup.n; i++) {
+        child *c = &sup.children[i];
         uv_timer_init(sup.loop, &c->restart);
         c->restart.data = c;
         start_child(c);
