@@ -165,6 +165,12 @@ int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms);
 int ms_es_mark_published(ms_es *es, const int64_t *first, const int64_t *last, size_t n,
                          const char *at);
 
+/* The upper bounds, in seconds, of ms_es_stats's latency buckets (a 12th is above them all),
+ * and of its batch-size buckets (an 8th is above them), for ms_metrics_histogram. */
+enum { MS_ES_LATENCY_BOUNDS = 11, MS_ES_BATCH_BOUNDS = 7 };
+extern const double ms_es_latency_bounds[MS_ES_LATENCY_BOUNDS];
+extern const double ms_es_batch_bounds[MS_ES_BATCH_BOUNDS];
+
 /* Metrics of the store: append latency, group-commit batch sizes, committed position. */
 typedef struct ms_es_stats {
     uint64_t appends_total, conflicts_total, batches_total, events_total;

@@ -38,17 +38,18 @@
 #include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/obs/metrics.h"
 #include "runtime/core/banned.h"
 
-static const double latency_bounds_ms[11] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000};
+const double ms_es_latency_bounds[MS_ES_LATENCY_BOUNDS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+/* a batch of n appends falls in bucket b when n < 2^(b+1) */
+const double ms_es_batch_bounds[MS_ES_BATCH_BOUNDS] = {1, 3, 7, 15, 31, 63, 127};
 
 /* The ms_es_stats latency bucket of `ms` (11: +Inf). */
 int ms_es__latency_bucket(double ms)
 {
-    int b = 0;
-    while (b < 11 && ms > latency_bounds_ms[b])
-        b++;
-    return b;
+    return ms_metrics_bucket(ms_es_latency_bounds, MS_ES_LATENCY_BOUNDS, ms / 1000.0);
 }
 
 /* ---- answers ---- */
@@ -300,10 +301,7 @@ answer_all:
 
 static int size_bucket(size_t n)
 {
-    int b = 0;
-    while (b < 7 && n >= (size_t)2 << b)
-        b++;
-    return b;
+    return ms_metrics_bucket(ms_es_batch_bounds, MS_ES_BATCH_BOUNDS, (double)n);
 }
 
 static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)

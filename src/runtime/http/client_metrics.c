@@ -86,10 +86,7 @@ void ms_http_client__observe(ms_http_client_metrics *m, const char *upstream, co
         return;
     pthread_mutex_lock(&m->lock);
     upstream_series *u = series_of(m, upstream);
-    int b = 0;
-    while (b < NBUCKETS && seconds > bucket_bounds[b])
-        b++;
-    u->buckets[b]++;
+    u->buckets[ms_metrics_bucket(bucket_bounds, NBUCKETS, seconds)]++;
     u->sum += seconds;
     u->count++;
     int i = 0;
@@ -147,21 +144,9 @@ void ms_http_client_metrics_render(ms_buf *out, void *metrics)
         const upstream_series *u = &m->ups[i];
         if (!u->count)
             continue;
-        uint64_t cum = 0;
-        for (int b = 0; b <= NBUCKETS; b++) {
-            char le[32];
-            if (b < NBUCKETS)
-                snprintf(le, sizeof le, "%g", bucket_bounds[b]);
-            else
-                snprintf(le, sizeof le, "+Inf");
-            cum += u->buckets[b];
-            ms_metrics_sample(out, "http_client_request_duration_seconds_bucket", (double)cum,
-                              "upstream", u->name, "le", le, NULL);
-        }
-        ms_metrics_sample(out, "http_client_request_duration_seconds_sum", u->sum, "upstream",
-                          u->name, NULL);
-        ms_metrics_sample(out, "http_client_request_duration_seconds_count", (double)u->count,
-                          "upstream", u->name, NULL);
+        const char *labels[] = {"upstream", u->name};
+        ms_metrics_histogram(out, "http_client_request_duration_seconds", labels, 1, bucket_bounds,
+                             NBUCKETS, u->buckets, u->sum);
     }
     ms_metrics_family(out, "http_client_retries_total", "counter",
                       "Retried attempts of calls to other services.");

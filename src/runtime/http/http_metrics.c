@@ -113,10 +113,7 @@ void ms_http_metrics_observe(ms_http_metrics *m, int route_index, int method, in
     series *s = m->s[r][k];
     if (!s)
         s = m->s[r][k] = ms_xcalloc(1, sizeof *s);
-    int b = 0;
-    while (b < NBUCKETS && seconds > bucket_bounds[b])
-        b++;
-    s->buckets[b]++;
+    s->buckets[ms_metrics_bucket(bucket_bounds, NBUCKETS, seconds)]++;
     s->sum += seconds;
     s->count++;
     add_status(s, status, 1);
@@ -201,23 +198,10 @@ void ms_http_metrics_render(ms_buf *out, const char *service, const ms_router *r
             }
             if (!sum->count)
                 continue;
-            const char *ep = endpoint_of(router, r);
-            uint64_t cum = 0;
-            for (int b = 0; b <= NBUCKETS; b++) {
-                char le[32];
-                if (b < NBUCKETS)
-                    snprintf(le, sizeof le, "%g", bucket_bounds[b]);
-                else
-                    snprintf(le, sizeof le, "+Inf");
-                cum += sum->buckets[b];
-                ms_metrics_sample(out, "request_duration_seconds_bucket", (double)cum, "service",
-                                  service, "method", method_names[k], "endpoint", ep, "le", le,
-                                  NULL);
-            }
-            ms_metrics_sample(out, "request_duration_seconds_sum", sum->sum, "service", service,
-                              "method", method_names[k], "endpoint", ep, NULL);
-            ms_metrics_sample(out, "request_duration_seconds_count", (double)sum->count, "service",
-                              service, "method", method_names[k], "endpoint", ep, NULL);
+            const char *labels[] = {"service",       service,    "method",
+                                    method_names[k], "endpoint", endpoint_of(router, r)};
+            ms_metrics_histogram(out, "request_duration_seconds", labels, 3, bucket_bounds,
+                                 NBUCKETS, sum->buckets, sum->sum);
         }
     }
     series_free(sum);

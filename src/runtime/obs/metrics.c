@@ -53,28 +53,69 @@ static void add_value(ms_buf *out, double v)
         ms_buf_printf(out, "%.17g", v);
 }
 
-void ms_metrics_sample(ms_buf *out, const char *name, double value, ...)
+/* name{k1="v1",...,le="le"} value: `labels` alternates keys and values (n pairs), `le` may be
+ * NULL. */
+static void put_sample(ms_buf *out, const char *name, const char *suffix, const char *const *labels,
+                       int n, const char *le, double value)
 {
-    va_list ap;
-    va_start(ap, value);
     ms_buf_adds(out, name);
-    const char *k = va_arg(ap, const char *);
-    if (k) {
+    ms_buf_adds(out, suffix);
+    if (n > 0 || le) {
         ms_buf_add(out, "{", 1);
-        for (int first = 1; k; k = va_arg(ap, const char *), first = 0) {
-            const char *v = va_arg(ap, const char *);
-            if (!first)
-                ms_buf_add(out, ",", 1);
-            ms_buf_printf(out, "%s=\"", k);
-            ms_metrics_escape(out, v ? v : "");
+        for (int i = 0; i < n; i++) {
+            ms_buf_printf(out, "%s%s=\"", i ? "," : "", labels[2 * i]);
+            ms_metrics_escape(out, labels[2 * i + 1] ? labels[2 * i + 1] : "");
             ms_buf_add(out, "\"", 1);
         }
+        if (le)
+            ms_buf_printf(out, "%sle=\"%s\"", n ? "," : "", le);
         ms_buf_add(out, "}", 1);
     }
-    va_end(ap);
     ms_buf_add(out, " ", 1);
     add_value(out, value);
     ms_buf_add(out, "\n", 1);
+}
+
+void ms_metrics_sample(ms_buf *out, const char *name, double value, ...)
+{
+    enum { MAX_LABELS = 8 };
+    const char *labels[2 * MAX_LABELS];
+    int n = 0;
+    va_list ap;
+    va_start(ap, value);
+    for (const char *k; (k = va_arg(ap, const char *)) != NULL; n++) {
+        if (n == MAX_LABELS)
+            MS_BUG("a metric sample with more than 8 labels");
+        labels[2 * n] = k;
+        labels[2 * n + 1] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    put_sample(out, name, "", labels, n, NULL, value);
+}
+
+int ms_metrics_bucket(const double *bounds, int nbounds, double v)
+{
+    int b = 0;
+    while (b < nbounds && v > bounds[b])
+        b++;
+    return b;
+}
+
+void ms_metrics_histogram(ms_buf *out, const char *name, const char *const *labels, int nlabels,
+                          const double *bounds, int nbounds, const uint64_t *counts, double sum)
+{
+    uint64_t cum = 0;
+    for (int b = 0; b <= nbounds; b++) {
+        char le[32];
+        if (b < nbounds)
+            snprintf(le, sizeof le, "%g", bounds[b]);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        cum += counts[b];
+        put_sample(out, name, "_bucket", labels, nlabels, le, (double)cum);
+    }
+    put_sample(out, name, "_sum", labels, nlabels, NULL, sum);
+    put_sample(out, name, "_count", labels, nlabels, NULL, (double)cum);
 }
 
 /* ---- collectors ---- */

@@ -17,6 +17,13 @@ void ms_metrics_family(ms_buf *out, const char *name, const char *type, const ch
 /* One sample: name{k1="v1",k2="v2"} value. `labels` alternates keys and values, NULL-ended;
  * values are escaped. */
 void ms_metrics_sample(ms_buf *out, const char *name, double value, ...) __attribute__((sentinel));
+/* A histogram's samples: NAME_bucket{labels,le="bound"} cumulative for every bound and for
+ * le="+Inf", then NAME_sum and NAME_count. `counts` holds nbounds + 1 per-bucket counts (the
+ * last above every bound); `labels` alternates keys and values, `nlabels` pairs (may be 0). */
+void ms_metrics_histogram(ms_buf *out, const char *name, const char *const *labels, int nlabels,
+                          const double *bounds, int nbounds, const uint64_t *counts, double sum);
+/* The bucket of `v` for ms_metrics_histogram: the first bound it does not exceed, or nbounds. */
+int ms_metrics_bucket(const double *bounds, int nbounds, double v);
 /* Appends a label value escaped as the format wants (\\, \", \n). */
 void ms_metrics_escape(ms_buf *out, const char *value);
 

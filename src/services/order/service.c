@@ -31,9 +31,7 @@ static struct {
 void order_metrics_created(int64_t total_cents)
 {
     double amount = (double)total_cents / 100.0; /* in the currency's major unit */
-    int b = 0;
-    while (b < NAMOUNT && amount > amount_bounds[b])
-        b++;
+    int b = ms_metrics_bucket(amount_bounds, NAMOUNT, amount);
     uv_mutex_lock(&order_stats.lock);
     order_stats.created++;
     order_stats.buckets[b]++;
@@ -53,39 +51,16 @@ static void collect_orders(ms_buf *out, void *arg)
     ms_metrics_sample(out, "orders_created_total", (double)created, "service", "order", NULL);
     ms_metrics_family(out, "order_amount", "histogram",
                       "Order totals in the currency's major unit.");
-    uint64_t cum = 0;
-    for (int b = 0; b <= NAMOUNT; b++) {
-        char le[16];
-        if (b < NAMOUNT)
-            snprintf(le, sizeof le, "%g", amount_bounds[b]);
-        else
-            snprintf(le, sizeof le, "+Inf");
-        cum += buckets[b];
-        ms_metrics_sample(out, "order_amount_bucket", (double)cum, "service", "order", "le", le,
-                          NULL);
-    }
-    ms_metrics_sample(out, "order_amount_sum", sum, "service", "order", NULL);
-    ms_metrics_sample(out, "order_amount_count", (double)cum, "service", "order", NULL);
+    const char *labels[] = {"service", "order"};
+    ms_metrics_histogram(out, "order_amount", labels, 1, amount_bounds, NAMOUNT, buckets, sum);
 }
 
 /* A histogram over ms_es_stats's latency buckets. */
 static void put_seconds(ms_buf *out, const char *name, const char *help, const uint64_t hist[12],
                         double sum)
 {
-    static const char *const le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-                                     "0.05",   "0.1",   "0.25",   "0.5",   "1",    "+Inf"};
-    char sample[96];
     ms_metrics_family(out, name, "histogram", help);
-    uint64_t cum = 0;
-    for (int i = 0; i < 12; i++) {
-        cum += hist[i];
-        snprintf(sample, sizeof sample, "%s_bucket", name);
-        ms_metrics_sample(out, sample, (double)cum, "le", le[i], NULL);
-    }
-    snprintf(sample, sizeof sample, "%s_sum", name);
-    ms_metrics_sample(out, sample, sum, NULL);
-    snprintf(sample, sizeof sample, "%s_count", name);
-    ms_metrics_sample(out, sample, (double)cum, NULL);
+    ms_metrics_histogram(out, name, NULL, 0, ms_es_latency_bounds, MS_ES_LATENCY_BOUNDS, hist, sum);
 }
 
 static void collect_eventstore(ms_buf *out, void *arg)
@@ -93,7 +68,6 @@ static void collect_eventstore(ms_buf *out, void *arg)
     (void)arg;
     ms_es_stats st;
     ms_es_get_stats(order_proc.es, &st);
-    static const char *const batch_le[] = {"1", "3", "7", "15", "31", "63", "127", "+Inf"};
     ms_metrics_family(out, "eventstore_appends_total", "counter", "Appends answered.");
     ms_metrics_sample(out, "eventstore_appends_total", (double)st.appends_total, NULL);
     ms_metrics_family(out, "eventstore_conflicts_total", "counter",
@@ -103,14 +77,8 @@ static void collect_eventstore(ms_buf *out, void *arg)
     ms_metrics_sample(out, "eventstore_events_total", (double)st.events_total, NULL);
     ms_metrics_family(out, "eventstore_group_commit_size", "histogram",
                       "Appends committed together in one transaction (one fsync).");
-    uint64_t cum = 0;
-    for (int i = 0; i < 8; i++) {
-        cum += st.batch_size_hist[i];
-        ms_metrics_sample(out, "eventstore_group_commit_size_bucket", (double)cum, "le",
-                          batch_le[i], NULL);
-    }
-    ms_metrics_sample(out, "eventstore_group_commit_size_sum", (double)st.appends_total, NULL);
-    ms_metrics_sample(out, "eventstore_group_commit_size_count", (double)cum, NULL);
+    ms_metrics_histogram(out, "eventstore_group_commit_size", NULL, 0, ms_es_batch_bounds,
+                         MS_ES_BATCH_BOUNDS, st.batch_size_hist, (double)st.appends_total);
     put_seconds(out, "eventstore_append_duration_seconds",
                 "From queueing an append to its answer (after the commit).", st.append_seconds_hist,
                 st.append_seconds_sum);
