@@ -90,6 +90,31 @@ static void test_sample_with_labels(void **state)
     ms_buf_release(&b);
 }
 
+static void test_histogram_writer(void **state)
+{
+    static const double bounds[] = {0.1, 1};
+    const uint64_t counts[] = {2, 0, 3}; /* per bucket; the last above every bound */
+    const char *labels[] = {"upstream", "inv\"x"};
+    ms_buf b;
+    ms_buf_init(&b, 0);
+    ms_metrics_histogram(&b, "d", labels, 1, bounds, 2, counts, 7.5);
+    assert_string_equal(text_of(&b), "d_bucket{upstream=\"inv\\\"x\",le=\"0.1\"} 2\n"
+                                     "d_bucket{upstream=\"inv\\\"x\",le=\"1\"} 2\n"
+                                     "d_bucket{upstream=\"inv\\\"x\",le=\"+Inf\"} 5\n"
+                                     "d_sum{upstream=\"inv\\\"x\"} 7.5\n"
+                                     "d_count{upstream=\"inv\\\"x\"} 5\n");
+    b.n = 0;
+    ms_metrics_histogram(&b, "n", NULL, 0, bounds, 2, counts, 0);
+    assert_string_equal(text_of(&b), "n_bucket{le=\"0.1\"} 2\nn_bucket{le=\"1\"} 2\n"
+                                     "n_bucket{le=\"+Inf\"} 5\nn_sum 0\nn_count 5\n");
+    ms_buf_release(&b);
+    /* a value on a bound belongs to that bound's bucket (le is "less or equal") */
+    assert_int_equal(ms_metrics_bucket(bounds, 2, 0.05), 0);
+    assert_int_equal(ms_metrics_bucket(bounds, 2, 0.1), 0);
+    assert_int_equal(ms_metrics_bucket(bounds, 2, 0.5), 1);
+    assert_int_equal(ms_metrics_bucket(bounds, 2, 1.5), 2);
+}
+
 static void test_sample_values(void **state)
 {
     static const struct {
@@ -376,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_sample_without_labels),
         cmocka_unit_test(test_sample_with_labels),
         cmocka_unit_test(test_sample_values),
+        cmocka_unit_test(test_histogram_writer),
         cmocka_unit_test(test_family_lines),
         cmocka_unit_test_setup_teardown(test_shards_summed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_histogram_cumulative, setup, teardown),
