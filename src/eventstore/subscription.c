@@ -41,9 +41,11 @@ static void run(void *arg)
         int64_t after = ms_es_subscription_position(s);
         ms_es_page page = {0};
         int rc = ms_es_read_all(s->conn, after, (size_t)s->sub.page_size, &page);
-        /* This process's appends are visible a moment before they are durable (writer.c):
-         * what lies beyond the durable position waits for the next page. */
-        if (rc == 0 && s->es) {
+        /* On SQLite this process's appends are visible a moment before they are durable
+         * (writer.c): what lies beyond the durable position waits for the next page. On
+         * PostgreSQL what a read returns is committed, so durable, and may be another
+         * process's: this process's position says nothing about it. */
+        if (rc == 0 && s->es && ms_db_backend_of(s->conn) == MS_DB_SQLITE) {
             int64_t durable = ms_es_committed_position(s->es);
             while (page.n > 0 && page.events[page.n - 1].position > durable)
                 page.n--;

@@ -98,6 +98,18 @@ static query_call *begin(ms_http_request *req, bool order_id)
     return k;
 }
 
+/* Drops the events of a page that are not durable yet, which nobody was told of. On SQLite an
+ * append is visible a moment before its fsync ends (writer.c); on PostgreSQL what a read
+ * returns is committed, so durable, and may be another process's append. */
+static void trim_to_durable(ms_es_page *page)
+{
+    if (order_proc.write_db.backend != MS_DB_SQLITE)
+        return;
+    int64_t durable = ms_es_committed_position(order_proc.es);
+    while (page->n > 0 && page->events[page->n - 1].position > durable)
+        page->n--;
+}
+
 /* ---- GET /api/v1/orders/{id} ---- */
 
 static int get_work(ms_db_conn *c, void *arg)
@@ -137,9 +149,7 @@ static int head_work(ms_db_conn *c, void *arg)
     snprintf(stream, sizeof stream, "%s%s", ORDER_STREAM_PREFIX, k->id);
     ms_es_page page = {0};
     int rc = ms_es_read_stream(c, stream, k->found ? k->version + 1 : 1, 64, &page);
-    int64_t durable = ms_es_committed_position(order_proc.es);
-    while (rc == 0 && page.n > 0 && page.events[page.n - 1].position > durable)
-        page.n--; /* not acknowledged yet: nobody can expect to see it */
+    trim_to_durable(&page);
     k->head = rc == 0 && page.n > 0 ? page.events[page.n - 1].position : 0;
     ms_es_page_release(&page);
     return rc;
@@ -344,10 +354,7 @@ static int events_work(ms_db_conn *c, void *arg)
     snprintf(stream, sizeof stream, "%s%s", ORDER_STREAM_PREFIX, k->id);
     ms_es_page page = {0};
     int rc = ms_es_read_stream(c, stream, 1, MAX_EVENTS, &page);
-    /* only what is durable: an append is visible a moment before its fsync ends */
-    int64_t durable = ms_es_committed_position(order_proc.es);
-    while (rc == 0 && page.n > 0 && page.events[page.n - 1].position > durable)
-        page.n--;
+    trim_to_durable(&page);
     if (rc == 0 && page.n == 0)
         rc = MS_ENOTFOUND;
     if (rc == 0) {
