@@ -1,11 +1,13 @@
 /* Flags of serve/migrate with their environment variables and limits; see options.h. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/options.h"
+#include "eventstore/publisher.h"
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
@@ -156,6 +158,13 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
     if (rc == 0 && o->database_url && strncmp(o->database_url, "postgres://", 11) != 0 &&
         strncmp(o->database_url, "postgresql://", 13) != 0) {
         snprintf(err, sizeof err, "DATABASE_URL must start with postgresql:// or postgres://");
+        rc = MS_EINVAL;
+    }
+    /* read again by the outbox relays (outbox_feed.c); checked here so a typo exits 2 at start */
+    const char *nats_url = getenv("NATS_URL");
+    if (rc == 0 && with_http && nats_url && *nats_url && ms_nats_url_check(nats_url) != 0) {
+        snprintf(err, sizeof err,
+                 "NATS_URL must be nats://HOST:PORT (a comma-separated list for a cluster)");
         rc = MS_EINVAL;
     }
     if (rc == 0 && apply)

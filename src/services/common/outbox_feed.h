@@ -1,8 +1,9 @@
 /*
  * outbox_feed.h — every service's outbox relay, started the same way: the service's outbox
- * table published in order, at least once, to the local feed `<data>/<service>-outbox.jsonl`
- * (one JSON object per line, fsynced). The event bus (NATS) comes later behind the same
- * publisher interface. Start-up and shut-down only, except ms_relay_kick (any thread).
+ * table published in order, at least once: to NATS JetStream when NATS_URL is set (stream
+ * MICROSHOP_<SERVICE>, see ms_publisher_nats), else to the local feed
+ * `<data>/<service>-outbox.jsonl` (one JSON object per line, fsynced). Start-up and shut-down
+ * only, except ms_relay_kick (any thread).
  */
 #ifndef MS_OUTBOX_FEED_H
 #define MS_OUTBOX_FEED_H

@@ -1,0 +1,385 @@
+/*
+ * publisher_nats.c — the event bus publisher (contract in publisher.h): NATS JetStream through
+ * libnats. Called on the relay thread only; libnats runs its own threads (reading, reconnecting)
+ * and calls the connection handlers below on them, which only log.
+ *
+ * Publishing is one synchronous js_PublishMsg per message: the relay needs to know that every
+ * message of the batch is in the stream before it marks the rows, and a synchronous ack per
+ * message says exactly that, with no bookkeeping of acks arriving on another thread.
+ */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventstore/publisher.h"
+#include "runtime/core/buf.h"
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/core/banned.h"
+
+enum {
+    DEFAULT_TIMEOUT_MS = 5000,
+    CONNECT_TIMEOUT_MS = 2000,
+    RECONNECT_WAIT_MS = 1000,
+};
+
+/* The stream's duplicate window (nanoseconds): a repeat of a Msg-Id inside it is dropped. */
+#define DUPLICATE_WINDOW_NS (120LL * 1000 * 1000 * 1000)
+
+/*
+ * libnats is loaded on first use instead of linked, as db_postgres.c does libpq: the binary
+ * then runs without it wherever NATS_URL is unset.
+ */
+// clang-format off
+#define NATS_FUNCTIONS(X) \
+    X(jsCtx_Destroy) \
+    X(jsOptions_Init) \
+    X(jsPubAck_Destroy) \
+    X(jsPubOptions_Init) \
+    X(jsStreamConfig_Init) \
+    X(jsStreamInfo_Destroy) \
+    X(js_AddStream) \
+    X(js_GetStreamInfo) \
+    X(js_PublishMsg) \
+    X(natsConnection_Connect) \
+    X(natsConnection_Destroy) \
+    X(natsConnection_JetStream) \
+    X(natsConnection_Status) \
+    X(natsMsgHeader_Set) \
+    X(natsMsg_Create) \
+    X(natsMsg_Destroy) \
+    X(natsOptions_Create) \
+    X(natsOptions_Destroy) \
+    X(natsOptions_SetDisconnectedCB) \
+    X(natsOptions_SetMaxReconnect) \
+    X(natsOptions_SetName) \
+    X(natsOptions_SetReconnectWait) \
+    X(natsOptions_SetReconnectedCB) \
+    X(natsOptions_SetRetryOnFailedConnect) \
+    X(natsOptions_SetTimeout) \
+    X(natsOptions_SetURL) \
+    X(natsStatus_GetText)
+// clang-format on
+
+static struct {
+#define NATS_FIELD(f) __typeof__(f) *f;
+    NATS_FUNCTIONS(NATS_FIELD)
+#undef NATS_FIELD
+    bool loaded;
+} nl;
+static pthread_once_t nl_once = PTHREAD_ONCE_INIT;
+
+static void nl_load(void)
+{
+    void *h = dlopen("libnats.so.3.4", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        ms_log(MS_LOG_ERROR, "cannot load libnats (package libnats3.4)", "error", dlerror(), NULL);
+        return;
+    }
+#define NATS_LOAD(f)                                                                               \
+    if (!(*(void **)&nl.f = dlsym(h, #f))) {                                                       \
+        ms_log(MS_LOG_ERROR, "libnats lacks a function", "function", #f, NULL);                    \
+        return;                                                                                    \
+    }
+    NATS_FUNCTIONS(NATS_LOAD)
+#undef NATS_LOAD
+    nl.loaded = true; /* the handle stays open for the life of the process */
+}
+
+typedef struct nats_publisher {
+    char *service;
+    char stream[96];
+    char subjects[80]; /* "<service>.>" */
+    int timeout_ms;
+    natsConnection *nc;
+    jsCtx *js;
+    bool has_stream; /* the stream was seen or made on this connection's server */
+    ms_buf subject;
+} nats_publisher;
+
+/* ---- configuration ---- */
+
+static bool is_host_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '.' || c == '-' || c == '_';
+}
+
+/* One nats://[USER[:PASS]@]HOST[:PORT] in [p, end). */
+static bool url_ok(const char *p, const char *end)
+{
+    static const char scheme[] = "nats://";
+    if ((size_t)(end - p) <= sizeof scheme - 1 || strncmp(p, scheme, sizeof scheme - 1) != 0)
+        return false;
+    p += sizeof scheme - 1;
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        if (at == p)
+            return false;
+        p = at + 1;
+    }
+    const char *host = p;
+    if (*p == '[') { /* [IPv6] */
+        const char *close = memchr(p, ']', (size_t)(end - p));
+        if (!close || close == p + 1)
+            return false;
+        p = close + 1;
+    } else {
+        while (p < end && is_host_char(*p))
+            p++;
+        if (p == host)
+            return false;
+    }
+    if (p == end)
+        return true;
+    if (*p++ != ':' || p == end || end - p > 5)
+        return false;
+    long port = 0;
+    for (; p < end; p++) {
+        if (!isdigit((unsigned char)*p))
+            return false;
+        port = port * 10 + (*p - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
+int ms_nats_url_check(const char *url)
+{
+    if (!url || !*url)
+        return MS_EINVAL;
+    for (const char *p = url;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        if (!url_ok(p, end))
+            return MS_EINVAL;
+        if (!comma)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+static bool service_ok(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+/* ---- the connection ---- */
+
+/* The handlers get no closure: libnats may run one on its thread after close has freed the
+ * publisher (the process's log lines carry the service already). */
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    ms_log(MS_LOG_WARN, "event bus: disconnected, reconnecting", NULL);
+}
+
+static void on_connected(natsConnection *nc, void *closure)
+{
+    ms_log(MS_LOG_INFO, "event bus: connected", NULL);
+}
+
+static const char *status_text(natsStatus s)
+{
+    const char *t = nl.natsStatus_GetText(s);
+    return t ? t : "unknown";
+}
+
+/* Makes sure the service's stream exists (idempotent: looks first, adds when missing). */
+static int ensure_stream(nats_publisher *p)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = nl.js_GetStreamInfo(&si, p->js, p->stream, NULL, &jerr);
+    if (s == NATS_NOT_FOUND) {
+        const char *subjects[] = {p->subjects};
+        jsStreamConfig cfg;
+        nl.jsStreamConfig_Init(&cfg);
+        cfg.Name = p->stream;
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Duplicates = DUPLICATE_WINDOW_NS;
+        s = nl.js_AddStream(&si, p->js, &cfg, NULL, &jerr);
+        if (s == NATS_OK)
+            ms_log(MS_LOG_INFO, "event bus: stream created", "service", p->service, "stream",
+                   p->stream, "subjects", p->subjects, NULL);
+    }
+    if (si)
+        nl.jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) {
+        char code[16];
+        snprintf(code, sizeof code, "%d", (int)jerr);
+        ms_log(MS_LOG_WARN, "event bus: cannot get or create the stream", "service", p->service,
+               "stream", p->stream, "error", status_text(s), "#js_error", code, NULL);
+        return s == NATS_TIMEOUT ? MS_ETIMEDOUT : MS_EIO;
+    }
+    p->has_stream = true;
+    return 0;
+}
+
+/* `<service>.<type>`; characters a subject token cannot hold become '_' (types are code's own
+ * names, so this only guards the stream's subject space). */
+static const char *subject_of(nats_publisher *p, const char *type)
+{
+    ms_buf *b = &p->subject;
+    b->n = 0;
+    ms_buf_adds(b, p->service);
+    ms_buf_adds(b, ".");
+    size_t token = b->n;
+    for (const char *t = type && *type ? type : "unknown"; *t; t++) {
+        char c = *t;
+        bool ok = isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.';
+        if (c == '.' && (b->n == token || t[1] == '\0'))
+            ok = false; /* an empty token */
+        ms_buf_add(b, ok ? &c : "_", 1);
+        if (ok && c == '.')
+            token = b->n;
+    }
+    ms_buf_add(b, "", 1);
+    return b->p;
+}
+
+static int publish_one(nats_publisher *p, const ms_outbox_message *m)
+{
+    natsMsg *msg = NULL;
+    jsPubAck *ack = NULL;
+    jsErrCode jerr = 0;
+    int rc = 0;
+    const char *payload = m->payload ? m->payload : "";
+    natsStatus s =
+        nl.natsMsg_Create(&msg, subject_of(p, m->type), NULL, payload, (int)strlen(payload));
+    if (s == NATS_OK && m->aggregate_id)
+        s = nl.natsMsgHeader_Set(msg, "Microshop-Aggregate-Id", m->aggregate_id);
+    if (s == NATS_OK && m->type)
+        s = nl.natsMsgHeader_Set(msg, "Microshop-Event-Type", m->type);
+    if (s != NATS_OK) {
+        rc = MS_EIO;
+        goto out;
+    }
+    jsPubOptions po;
+    nl.jsPubOptions_Init(&po);
+    po.MsgId = m->id; /* sets Nats-Msg-Id */
+    po.ExpectStream = p->stream;
+    po.MaxWait = p->timeout_ms;
+    s = nl.js_PublishMsg(&ack, p->js, msg, &po, &jerr);
+    if (s != NATS_OK) {
+        char code[16];
+        snprintf(code, sizeof code, "%d", (int)jerr);
+        ms_log(MS_LOG_WARN, "event bus: publish not acked", "service", p->service, "id",
+               m->id ? m->id : "", "error", status_text(s), "#js_error", code, NULL);
+        if (s == NATS_NO_RESPONDERS || s == NATS_NOT_FOUND)
+            p->has_stream = false; /* gone (deleted, or a new server): make it again */
+        rc = s == NATS_TIMEOUT ? MS_ETIMEDOUT : MS_EIO;
+    }
+out:
+    if (ack)
+        nl.jsPubAck_Destroy(ack);
+    if (msg)
+        nl.natsMsg_Destroy(msg);
+    return rc;
+}
+
+static int nats_publish(void *self, const ms_outbox_message *msgs, size_t n)
+{
+    nats_publisher *p = self;
+    /* A publish while reconnecting would wait out the whole timeout for an ack: fail now,
+     * the relay retries with its backoff and the rows wait in the outbox. */
+    if (nl.natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED)
+        return MS_ECONN;
+    int rc = p->has_stream ? 0 : ensure_stream(p);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = publish_one(p, &msgs[i]);
+    return rc;
+}
+
+static void nats_close(void *self)
+{
+    nats_publisher *p = self;
+    if (p->js)
+        nl.jsCtx_Destroy(p->js);
+    if (p->nc)
+        nl.natsConnection_Destroy(p->nc); /* closes first; no handler runs after it */
+    ms_buf_release(&p->subject);
+    free(p->service);
+    free(p);
+}
+
+int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_publisher *out)
+{
+    if (ms_nats_url_check(url) != 0 || !service_ok(service) || timeout_ms < 0)
+        return MS_EINVAL;
+    pthread_once(&nl_once, nl_load);
+    if (!nl.loaded)
+        return MS_EIO;
+    int rc = 0;
+    natsOptions *opts = NULL;
+    nats_publisher *p = ms_xcalloc(1, sizeof *p);
+    p->service = ms_xstrdup(service);
+    p->timeout_ms = timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS;
+    size_t k = (size_t)snprintf(p->stream, sizeof p->stream, "MICROSHOP_");
+    for (const char *c = service; *c && k + 1 < sizeof p->stream; c++)
+        p->stream[k++] = (char)toupper((unsigned char)*c);
+    p->stream[k] = '\0';
+    snprintf(p->subjects, sizeof p->subjects, "%s.>", service);
+    ms_buf_init(&p->subject, 128);
+
+    char name[96];
+    snprintf(name, sizeof name, "microshop-%s", service);
+    natsStatus s = nl.natsOptions_Create(&opts);
+    if (s == NATS_OK)
+        s = nl.natsOptions_SetURL(opts, url);
+    if (s == NATS_OK)
+        s = nl.natsOptions_SetName(opts, name);
+    if (s == NATS_OK)
+        s = nl.natsOptions_SetTimeout(opts, CONNECT_TIMEOUT_MS);
+    if (s == NATS_OK) /* forever: the outbox holds the events meanwhile */
+        s = nl.natsOptions_SetMaxReconnect(opts, -1);
+    if (s == NATS_OK)
+        s = nl.natsOptions_SetReconnectWait(opts, RECONNECT_WAIT_MS);
+    if (s == NATS_OK)
+        s = nl.natsOptions_SetDisconnectedCB(opts, on_disconnected, NULL);
+    if (s == NATS_OK)
+        s = nl.natsOptions_SetReconnectedCB(opts, on_connected, NULL);
+    if (s == NATS_OK) /* with a handler, a server down at start is retried in the background */
+        s = nl.natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
+    if (s != NATS_OK) {
+        ms_log(MS_LOG_ERROR, "event bus: cannot set up the connection", "error", status_text(s),
+               NULL);
+        rc = s == NATS_NO_MEMORY ? MS_ENOMEM : MS_EIO;
+        goto out;
+    }
+    s = nl.natsConnection_Connect(&p->nc, opts);
+    if (s == NATS_NOT_YET_CONNECTED) {
+        ms_log(MS_LOG_WARN, "event bus: not reachable yet, retrying in the background", "service",
+               service, "error", status_text(s), NULL);
+    } else if (s != NATS_OK) {
+        ms_log(MS_LOG_ERROR, "event bus: cannot connect", "service", service, "error",
+               status_text(s), NULL);
+        rc = MS_EIO;
+        goto out;
+    }
+    jsOptions jo;
+    nl.jsOptions_Init(&jo);
+    jo.Wait = p->timeout_ms;
+    if ((s = nl.natsConnection_JetStream(&p->js, p->nc, &jo)) != NATS_OK) {
+        ms_log(MS_LOG_ERROR, "event bus: no JetStream context", "error", status_text(s), NULL);
+        rc = MS_EIO;
+        goto out;
+    }
+    if (nl.natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED)
+        ensure_stream(p); /* best effort: publish tries again while it is missing */
+    *out = (ms_publisher){.publish = nats_publish, .close = nats_close, .self = p, .name = "nats"};
+out:
+    if (opts)
+        nl.natsOptions_Destroy(opts);
+    if (rc != 0)
+        nats_close(p);
+    return rc;
+}
