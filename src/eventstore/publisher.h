@@ -42,15 +42,15 @@ int ms_publisher_file(const char *path, ms_publisher *out);
  * The event bus: NATS JetStream, libnats loaded with dlopen() on the first call (a process
  * without NATS_URL never maps it). One stream per service, `MICROSHOP_<SERVICE>` (upper case,
  * file storage, 2 min duplicate window) with subjects `<service>.>`, created when missing.
- * A message goes to `<service>.<type>` (the outbox type as it is: user.user.created,
- * order.OrderCreated), its payload the outbox payload, with headers Nats-Msg-Id (the outbox id:
- * the stream drops a repeat inside its window), Microshop-Aggregate-Id, Microshop-Event-Type.
- * publish sends one message at a time and returns 0 only when the stream acked every one;
- * while disconnected it fails at once with MS_ECONN (libnats reconnects on its own threads,
- * forever), on a missing ack within `timeout_ms` (0: 5000) with MS_ETIMEDOUT or MS_EIO.
- * An unreachable server at start is no error: the connection keeps trying in the background.
- * `url`: checked with ms_nats_url_check; `service`: lower-case letters, digits, '_' or '-'.
- * Returns 0, MS_EINVAL (url or service) or MS_EIO (libnats cannot be loaded or set up).
+ * A message goes to `<service>.<type>` (the service not repeated when the type names it:
+ * user.created, order.OrderCreated), its payload the outbox payload, with headers Nats-Msg-Id (the
+ * outbox id: the stream drops a repeat inside its window), Microshop-Aggregate-Id,
+ * Microshop-Event-Type. publish sends one message at a time and returns 0 only when the stream
+ * acked every one; while disconnected it fails at once with MS_ECONN (libnats reconnects on its own
+ * threads, forever), on a missing ack within `timeout_ms` (0: 5000) with MS_ETIMEDOUT or MS_EIO. An
+ * unreachable server at start is no error: the connection keeps trying in the background. `url`:
+ * checked with ms_nats_url_check; `service`: lower-case letters, digits, '_' or '-'. Returns 0,
+ * MS_EINVAL (url or service) or MS_EIO (libnats cannot be loaded or set up).
  */
 int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_publisher *out);
 

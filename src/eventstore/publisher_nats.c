@@ -224,8 +224,9 @@ static int ensure_stream(nats_publisher *p)
     return 0;
 }
 
-/* `<service>.<type>`; characters a subject token cannot hold become '_' (types are code's own
- * names, so this only guards the stream's subject space). */
+/* `<service>.<type>`, or the type alone when it already starts with "<service>." (user.created,
+ * not user.user.created); characters a subject token cannot hold become '_' (types are code's
+ * own names, so this only guards the stream's subject space). */
 static const char *subject_of(nats_publisher *p, const char *type)
 {
     ms_buf *b = &p->subject;
@@ -233,7 +234,10 @@ static const char *subject_of(nats_publisher *p, const char *type)
     ms_buf_adds(b, p->service);
     ms_buf_adds(b, ".");
     size_t token = b->n;
-    for (const char *t = type && *type ? type : "unknown"; *t; t++) {
+    const char *t = type && *type ? type : "unknown";
+    if (strncmp(t, b->p, b->n) == 0 && t[b->n]) /* b->p is "<service>." */
+        t += b->n;
+    for (; *t; t++) {
         char c = *t;
         bool ok = isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.';
         if (c == '.' && (b->n == token || t[1] == '\0'))

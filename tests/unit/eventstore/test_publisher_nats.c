@@ -250,8 +250,8 @@ static void test_publishes_and_dedupes(void **state)
     reader r;
     reader_open(&r, f);
     assert_int_equal(stream_msgs(&r, "MICROSHOP_USER"), 3);
-    assert_msg(&r, "MICROSHOP_USER", 1, "user.user.created", &batch[0]);
-    assert_msg(&r, "MICROSHOP_USER", 2, "user.user.updated", &batch[1]);
+    assert_msg(&r, "MICROSHOP_USER", 1, "user.created", &batch[0]);
+    assert_msg(&r, "MICROSHOP_USER", 2, "user.updated", &batch[1]);
     assert_msg(&r, "MICROSHOP_USER", 3, "user.OrderCreated", &batch[2]);
 
     /* the relay repeats a batch it could not mark: the stream drops the repeats */
@@ -305,7 +305,7 @@ static void test_unreachable_at_start_connects_later(void **state)
     reader r;
     reader_open(&r, f);
     assert_int_equal(stream_msgs(&r, "MICROSHOP_PAYMENT"), 1);
-    assert_msg(&r, "MICROSHOP_PAYMENT", 1, "payment.payment.captured", &a);
+    assert_msg(&r, "MICROSHOP_PAYMENT", 1, "payment.captured", &a);
     reader_close(&r);
     pub.close(pub.self);
 }
