@@ -69,7 +69,8 @@ def poll(cond, timeout, interval=0.02, what="condition"):
 def clean_env(extra=None):
     """The environment for a child: ours without microshop settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MICROSHOP_") and k != "DATABASE_URL"}
+           if not k.startswith("MICROSHOP_")
+           and k not in ("DATABASE_URL", "READ_DATABASE_URL", "NATS_URL")}
     env.update(extra or {})
     return env
 
