@@ -11,6 +11,7 @@
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/obs/metrics.h"
+#include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
 #include "services/order/order_internal.h"
 #include "services/service.h"
@@ -177,6 +178,7 @@ static int start(const ms_service_env *env)
         order_proc.es = NULL;
         return rc;
     }
+    event_feed_set_store(order_proc.es);
     ms_metrics_register(collect_orders, NULL);
     ms_metrics_register(collect_eventstore, NULL);
     ms_metrics_register(order_projector_collect, order_proc.projector);
@@ -185,6 +187,7 @@ static int start(const ms_service_env *env)
 
 static void stop(void)
 {
+    event_feed_set_store(NULL);
     ms_relay_stop(order_proc.relay);
     order_proc.relay = NULL;
     order_projector_stop(order_proc.projector);
@@ -257,6 +260,7 @@ static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
 static int add_routes(ms_router *r)
 {
     int rc = 0;
+    rc |= ms_router_add(r, "GET", "/internal/v1/events", event_feed_get);
     rc |= ms_router_add(r, "POST", "/api/v1/orders", order_create);
     rc |= ms_router_add(r, "GET", "/api/v1/orders/{id}", order_get);
     rc |= ms_router_add(r, "POST", "/api/v1/orders/{id}/cancel", order_cancel);
