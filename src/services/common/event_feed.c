@@ -35,7 +35,7 @@ typedef struct feed_call {
     int64_t durable_at; /* the store's visible position after the read (SQLite with a store) */
     ms_buf items;       /* the items' JSON, comma-separated */
     int n;
-    int64_t last;
+    int64_t last, head;
     int backend;
 } feed_call;
 
@@ -84,6 +84,13 @@ static int read_work(ms_db_conn *c, void *arg)
         k->last = seq;
     }
     ms_db_result_free(r);
+    /* the newest seq, for the consumers' lag (a row behind a gap counts: lag is a gauge) */
+    r = NULL;
+    if (rc == 0 && (rc = ms_db_exec(c, "SELECT MAX(seq) FROM outbox", 0, NULL, &r)) == 0) {
+        const char *v = ms_db_nrows(r) ? ms_db_get(r, 0, 0) : NULL;
+        k->head = v ? strtoll(v, NULL, 10) : 0;
+    }
+    ms_db_result_free(r);
     return rc;
 }
 
@@ -108,6 +115,8 @@ static void finish(feed_call *k, int rc)
         ms_buf_add(&body, k->items.p, k->items.n);
         ms_buf_adds(&body, "],\"next_after\":");
         ms_buf_add_int(&body, k->last);
+        ms_buf_adds(&body, ",\"head\":");
+        ms_buf_add_int(&body, k->head > k->last ? k->head : k->last);
         ms_buf_add(&body, "}", 1);
         ms_http_respond(req, 200, "application/json", body.p, body.n);
         ms_buf_release(&body);

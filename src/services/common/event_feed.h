@@ -2,7 +2,8 @@
  * event_feed.h — the local event bus's producer side: every service serves its outbox as a
  * catch-up feed, GET /internal/v1/events?after=<seq>&limit=<n>&wait_ms=<ms> (internal: no
  * caller identity), answered {"items":[{seq, id, aggregate_type, aggregate_id, type, payload,
- * created_at}], "next_after": <last seq served, or after>}.
+ * created_at}], "next_after": <last seq served, or after>, "head": <the newest seq>} (head:
+ * for the consumers' lag gauge; rows up to it may not be servable yet).
  *
  * Only rows a consumer may checkpoint past are served: on SQLite every committed row (commits
  * come in seq order), but with the process's event store (the order service) only rows the

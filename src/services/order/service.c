@@ -11,6 +11,8 @@
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/obs/metrics.h"
+#include "runtime/http/client.h"
+#include "services/common/bus_consumer.h"
 #include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
 #include "services/order/order_internal.h"
@@ -151,6 +153,8 @@ static int migrate_more(const ms_service_env *env)
     int rc = ms_db_open(&read_db, false, &c);
     if (rc == 0)
         rc = ms_db_migrate(c, order_view_migrations, order_view_nmigrations, NULL);
+    if (rc == 0)
+        rc = ms_db_migrate(c, order_directory_migrations, order_directory_nmigrations, NULL);
     if (rc < 0)
         ms_log(MS_LOG_ERROR, "cannot prepare the read database", "error",
                c ? ms_db_errmsg(c) : ms_strerror(rc), NULL);
@@ -160,6 +164,14 @@ static int migrate_more(const ms_service_env *env)
 
 static int start(const ms_service_env *env)
 {
+    /* The user service's feed (`microshop run` sets it); unset: no directory is kept. A
+     * malformed value is a usage error, caught before anything starts. */
+    const char *user_url = getenv("MICROSHOP_USER_URL");
+    ms_http_upstream_list list;
+    if (user_url && *user_url && ms_http_upstream_parse(user_url, &list) < 0) {
+        ms_log(MS_LOG_ERROR, "MICROSHOP_USER_URL is malformed", "error", list.error, NULL);
+        exit(2);
+    }
     uv_mutex_init(&order_stats.lock);
     order_proc.write_db = *env->db;
     order_read_db_config(env->data_dir, env->db, &order_proc.read_db, order_proc.read_path,
@@ -170,7 +182,11 @@ static int start(const ms_service_env *env)
                                    &order_proc.projector);
     if (rc == 0)
         rc = outbox_feed_start(env, "order", order_proc.es, &order_proc.relay);
+    if (rc == 0 && user_url && *user_url)
+        rc = order_directory_start(user_url, &order_proc.read_db, &order_proc.directory);
     if (rc < 0) {
+        ms_relay_stop(order_proc.relay);
+        order_proc.relay = NULL;
         order_projector_stop(order_proc.projector);
         order_proc.projector = NULL;
         if (order_proc.es)
@@ -188,6 +204,8 @@ static int start(const ms_service_env *env)
 static void stop(void)
 {
     event_feed_set_store(NULL);
+    bus_consumer_stop(order_proc.directory);
+    order_proc.directory = NULL;
     ms_relay_stop(order_proc.relay);
     order_proc.relay = NULL;
     order_projector_stop(order_proc.projector);
