@@ -116,6 +116,23 @@ def test_long_poll_answers_empty_at_wait_ms_and_never_blocks_the_loop(start_serv
     assert out["seconds"] >= 2.9
 
 
+def test_order_feed_serves_its_event_store_outbox(start_server):
+    """The order service's outbox rows reference their events (outbox_messages): the feed
+    serves each with its event's data as the payload object."""
+    from test_orders import create, uid
+    s = start_server(target="order")
+    user = uid()
+    orders = [create(s, user)[0] for _ in range(3)]
+    page = feed(s, after=0, wait_ms=2000)
+    items = page["items"]
+    assert [i["aggregate_id"] for i in items] == [o["id"] for o in orders]
+    assert all(i["type"] == "OrderCreated" for i in items)
+    assert [i["payload"]["order_id"] for i in items] == [o["id"] for o in orders]
+    assert [i["seq"] for i in items] == sorted(i["seq"] for i in items)
+    assert page["next_after"] == items[-1]["seq"]
+    assert feed(s, after=page["next_after"])["items"] == []
+
+
 # ---- the consumer: the order service's user directory ----
 
 def directory(order):

@@ -252,6 +252,8 @@ static void poll_feed(bus_consumer *b)
         .deadline = uv_now(&b->loop) + (uint64_t)b->wait_ms + SLACK_MS,
     };
     if ((rc = ms_http_client_request(b->client, &req, on_page, b)) < 0) {
+        ms_log(MS_LOG_WARN, "bus consumer: the poll was refused", "consumer", b->consumer, "error",
+               ms_strerror(rc), NULL);
         note_failure(b);
         backoff(b);
     }
