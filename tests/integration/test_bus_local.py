@@ -11,7 +11,6 @@ import requests
 
 from conftest import SLOW, assert_problem, free_port, poll, unchanged
 
-READ = "order_read.db"  # the order's SQLite read database (ignored on PostgreSQL)
 CONSUMER = "order.user_directory"
 
 
@@ -137,16 +136,16 @@ def test_order_feed_serves_its_event_store_outbox(start_server):
 
 def directory(order):
     return {r[0]: (r[1], r[2]) for r in
-            order.db.query("SELECT user_id, email, name FROM user_directory", file=READ)}
+            order.db.query("SELECT user_id, email, name FROM user_directory")}
 
 
 def received(order):
-    return order.db.count("bus_received", "WHERE consumer = ?", (CONSUMER,), file=READ)
+    return order.db.count("bus_received", "WHERE consumer = ?", (CONSUMER,))
 
 
 def checkpoint(order):
     rows = order.db.query("SELECT last_seq FROM bus_checkpoints WHERE consumer = ? AND "
-                          "producer = 'user'", (CONSUMER,), file=READ)
+                          "producer = 'user'", (CONSUMER,))
     return rows[0][0] if rows else 0
 
 
@@ -214,8 +213,7 @@ def test_kill_9_mid_way_applies_each_event_once(start_server):
     events = outbox_events(user)
     poll(lambda: checkpoint(order) == events[-1][0], 10 * SLOW, what="the checkpoint at the end")
     assert received(order) == len(events)
-    got = order.db.query("SELECT event_id FROM bus_received WHERE consumer = ?", (CONSUMER,),
-                         file=READ)
+    got = order.db.query("SELECT event_id FROM bus_received WHERE consumer = ?", (CONSUMER,))
     assert sorted(r[0] for r in got) == sorted(e[1] for e in events)
 
 

@@ -153,10 +153,16 @@ static int migrate_more(const ms_service_env *env)
     int rc = ms_db_open(&read_db, false, &c);
     if (rc == 0)
         rc = ms_db_migrate(c, order_view_migrations, order_view_nmigrations, NULL);
-    if (rc == 0)
-        rc = ms_db_migrate(c, order_directory_migrations, order_directory_nmigrations, NULL);
     if (rc < 0)
         ms_log(MS_LOG_ERROR, "cannot prepare the read database", "error",
+               c ? ms_db_errmsg(c) : ms_strerror(rc), NULL);
+    ms_db_close(c);
+    c = NULL;
+    /* the user directory and its bus tables, in the write database (user_directory.c) */
+    if (rc == 0 && (rc = ms_db_open(env->db, false, &c)) == 0)
+        rc = ms_db_migrate(c, order_directory_migrations, order_directory_nmigrations, NULL);
+    if (rc < 0)
+        ms_log(MS_LOG_ERROR, "cannot prepare the user directory", "error",
                c ? ms_db_errmsg(c) : ms_strerror(rc), NULL);
     ms_db_close(c);
     return rc;
@@ -183,7 +189,7 @@ static int start(const ms_service_env *env)
     if (rc == 0)
         rc = outbox_feed_start(env, "order", order_proc.es, &order_proc.relay);
     if (rc == 0 && user_url && *user_url)
-        rc = order_directory_start(user_url, &order_proc.read_db, &order_proc.directory);
+        rc = order_directory_start(user_url, &order_proc.write_db, &order_proc.directory);
     if (rc < 0) {
         ms_relay_stop(order_proc.relay);
         order_proc.relay = NULL;

@@ -3,11 +3,12 @@
  * service's user.created / user.updated events by a bus consumer (bus_consumer.h). The
  * checkout saga's validate-user step reads it first: a known user costs no call.
  *
- * The directory lives in the read database with the consumer's bus_received and
- * bus_checkpoints: a separate file from the event store on SQLite, so the consumer's commits
- * never compete with the store's group commits for the write lock; the read pools of every
- * loop read it; and losing a last commit to a power cut (the read database is derived) loses
- * the directory's rows with their checkpoint, which the feed then serves again.
+ * The directory lives in the write database with the consumer's bus_received and
+ * bus_checkpoints (one transaction for the three): it is synced at every commit, as data that
+ * nothing else rebuilds must be (the read database is derived: views replayed from the event
+ * store, synced lazily), and the loops' pools, on which the saga's commands run, read it
+ * there. The cost on SQLite is one more writer of the store's file, one commit per page of
+ * user events: rare next to the store's group commits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,13 +65,13 @@ static int directory_apply(ms_db_conn *c, const bus_event *e, void *arg)
                       4, params, NULL);
 }
 
-int order_directory_start(const char *user_url, const ms_db_config *read_db, bus_consumer **out)
+int order_directory_start(const char *user_url, const ms_db_config *db, bus_consumer **out)
 {
     bus_consumer_config cfg = {
         .consumer = "order.user_directory",
         .producer = "user",
         .url = user_url,
-        .db = read_db,
+        .db = db,
         .handle = directory_apply,
     };
     int rc = bus_consumer_start(&cfg, out);
