@@ -82,7 +82,7 @@ def test_long_poll_returns_when_a_user_registers(start_server):
 
     t = threading.Thread(target=long_poll)
     t.start()
-    time.sleep(0.2)  # let the poll reach the server; the assertions below do not depend on it
+    poll(lambda: s.metric("active_connections") >= 2, 10 * SLOW, what="the long poll connected")
     new = s.create_user()
     t.join(20 * SLOW)
     assert not t.is_alive()
@@ -98,21 +98,38 @@ def test_long_poll_answers_empty_at_wait_ms_and_never_blocks_the_loop(start_serv
 
     def long_poll():
         t0 = time.monotonic()
-        out["page"] = feed(s, after=1, wait_ms=3000)
+        out["page"] = feed(s, after=1, wait_ms=9000)
         out["seconds"] = time.monotonic() - t0
 
     t = threading.Thread(target=long_poll)
     t.start()
-    time.sleep(0.3)
+    poll(lambda: s.metric("active_connections") >= 2, 10 * SLOW, what="the long poll connected")
     answered = 0
-    while t.is_alive() and answered < 5:
+    while t.is_alive() and answered < 3:
         assert s.get("/health").status_code == 200
         answered += 1
-    assert answered == 5 and t.is_alive(), "/health waited for the long poll"
-    t.join(20 * SLOW)
+    assert answered == 3 and t.is_alive(), "/health waited for the long poll"
+    t.join(30 * SLOW)
     assert not t.is_alive()
     assert out["page"] == {"items": [], "next_after": 1, "head": 1}
-    assert out["seconds"] >= 2.9
+    assert out["seconds"] >= 8.9
+
+
+def test_a_drain_ends_a_long_poll(start_server):
+    s = start_server()
+    register(s, 1)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=s.get("/internal/v1/events",
+                                                           params={"after": 1,
+                                                                   "wait_ms": 9000})))
+    t.start()
+    # the poll's connection and the scrape's own
+    poll(lambda: s.metric("active_connections") >= 2, 10 * SLOW, what="the long poll connected")
+    t0 = time.monotonic()
+    assert s.stop() == 0, s.log_tail()
+    t.join(30 * SLOW)
+    assert out["r"].status_code == 200 and out["r"].json()["items"] == []
+    assert time.monotonic() - t0 < 8, "the drain waited for the long poll"
 
 
 def test_order_feed_serves_its_event_store_outbox(start_server):
