@@ -3,6 +3,7 @@
  * of the never-oversell guarantee: a bug that tried would fail its transaction instead. */
 #include "eventstore/outbox.h"
 #include "eventstore/relay.h"
+#include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
 #include "services/inventory/inventory_internal.h"
 #include "services/service.h"
@@ -67,6 +68,7 @@ static const ms_migration migrations[] = {
 static int add_routes(ms_router *r)
 {
     int rc = 0;
+    rc |= ms_router_add(r, "GET", "/internal/v1/events", event_feed_get);
     rc |= ms_router_add(r, "POST", "/api/v1/products", inv_product_create);
     rc |= ms_router_add(r, "GET", "/api/v1/products", inv_product_list);
     rc |= ms_router_add(r, "GET", "/api/v1/products/{id}", inv_product_get);

@@ -46,6 +46,7 @@ typedef struct order_process {
     ms_db_config write_db, read_db;
     char read_path[4096];
     struct order_projector *projector;
+    struct bus_consumer *directory; /* the user directory's consumer, or NULL */
 } order_process;
 
 extern order_process order_proc;
@@ -103,6 +104,20 @@ void order_patch_status(ms_http_request *req);
 void order_get(ms_http_request *req);
 void order_list_for_user(ms_http_request *req);
 void order_events(ms_http_request *req);
+
+/* ---- the user directory (user_directory.c), in the write database ---- */
+struct bus_consumer;
+extern const ms_migration order_directory_migrations[];
+extern const size_t order_directory_nmigrations;
+/* Starts following the user service's feed at `user_url` into the directory (its thread, its
+ * connection to `db`, the write database) and registers its metrics (bus_consumer_*). */
+int order_directory_start(const char *user_url, const ms_db_config *db, struct bus_consumer **out);
+typedef struct order_directory_user {
+    char email[256], name[256];
+} order_directory_user;
+/* A known user (the saga's validate-user step reads this first): 0 or MS_ENOTFOUND. Any
+ * thread, on a write-database connection (the loop's pool). */
+int order_directory_lookup(ms_db_conn *c, const char *user_id, order_directory_user *out);
 
 /* ---- metrics (service.c) ---- */
 void order_metrics_created(int64_t total_cents);

@@ -11,6 +11,9 @@
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/obs/metrics.h"
+#include "runtime/http/client.h"
+#include "services/common/bus_consumer.h"
+#include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
 #include "services/order/order_internal.h"
 #include "services/service.h"
@@ -122,11 +125,27 @@ static int migrate_more(const ms_service_env *env)
         ms_log(MS_LOG_ERROR, "cannot prepare the read database", "error",
                c ? ms_db_errmsg(c) : ms_strerror(rc), NULL);
     ms_db_close(c);
+    c = NULL;
+    /* the user directory and its bus tables, in the write database (user_directory.c) */
+    if (rc == 0 && (rc = ms_db_open(env->db, false, &c)) == 0)
+        rc = ms_db_migrate(c, order_directory_migrations, order_directory_nmigrations, NULL);
+    if (rc < 0)
+        ms_log(MS_LOG_ERROR, "cannot prepare the user directory", "error",
+               c ? ms_db_errmsg(c) : ms_strerror(rc), NULL);
+    ms_db_close(c);
     return rc;
 }
 
 static int start(const ms_service_env *env)
 {
+    /* The user service's feed (`microshop run` sets it); unset: no directory is kept. A
+     * malformed value is a usage error, caught before anything starts. */
+    const char *user_url = getenv("MICROSHOP_USER_URL");
+    ms_http_upstream_list list;
+    if (user_url && *user_url && ms_http_upstream_parse(user_url, &list) < 0) {
+        ms_log(MS_LOG_ERROR, "MICROSHOP_USER_URL is malformed", "error", list.error, NULL);
+        exit(2);
+    }
     uv_mutex_init(&order_stats.lock);
     order_proc.write_db = *env->db;
     order_read_db_config(env->data_dir, env->db, &order_proc.read_db, order_proc.read_path,
@@ -137,7 +156,11 @@ static int start(const ms_service_env *env)
                                    &order_proc.projector);
     if (rc == 0)
         rc = outbox_feed_start(env, "order", order_proc.es, &order_proc.relay);
+    if (rc == 0 && user_url && *user_url)
+        rc = order_directory_start(user_url, &order_proc.write_db, &order_proc.directory);
     if (rc < 0) {
+        ms_relay_stop(order_proc.relay);
+        order_proc.relay = NULL;
         order_projector_stop(order_proc.projector);
         order_proc.projector = NULL;
         if (order_proc.es)
@@ -145,6 +168,7 @@ static int start(const ms_service_env *env)
         order_proc.es = NULL;
         return rc;
     }
+    event_feed_set_store(order_proc.es);
     ms_metrics_register(collect_orders, NULL);
     ms_metrics_register(collect_eventstore, NULL);
     ms_metrics_register(order_projector_collect, order_proc.projector);
@@ -153,6 +177,9 @@ static int start(const ms_service_env *env)
 
 static void stop(void)
 {
+    event_feed_set_store(NULL);
+    bus_consumer_stop(order_proc.directory);
+    order_proc.directory = NULL;
     ms_relay_stop(order_proc.relay);
     order_proc.relay = NULL;
     order_projector_stop(order_proc.projector);
@@ -225,6 +252,7 @@ static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
 static int add_routes(ms_router *r)
 {
     int rc = 0;
+    rc |= ms_router_add(r, "GET", "/internal/v1/events", event_feed_get);
     rc |= ms_router_add(r, "POST", "/api/v1/orders", order_create);
     rc |= ms_router_add(r, "GET", "/api/v1/orders/{id}", order_get);
     rc |= ms_router_add(r, "POST", "/api/v1/orders/{id}/cancel", order_cancel);

@@ -8,6 +8,7 @@
  */
 #include "eventstore/outbox.h"
 #include "eventstore/relay.h"
+#include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
 #include "services/payment/payment_internal.h"
 #include "services/service.h"
@@ -62,6 +63,7 @@ static const ms_migration migrations[] = {
 static int add_routes(ms_router *r)
 {
     int rc = 0;
+    rc |= ms_router_add(r, "GET", "/internal/v1/events", event_feed_get);
     rc |= ms_router_add(r, "GET", "/api/v1/payments", payment_list);
     rc |= ms_router_add(r, "GET", "/api/v1/payments/{id}", payment_get);
     rc |= ms_router_add(r, "POST", "/internal/v1/payments", payment_create);

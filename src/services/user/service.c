@@ -1,6 +1,7 @@
 /* The user service's tables. Timestamps are RFC 3339 text on both backends so they sort and
  * read the same; email_key is the lower-cased email that makes uniqueness case-insensitive. */
 #include "eventstore/relay.h"
+#include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
 #include "services/service.h"
 #include "services/user/user_internal.h"
@@ -47,6 +48,7 @@ static const ms_migration migrations[] = {
 static int add_routes(ms_router *r)
 {
     int rc = 0;
+    rc |= ms_router_add(r, "GET", "/internal/v1/events", event_feed_get);
     rc |= ms_router_add(r, "POST", "/api/v1/users", user_create);
     rc |= ms_router_add(r, "GET", "/api/v1/users/{id}", user_get);
     rc |= ms_router_add(r, "PATCH", "/api/v1/users/{id}", user_patch);

@@ -1,0 +1,380 @@
+/* The local event bus's consumer; see bus_consumer.h. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/core/log.h"
+#include "runtime/http/client.h"
+#include "runtime/obs/metrics.h"
+#include "services/common/bus_consumer.h"
+#include "runtime/core/banned.h"
+
+enum {
+    BACKOFF_MIN_MS = 100,
+    BACKOFF_MAX_MS = 5000,
+    DEFAULT_LIMIT = 100,
+    DEFAULT_WAIT_MS = 5000,
+    SLACK_MS = 5000, /* a long poll's deadline: its wait plus this */
+};
+
+struct bus_consumer {
+    char *consumer, *producer;
+    ms_db_config db;
+    bus_consumer_fn handle;
+    void *arg;
+    int limit, wait_ms;
+    ms_http_upstream_list upstream;
+    /* the thread's own */
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t wake; /* stop */
+    uv_timer_t timer;
+    ms_http_client *client;
+    ms_db_conn *conn;
+    bool has_position; /* the checkpoint was read */
+    unsigned attempt;
+    atomic_bool stopping;
+    /* stats, under mu */
+    uv_mutex_t mu;
+    bus_consumer_stats stats;
+};
+
+static void poll_feed(bus_consumer *b);
+
+static void note_failure(bus_consumer *b)
+{
+    uv_mutex_lock(&b->mu);
+    b->stats.failures_total++;
+    uv_mutex_unlock(&b->mu);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    poll_feed(t->data);
+}
+
+/* Tries again after a full-jitter backoff. */
+static void backoff(bus_consumer *b)
+{
+    unsigned ceiling = BACKOFF_MIN_MS << (b->attempt < 6 ? b->attempt : 6);
+    if (ceiling > BACKOFF_MAX_MS)
+        ceiling = BACKOFF_MAX_MS;
+    b->attempt++;
+    uint32_t rnd;
+    ms_random_bytes(&rnd, sizeof rnd);
+    uv_timer_start(&b->timer, on_timer, BACKOFF_MIN_MS + rnd % (ceiling - BACKOFF_MIN_MS + 1), 0);
+}
+
+static void db_failed(bus_consumer *b, const char *what, int rc)
+{
+    ms_log(MS_LOG_WARN, "bus consumer: database failed, will retry", "consumer", b->consumer,
+           "step", what, "error", b->conn ? ms_db_errmsg(b->conn) : ms_strerror(rc), NULL);
+    if (rc == MS_ECONN) { /* a lost connection is opened again at the next try */
+        ms_db_close(b->conn);
+        b->conn = NULL;
+    }
+    note_failure(b);
+}
+
+/* Opens the connection and reads the checkpoint, once. */
+static int prepare(bus_consumer *b)
+{
+    int rc = 0;
+    if (!b->conn && (rc = ms_db_open(&b->db, false, &b->conn)) < 0) {
+        ms_db_close(b->conn);
+        b->conn = NULL;
+        return rc;
+    }
+    if (b->has_position)
+        return 0;
+    ms_db_result *r = NULL;
+    const char *params[] = {b->consumer, b->producer};
+    rc = ms_db_exec(b->conn,
+                    "SELECT last_seq FROM bus_checkpoints WHERE consumer = $1 AND producer = $2", 2,
+                    params, &r);
+    if (rc == 0) {
+        int64_t pos = ms_db_nrows(r) ? strtoll(ms_db_get(r, 0, 0), NULL, 10) : 0;
+        uv_mutex_lock(&b->mu);
+        b->stats.position = pos;
+        uv_mutex_unlock(&b->mu);
+        b->has_position = true;
+    }
+    ms_db_result_free(r);
+    return rc;
+}
+
+static const char *str_of(json_t *item, const char *key)
+{
+    const char *s = json_string_value(json_object_get(item, key));
+    return s ? s : "";
+}
+
+/* Applies the page's new events, records them and moves the checkpoint, in one transaction. */
+static int apply_page(bus_consumer *b, json_t *items, int64_t next_after, uint64_t *applied,
+                      uint64_t *dups)
+{
+    char now[MS_TIME_LEN + 1];
+    ms_time_now(now);
+    int rc = ms_db_begin(b->conn);
+    if (rc < 0)
+        return rc;
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item)
+    {
+        bus_event e = {
+            .seq = (int64_t)json_integer_value(json_object_get(item, "seq")),
+            .id = str_of(item, "id"),
+            .aggregate_type = str_of(item, "aggregate_type"),
+            .aggregate_id = str_of(item, "aggregate_id"),
+            .type = str_of(item, "type"),
+            .created_at = str_of(item, "created_at"),
+            .payload = json_object_get(item, "payload"),
+        };
+        char seq[24];
+        snprintf(seq, sizeof seq, "%lld", (long long)e.seq);
+        const char *params[] = {b->consumer, e.id, seq, now};
+        ms_db_result *r = NULL;
+        rc = ms_db_exec(b->conn,
+                        "INSERT INTO bus_received (consumer, event_id, seq, received_at)"
+                        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        4, params, &r);
+        bool is_new = rc == 0 && ms_db_affected(r) > 0;
+        ms_db_result_free(r);
+        if (rc < 0)
+            break;
+        if (!is_new) {
+            (*dups)++;
+            continue;
+        }
+        if (!json_is_object(e.payload) || !*e.id) {
+            rc = MS_EMALFORMED;
+            break;
+        }
+        if ((rc = b->handle(b->conn, &e, b->arg)) < 0)
+            break;
+        (*applied)++;
+    }
+    if (rc == 0) {
+        char seq[24];
+        snprintf(seq, sizeof seq, "%lld", (long long)next_after);
+        const char *params[] = {b->consumer, b->producer, seq, now};
+        rc = ms_db_exec(b->conn,
+                        "INSERT INTO bus_checkpoints (consumer, producer, last_seq, updated_at)"
+                        " VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, producer) DO UPDATE"
+                        " SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+                        4, params, NULL);
+    }
+    return ms_db_end(b->conn, rc);
+}
+
+/* A page arrived: parse it, apply it, and ask for the next one. */
+static int take_page(bus_consumer *b, const ms_http_client_resp *resp)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(resp->body, resp->body_len, 0, &jerr);
+    json_t *items = json_object_get(doc, "items");
+    json_t *next = json_object_get(doc, "next_after");
+    json_t *head = json_object_get(doc, "head");
+    int rc = 0;
+    if (!json_is_array(items) || !json_is_integer(next)) {
+        ms_log(MS_LOG_WARN, "bus consumer: the feed answered a malformed page", "consumer",
+               b->consumer, NULL);
+        rc = MS_EIO;
+        goto out;
+    }
+    uint64_t applied = 0, dups = 0;
+    int64_t next_after = (int64_t)json_integer_value(next);
+    if (json_array_size(items) > 0) {
+        if ((rc = apply_page(b, items, next_after, &applied, &dups)) < 0) {
+            db_failed(b, "apply", rc);
+            goto out;
+        }
+    }
+    uv_mutex_lock(&b->mu);
+    if (json_array_size(items) > 0)
+        b->stats.position = next_after;
+    if (json_is_integer(head))
+        b->stats.head = (int64_t)json_integer_value(head);
+    b->stats.applied_total += applied;
+    b->stats.duplicates_total += dups;
+    uv_mutex_unlock(&b->mu);
+out:
+    json_decref(doc);
+    return rc;
+}
+
+static void on_page(int err, const ms_http_client_resp *resp, void *arg)
+{
+    bus_consumer *b = arg;
+    if (atomic_load(&b->stopping))
+        return;
+    if (err == 0 && resp->status == 200 && take_page(b, resp) == 0) {
+        b->attempt = 0;
+        poll_feed(b); /* a long poll: asks again at once, the producer waits for news */
+        return;
+    }
+    if (err != 0 || resp->status != 200) {
+        if (b->attempt == 0)
+            ms_log(MS_LOG_WARN, "bus consumer: the producer's feed failed, will retry", "consumer",
+                   b->consumer, "producer", b->producer, "error",
+                   err ? ms_strerror(err) : ms_http_reason(resp->status), NULL);
+        note_failure(b);
+    }
+    backoff(b);
+}
+
+static void poll_feed(bus_consumer *b)
+{
+    if (atomic_load(&b->stopping))
+        return;
+    int rc = prepare(b);
+    if (rc < 0) {
+        db_failed(b, "checkpoint", rc);
+        backoff(b);
+        return;
+    }
+    uv_mutex_lock(&b->mu);
+    int64_t after = b->stats.position;
+    uv_mutex_unlock(&b->mu);
+    char path[128];
+    snprintf(path, sizeof path, "/internal/v1/events?after=%lld&limit=%d&wait_ms=%d",
+             (long long)after, b->limit, b->wait_ms);
+    ms_http_client_req req = {
+        .upstream = b->producer,
+        .method = HTTP_GET,
+        .path = path,
+        .deadline = uv_now(&b->loop) + (uint64_t)b->wait_ms + SLACK_MS,
+    };
+    if ((rc = ms_http_client_request(b->client, &req, on_page, b)) < 0) {
+        ms_log(MS_LOG_WARN, "bus consumer: the poll was refused", "consumer", b->consumer, "error",
+               ms_strerror(rc), NULL);
+        note_failure(b);
+        backoff(b);
+    }
+}
+
+static void on_wake(uv_async_t *a)
+{
+    bus_consumer *b = a->data;
+    if (!atomic_load(&b->stopping))
+        return;
+    ms_http_client_free(b->client); /* on_page sees `stopping` and asks for nothing more */
+    b->client = NULL;
+    uv_close((uv_handle_t *)&b->timer, NULL);
+    uv_close((uv_handle_t *)&b->wake, NULL);
+}
+
+static void consumer_main(void *arg)
+{
+    bus_consumer *b = arg;
+    pthread_setname_np(pthread_self(), "bus-consumer");
+    poll_feed(b);
+    uv_run(&b->loop, UV_RUN_DEFAULT);
+    ms_db_close(b->conn);
+    b->conn = NULL;
+}
+
+int bus_consumer_start(const bus_consumer_config *cfg, bus_consumer **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->consumer || !cfg->producer || !cfg->url || !cfg->db || !cfg->handle ||
+        cfg->limit < 0 || cfg->wait_ms < 0)
+        return MS_EINVAL;
+    bus_consumer *b = ms_xcalloc(1, sizeof *b);
+    int rc = ms_http_upstream_parse(cfg->url, &b->upstream);
+    if (rc < 0) {
+        ms_log(MS_LOG_ERROR, "bus consumer: bad producer URL", "consumer", cfg->consumer, "error",
+               b->upstream.error, NULL);
+        free(b);
+        return rc;
+    }
+    b->consumer = strdup(cfg->consumer);
+    b->producer = strdup(cfg->producer);
+    if (!b->consumer || !b->producer)
+        MS_BUG("bus consumer: out of memory");
+    b->db = *cfg->db;
+    b->handle = cfg->handle;
+    b->arg = cfg->arg;
+    b->limit = cfg->limit ? cfg->limit : DEFAULT_LIMIT;
+    b->wait_ms = cfg->wait_ms ? cfg->wait_ms : DEFAULT_WAIT_MS;
+    uv_mutex_init(&b->mu);
+    uv_loop_init(&b->loop);
+    uv_async_init(&b->loop, &b->wake, on_wake);
+    b->wake.data = b;
+    uv_timer_init(&b->loop, &b->timer);
+    b->timer.data = b;
+    ms_http_client_config ccfg;
+    ms_http_client_config_defaults(&ccfg);
+    ccfg.max_retries = -1; /* the consumer's own backoff retries */
+    ccfg.default_timeout_ms = (uint32_t)(b->wait_ms + SLACK_MS);
+    b->client = ms_http_client_new(&b->loop, &ccfg);
+    rc = ms_http_client_add_upstream(b->client, b->producer, &b->upstream);
+    if (rc == 0 && uv_thread_create(&b->thread, consumer_main, b) != 0)
+        rc = MS_EINTERNAL;
+    if (rc < 0) {
+        atomic_store(&b->stopping, true);
+        on_wake(&b->wake);
+        uv_run(&b->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&b->loop);
+        uv_mutex_destroy(&b->mu);
+        free(b->consumer);
+        free(b->producer);
+        free(b);
+        return rc;
+    }
+    *out = b;
+    return 0;
+}
+
+void bus_consumer_stop(bus_consumer *b)
+{
+    if (!b)
+        return;
+    atomic_store(&b->stopping, true);
+    uv_async_send(&b->wake);
+    uv_thread_join(&b->thread);
+    uv_loop_close(&b->loop);
+    uv_mutex_destroy(&b->mu);
+    free(b->consumer);
+    free(b->producer);
+    free(b);
+}
+
+void bus_consumer_get_stats(bus_consumer *b, bus_consumer_stats *out)
+{
+    uv_mutex_lock(&b->mu);
+    *out = b->stats;
+    uv_mutex_unlock(&b->mu);
+}
+
+void bus_consumer_collect(ms_buf *out, void *arg)
+{
+    bus_consumer *b = arg;
+    bus_consumer_stats s;
+    bus_consumer_get_stats(b, &s);
+    int64_t lag = s.head > s.position ? s.head - s.position : 0;
+    ms_metrics_family(out, "bus_consumer_position", "gauge",
+                      "The producer's last seq this consumer applied and committed.");
+    ms_metrics_sample(out, "bus_consumer_position", (double)s.position, "consumer", b->consumer,
+                      NULL);
+    ms_metrics_family(out, "bus_consumer_lag_events", "gauge",
+                      "The producer's newest seq (at its last answer) less the position.");
+    ms_metrics_sample(out, "bus_consumer_lag_events", (double)lag, "consumer", b->consumer, NULL);
+    ms_metrics_family(out, "bus_consumer_applied_total", "counter", "Events applied.");
+    ms_metrics_sample(out, "bus_consumer_applied_total", (double)s.applied_total, "consumer",
+                      b->consumer, NULL);
+    ms_metrics_family(out, "bus_consumer_duplicates_total", "counter",
+                      "Events received again and skipped (applied once already).");
+    ms_metrics_sample(out, "bus_consumer_duplicates_total", (double)s.duplicates_total, "consumer",
+                      b->consumer, NULL);
+    ms_metrics_family(out, "bus_consumer_failures_total", "counter",
+                      "Polls of the producer and transactions that failed (then retried).");
+    ms_metrics_sample(out, "bus_consumer_failures_total", (double)s.failures_total, "consumer",
+                      b->consumer, NULL);
+}
