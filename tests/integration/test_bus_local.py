@@ -2,9 +2,11 @@
 (after/limit paging, a long poll that never blocks its loop), and the order service follows the
 user service's feed into its user directory (MICROSHOP_USER_URL): each event applied once, in
 one transaction with its received id and the checkpoint, across kill -9 and a producer that
-goes away and comes back."""
+goes away and comes back; and the inventory's stock.low into its low-stock alerts
+(MICROSHOP_INVENTORY_URL)."""
 import threading
 import time
+import uuid
 
 import pytest
 import requests
@@ -263,3 +265,36 @@ def test_malformed_user_url_exits_2(start_server, tmp_path):
                        capture_output=True, text=True, timeout=30 * SLOW)
     assert p.returncode == 2
     assert "MICROSHOP_USER_URL" in p.stderr
+
+
+# ---- the consumer: the order service's low-stock alerts ----
+
+def test_order_records_low_stock_alerts_from_the_inventory(start_server):
+    inventory = start_server(target="inventory")
+    user_port = free_port()
+    user = start_user(start_server, user_port)
+    order = start_server(target="order", env={
+        "MICROSHOP_USER_URL": f"http://127.0.0.1:{user_port}",
+        "MICROSHOP_INVENTORY_URL": inventory.url})
+    boss = str(uuid.uuid4())
+    r = inventory.request("POST", "/api/v1/products", user=boss, role="admin",
+                          json={"sku": "ALERT-1", "name": "Last few", "price_cents": 500,
+                                "currency": "EUR", "stock": 6, "low_stock_threshold": 5})
+    assert r.status_code == 201, r.text
+    product = r.json()["id"]
+    assert order.db.count("low_stock_alerts") == 0
+    r = inventory.request("POST", "/internal/v1/reservations",
+                          json={"order_id": str(uuid.uuid4()),
+                                "items": [{"product_id": product, "quantity": 2}]})
+    assert r.status_code == 201, r.text  # available 6 -> 4: below the threshold of 5
+    poll(lambda: order.db.query("SELECT sku, available, threshold FROM low_stock_alerts "
+                                "WHERE product_id = ?", (product,)) == [("ALERT-1", 4, 5)],
+         20 * SLOW, what="the order service's low-stock alert")
+    assert '"msg":"low stock"' in order.log_text() and '"sku":"ALERT-1"' in order.log_text()
+    # both consumers' metrics, each family written once
+    for consumer in ("order.low_stock", CONSUMER):
+        assert order.metric("bus_consumer_failures_total", consumer=consumer) is not None
+    text = order.metrics()
+    assert text.count("# TYPE bus_consumer_position gauge") == 1, text
+    register(user, 1)
+    poll(lambda: len(directory(order)) == 1, 20 * SLOW, what="the user directory, alongside")

@@ -353,28 +353,41 @@ void bus_consumer_get_stats(bus_consumer *b, bus_consumer_stats *out)
     uv_mutex_unlock(&b->mu);
 }
 
-void bus_consumer_collect(ms_buf *out, void *arg)
+void bus_consumer_render(ms_buf *out, bus_consumer *const *list, int n)
 {
-    bus_consumer *b = arg;
-    bus_consumer_stats s;
-    bus_consumer_get_stats(b, &s);
-    int64_t lag = s.head > s.position ? s.head - s.position : 0;
-    ms_metrics_family(out, "bus_consumer_position", "gauge",
-                      "The producer's last seq this consumer applied and committed.");
-    ms_metrics_sample(out, "bus_consumer_position", (double)s.position, "consumer", b->consumer,
-                      NULL);
-    ms_metrics_family(out, "bus_consumer_lag_events", "gauge",
-                      "The producer's newest seq (at its last answer) less the position.");
-    ms_metrics_sample(out, "bus_consumer_lag_events", (double)lag, "consumer", b->consumer, NULL);
-    ms_metrics_family(out, "bus_consumer_applied_total", "counter", "Events applied.");
-    ms_metrics_sample(out, "bus_consumer_applied_total", (double)s.applied_total, "consumer",
-                      b->consumer, NULL);
-    ms_metrics_family(out, "bus_consumer_duplicates_total", "counter",
-                      "Events received again and skipped (applied once already).");
-    ms_metrics_sample(out, "bus_consumer_duplicates_total", (double)s.duplicates_total, "consumer",
-                      b->consumer, NULL);
-    ms_metrics_family(out, "bus_consumer_failures_total", "counter",
-                      "Polls of the producer and transactions that failed (then retried).");
-    ms_metrics_sample(out, "bus_consumer_failures_total", (double)s.failures_total, "consumer",
-                      b->consumer, NULL);
+    static const struct {
+        const char *name, *type, *help;
+    } families[] = {
+        {"bus_consumer_position", "gauge",
+         "The producer's last seq this consumer applied and committed."},
+        {"bus_consumer_lag_events", "gauge",
+         "The producer's newest seq (at its last answer) less the position."},
+        {"bus_consumer_applied_total", "counter", "Events applied."},
+        {"bus_consumer_duplicates_total", "counter",
+         "Events received again and skipped (applied once already)."},
+        {"bus_consumer_failures_total", "counter",
+         "Polls of the producer and transactions that failed (then retried)."},
+    };
+    bus_consumer_stats s[8];
+    if (n > (int)(sizeof s / sizeof s[0]))
+        n = (int)(sizeof s / sizeof s[0]);
+    for (int i = 0; i < n; i++)
+        if (list[i])
+            bus_consumer_get_stats(list[i], &s[i]);
+    /* one family at a time, every consumer's sample in it: the format wants a family's lines
+     * together, under one HELP and TYPE */
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        ms_metrics_family(out, families[f].name, families[f].type, families[f].help);
+        for (int i = 0; i < n; i++) {
+            if (!list[i])
+                continue;
+            double v = f == 0 ? (double)s[i].position
+                       : f == 1
+                           ? (double)(s[i].head > s[i].position ? s[i].head - s[i].position : 0)
+                       : f == 2 ? (double)s[i].applied_total
+                       : f == 3 ? (double)s[i].duplicates_total
+                                : (double)s[i].failures_total;
+            ms_metrics_sample(out, families[f].name, v, "consumer", list[i]->consumer, NULL);
+        }
+    }
 }

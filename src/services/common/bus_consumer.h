@@ -9,7 +9,7 @@
  * 5 s, full jitter); so is a failing transaction. The consuming service keeps running.
  *
  * Threading: the consumer runs its own thread with its own uv loop, HTTP client and database
- * connection; the handler runs there. start and stop from one owner; bus_consumer_collect
+ * connection; the handler runs there. start and stop from one owner; bus_consumer_render
  * from any thread. Ownership: start copies the config's strings; stop joins the thread and
  * frees everything.
  */
@@ -68,9 +68,10 @@ typedef struct bus_consumer_stats {
 } bus_consumer_stats;
 void bus_consumer_get_stats(bus_consumer *b, bus_consumer_stats *out);
 
-/* A metrics collector (ms_metrics_register(bus_consumer_collect, b)): bus_consumer_position,
- * bus_consumer_lag_events, bus_consumer_applied_total, bus_consumer_duplicates_total,
- * bus_consumer_failures_total, labelled consumer=<name>. */
-void bus_consumer_collect(ms_buf *out, void *b);
+/* The metrics of a process's consumers (`list`: n of them, NULL entries skipped, at most 8),
+ * each family once: bus_consumer_position, bus_consumer_lag_events,
+ * bus_consumer_applied_total, bus_consumer_duplicates_total, bus_consumer_failures_total,
+ * labelled consumer=<name>. For a collector registered once (ms_metrics_register). */
+void bus_consumer_render(ms_buf *out, bus_consumer *const *list, int n);
 
 #endif

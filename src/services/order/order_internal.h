@@ -46,7 +46,8 @@ typedef struct order_process {
     ms_db_config write_db, read_db;
     char read_path[4096];
     struct order_projector *projector;
-    struct bus_consumer *directory; /* the user directory's consumer, or NULL */
+    struct bus_consumer *directory;    /* the user directory's consumer, or NULL */
+    struct bus_consumer *stock_alerts; /* the low-stock alerts' consumer, or NULL */
 } order_process;
 
 extern order_process order_proc;
@@ -112,6 +113,10 @@ extern const size_t order_directory_nmigrations;
 /* Starts following the user service's feed at `user_url` into the directory (its thread, its
  * connection to `db`, the write database) and registers its metrics (bus_consumer_*). */
 int order_directory_start(const char *user_url, const ms_db_config *db, struct bus_consumer **out);
+/* Starts following the inventory's feed at `inventory_url` into low_stock_alerts (its
+ * thread, its connection to `db`); 0 or MS_E*. Process start only. */
+int order_stock_alerts_start(const char *inventory_url, const ms_db_config *db,
+                             struct bus_consumer **out);
 typedef struct order_directory_user {
     char email[256], name[256];
 } order_directory_user;

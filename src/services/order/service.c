@@ -136,14 +136,27 @@ static int migrate_more(const ms_service_env *env)
     return rc;
 }
 
+static void collect_consumers(ms_buf *out, void *arg)
+{
+    (void)arg;
+    bus_consumer *list[] = {order_proc.directory, order_proc.stock_alerts};
+    if (list[0] || list[1])
+        bus_consumer_render(out, list, 2);
+}
+
 static int start(const ms_service_env *env)
 {
     /* The user service's feed (`microshop run` sets it); unset: no directory is kept. A
      * malformed value is a usage error, caught before anything starts. */
     const char *user_url = getenv("MICROSHOP_USER_URL");
+    const char *inventory_url = getenv("MICROSHOP_INVENTORY_URL");
     ms_http_upstream_list list;
     if (user_url && *user_url && ms_http_upstream_parse(user_url, &list) < 0) {
         ms_log(MS_LOG_ERROR, "MICROSHOP_USER_URL is malformed", "error", list.error, NULL);
+        exit(2);
+    }
+    if (inventory_url && *inventory_url && ms_http_upstream_parse(inventory_url, &list) < 0) {
+        ms_log(MS_LOG_ERROR, "MICROSHOP_INVENTORY_URL is malformed", "error", list.error, NULL);
         exit(2);
     }
     uv_mutex_init(&order_stats.lock);
@@ -158,7 +171,12 @@ static int start(const ms_service_env *env)
         rc = outbox_feed_start(env, "order", order_proc.es, &order_proc.relay);
     if (rc == 0 && user_url && *user_url)
         rc = order_directory_start(user_url, &order_proc.write_db, &order_proc.directory);
+    if (rc == 0 && inventory_url && *inventory_url)
+        rc =
+            order_stock_alerts_start(inventory_url, &order_proc.write_db, &order_proc.stock_alerts);
     if (rc < 0) {
+        bus_consumer_stop(order_proc.directory);
+        order_proc.directory = NULL;
         ms_relay_stop(order_proc.relay);
         order_proc.relay = NULL;
         order_projector_stop(order_proc.projector);
@@ -172,12 +190,15 @@ static int start(const ms_service_env *env)
     ms_metrics_register(collect_orders, NULL);
     ms_metrics_register(collect_eventstore, NULL);
     ms_metrics_register(order_projector_collect, order_proc.projector);
+    ms_metrics_register(collect_consumers, NULL);
     return 0;
 }
 
 static void stop(void)
 {
     event_feed_set_store(NULL);
+    bus_consumer_stop(order_proc.stock_alerts);
+    order_proc.stock_alerts = NULL;
     bus_consumer_stop(order_proc.directory);
     order_proc.directory = NULL;
     ms_relay_stop(order_proc.relay);

@@ -16,7 +16,6 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
-#include "runtime/obs/metrics.h"
 #include "services/common/bus_consumer.h"
 #include "services/order/order_internal.h"
 #include "runtime/core/banned.h"
@@ -25,6 +24,12 @@ const ms_migration order_directory_migrations[] = {
     {2001, "bus consumer: user directory, received events, checkpoints",
      "CREATE TABLE user_directory (user_id TEXT PRIMARY KEY, email TEXT, name TEXT NOT NULL,"
      " updated_at TEXT NOT NULL);" BUS_CONSUMER_TABLES_SQL,
+     NULL},
+    /* stock_alerts.c's table: the order service's bus tables share one migration list */
+    {2002, "low-stock alerts",
+     "CREATE TABLE low_stock_alerts (product_id TEXT PRIMARY KEY, sku TEXT NOT NULL,"
+     " available INTEGER NOT NULL, threshold INTEGER NOT NULL, alerted_at TEXT NOT NULL,"
+     " event_id TEXT NOT NULL);",
      NULL},
 };
 const size_t order_directory_nmigrations =
@@ -76,7 +81,6 @@ int order_directory_start(const char *user_url, const ms_db_config *db, bus_cons
     };
     int rc = bus_consumer_start(&cfg, out);
     if (rc == 0) {
-        ms_metrics_register(bus_consumer_collect, *out);
         ms_log(MS_LOG_INFO, "user directory: following the user service's feed", "url", user_url,
                NULL);
     }
