@@ -4,8 +4,11 @@
  * relay (its own connection otherwise), so neither calls into the other.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "eventstore/outbox.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
 #include "runtime/core/banned.h"
 
 int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last, size_t n,
@@ -22,5 +25,22 @@ int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last
                         " AND seq BETWEEN CAST($2 AS BIGINT) AND CAST($3 AS BIGINT)",
                         3, params, NULL);
     }
+    return rc;
+}
+
+int ms_outbox_write(ms_db_conn *c, const char *aggregate_type, const char *aggregate_id,
+                    const char *type, const json_t *payload, const char *now)
+{
+    char id[MS_UUID_LEN + 1];
+    ms_uuid_new(id);
+    char *text = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return MS_ENOMEM;
+    const char *params[] = {id, aggregate_type, aggregate_id, type, text, now};
+    int rc = ms_db_exec(c,
+                        "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
+                        "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                        6, params, NULL);
+    free(text);
     return rc;
 }

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "runtime/db/db.h"
 
 /*
@@ -39,6 +41,11 @@
     " o.type, COALESCE(e.data, o.payload) AS payload, o.created_at, o.published_at," \
     " o.event_position FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
 // clang-format on
+
+/* Writes one outbox row (a new id, `payload` serialized compact with sorted keys; borrowed) in
+ * the caller's transaction, so the event commits with the change it tells of. 0 or MS_E*. */
+int ms_outbox_write(ms_db_conn *c, const char *aggregate_type, const char *aggregate_id,
+                    const char *type, const json_t *payload, const char *now);
 
 /* Marks the unpublished rows with seq in [first[k], last[k]] (k < n) published at `at`: one
  * UPDATE per run, in the caller's transaction. Runs of consecutive seq only: a range spanning a

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "runtime/core/base64.h"
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/http/identity.h"
@@ -209,18 +210,8 @@ void inv_sort_lines(inv_line *lines, int n)
 int inv_outbox(ms_db_conn *c, const char *aggregate_type, const char *aggregate_id,
                const char *type, json_t *payload, const char *now)
 {
-    char id[MS_UUID_LEN + 1];
-    ms_uuid_new(id);
-    char *text = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = ms_outbox_write(c, aggregate_type, aggregate_id, type, payload, now);
     json_decref(payload);
-    if (!text)
-        return MS_ENOMEM;
-    const char *params[] = {id, aggregate_type, aggregate_id, type, text, now};
-    int rc = ms_db_exec(c,
-                        "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
-                        "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                        6, params, NULL);
-    free(text);
     return rc;
 }
 

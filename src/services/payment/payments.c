@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "eventstore/relay.h"
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/http/http_json.h"
@@ -134,18 +135,7 @@ int payment_load(ms_db_conn *c, const char *column, const char *value, payment_c
 int payment_outbox(ms_db_conn *c, const payment_row *row, const char *type, json_t *payload,
                    const char *now)
 {
-    char id[MS_UUID_LEN + 1];
-    ms_uuid_new(id);
-    char *text = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!text)
-        MS_BUG("an outbox payload does not serialize");
-    const char *params[] = {id, "payment", row->id, type, text, now};
-    int rc = ms_db_exec(c,
-                        "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
-                        "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                        6, params, NULL);
-    free(text);
-    return rc;
+    return ms_outbox_write(c, "payment", row->id, type, payload, now);
 }
 
 int payment_transaction(ms_db_conn *c, const char *payment_id, const char *kind,

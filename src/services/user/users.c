@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "eventstore/relay.h"
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
 #include "runtime/core/log.h"
@@ -68,16 +69,7 @@ int user_exists(ms_db_conn *c, const char *id)
 static int write_outbox(ms_db_conn *c, const char *aggregate_id, const char *type, json_t *payload,
                         const char *now)
 {
-    char id[MS_UUID_LEN + 1];
-    ms_uuid_new(id);
-    char *text = json_dumps(payload, JSON_COMPACT | JSON_SORT_KEYS);
-    const char *params[] = {id, "user", aggregate_id, type, text, now};
-    int rc = ms_db_exec(c,
-                        "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
-                        "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                        6, params, NULL);
-    free(text);
-    return rc;
+    return ms_outbox_write(c, "user", aggregate_id, type, payload, now);
 }
 
 static void release_result(void *buf)
