@@ -5,8 +5,9 @@
 #
 #   bench/ab.sh BINARY_A BINARY_B [--rounds N] [--duration S] [--connections N]
 #
-# Prints each round's nginx, A and B req/s, B/A, and the median B/A. Both servers run for the
-# whole script (each on its own port and data directory); only one is loaded at a time.
+# Prints each round's nginx, A and B req/s, B/A, and the median B/A. Both order services run for
+# the whole script (each on its own port and data directory); only one is loaded at a time. Each
+# POST is a checkout: both reach one user, inventory and payment service (binary A) started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -18,12 +19,13 @@ rounds=6
 bench_parse_args "$@"
 MS_BINARY=$bin_a bench_setup
 bench_start_nginx
-bench_post_lua "$work/post.lua"
-bin=$bin_a
-bench_start_service order
+bench_start_backends
+bench_seed_shop 8 20
+bench_checkout_lua "$work/post.lua"
+bench_start_service order "${shop_env[@]}"
 port_a=$sport
 bin=$bin_b
-work=$work/b bench_start_service order # its data in $work/b/data
+work=$work/b bench_start_service order "${shop_env[@]}" # its data in $work/b/data
 port_b=$sport
 
 rps() { wrk -t1 -c"$connections" -d"${duration}s" ${2:+-s "$2"} "$1" | awk '/^Requests\/sec/ {print $2}'; }

@@ -30,6 +30,7 @@ bench_setup() {
     work=$(mktemp -d /tmp/microshop-bench.XXXXXX)
     pids=()
     pgdir=""
+    declare -gA db_urls=()
     trap bench_cleanup EXIT
 }
 
@@ -70,48 +71,156 @@ NGINX
     wait_port "$nport" || { echo "nginx did not start" >&2; exit 1; }
 }
 
-# microshop serve TARGET on a free port; sets sport and spid.
-bench_start_service() {
-    sport=$(free_port)
-    local env_db=()
-    if [ "$backend" = postgres ]; then
+# On PostgreSQL every service gets a database of its own (named NAME) in one throwaway server
+# started for the run; sets db_url.
+bench_pg_database() { # name
+    if [ -z "$pgdir" ]; then
         pgdir=$(mktemp -d /tmp/microshop-bench-pg.XXXXXX)
-        env_db=(DATABASE_URL="$(bash tests/lib/pg.sh start "$pgdir")")
+        pgurl=$(bash tests/lib/pg.sh start "$pgdir")
     fi
-    env "${env_db[@]}" "$bin" serve "$1" --listen "127.0.0.1:$sport" --data "$work/data" \
+    psql -q "$pgurl" -c "CREATE DATABASE $1" >/dev/null
+    db_url=${pgurl%/*}/$1
+}
+
+# microshop serve TARGET [VAR=VALUE ...] on a free port, with its own database; sets sport,
+# spid and senv (the environment it was given, to start it again with bench_run_service).
+bench_start_service() { # target [VAR=VALUE ...]
+    local target=$1
+    shift
+    sport=$(free_port)
+    senv=("$@")
+    if [ "$backend" = postgres ]; then
+        bench_pg_database "bench_${target}_${#pids[@]}"
+        senv+=(DATABASE_URL="$db_url")
+        db_urls[$target]=$db_url
+    fi
+    bench_run_service "$target" "$sport" "${senv[@]}"
+}
+
+# Starts microshop serve TARGET on PORT (again, after a crash) and waits for it; sets spid.
+bench_run_service() { # target port [VAR=VALUE ...]
+    local target=$1 port=$2
+    shift 2
+    env "$@" "$bin" serve "$target" --listen "127.0.0.1:$port" --data "$work/data" \
         --threads "$workers" --log-level warn &
     spid=$!
     pids+=($spid)
-    wait_port "$sport" health || { echo "microshop $1 did not start" >&2; exit 1; }
+    wait_port "$port" health || { echo "microshop $target did not start" >&2; exit 1; }
 }
 
-# The POST /api/v1/orders load (one order of one line, as a customer) into FILE; sets post_user.
-bench_post_lua() { # file
-    post_user=0190c2a4-0000-7000-8000-00000000b001
-    cat >"$1" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-User-Id"] = "$post_user"
-wrk.headers["X-User-Role"] = "customer"
-wrk.body = '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":2,"unit_price_cents":1999}],"currency":"EUR"}'
+# The services an order needs (user, inventory, payment); sets user_port, inv_port, pay_port and
+# shop_env, the MICROSHOP_*_URL settings an order service takes to reach them.
+bench_start_backends() {
+    bench_start_service user
+    user_port=$sport
+    bench_start_service inventory
+    inv_port=$sport
+    bench_start_service payment
+    pay_port=$sport
+    shop_env=(MICROSHOP_USER_URL="http://127.0.0.1:$user_port"
+        MICROSHOP_INVENTORY_URL="http://127.0.0.1:$inv_port"
+        MICROSHOP_PAYMENT_URL="http://127.0.0.1:$pay_port")
+}
+
+# The whole shop: the backends and an order service wired to them; sets also order_port,
+# order_pid and order_env (the order service's environment, to restart it).
+bench_start_shop() {
+    bench_start_backends
+    bench_start_service order "${shop_env[@]}"
+    order_port=$sport order_pid=$spid order_env=("${senv[@]}")
+}
+
+# Adds N products (each with a stock no run can exhaust) through the inventory's admin API and
+# registers M customers; sets products and customers (their ids).
+bench_seed_shop() { # n_products n_customers
+    local admin=0190c2a4-0000-7000-8000-0000000ad001 i id
+    products=() customers=()
+    for i in $(seq "$1"); do
+        id=$(curl -sf -X POST "http://127.0.0.1:$inv_port/api/v1/products" \
+            -H 'Content-Type: application/json' -H "X-User-Id: $admin" -H 'X-User-Role: admin' \
+            -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench product $i\",\"price_cents\":$((250 + 500 * i)),
+                 \"currency\":\"EUR\",\"stock\":100000000}" | sed -E 's/.*"id":"([^"]+)".*/\1/') ||
+            { echo "the inventory did not add product $i" >&2; exit 1; }
+        products+=("$id")
+    done
+    for i in $(seq "$2"); do
+        id=$(curl -sf -X POST "http://127.0.0.1:$user_port/api/v1/users" \
+            -H 'Content-Type: application/json' \
+            -d "{\"email\":\"bench-$i@example.com\",\"name\":\"Bench $i\",\"password\":\"bench-password-$i\"}" |
+            sed -E 's/.*"id":"([^"]+)".*/\1/') || { echo "the user service did not register customer $i" >&2; exit 1; }
+        customers+=("$id")
+    done
+}
+
+# The checkout load into FILE: each POST /api/v1/orders from a random customer, for 1-3 random
+# products (1-3 units each), paid with the sandbox card that is always accepted, no
+# Idempotency-Key. Needs bench_seed_shop (at least 3 products).
+bench_checkout_lua() { # file
+    {
+        echo "local customers = {$(printf '"%s",' "${customers[@]}")}"
+        echo "local products = {$(printf '"%s",' "${products[@]}")}"
+        cat <<'LUA'
+local headers = {["Content-Type"] = "application/json", ["X-User-Role"] = "customer"}
+function request()
+    local lines, used = {}, {}
+    for _ = 1, math.random(3) do
+        local p = math.random(#products)
+        while used[p] do p = p % #products + 1 end
+        used[p] = true
+        lines[#lines + 1] = string.format('{"product_id":"%s","quantity":%d}', products[p],
+                                          math.random(3))
+    end
+    headers["X-User-Id"] = customers[math.random(#customers)]
+    return wrk.format("POST", "/api/v1/orders", headers, '{"items":[' ..
+        table.concat(lines, ",") .. '],"payment":{"card_number":"4242424242424242"}}')
+end
 LUA
+    } >"$1"
 }
 
-# wrk once: prints "rps p99_ms" on stdout and a line on stderr.
+# One checkout by the first customer (one unit of the first product), which must answer 201;
+# sets first_order (its id).
+bench_first_order() {
+    local out
+    out=$(curl -s -w '\n%{http_code}' -X POST "http://127.0.0.1:$order_port/api/v1/orders" \
+        -H 'Content-Type: application/json' -H "X-User-Id: ${customers[0]}" -H 'X-User-Role: customer' \
+        -d "{\"items\":[{\"product_id\":\"${products[0]}\",\"quantity\":1}],
+             \"payment\":{\"card_number\":\"4242424242424242\"}}")
+    [ "${out##*$'\n'}" = 201 ] || { echo "a first checkout was not answered 201: $out" >&2; exit 1; }
+    first_order=$(sed -E '1!d; s/.*"id":"([^"]+)".*/\1/' <<<"$out")
+}
+
+# One line of a query's answer (columns separated by |) from a service's database: the SQLite
+# FILE under the data directory, or the service's PostgreSQL database.
+bench_sql() { # service sqlite-file query
+    if [ "$backend" = postgres ]; then
+        psql -qAt "${db_urls[$1]}" -c "$3"
+    else
+        /usr/bin/python3 -c 'import sqlite3, sys
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=5)
+print("|".join("" if v is None else str(v) for v in c.execute(sys.argv[2]).fetchone()))' \
+            "$work/data/$2" "$3"
+    fi
+}
+
+# wrk once: prints "rps p99_ms p50_ms non2xx" on stdout and a line on stderr.
 run_wrk() { # label url [lua script]
-    local out rps p99 non2xx
+    local out rps p50 p99 non2xx
     out=$(wrk -t1 -c"$connections" -d"${duration}s" --latency ${3:+-s "$3"} "$2")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0;
-                            else if (v ~ /s$/) v = v * 1000; print v}' <<<"$out")
+    ms() { awk -v p="$1" '$1 == p {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0;
+                                    else if (v ~ /s$/) v = v * 1000; print v}'; }
+    p50=$(ms 50% <<<"$out")
+    p99=$(ms 99% <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '  %-28s %10.0f req/s   p99 %7.2f ms%s\n' "$1" "$rps" "$p99" \
+    printf '  %-28s %10.0f req/s   p50 %7.2f ms   p99 %7.2f ms%s\n' "$1" "$rps" "$p50" "$p99" \
         "${non2xx:+   NON-2XX: $non2xx}" >&2
-    echo "$rps $p99"
+    echo "$rps $p99 $p50 ${non2xx:-0}"
 }
 
 # Runs each "label|url|script" in turns for $rounds rounds (the first is the reference), then
-# prints each one's median req/s and p99 and its ratio to the reference. A script may define
+# prints each one's median req/s, p50 and p99, its ratio to the reference and its non-2xx
+# answers over all rounds. A script may define
 # bench_before_run and bench_after_run (given the label) to watch one kind of run.
 bench_rounds() {
     echo "wrk -t1 -c$connections -d${duration}s, $workers server threads/workers, backend $backend, $rounds rounds" >&2
@@ -136,8 +245,11 @@ bench_rounds() {
         i=$((i + 1))
         IFS='|' read -r label url script <<<"$spec"
         awk -v l="$label" -v rps="$(cut -d' ' -f1 "$work/result.$i" | median)" \
-            -v p99="$(cut -d' ' -f2 "$work/result.$i" | median)" -v ref="$ref" \
-            'BEGIN { printf "median %-28s %9.0f req/s  p99 %6.2f ms  ratio %.2f\n", l, rps, p99, rps / ref }'
+            -v p99="$(cut -d' ' -f2 "$work/result.$i" | median)" \
+            -v p50="$(cut -d' ' -f3 "$work/result.$i" | median)" \
+            -v bad="$(awk '{n += $4} END {print n + 0}' "$work/result.$i")" -v ref="$ref" \
+            'BEGIN { printf "median %-28s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  ratio %.2f%s\n",
+                     l, rps, p50, p99, rps / ref, bad ? "  NON-2XX: " bad : "" }'
     done
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Order service against nginx `return 200`, in one run: durable POST /api/v1/orders (fsync
-# before 201, group-committed) and GET /api/v1/orders/{id}; projection lag sampled from
-# /metrics during the POST load.
+# Order service against nginx `return 200`, in one run: POST /api/v1/orders, which is now a
+# whole checkout (the order service quotes, reserves and charges through the user, inventory
+# and payment services this script starts too, each append fsynced, group-committed; see
+# bench/checkout.sh for its reconciliation and resume), and GET /api/v1/orders/{id};
+# projection lag sampled from /metrics during the POST load.
 #
 #   bench/orders.sh [--duration S] [--connections N] [--threads N] [--rounds N]
 #                   [--backend sqlite|postgres]
@@ -11,14 +13,13 @@ cd "$(dirname "$0")/.."
 bench_parse_args "$@"
 bench_setup
 bench_start_nginx
-bench_start_service order
-
-bench_post_lua "$work/post.lua"
-user=$post_user
-order=$(curl -s -X POST "http://127.0.0.1:$sport/api/v1/orders" -H 'Content-Type: application/json' \
-    -H "X-User-Id: $user" -H 'X-User-Role: customer' \
-    -d '{"items":[{"product_id":"11111111-1111-4111-8111-111111111111","quantity":1,"unit_price_cents":500}],"currency":"EUR"}' |
-    sed -E 's/.*"id":"([^"]+)".*/\1/')
+bench_start_shop
+sport=$order_port spid=$order_pid
+bench_seed_shop 8 20
+bench_checkout_lua "$work/post.lua"
+user=${customers[0]}
+bench_first_order
+order=$first_order
 cat >"$work/get.lua" <<LUA
 wrk.headers["X-User-Id"] = "$user"
 wrk.headers["X-User-Role"] = "customer"
@@ -43,10 +44,10 @@ bench_after_run() {
 }
 
 bench_rounds "nginx return 200|http://127.0.0.1:$nport/|" \
-    "POST /api/v1/orders (durable)|http://127.0.0.1:$sport/api/v1/orders|$work/post.lua" \
+    "checkout POST /api/v1/orders|http://127.0.0.1:$sport/api/v1/orders|$work/post.lua" \
     "GET /api/v1/orders/{id}|http://127.0.0.1:$sport/api/v1/orders/$order|$work/get.lua"
 thread_cpu_per_request "$spid" "http://127.0.0.1:$sport/api/v1/orders" "$work/post.lua"
-echo "goals: POST ratio >= 0.40, GET ratio >= 0.70"
+echo "goals: GET ratio >= 0.70 (the 0.40 POST goal was set for the bare durable append, before checkout)"
 sort -g "$work/lag.txt" | awk '{v[NR] = $1} END {
     if (NR) printf "projection lag (sampled every 50 ms, %d samples): p50 %.1f ms, p99 %.1f ms (goal p99 <= 50 ms)\n",
         NR, v[int(NR * 0.5) + 1] * 1000, v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] * 1000 }'

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The checkout saga against nginx `return 200`, in one run: POST /api/v1/orders through user,
+# inventory and payment (quote, reserve, charge, confirm), then a reconciliation of what the
+# three services hold, then the saga resume time: sagas caught in flight by a kill -9 of the
+# order service (the payment service slowed by its chaos latency), and how long after the
+# restart the last pending order ends.
+#
+#   bench/checkout.sh [--duration S] [--connections N] [--threads N] [--rounds N]
+#                     [--backend sqlite|postgres]
+#
+# Load: each POST a random registered customer, 1-3 random products (1-3 units each, from a
+# stock no run exhausts), the always-accepted sandbox card, no Idempotency-Key; 32 connections.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+connections=32
+bench_parse_args "$@"
+bench_setup
+bench_start_nginx
+bench_start_shop
+bench_seed_shop 8 20
+bench_checkout_lua "$work/checkout.lua"
+order_url=http://127.0.0.1:$order_port
+
+bench_first_order
+
+# Orders whose saga has not decided them yet, in the event store (the truth: an order may be
+# stored before the read model shows it) and in the read model (what a client sees).
+pending_sql="SELECT count(*) FROM events c WHERE c.type = 'OrderCreated' AND NOT EXISTS
+    (SELECT 1 FROM events d WHERE d.stream_id = c.stream_id AND d.type IN ('OrderConfirmed', 'OrderRejected'))"
+pending() {
+    echo $(($(bench_sql order order.db "$pending_sql") +
+        $(bench_sql order order_read.db "SELECT count(*) FROM order_views WHERE status = 'pending'")))
+}
+
+# Confirmed orders (count, cents, units) from the event store, captured payments (count, cents)
+# and held reservations (count, units, and the units the stock levels count as reserved).
+if [ "$backend" = postgres ]; then
+    total="(c.data::json->>'total_cents')::bigint"
+    units="SELECT COALESCE(SUM((j->>'quantity')::bigint), 0) FROM events c, json_array_elements(c.data::json->'items') j"
+else
+    total="json_extract(c.data, '$.total_cents')"
+    units="SELECT COALESCE(SUM(json_extract(j.value, '$.quantity')), 0) FROM events c, json_each(c.data, '$.items') j"
+fi
+confirmed="c.type = 'OrderCreated' AND EXISTS
+    (SELECT 1 FROM events d WHERE d.stream_id = c.stream_id AND d.type = 'OrderConfirmed')"
+reconcile() {
+    local orders payments holds rejected
+    orders=$(bench_sql order order.db "SELECT (SELECT count(*) FROM events c WHERE $confirmed),
+        (SELECT COALESCE(SUM($total), 0) FROM events c WHERE $confirmed), ($units WHERE $confirmed)")
+    rejected=$(bench_sql order order.db "SELECT count(*) FROM events WHERE type = 'OrderRejected'")
+    payments=$(bench_sql payment payment.db \
+        "SELECT count(*), COALESCE(SUM(amount_cents), 0) FROM payments WHERE status = 'captured'")
+    holds=$(bench_sql inventory inventory.db "SELECT
+        (SELECT count(*) FROM reservations WHERE status = 'reserved'),
+        (SELECT COALESCE(SUM(l.quantity), 0) FROM reservations r JOIN reservation_lines l
+             ON l.order_id = r.order_id WHERE r.status = 'reserved'),
+        (SELECT COALESCE(SUM(reserved), 0) FROM stock_levels)")
+    IFS='|' read -r o_n o_cents o_units <<<"$orders"
+    IFS='|' read -r p_n p_cents <<<"$payments"
+    IFS='|' read -r r_n r_units s_units <<<"$holds"
+    verdict=MISMATCH
+    [ "$o_n" = "$p_n" ] && [ "$o_n" = "$r_n" ] && [ "$o_cents" = "$p_cents" ] &&
+        [ "$o_units" = "$r_units" ] && [ "$o_units" = "$s_units" ] && verdict=OK
+    reconciliation="$o_n confirmed orders ($o_units units, $o_cents cents), $p_n captured payments ($p_cents cents), $r_n reservations held ($r_units units; stock levels $s_units reserved); $rejected rejected: $verdict"
+    [ "$verdict" = OK ]
+}
+# Waits (at most S seconds) until no order is pending and the three services agree, then
+# prints the reconciliation line.
+settle() { # label seconds
+    local deadline=$((SECONDS + $2)) left
+    while :; do
+        left=$(pending)
+        reconcile && [ "$left" = 0 ] && break
+        [ $SECONDS -lt "$deadline" ] || break
+        sleep 0.2
+    done
+    echo "reconciliation $1: $reconciliation (pending: $left)"
+}
+
+bench_rounds "nginx return 200|http://127.0.0.1:$nport/|" \
+    "checkout POST /api/v1/orders|$order_url/api/v1/orders|$work/checkout.lua"
+settle "after the load" 30
+
+# Saga resume: slow every charge so that checkouts are in flight, kill -9 the order service in
+# the middle of the load, take the chaos away (the resume is measured, not the chaos), restart.
+chaos() { curl -sf -o /dev/null -X PUT "http://127.0.0.1:$pay_port/internal/v1/chaos" \
+    -H 'Content-Type: application/json' -d "{\"latency_ms\":$1,\"failure_rate\":0}"; }
+chaos 5000
+wrk -t1 -c"$connections" -d30s -s "$work/checkout.lua" "$order_url/api/v1/orders" >/dev/null 2>&1 &
+load=$!
+sleep 2
+kill -9 "$order_pid"
+wait "$order_pid" 2>/dev/null || true
+kill "$load"
+wait "$load" 2>/dev/null || true
+chaos 0
+in_flight=$(bench_sql order order.db "$pending_sql")
+start=$(date +%s%N)
+bench_run_service order "$order_port" "${order_env[@]}"
+polls=0
+until [ "$(pending)" = 0 ]; do
+    polls=$((polls + 1))
+    [ $(($(date +%s%N) - start)) -lt 30000000000 ] || { echo "saga resume: $in_flight pending, still $(pending) after 30 s" >&2; exit 1; }
+done
+end=$(date +%s%N)
+awk -v n="$in_flight" -v ms="$(((end - start) / 1000000))" -v polls="$polls" 'BEGIN {
+    printf "saga resume: %d pending ended in %d ms (from the restart; %d polls of the event store and read model)\n", n, ms, polls + 1 }'
+settle "after the resume" 30
