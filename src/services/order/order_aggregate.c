@@ -396,23 +396,6 @@ static void validate_lines(json_t *cmd, bool priced, json_t *malformed, json_t *
         validate_address(addr, malformed, invalid);
 }
 
-/* 12 to 19 digits with a valid Luhn check digit (a mistyped number fails here, not at the
- * provider, before anything is written). */
-static const char *check_card(const char *card)
-{
-    size_t n = strlen(card);
-    if (n < 12 || n > 19 || !is_digits(card, (int)n))
-        return "must be 12 to 19 digits";
-    int sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        int d = card[n - 1 - i] - '0';
-        if (i % 2 == 1 && (d *= 2) > 9)
-            d -= 9;
-        sum += d;
-    }
-    return sum % 10 == 0 ? NULL : "is not a valid card number (check digit)";
-}
-
 static int validate_checkout(json_t *cmd, json_t *malformed, json_t *invalid)
 {
     static const ms_json_field fields[] = {
@@ -431,7 +414,7 @@ static int validate_checkout(json_t *cmd, json_t *malformed, json_t *invalid)
     json_t *payment = json_object_get(cmd, "payment");
     if (json_is_object(payment)) {
         ms_json_check(payment, payment_fields, 1, "payment.", malformed, invalid);
-        rule(payment, "card_number", "payment.card_number", check_card, invalid);
+        rule(payment, "card_number", "payment.card_number", ms_rule_card, invalid);
     }
     return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
 }
