@@ -203,27 +203,30 @@ static void print_banner(void)
     for (int i = 0; i < sup.n; i++)
         printf("  %-10s http://%s   (/health /ready /metrics)\n", sup.children[i].svc->name,
                sup.children[i].listen);
-    printf("\nTry it (copy and paste):\n"
+    /* A checkout that works when pasted: a new customer buys two of the demo T-shirts (100 in
+     * stock, so many pastes go by before one is rejected out_of_stock) with the sandbox card
+     * that is always accepted. */
+    printf("\nTry a checkout (copy and paste):\n"
            "  ID=$(curl -s -X POST http://%s/api/v1/users -H 'Content-Type: application/json' \\\n"
            "       -d '{\"email\":\"ada-%.8s@example.com\",\"name\":\"Ada\","
-           "\"password\":\"correct horse battery\"}' | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
-           "  curl -s http://%s/api/v1/users/$ID -H \"X-User-Id: $ID\" "
-           "-H 'X-User-Role: customer'\n",
-           user, tag + 28, user);
+           "\"password\":\"correct horse battery\"}' | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n",
+           user, tag + 28);
     const char *order = listen_of("order");
     const char *inventory = listen_of("inventory");
-    if (inventory)
-        printf("  curl -s 'http://%s/api/v1/products?limit=3'\n", inventory);
-    if (order)
-        printf("  curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
+    if (order && inventory)
+        printf("  curl -s 'http://%s/api/v1/products?limit=3'\n"
+               "  PID=$(curl -s 'http://%s/api/v1/products?limit=100' | "
+               "grep -o '\"id\":\"[^\"]*\",\"sku\":\"MS-TEE-001\"' | cut -d'\"' -f4)\n"
+               "  OID=$(curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
                "-H 'X-User-Role: customer' \\\n"
                "       -H 'Content-Type: application/json' -H \"Idempotency-Key: first-$ID\" "
                "\\\n"
-               "       -d '{\"items\":[{\"product_id\":\"3fa85f64-5717-4562-b3fc-2c963f66afa6\","
-               "\"quantity\":2,\"unit_price_cents\":1999}],\"currency\":\"EUR\"}'\n"
-               "  curl -s http://%s/api/v1/users/$ID/orders -H \"X-User-Id: $ID\" "
+               "       -d '{\"items\":[{\"product_id\":\"'$PID'\",\"quantity\":2}],"
+               "\"payment\":{\"card_number\":\"4242424242424242\"}}' "
+               "| sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
+               "  curl -s http://%s/api/v1/orders/$OID -H \"X-User-Id: $ID\" "
                "-H 'X-User-Role: customer'\n",
-               order, order);
+               inventory, inventory, order, order);
     printf("\nPress Ctrl-C to stop.\n");
     fflush(stdout);
 }
