@@ -55,10 +55,16 @@ static void wipe(char *s)
         *p = 0;
 }
 
+/* Registered after the body, so it runs before the body goes (cleanups run newest first). */
+static void wipe_card(void *arg)
+{
+    checkout *k = arg;
+    wipe((char *)k->card); /* the body's copy (jansson's string, owned by the request) */
+}
+
 static void checkout_release(void *arg)
 {
     checkout *k = arg;
-    wipe((char *)k->card); /* the body's copy of the card */
     order_state_release(&k->state);
     order_decision_release(&k->decision);
     free(k->first_metadata);
@@ -382,6 +388,7 @@ void order_create(ms_http_request *req)
     }
     k->card = json_string_value(json_object_get(json_object_get(k->body, "payment"),
                                                 "card_number"));
+    ms_arena_on_reset(&req->arena, wipe_card, k);
     for (int i = 0; i < MS_UUID_LEN; i++) {
         char c = k->who.user_id[i];
         k->user_id[i] = (char)(c >= 'A' && c <= 'F' ? c + 32 : c);
