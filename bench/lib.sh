@@ -44,6 +44,7 @@ bench_cleanup() {
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/${2:-}" && return 0; sleep 0.1; done; return 1; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # nginx `return 200` with the same number of workers; sets nport.
@@ -99,24 +100,30 @@ bench_start_service() { # target [VAR=VALUE ...]
 
 # Starts microshop serve TARGET on PORT (again, after a crash) and waits for it; sets spid.
 bench_run_service() { # target port [VAR=VALUE ...]
+    bench_spawn_service "$@"
+    wait_port "$2" health || { echo "microshop $1 did not start" >&2; exit 1; }
+}
+
+# The same without waiting for it to answer.
+bench_spawn_service() { # target port [VAR=VALUE ...]
     local target=$1 port=$2
     shift 2
     env "$@" "$bin" serve "$target" --listen "127.0.0.1:$port" --data "$work/data" \
         --threads "$workers" --log-level warn &
     spid=$!
     pids+=($spid)
-    wait_port "$port" health || { echo "microshop $target did not start" >&2; exit 1; }
 }
 
-# The services an order needs (user, inventory, payment); sets user_port, inv_port, pay_port and
-# shop_env, the MICROSHOP_*_URL settings an order service takes to reach them.
+# The services an order needs (user, inventory, payment); sets user_port, inv_port, pay_port,
+# their pids (user_pid, ...) and shop_env, the MICROSHOP_*_URL settings an order service takes
+# to reach them.
 bench_start_backends() {
     bench_start_service user
-    user_port=$sport
+    user_port=$sport user_pid=$spid
     bench_start_service inventory
-    inv_port=$sport
+    inv_port=$sport inv_pid=$spid
     bench_start_service payment
-    pay_port=$sport
+    pay_port=$sport pay_pid=$spid
     shop_env=(MICROSHOP_USER_URL="http://127.0.0.1:$user_port"
         MICROSHOP_INVENTORY_URL="http://127.0.0.1:$inv_port"
         MICROSHOP_PAYMENT_URL="http://127.0.0.1:$pay_port")
