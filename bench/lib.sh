@@ -35,7 +35,11 @@ bench_setup() {
 }
 
 bench_cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    local i # the last started first, each gone before the next: an order service drains its
+    # checkouts while the services it calls still answer
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill "${pids[i]}" 2>/dev/null && wait "${pids[i]}" 2>/dev/null
+    done
     wait 2>/dev/null || true
     [ -n "$pgdir" ] && bash tests/lib/pg.sh stop "$pgdir" >/dev/null 2>&1
     rm -rf "$work"
