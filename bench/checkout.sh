@@ -37,13 +37,19 @@ pending() {
 # milliseconds from START and the number of polls, or "timeout". On SQLite one process polls
 # both files (a process per poll would take longer than the resume).
 wait_no_pending() { # start
-    if [ "$backend" = postgres ]; then
-        local polls=1
-        until [ "$(pending)" = 0 ]; do
+    if [ "$backend" = postgres ]; then # one psql session, the query repeated by \watch
+        local polls=0 n watch
+        exec {watch}< <(printf '%s\n\\watch 0.005\n' "SELECT ($pending_sql) +
+            (SELECT count(*) FROM order_views WHERE status = 'pending')" |
+            psql -qAt "${db_urls[order]}" 2>/dev/null)
+        while read -r -u "$watch" n; do
+            [ -n "$n" ] || continue
             polls=$((polls + 1))
-            [ $(($(date +%s%N) - $1)) -lt 30000000000 ] || { echo timeout; return; }
+            [ "$n" = 0 ] && break
+            [ $(($(date +%s%N) - $1)) -lt 30000000000 ] || { n=timeout; break; }
         done
-        echo "$((($(date +%s%N) - $1) / 1000000)) $polls"
+        exec {watch}<&-
+        if [ "$n" = 0 ]; then echo "$((($(date +%s%N) - $1) / 1000000)) $polls"; else echo timeout; fi
         return
     fi
     /usr/bin/python3 - "$work/data" "$1" "$pending_sql" <<'PY'
