@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The checkout saga against nginx `return 200`, in one run: POST /api/v1/orders through user,
 # inventory and payment (quote, reserve, charge, confirm), then a reconciliation of what the
-# three services hold, then the saga resume time: sagas caught in flight by a kill -9 of the
-# order service (the payment service slowed by its chaos latency), and how long after the
-# restart the last pending order ends.
+# three services hold and the CPU each spent per checkout, then the saga resume time: sagas
+# caught in flight by a kill -9 of the order service (the payment service slowed by its chaos
+# latency), and how long after the restart the last pending order ends.
 #
 #   bench/checkout.sh [--duration S] [--connections N] [--threads N] [--rounds N]
 #                     [--backend sqlite|postgres]
