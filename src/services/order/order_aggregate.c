@@ -540,6 +540,12 @@ static int decide_create(const order_state *s, json_t *cmd, const char *now, ord
     if (order_total(lines, n, &subtotal) < 0)
         MS_BUG("a validated order has no total");
     int64_t total = subtotal + shipping; /* both capped far below overflow by validation */
+    if (total > ORDER_MAX_TOTAL_CENTS) {
+        free(lines);
+        set_reason(d, "the order total with shipping must be at most %lld cents",
+                   (long long)ORDER_MAX_TOTAL_CENTS);
+        return MS_EINVAL;
+    }
     char order_id[MS_UUID_LEN + 1], user_id[MS_UUID_LEN + 1];
     copy_uuid(order_id, get_str(cmd, "order_id"));
     copy_uuid(user_id, get_str(cmd, "user_id"));
@@ -917,7 +923,8 @@ static int apply_step(order_state *s, const char *type, const ms_js *js, const c
     if (s->status == ORDER_STATUS_NONE || step_move(s, type, &stock, &payment) < 0 ||
         (id >= 0 && (!get_text(js, 0, "payment_id", payment_id, sizeof payment_id) ||
                      !ms_uuid_valid(payment_id))) ||
-        (strcmp(type, ORDER_EVENT_PAYMENT_CAPTURED) == 0 && id < 0))
+        (strcmp(type, ORDER_EVENT_PAYMENT_CAPTURED) == 0 && id < 0) ||
+        (id >= 0 && strncmp(type, "Payment", 7) != 0)) /* only a payment names a payment */
         return MS_EINVAL;
     s->stock = stock;
     s->payment = payment;
@@ -1214,6 +1221,11 @@ int order_saga_decide(const order_state *state, order_saga_outcome outcome, cons
                           out);
         return rc < 0 ? rc : add_move(state, ORDER_STATUS_CONFIRMED, NULL, now, out);
     case ORDER_OUTCOME_CONFIRMED:
+        if (order_status_can_move(state->status, ORDER_STATUS_CONFIRMED) &&
+            state->payment != ORDER_PAYMENT_CAPTURED) {
+            set_reason(out, "order %s is not paid", state->id);
+            return MS_ECONFLICT;
+        }
         return add_move(state, ORDER_STATUS_CONFIRMED, NULL, now, out);
     case ORDER_OUTCOME_DECLINED:
         if (state->payment != ORDER_PAYMENT_DECLINED)

@@ -254,9 +254,11 @@ typedef enum order_saga_outcome {
     ORDER_OUTCOME_COMMITTED,    /* StockCommitted */
 } order_saga_outcome;
 
-/* Decides the events recording `outcome` on `state` (payment_id: for CAPTURED and DECLINED,
- * may be NULL for DECLINED). Returns 0, or MS_ECONFLICT (out->reason says why) when the
- * outcome does not fit the state, e.g. a second StockReserved. */
+/* Decides the events recording `outcome` on `state` (payment_id: for CAPTURED, DECLINED and
+ * REFUNDED; may be NULL but for CAPTURED). Returns 0; MS_ECONFLICT (out->reason says why)
+ * when the outcome does not fit the state, e.g. a second StockReserved or a confirmation
+ * without a capture; MS_EINVAL for a capture without a valid payment id or an unknown
+ * outcome; MS_ENOTFOUND on no order. */
 int order_saga_decide(const order_state *state, order_saga_outcome outcome, const char *payment_id,
                       const char *now, order_decision *out);
 
