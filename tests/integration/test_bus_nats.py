@@ -376,3 +376,28 @@ def test_failing_transactions_nak_and_keep_the_order_across_kill_9(nats, start_s
          what="every outbox id received")
     poll(lambda: consumer_state(nats, STREAM, DURABLE)["num_ack_pending"] == 0, 20 * SLOW, 0.05,
          what="every message acked")
+
+
+def test_low_stock_alerts_follow_the_inventory_stream(nats, start_server):
+    import uuid
+    nats.start()
+    inventory = start_server(target="inventory", env={"NATS_URL": nats.url})
+    order = start_server(target="order", env={"NATS_URL": nats.url,
+                                              "MICROSHOP_INVENTORY_URL": inventory.url})
+    boss = str(uuid.uuid4())
+    r = inventory.request("POST", "/api/v1/products", user=boss, role="admin",
+                          json={"sku": "ALERT-N", "name": "Last few", "price_cents": 500,
+                                "currency": "EUR", "stock": 6, "low_stock_threshold": 5})
+    assert r.status_code == 201, r.text
+    product = r.json()["id"]
+    r = inventory.request("POST", "/internal/v1/reservations",
+                          json={"order_id": str(uuid.uuid4()),
+                                "items": [{"product_id": product, "quantity": 2}]})
+    assert r.status_code == 201, r.text
+    poll(lambda: order.db.query("SELECT sku, available, threshold FROM low_stock_alerts "
+                                "WHERE product_id = ?", (product,)) == [("ALERT-N", 4, 5)],
+         30 * SLOW, 0.05, what="the order service's low-stock alert")
+    c = consumer_state(nats, "MICROSHOP_INVENTORY", "order_low_stock")
+    assert c and c["config"]["filter_subject"] == "inventory.>"
+    poll(lambda: order.metric("bus_consumer_applied_total", consumer="order.low_stock") >= 1,
+         10 * SLOW, 0.05, what="the alert counted")
