@@ -223,6 +223,8 @@ static void prepared(const ms_http_client_result *results, int n, void *arg)
 {
     checkout *k = arg;
     ms_http_request *req = k->req;
+    if (!results || n < 1)
+        MS_BUG("a fan-out answered no calls");
     const ms_http_client_result *quote = &results[0], *user = n > 1 ? &results[1] : NULL;
     if (user && user->err == 0 && user->resp.status == 404) {
         ms_problem_reason(req, MS_EVALIDATION, "user_invalid",
