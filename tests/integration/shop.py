@@ -36,7 +36,7 @@ class Shop:
     """The processes of one shop. Attributes the shop does not have are the order service's
     (db, request, get, metric, port, url, ...), so a Shop stands in for the order server."""
 
-    def __init__(self, instances=1, user=True, order_args=(), order_env=None, wire=True):
+    def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=()):
         self._set = ServerSet()
         self._specs = {}   # name -> (target, db, args, env)
         self.servers = {}  # name -> the running Server
@@ -51,14 +51,14 @@ class Shop:
                 self._spec(name, "inventory", inv_db, own_db=(i == 0))
                 self.inventory_names.append(name)
             self._spec("payment", "payment", Database("payment.db"))
-            env = {}
-            if wire:
-                if user:
-                    env["MICROSHOP_USER_URL"] = self.servers["user"].url
-                env["MICROSHOP_INVENTORY_URL"] = ",".join(
-                    self.servers[n].url for n in self.inventory_names)
-                env["MICROSHOP_PAYMENT_URL"] = self.servers["payment"].url
+            env = {"MICROSHOP_INVENTORY_URL": ",".join(
+                self.servers[n].url for n in self.inventory_names),
+                "MICROSHOP_PAYMENT_URL": self.servers["payment"].url}
+            if user:
+                env["MICROSHOP_USER_URL"] = self.servers["user"].url
             env.update(order_env or {})
+            for k in drop_env:  # e.g. an order service without a payment service to ask
+                env.pop(k, None)
             self._spec("order", "order", Database("order.db"), args=order_args, env=env)
         except BaseException:
             self._set.close()
@@ -104,8 +104,15 @@ class Shop:
 
     def restart(self, name):
         """SIGTERM (it must exit 0), then the same process again on its port and data."""
+        self.stop(name)
+        return self._start(name)
+
+    def stop(self, name):
+        """SIGTERM (it must exit 0); start(name) brings it back on its port and data."""
         rc = self.servers[name].stop()
         assert rc == 0, f"{name} exited with {rc}:\n{self.servers[name].log_tail()}"
+
+    def start(self, name):
         return self._start(name)
 
     def kill(self, name):
@@ -142,6 +149,14 @@ class Shop:
                                               json=body)
         assert r.status_code == 201, f"{r.status_code} {r.text}"
         return r.json()
+
+    def stocked(self, price=150, currency="EUR"):
+        """A product at `price` with practically endless stock, made once per shop (for tests
+        of the order service that are not about stock)."""
+        cache = self.__dict__.setdefault("_stocked", {})
+        if (price, currency) not in cache:
+            cache[(price, currency)] = self.product(stock=10 ** 9, price=price, currency=currency)
+        return cache[(price, currency)]
 
     def stock(self, pid, api=True):
         """{available, on_hand, reserved} of a product: on_hand and reserved from the
@@ -226,7 +241,8 @@ def shop():
 
 @pytest.fixture
 def start_shop():
-    """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None) -> Shop,
+    """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None,
+    drop_env=()) -> Shop,
     stopped (each process must exit 0) at the end of the test."""
     shops = []
 
