@@ -159,7 +159,6 @@ def assert_order(doc, user=None, body=None):
 TRANSITIONS = {
     "StockReserved": {"stock_status": "reserved"},
     "StockReleased": {"stock_status": "released"},
-    "StockCommitted": {"stock_status": "committed"},
     "PaymentCaptured": {"payment_status": "captured"},
     "PaymentDeclined": {"payment_status": "declined"},
     "PaymentRefunded": {"payment_status": "refunded"},
@@ -191,6 +190,8 @@ def rebuild(events):
         assert view is not None, "an event before OrderCreated"
         assert e["type"] in TRANSITIONS, f"an event this test does not know: {e['type']}"
         view.update(TRANSITIONS[e["type"]], version=view["version"] + 1)
+        if e["type"] == "OrderShipped" and view["stock_status"] == "reserved":
+            view["stock_status"] = "committed"  # the reservation was committed before
         view["updated_at"] = d.get("at", view["updated_at"])
         if e["type"] in ("OrderRejected", "OrderCancelled"):
             view.pop("reason", None)
@@ -909,8 +910,7 @@ def test_concurrent_commands_on_one_order_have_exactly_one_winner(osrv, action):
     assert winner.headers["ETag"] == etag(won) and won["status"] in ("cancelled", "shipped")
     evs = events_of(osrv, doc["id"])
     assert evs[-1]["version"] == won["version"]
-    assert evs[len(CHECKOUT_EVENTS)]["type"] in ("OrderCancelled", "OrderShipped",
-                                                 "StockCommitted")
+    assert evs[len(CHECKOUT_EVENTS)]["type"] in ("OrderCancelled", "OrderShipped")
     assert int(winner.headers["X-Position"]) == evs[-1]["position"]
     assert rebuild(evs) == won
     assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == len(evs)
