@@ -1,11 +1,13 @@
 """The payment service: POST /internal/v1/payments (authorize and capture), POST
 /internal/v1/payments/{order_id}/refund, GET /api/v1/payments/{id} and GET
 /api/v1/payments?order_id=. Idempotency by order id, declines, the outbox events, and the card
-number never kept beyond its last four digits. Chaos is in test_payment_chaos.py."""
+number never kept beyond its last four digits, and the voided tombstone a refund of an order
+without payment leaves. Chaos is in test_payment_chaos.py."""
 import concurrent.futures
 import contextlib
 import json
 import os
+import threading
 import uuid
 
 import pytest
@@ -16,6 +18,7 @@ from conftest import (BACKEND, RFC3339, SLOW, UUID_RE, ServerSet, admin, assert_
 CARD = "4242424242424242"
 DECLINED = "4000000000000002"
 OTHER_CARD = "5555555555554444"  # Luhn-valid, accepted by the sandbox
+NIL_USER = "00000000-0000-0000-0000-000000000000"
 JSON = {"Content-Type": "application/json"}
 PAYMENT_KEYS = {"id", "order_id", "user_id", "amount_cents", "currency", "status", "card_last4",
                 "created_at", "refunds"}
@@ -279,10 +282,171 @@ def test_refund_of_a_declined_payment_changes_nothing(psrv):
     assert r.json()["status"] == "declined" and r.json()["refunds"] == []
 
 
-def test_refund_of_an_unknown_order_is_404(psrv):
+def test_refund_of_a_malformed_order_id_is_404(psrv):
     with nothing_written(psrv):
-        assert_problem(refund(psrv, uid()), 404)
         assert_problem(refund(psrv, "not-a-uuid"), 404)
+
+
+# ---- voided: the refund of an order that has no payment ----
+
+def assert_voided(doc, order):
+    assert set(doc) == PAYMENT_KEYS, doc
+    assert UUID_RE.match(doc["id"]) and RFC3339.match(doc["created_at"]), doc
+    assert {k: doc[k] for k in ("order_id", "user_id", "amount_cents", "currency", "status",
+                                "card_last4", "refunds")} == {
+        "order_id": order, "user_id": NIL_USER, "amount_cents": 0, "currency": "XXX",
+        "status": "voided", "card_last4": "", "refunds": []}, doc
+
+
+def test_refund_of_an_order_without_payment_voids_it(psrv):
+    order = uid()
+    transactions, refunds = count(psrv, "transactions"), count(psrv, "refunds")
+    r = refund(psrv, order.upper(), {"reason": "checkout timed out"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert_voided(doc, order)
+    # no provider call, no refund: nothing was charged or paid back
+    assert count(psrv, "transactions") == transactions
+    assert count(psrv, "refunds") == refunds
+    assert psrv.db.query("SELECT id, status, amount_cents FROM payments WHERE order_id = ?",
+                         [order]) == [(doc["id"], "voided", 0)]
+    assert events(psrv, order) == [("payment.voided", {
+        "payment_id": doc["id"], "order_id": order, "voided_at": doc["created_at"],
+        "reason": "checkout timed out"})]
+    # again, with or without a reason: the same payment, nothing new
+    with nothing_written(psrv):
+        assert refund(psrv, order).json() == doc
+        again = refund(psrv, order, {"reason": "again"})
+        assert again.status_code == 200 and again.json() == doc
+
+
+@pytest.mark.parametrize("card", [CARD, DECLINED])
+def test_charge_of_a_voided_order_is_409_and_charges_nothing(psrv, card):
+    order = uid()
+    voided = refund(psrv, order)
+    assert voided.status_code == 200 and voided.json()["status"] == "voided", voided.text
+    with nothing_written(psrv):
+        for _ in range(2):
+            doc = assert_problem(charge(psrv, charge_body(order=order, card=card)), 409)
+            assert doc["reason"] == "voided" and voided.json()["id"] in doc["detail"], doc
+    assert count(psrv, "transactions", "WHERE payment_id = ?", [voided.json()["id"]]) == 0
+    assert [k for k, _ in events(psrv, order)] == ["payment.voided"]
+    # the refund still answers the tombstone
+    assert refund(psrv, order).json() == voided.json()
+
+
+def test_a_voided_payment_is_shown_to_admins_only(psrv):
+    order = uid()
+    doc = refund(psrv, order).json()
+    got = psrv.get(f"/api/v1/payments/{doc['id']}", headers=admin())
+    assert got.status_code == 200 and got.json() == doc
+    listed = psrv.get("/api/v1/payments", params={"order_id": order}, headers=admin())
+    assert listed.status_code == 200 and listed.json() == {"items": [doc], "next_cursor": None}
+    # the tombstone has the nil user: no customer owns it, not even one claiming that id
+    for customer in (uid(), NIL_USER):
+        assert_problem(psrv.get(f"/api/v1/payments/{doc['id']}", user=customer), 404)
+        r = psrv.get("/api/v1/payments", params={"order_id": order}, user=customer)
+        assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
+
+
+def test_concurrent_charge_and_refund_never_leave_money_taken(psrv):
+    """The saga's void racing a charge still in flight: either the charge claimed the order
+    first (captured, then refunded by the refund) or the refund did (voided, the charge 409 and
+    the provider never called). Never a captured payment left behind."""
+    outcomes = set()
+    for _ in range(12):
+        body = charge_body()
+        order = body["order_id"]
+        start = threading.Barrier(2)
+
+        def go(call):
+            start.wait(10 * SLOW)
+            return call()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            c = pool.submit(go, lambda: charge(psrv, body))
+            r = pool.submit(go, lambda: refund(psrv, order))
+            c, r = c.result(), r.result()
+        assert r.status_code == 200, r.text
+        [(pid, status)] = psrv.db.query("SELECT id, status FROM payments WHERE order_id = ?",
+                                        [order])
+        # by kind: each call's timestamp is taken when it arrived, so the refund that waited
+        # for the charge may carry the earlier one
+        kinds = psrv.db.query("SELECT kind, outcome FROM transactions WHERE payment_id = ?"
+                              " ORDER BY kind", [pid])
+        if status == "refunded":
+            assert c.status_code == 201 and c.json()["id"] == pid, c.text
+            assert_payment(r.json(), body, status="refunded")
+            assert kinds == [("authorize_capture", "approved"), ("refund", "approved")]
+            assert [k for k, _ in events(psrv, order)] == ["payment.captured", "payment.refunded"]
+        else:
+            assert status == "voided", status
+            assert assert_problem(c, 409)["reason"] == "voided", c.text
+            assert_voided(r.json(), order)
+            assert kinds == []
+            assert [k for k, _ in events(psrv, order)] == ["payment.voided"]
+        outcomes.add(status)
+        # whoever won, the order's payment is settled: refunds and charges change nothing now
+        with nothing_written(psrv):
+            assert refund(psrv, order).json()["status"] == status
+    assert outcomes <= {"refunded", "voided"}
+
+
+def test_migration_3_keeps_payments_and_admits_tombstones(start_server):
+    """A database as migration 2 left it (no 'voided', amounts above 0) is upgraded on start
+    with every payment, transaction and refund kept and the references still enforced."""
+    s = start_server(target="payment")
+    kept = charge_body()
+    assert charge(s, kept).status_code == 201
+    assert refund(s, kept["order_id"]).status_code == 200
+    assert charge(s, charge_body(card=DECLINED)).status_code == 402
+    assert charge(s, charge_body()).status_code == 201
+    assert s.stop() == 0, s.log_tail()
+    before = state(s)
+    old_checks = ("CHECK (amount_cents > 0)",
+                  "CHECK (status IN ('pending', 'captured', 'declined', 'refunded'))")
+    if s.db.name:
+        import psycopg2
+        conn = psycopg2.connect(s.db.url)
+        conn.autocommit = True
+        conn.cursor().execute(
+            "ALTER TABLE payments DROP CONSTRAINT payments_status_check,"
+            " DROP CONSTRAINT payments_amount_cents_check,"
+            f" ADD CONSTRAINT payments_amount_cents_check {old_checks[0]},"
+            f" ADD CONSTRAINT payments_status_check {old_checks[1]};"
+            "DELETE FROM schema_migrations WHERE version = 3")
+        conn.close()
+    else:
+        import sqlite3
+        conn = sqlite3.connect(s.db.sqlite_path, isolation_level=None)
+        conn.executescript(
+            "PRAGMA foreign_keys = OFF;"
+            "CREATE TABLE p AS SELECT * FROM payments; DROP TABLE payments;"
+            "CREATE TABLE payments (id TEXT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE,"
+            " user_id TEXT NOT NULL,"
+            f" amount_cents INTEGER NOT NULL {old_checks[0]}, currency TEXT NOT NULL,"
+            f" status TEXT NOT NULL {old_checks[1]}, card_last4 TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
+            "INSERT INTO payments SELECT * FROM p; DROP TABLE p;"
+            "DELETE FROM schema_migrations WHERE version = 3;")
+        conn.close()
+    s2 = start_server(db=s.db, target="payment")
+    assert state(s2) == before
+    assert s2.db.query("SELECT MAX(version) FROM schema_migrations") == [(3,)]
+    order = uid()
+    assert refund(s2, order).json()["status"] == "voided"
+    assert assert_problem(charge(s2, charge_body(order=order)), 409)["reason"] == "voided"
+    assert refund(s2, kept["order_id"]).json()["status"] == "refunded"
+    if not s.db.name:  # SQLite rebuilt the table: the references still hold and are enforced
+        assert s2.db.query("PRAGMA foreign_key_check") == []
+        import sqlite3
+        conn = sqlite3.connect(s.db.sqlite_path, isolation_level=None, timeout=5)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            with pytest.raises(sqlite3.IntegrityError):
+                conn.execute("INSERT INTO refunds (id, payment_id, amount_cents, created_at)"
+                             " VALUES (?, ?, 1, 'x')", (uid(), uid()))
+        finally:
+            conn.close()
 
 
 @pytest.mark.parametrize("raw,status,field", [

@@ -18,5 +18,8 @@ const char *ms_rule_country(const char *s);
 const char *ms_rule_currency(const char *s);
 /* A UUID in the canonical 8-4-4-4-12 form. */
 const char *ms_rule_uuid(const char *s);
+/* A card number: 12 to 19 digits (no spaces) whose last is the Luhn check digit. The message
+ * never quotes the number. */
+const char *ms_rule_card(const char *s);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * commands.c — the write side over HTTP: place an order, cancel it, move its status.
+ * commands.c — the write side over HTTP: cancel an order, move its status; and the steps
+ * every writer shares (load, answer, fill an append). Placing an order is checkout.c's.
  *
  * Every command follows the repository pattern: load the aggregate (latest snapshot + the
  * events after it), let the aggregate decide, append the decided events with the loaded
@@ -13,9 +14,9 @@
 #include <strings.h>
 
 #include "eventstore/relay.h"
+#include "services/inventory/inventory_client.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
-#include "runtime/core/sha256.h"
 #include "runtime/http/http_json.h"
 #include "runtime/http/identity.h"
 #include "runtime/http/problem.h"
@@ -36,18 +37,13 @@ typedef struct order_call {
     const char *command; /* ORDER_CMD_* */
     json_t *cmd;         /* the command object (the request's body, owned by its arena) */
     int64_t if_match;    /* PATCH: the version the client saw; -1 when not given */
-    char request_sha[65];
-    bool keyed; /* POST with an Idempotency-Key */
-    char event_id[MS_UUID_LEN + 1];
     order_state state;
     order_decision decision;
     ms_es_event events[ORDER_MAX_DECIDED];
     ms_es_outbox_row outbox[ORDER_MAX_DECIDED];
     ms_es_append_req append;
-    char metadata[160];
     int64_t before;       /* version before the append */
     int64_t loaded_top;   /* newest position the load saw of this process's batches */
-    char *first_metadata; /* keyed POST: metadata of the stored OrderCreated (heap) */
 } order_call;
 
 /* The request's arena runs this when the request is done, whatever the answer was. */
@@ -56,7 +52,6 @@ static void call_release(void *arg)
     order_call *k = arg;
     order_state_release(&k->state);
     order_decision_release(&k->decision);
-    free(k->first_metadata);
 }
 
 static void set_stream(order_call *k)
@@ -64,9 +59,8 @@ static void set_stream(order_call *k)
     snprintf(k->stream, sizeof k->stream, "%s%s", ORDER_STREAM_PREFIX, k->id);
 }
 
-/* Loads an order: the latest snapshot, then every event after it. Worker (or inline). */
-static int load_order(ms_db_conn *c, const char *stream, order_state *s, char **first_metadata,
-                      int64_t *top)
+int order_load(ms_db_conn *c, const char *stream, order_state *s, char **first_metadata,
+               int64_t *top)
 {
     int64_t version = 0;
     char *snap = NULL;
@@ -101,7 +95,7 @@ static int load_work(ms_db_conn *c, void *arg)
 {
     order_call *k = arg;
     int64_t top = 0;
-    int rc = load_order(c, k->stream, &k->state, k->keyed ? &k->first_metadata : NULL, &top);
+    int rc = order_load(c, k->stream, &k->state, NULL, &top);
     /* what lies above the visible position read after the load was committed elsewhere */
     int64_t visible = ms_es_visible_position(order_proc.es);
     k->loaded_top = top < visible ? top : visible;
@@ -114,25 +108,29 @@ static bool may_reach(const order_call *k)
     return k->who.is_admin || strcasecmp(k->who.user_id, k->state.user_id) == 0;
 }
 
-static void answer_order(order_call *k, int status)
+void order_answer(ms_http_request *req, const order_state *s, int status, int64_t position)
 {
-    ms_http_request *req = k->req;
-    char etag[32], position[32];
-    snprintf(etag, sizeof etag, "\"%lld\"", (long long)k->state.version);
+    char etag[32], pos[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", (long long)s->version);
     ms_http_set_header(req, "ETag", etag);
-    if (k->append.last_position > 0) {
-        snprintf(position, sizeof position, "%lld", (long long)k->append.last_position);
-        ms_http_set_header(req, "X-Position", position);
+    if (position > 0) {
+        snprintf(pos, sizeof pos, "%lld", (long long)position);
+        ms_http_set_header(req, "X-Position", pos);
     }
-    if (status == 201) {
-        char *location = ms_arena_printf(&req->arena, "/api/v1/orders/%s", k->id);
+    if (status == 201 || status == 202) {
+        char *location = ms_arena_printf(&req->arena, "/api/v1/orders/%s", s->id);
         ms_http_set_header(req, "Location", location);
     }
     ms_buf view;
     ms_buf_init(&view, 512);
-    order_view_write(&k->state, &view);
+    order_view_write(s, &view);
     ms_http_respond(req, status, "application/json", view.p, view.n);
     ms_buf_release(&view);
+}
+
+static void answer_order(order_call *k, int status)
+{
+    order_answer(k->req, &k->state, status, k->append.last_position);
 }
 
 /* `what` says why a conflict is one (the aggregate's reason, a stale version). */
@@ -158,26 +156,6 @@ static int reject_header(ms_http_request *req, const char *header, const char *m
     ms_field_error(errors, header, "%s", message);
     ms_problem_fields_from_error(req, MS_EMALFORMED, detail, errors);
     return MS_EMALFORMED;
-}
-
-/* After a keyed POST: the stored OrderCreated must come from the same request body. */
-static void replay_loaded(int rc, void *arg)
-{
-    order_call *k = arg;
-    bool same = false;
-    if (rc == 0) {
-        json_t *meta = k->first_metadata ? json_loads(k->first_metadata, 0, NULL) : NULL;
-        const char *sha = json_string_value(json_object_get(meta, "request_sha256"));
-        same = sha && strcmp(sha, k->request_sha) == 0;
-        json_decref(meta);
-    }
-    if (rc < 0)
-        answer_error(k, rc, NULL);
-    else if (!same)
-        answer_error(k, MS_ECONFLICT,
-                     "this Idempotency-Key was used with a different request body");
-    else
-        answer_order(k, 201);
 }
 
 static int snapshot_work(ms_db_conn *c, void *arg)
@@ -227,20 +205,17 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
     }
     if (order_apply_decision(&k->state, &k->decision) < 0)
         MS_BUG("an event the aggregate decided does not apply to it");
-    if (!k->append.is_replay)
-        ms_relay_kick(order_proc.relay); /* the events' outbox rows are committed */
-    bool created = strcmp(k->command, ORDER_CMD_CREATE) == 0;
-    if (created && !k->append.is_replay)
-        order_metrics_created(k->state.total_cents);
+    ms_relay_kick(order_proc.relay); /* the events' outbox rows are committed */
     maybe_snapshot(k);
-    if (created && k->keyed) {
-        /* the append may have been a retry of an earlier one: answer what is stored */
-        order_state_release(&k->state);
-        ms_http_request *req = k->req;
-        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, load_work, replay_loaded, k);
-    } else {
-        answer_order(k, created ? 201 : 200);
-    }
+    /* a cancelled confirmed order still holds its payment and its stock: the saga gives them
+     * back, answering 200 when done (202 if it outlives the request) */
+    if (order_saga_next(&k->state, false) == ORDER_SAGA_DONE)
+        answer_order(k, 200);
+    else if (order_saga_claim(k->id) < 0)
+        answer_order(k, 202); /* its runner here goes on */
+    else
+        order_saga_start(order_loop_of(k->req), k->req, 200, &k->state, NULL,
+                         k->append.last_position);
 }
 
 /* The aggregate's decision on the loaded state; answers when there is none. */
@@ -267,38 +242,91 @@ static int decide(order_call *k)
     return rc;
 }
 
+void order_fill_append(const char *stream, const char *order_id, const order_decision *d,
+                       const char *event_id, const char *metadata, ms_es_event *events,
+                       ms_es_outbox_row *outbox, int64_t version, ms_es_append_req *out)
+{
+    for (size_t i = 0; i < d->nevents; i++) {
+        ms_es_event *e = &events[i];
+        memset(e, 0, sizeof *e);
+        if (i == 0 && event_id)
+            memcpy(e->event_id, event_id, sizeof e->event_id);
+        else
+            ms_uuid_new(e->event_id);
+        e->type = d->events[i].type;
+        e->data = d->events[i].data;
+        e->metadata = metadata ? metadata : "{}";
+        ms_es_outbox_row *o = &outbox[i];
+        ms_uuid_new(o->id);
+        o->aggregate_type = "order";
+        o->aggregate_id = order_id;
+        o->type = e->type;
+        o->of_event = i + 1; /* the event itself, not a second copy of it */
+    }
+    *out = (ms_es_append_req){
+        .stream_id = stream,
+        .expected_version = version ? version : MS_ES_NO_STREAM,
+        .events = events,
+        .nevents = d->nevents,
+        .outbox = outbox,
+        .noutbox = d->nevents,
+    };
+}
+
+/* Shipping an order that holds a reservation sells its stock: inventory commits first. */
+static bool shipping_commits(const order_call *k)
+{
+    return k->decision.nevents == 1 &&
+           strcmp(k->decision.events[0].type, ORDER_EVENT_SHIPPED) == 0 &&
+           k->state.stock == ORDER_STOCK_RESERVED;
+}
+
+static void committed(int err, const ms_http_client_resp *resp, void *arg)
+{
+    order_call *k = arg;
+    if (err == 0 && resp->status == 200) {
+        ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
+        return;
+    }
+    if (err == 0)
+        ms_log(MS_LOG_ERROR, "inventory refused to commit a shipped order's reservation",
+               "order_id", k->id, NULL);
+    answer_error(k, err == MS_ETIMEDOUT ? MS_ETIMEDOUT : MS_ECONN,
+                 "the inventory service did not commit the order's stock");
+}
+
+static void commit_then_append(order_call *k)
+{
+    ms_http_request *req = k->req;
+    char path[128];
+    snprintf(path, sizeof path, INVENTORY_COMMIT_FMT, k->id);
+    ms_http_client_req r = {
+        .upstream = "inventory",
+        .method = HTTP_POST,
+        .path = path,
+        .deadline = req->deadline,
+        .idempotent = true,
+        .traceparent = ms_http_header_get(req, "traceparent"),
+    };
+    int rc = order_loop_of(req)->client ? ms_http_client_request(order_loop_of(req)->client, &r,
+                                                                 committed, k)
+                                        : MS_ECONN;
+    if (rc < 0)
+        answer_error(k, MS_ECONN, "the inventory service is not configured");
+}
+
 /* Decides on the loaded state and appends. */
 static void decide_and_append(order_call *k)
 {
     if (decide(k) < 0)
         return;
     k->before = k->state.version;
-    for (size_t i = 0; i < k->decision.nevents; i++) {
-        ms_es_event *e = &k->events[i];
-        memset(e, 0, sizeof *e);
-        if (i == 0 && k->event_id[0])
-            memcpy(e->event_id, k->event_id, sizeof e->event_id);
-        else
-            ms_uuid_new(e->event_id);
-        e->type = k->decision.events[i].type;
-        e->data = k->decision.events[i].data;
-        e->metadata = k->metadata[0] ? k->metadata : "{}";
-        ms_es_outbox_row *o = &k->outbox[i];
-        ms_uuid_new(o->id);
-        o->aggregate_type = "order";
-        o->aggregate_id = k->id;
-        o->type = e->type;
-        o->of_event = i + 1; /* the event itself, not a second copy of it */
-    }
-    k->append = (ms_es_append_req){
-        .stream_id = k->stream,
-        .expected_version = k->state.version ? k->state.version : MS_ES_NO_STREAM,
-        .events = k->events,
-        .nevents = k->decision.nevents,
-        .outbox = k->outbox,
-        .noutbox = k->decision.nevents,
-    };
-    ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
+    order_fill_append(k->stream, k->id, &k->decision, NULL, NULL, k->events, k->outbox,
+                      k->state.version, &k->append);
+    if (shipping_commits(k))
+        commit_then_append(k);
+    else
+        ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
 }
 
 static void loaded(int rc, void *arg)
@@ -355,103 +383,6 @@ static int begin(ms_http_request *req, const char *command, order_call **out)
         set_stream(k);
     }
     return rc;
-}
-
-/* ---- POST /api/v1/orders ---- */
-
-static bool valid_key(const char *key)
-{
-    size_t n = strlen(key);
-    if (n == 0 || n > 255)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (key[i] < 0x21 || key[i] > 0x7e)
-            return false;
-    return true;
-}
-
-static bool valid_card(const char *card)
-{
-    size_t n = strlen(card);
-    if (n < 12 || n > 19)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (card[i] < '0' || card[i] > '9')
-            return false;
-    return true;
-}
-
-/* A keyed POST: the request's fingerprint, and the order id and first event id the key names
- * (a retry with the same key names the same order and the same first event). */
-static void name_by_key(order_call *k, json_t *body, const char *key)
-{
-    ms_arena *a = &k->req->arena;
-    /* the fingerprint of the request: its canonical JSON, so spacing and key order don't
-     * matter to Idempotency-Key; the payment details are left out of it (a stored hash of a
-     * card number could be brute-forced). Only a keyed request has retries to tell apart from
-     * reuses, so only it pays for the hash. */
-    json_t *fingerprint = ms_json_own(a, json_copy(body)); /* shallow: no card in the hash */
-    json_object_del(fingerprint, "payment");
-    char *canonical = ms_arena_own(a, json_dumps(fingerprint, JSON_COMPACT | JSON_SORT_KEYS));
-    ms_sha256_hex(canonical, strlen(canonical), k->request_sha);
-    snprintf(k->metadata, sizeof k->metadata, "{\"request_sha256\":\"%s\"}", k->request_sha);
-    char *name = ms_arena_printf(a, "order/%s/%s", k->who.user_id, key);
-    ms_uuid_from_name(name, strlen(name), k->id);
-    name = ms_arena_printf(a, "order-created/%s/%s", k->who.user_id, key);
-    ms_uuid_from_name(name, strlen(name), k->event_id);
-    k->keyed = true;
-}
-
-/* Checks the body's shape and makes it the command. */
-static int read_create(order_call *k, json_t *body, const char *key)
-{
-    static const ms_json_field fields[] = {
-        {"items", MS_JSON_ARRAY, true, false},
-        {"currency", MS_JSON_STRING, true, false},
-        {"shipping_address", MS_JSON_OBJECT, false, true},
-        {"payment", MS_JSON_OBJECT, false, false},
-    };
-    static const ms_json_field payment_fields[] = {{"card_number", MS_JSON_STRING, true, false}};
-    json_t *malformed = json_array(), *invalid = json_array();
-    ms_json_check(body, fields, 4, "", malformed, invalid);
-    json_t *payment = json_object_get(body, "payment");
-    if (json_is_object(payment)) {
-        ms_json_check(payment, payment_fields, 1, "payment.", malformed, invalid);
-        const char *card = json_string_value(json_object_get(payment, "card_number"));
-        if (card && !valid_card(card))
-            ms_field_error(invalid, "payment.card_number", "must be 12 to 19 digits");
-    }
-    if (key)
-        name_by_key(k, body, key);
-    else
-        ms_uuid_new(k->id);
-    set_stream(k);
-    /* the command: the body's fields (ms_json_check let through only known ones) less the
-     * payment, plus who and which order */
-    json_object_del(body, "payment");
-    json_object_set_new(body, "order_id", json_string(k->id));
-    json_object_set_new(body, "user_id", json_string(k->who.user_id));
-    k->cmd = body;
-    /* the aggregate's rules run in order_decide, once the body has the right shape (no double
-     * "is required"), and answer the same way */
-    return ms_http_reject_fields(k->req, malformed, invalid);
-}
-
-void order_create(ms_http_request *req)
-{
-    order_call *k;
-    json_t *body;
-    const char *key = ms_http_header_get(req, "Idempotency-Key");
-    int rc = begin(req, ORDER_CMD_CREATE, &k);
-    if (rc == 0 && key && !valid_key(key))
-        rc = reject_header(req, "Idempotency-Key", "must be 1 to 255 visible ASCII characters",
-                           "the Idempotency-Key header is malformed");
-    if (rc == 0)
-        rc = ms_http_json_body(req, &body);
-    if (rc == 0)
-        rc = read_create(k, body, key);
-    if (rc == 0)
-        decide_and_append(k);
 }
 
 /* ---- POST /api/v1/orders/{id}/cancel and PATCH /api/v1/orders/{id}/status ---- */

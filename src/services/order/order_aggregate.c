@@ -37,6 +37,18 @@ static const char *const status_names[] = {
 };
 enum { NSTATUS = sizeof status_names / sizeof status_names[0] };
 
+static const char *const stock_names[] = {"none", "reserved", "released", "committed"};
+static const char *const payment_names[] = {"none", "captured", "declined", "refunded", "voided"};
+
+/* An index into names[0..n) by name; -1 when none. */
+static int name_index(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return -1;
+}
+
 #define TO(s) (1u << (s))
 /* next[from]: the statuses `from` may move to (the status machine in api/openapi.yaml). */
 static const unsigned next[NSTATUS] = {
@@ -209,6 +221,9 @@ bool order_state_equal(const order_state *a, const order_state *b)
     if (strcmp(a->id, b->id) != 0 || strcmp(a->user_id, b->user_id) != 0 ||
         a->status != b->status || a->nitems != b->nitems || strcmp(a->currency, b->currency) != 0 ||
         a->total_cents != b->total_cents || a->version != b->version ||
+        a->subtotal_cents != b->subtotal_cents || a->shipping_cents != b->shipping_cents ||
+        a->stock != b->stock || a->payment != b->payment ||
+        strcmp(a->payment_id, b->payment_id) != 0 ||
         !same_text(a->shipping_address, b->shipping_address) ||
         !same_text(a->created_at, b->created_at) || !same_text(a->updated_at, b->updated_at) ||
         !same_text(a->reason, b->reason))
@@ -303,8 +318,8 @@ static const char *item_path(char out[64], size_t i, const char *field)
 
 /* Checks items[i] and adds its line to *total; false when the line cannot be counted. Paths
  * are written only for errors (a printf per field was a tenth of a POST's validation). */
-static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malformed,
-                          json_t *invalid)
+static bool validate_item(json_t *items, size_t i, bool priced, int64_t *total,
+                          json_t *malformed, json_t *invalid)
 {
     static const ms_json_field fields[] = {
         {"product_id", MS_JSON_STRING, true, false},
@@ -317,7 +332,9 @@ static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malfo
         ms_field_error(malformed, item_path(path, i, ""), "must be an object");
         return false;
     }
-    bool countable = ms_json_check(item, fields, 3, item_path(path, i, "."), malformed, invalid);
+    /* a client's checkout names no price: the field is then unknown, and refused as such */
+    bool countable =
+        ms_json_check(item, fields, priced ? 3 : 2, item_path(path, i, "."), malformed, invalid);
 
     const char *product = get_str(item, "product_id");
     if (product && !ms_uuid_valid(product)) {
@@ -346,6 +363,8 @@ static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malfo
                        (long long)ORDER_MAX_UNIT_PRICE_CENTS);
         countable = false;
     }
+    if (!priced)
+        return countable;
     if (!countable || !json_is_integer(q) || !json_is_integer(p))
         return false;
     int64_t line;
@@ -354,25 +373,9 @@ static bool validate_item(json_t *items, size_t i, int64_t *total, json_t *malfo
            !__builtin_add_overflow(*total, line, total);
 }
 
-static int validate_create(json_t *cmd, json_t *malformed, json_t *invalid)
+/* The items (priced or not) and the address, shared by Checkout and CreateOrder. */
+static void validate_lines(json_t *cmd, bool priced, json_t *malformed, json_t *invalid)
 {
-    static const ms_json_field fields[] = {
-        {"order_id", MS_JSON_STRING, true, false},
-        {"user_id", MS_JSON_STRING, true, false},
-        {"items", MS_JSON_ARRAY, true, false},
-        {"currency", MS_JSON_STRING, true, false},
-        {"shipping_address", MS_JSON_OBJECT, false, true},
-    };
-    size_t before = error_count(malformed, invalid);
-    if (!json_is_object(cmd)) {
-        ms_field_error(malformed, "body", "must be a JSON object");
-        return MS_EINVAL;
-    }
-    ms_json_check(cmd, fields, 5, "", malformed, invalid);
-    rule(cmd, "order_id", "order_id", ms_rule_uuid, invalid);
-    rule(cmd, "user_id", "user_id", ms_rule_uuid, invalid);
-    rule(cmd, "currency", "currency", ms_rule_currency, invalid);
-
     json_t *items = json_object_get(cmd, "items");
     size_t n = json_array_size(items);
     if (json_is_array(items) && n == 0) {
@@ -383,42 +386,92 @@ static int validate_create(json_t *cmd, json_t *malformed, json_t *invalid)
         int64_t total = 0;
         bool countable = true;
         for (size_t i = 0; i < n; i++)
-            countable &= validate_item(items, i, &total, malformed, invalid);
-        if (countable && total > ORDER_MAX_TOTAL_CENTS)
+            countable &= validate_item(items, i, priced, &total, malformed, invalid);
+        if (priced && countable && total > ORDER_MAX_TOTAL_CENTS)
             ms_field_error(invalid, "items", "the order total must be at most %lld cents",
                            (long long)ORDER_MAX_TOTAL_CENTS);
     }
     json_t *addr = json_object_get(cmd, "shipping_address");
     if (json_is_object(addr))
         validate_address(addr, malformed, invalid);
+}
+
+static int validate_checkout(json_t *cmd, json_t *malformed, json_t *invalid)
+{
+    static const ms_json_field fields[] = {
+        {"items", MS_JSON_ARRAY, true, false},
+        {"shipping_address", MS_JSON_OBJECT, false, true},
+        {"payment", MS_JSON_OBJECT, true, false},
+    };
+    static const ms_json_field payment_fields[] = {{"card_number", MS_JSON_STRING, true, false}};
+    size_t before = error_count(malformed, invalid);
+    if (!json_is_object(cmd)) {
+        ms_field_error(malformed, "body", "must be a JSON object");
+        return MS_EINVAL;
+    }
+    ms_json_check(cmd, fields, 3, "", malformed, invalid);
+    validate_lines(cmd, false, malformed, invalid);
+    json_t *payment = json_object_get(cmd, "payment");
+    if (json_is_object(payment)) {
+        ms_json_check(payment, payment_fields, 1, "payment.", malformed, invalid);
+        rule(payment, "card_number", "payment.card_number", ms_rule_card, invalid);
+    }
     return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
 }
 
-static int validate_update(json_t *cmd, json_t *malformed, json_t *invalid)
+static const char *check_last4(const char *s)
+{
+    return strlen(s) == 4 && is_digits(s, 4) ? NULL : "must be 4 digits";
+}
+
+static int validate_create(json_t *cmd, json_t *malformed, json_t *invalid)
 {
     static const ms_json_field fields[] = {
-        {"status", MS_JSON_STRING, true, false},
-        {"reason", MS_JSON_STRING, false, true},
+        {"order_id", MS_JSON_STRING, true, false},
+        {"user_id", MS_JSON_STRING, true, false},
+        {"items", MS_JSON_ARRAY, true, false},
+        {"currency", MS_JSON_STRING, true, false},
+        {"shipping_cents", MS_JSON_INTEGER, true, false},
+        {"card_last4", MS_JSON_STRING, true, false},
+        {"shipping_address", MS_JSON_OBJECT, false, true},
     };
     size_t before = error_count(malformed, invalid);
     if (!json_is_object(cmd)) {
         ms_field_error(malformed, "body", "must be a JSON object");
         return MS_EINVAL;
     }
-    ms_json_check(cmd, fields, 2, "", malformed, invalid);
+    ms_json_check(cmd, fields, 7, "", malformed, invalid);
+    rule(cmd, "order_id", "order_id", ms_rule_uuid, invalid);
+    rule(cmd, "user_id", "user_id", ms_rule_uuid, invalid);
+    rule(cmd, "currency", "currency", ms_rule_currency, invalid);
+    rule(cmd, "card_last4", "card_last4", check_last4, invalid);
+    json_t *shipping = json_object_get(cmd, "shipping_cents");
+    if (json_is_integer(shipping) && (json_integer_value(shipping) < 0 ||
+                                      json_integer_value(shipping) > ORDER_MAX_SHIPPING_CENTS))
+        ms_field_error(invalid, "shipping_cents", "must be from 0 to %lld",
+                       (long long)ORDER_MAX_SHIPPING_CENTS);
+    validate_lines(cmd, true, malformed, invalid);
+    return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
+}
+
+static int validate_update(json_t *cmd, json_t *malformed, json_t *invalid)
+{
+    static const ms_json_field fields[] = {{"status", MS_JSON_STRING, true, false}};
+    size_t before = error_count(malformed, invalid);
+    if (!json_is_object(cmd)) {
+        ms_field_error(malformed, "body", "must be a JSON object");
+        return MS_EINVAL;
+    }
+    ms_json_check(cmd, fields, 1, "", malformed, invalid);
     const char *name = get_str(cmd, "status");
     order_status to = ORDER_STATUS_NONE;
-    if (name && order_status_parse(name, &to) == 0 &&
-        (to == ORDER_STATUS_PENDING || to == ORDER_STATUS_CANCELLED))
-        to = ORDER_STATUS_NONE; /* cancelling is CancelOrder's: it releases stock, refunds */
+    /* confirmed and rejected are the checkout saga's to record (it charged or it did not);
+     * cancelling is CancelOrder's (it refunds and releases) */
+    if (name && order_status_parse(name, &to) == 0 && to != ORDER_STATUS_SHIPPED &&
+        to != ORDER_STATUS_DELIVERED)
+        to = ORDER_STATUS_NONE;
     if (name && to == ORDER_STATUS_NONE)
-        ms_field_error(invalid, "status", "must be confirmed, shipped, delivered or rejected");
-    const char *reason = get_str(cmd, "reason");
-    const char *why = reason ? check_reason(reason) : NULL;
-    if (why)
-        ms_field_error(invalid, "reason", "%s", why);
-    else if (reason && to != ORDER_STATUS_NONE && to != ORDER_STATUS_REJECTED)
-        ms_field_error(invalid, "reason", "is only allowed with status rejected");
+        ms_field_error(invalid, "status", "must be shipped or delivered");
     return error_count(malformed, invalid) > before ? MS_EINVAL : 0;
 }
 
@@ -483,10 +536,10 @@ static int decide_create(const order_state *s, json_t *cmd, const char *now, ord
         lines[i].quantity = (int)json_integer_value(json_object_get(item, "quantity"));
         lines[i].unit_price_cents = json_integer_value(json_object_get(item, "unit_price_cents"));
     }
-    int64_t total;
-    int rc = order_total(lines, n, &total);
-    if (rc < 0)
+    int64_t subtotal, shipping = json_integer_value(json_object_get(cmd, "shipping_cents"));
+    if (order_total(lines, n, &subtotal) < 0)
         MS_BUG("a validated order has no total");
+    int64_t total = subtotal + shipping; /* both capped far below overflow by validation */
     char order_id[MS_UUID_LEN + 1], user_id[MS_UUID_LEN + 1];
     copy_uuid(order_id, get_str(cmd, "order_id"));
     copy_uuid(user_id, get_str(cmd, "user_id"));
@@ -496,6 +549,7 @@ static int decide_create(const order_state *s, json_t *cmd, const char *now, ord
     ms_buf b;
     ms_buf_init(&b, 512);
     put_key_string(&b, "{\"at\":", now);
+    put_key_string(&b, ",\"card_last4\":", get_str(cmd, "card_last4"));
     put_key_string(&b, ",\"created_at\":", now);
     put_key_string(&b, ",\"currency\":", get_str(cmd, "currency"));
     ms_buf_adds(&b, ",\"items\":[");
@@ -509,7 +563,9 @@ static int decide_create(const order_state *s, json_t *cmd, const char *now, ord
     ms_buf_adds(&b, ",\"shipping_address\":");
     char *address = json_is_object(addr) ? dump(json_incref(addr)) : NULL;
     ms_buf_adds(&b, address ? address : "null");
-    put_key_string(&b, ",\"status\":", order_status_name(ORDER_INITIAL_STATUS));
+    put_key_int(&b, ",\"shipping_cents\":", shipping);
+    put_key_string(&b, ",\"status\":", order_status_name(ORDER_STATUS_PENDING));
+    put_key_int(&b, ",\"subtotal_cents\":", subtotal);
     put_key_int(&b, ",\"total_cents\":", total);
     put_key_string(&b, ",\"user_id\":", user_id);
     ms_buf_add(&b, "}", 2); /* with the NUL */
@@ -519,10 +575,12 @@ static int decide_create(const order_state *s, json_t *cmd, const char *now, ord
     order_state *t = &d->next;
     memcpy(t->id, order_id, sizeof t->id);
     memcpy(t->user_id, user_id, sizeof t->user_id);
-    t->status = ORDER_INITIAL_STATUS;
+    t->status = ORDER_STATUS_PENDING;
     t->items = lines;
     t->nitems = n;
     memcpy(t->currency, get_str(cmd, "currency"), 4);
+    t->subtotal_cents = subtotal;
+    t->shipping_cents = shipping;
     t->total_cents = total;
     t->shipping_address = address;
     t->created_at = ms_xstrdup(now);
@@ -585,10 +643,25 @@ static int decide_update(const order_state *s, json_t *cmd, const char *now, ord
 
 static int decide_cancel(const order_state *s, json_t *cmd, const char *now, order_decision *d)
 {
+    /* A pending order's saga is running: cancelling under it would race its charge. It ends
+     * by itself (confirmed, or rejected at the latest on its timeout). */
+    if (s->status == ORDER_STATUS_PENDING) {
+        set_reason(d, "order is pending: its checkout is still running; cancel it once it is "
+                      "confirmed");
+        return MS_ECONFLICT;
+    }
     return decide_move(s, ORDER_STATUS_CANCELLED, get_str(cmd, "reason"), now, d);
 }
 
+static int decide_checkout(const order_state *s, json_t *cmd, const char *now, order_decision *d)
+{
+    (void)s, (void)cmd, (void)now;
+    set_reason(d, "a checkout is validated here; the service decides CreateOrder from it");
+    return MS_EINVAL;
+}
+
 static const order_command_handler handlers[] = {
+    {ORDER_CMD_CHECKOUT, validate_checkout, decide_checkout},
     {ORDER_CMD_CREATE, validate_create, decide_create},
     {ORDER_CMD_UPDATE_STATUS, validate_update, decide_update},
     {ORDER_CMD_CANCEL, validate_cancel, decide_cancel},
@@ -723,7 +796,14 @@ static int read_order(const ms_js *js, const char *id_key, order_state *t)
         line->quantity = (int)q;
         line->unit_price_cents = p;
     }
-    if (order_total(t->items, t->nitems, &t->total_cents) < 0 || t->total_cents != total)
+    /* before the checkout saga an order had no shipping: its subtotal is its total */
+    int sub = ms_js_get(js, 0, "subtotal_cents"), ship = ms_js_get(js, 0, "shipping_cents");
+    int64_t subtotal;
+    if (order_total(t->items, t->nitems, &t->subtotal_cents) < 0 ||
+        (sub >= 0 && (!ms_js_int(js, sub, &subtotal) || subtotal != t->subtotal_cents)) ||
+        (ship >= 0 && (!ms_js_int(js, ship, &t->shipping_cents) || t->shipping_cents < 0)) ||
+        __builtin_add_overflow(t->subtotal_cents, t->shipping_cents, &t->total_cents) ||
+        t->total_cents != total)
         return MS_EINVAL;
     if (ms_js_is(js, addr, MS_JS_OBJECT)) { /* kept as compact text with sorted keys */
         ms_buf b;
@@ -762,6 +842,8 @@ static int apply_move(order_state *s, const struct transition *t, const ms_js *j
     if (!order_status_can_move(s->status, t->to) || !get_optional_text(js, 0, "reason", &reason))
         return MS_EINVAL;
     s->status = t->to;
+    if (t->to == ORDER_STATUS_SHIPPED && s->stock == ORDER_STOCK_RESERVED)
+        s->stock = ORDER_STOCK_COMMITTED; /* the service committed the reservation first */
     free(s->updated_at);
     s->updated_at = ms_xstrdup(at);
     if (t->has_reason) {
@@ -770,6 +852,76 @@ static int apply_move(order_state *s, const struct transition *t, const ms_js *j
     } else {
         free(reason);
     }
+    s->version++;
+    return 0;
+}
+
+/*
+ * Where a saga step event leaves the stock and the payment (*stock, *payment: in, then out).
+ * 0, or MS_EINVAL when the event does not fit the order: the same rules for evolving a stored
+ * event and for deciding one (order_saga_decide).
+ */
+static int step_move(const order_state *s, const char *type, order_stock *stock,
+                     order_payment *payment)
+{
+    bool pending = s->status == ORDER_STATUS_PENDING;
+    bool ended = s->status == ORDER_STATUS_REJECTED || s->status == ORDER_STATUS_CANCELLED;
+    bool ok;
+    if (strcmp(type, ORDER_EVENT_STOCK_RESERVED) == 0) {
+        ok = pending && *stock == ORDER_STOCK_NONE;
+        *stock = ORDER_STOCK_RESERVED;
+    } else if (strcmp(type, ORDER_EVENT_STOCK_RELEASED) == 0) {
+        /* from none too: a timed-out saga releases a reservation whose answer it never saw */
+        ok = ended && (*stock == ORDER_STOCK_NONE || *stock == ORDER_STOCK_RESERVED);
+        *stock = ORDER_STOCK_RELEASED;
+    } else if (strcmp(type, ORDER_EVENT_PAYMENT_CAPTURED) == 0) {
+        ok = pending && *stock == ORDER_STOCK_RESERVED && *payment == ORDER_PAYMENT_NONE;
+        *payment = ORDER_PAYMENT_CAPTURED;
+    } else if (strcmp(type, ORDER_EVENT_PAYMENT_DECLINED) == 0) {
+        ok = pending && *payment == ORDER_PAYMENT_NONE;
+        *payment = ORDER_PAYMENT_DECLINED;
+    } else if (strcmp(type, ORDER_EVENT_PAYMENT_REFUNDED) == 0) {
+        /* from none too: a timed-out saga refunds a capture whose answer it never saw */
+        ok = ended && (*payment == ORDER_PAYMENT_CAPTURED || *payment == ORDER_PAYMENT_NONE);
+        *payment = ORDER_PAYMENT_REFUNDED;
+    } else if (strcmp(type, ORDER_EVENT_PAYMENT_VOIDED) == 0) {
+        ok = ended && *payment == ORDER_PAYMENT_NONE;
+        *payment = ORDER_PAYMENT_VOIDED;
+    } else {
+        return MS_EINVAL;
+    }
+    return ok ? 0 : MS_EINVAL;
+}
+
+static bool is_step(const char *type)
+{
+    static const char *const steps[] = {
+        ORDER_EVENT_STOCK_RESERVED,   ORDER_EVENT_STOCK_RELEASED,   ORDER_EVENT_PAYMENT_CAPTURED,
+        ORDER_EVENT_PAYMENT_DECLINED, ORDER_EVENT_PAYMENT_REFUNDED, ORDER_EVENT_PAYMENT_VOIDED,
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (strcmp(steps[i], type) == 0)
+            return true;
+    return false;
+}
+
+static int apply_step(order_state *s, const char *type, const ms_js *js, const char *at)
+{
+    order_stock stock = s->stock;
+    order_payment payment = s->payment;
+    char payment_id[64] = "";
+    int id = ms_js_get(js, 0, "payment_id");
+    if (s->status == ORDER_STATUS_NONE || step_move(s, type, &stock, &payment) < 0 ||
+        (id >= 0 && (!get_text(js, 0, "payment_id", payment_id, sizeof payment_id) ||
+                     !ms_uuid_valid(payment_id))) ||
+        (strcmp(type, ORDER_EVENT_PAYMENT_CAPTURED) == 0 && id < 0))
+        return MS_EINVAL;
+    s->stock = stock;
+    s->payment = payment;
+    if (payment_id[0])
+        copy_uuid(s->payment_id, payment_id);
+    free(s->updated_at);
+    s->updated_at = ms_xstrdup(at);
     s->version++;
     return 0;
 }
@@ -788,8 +940,9 @@ static bool find_type(const char *type, const struct transition **out)
 
 int order_evolve(order_state *s, const char *type, const char *data)
 {
-    const struct transition *t;
-    if (!type || !data || !find_type(type, &t))
+    const struct transition *t = NULL;
+    bool step = type && is_step(type);
+    if (!type || !data || (!step && !find_type(type, &t)))
         return MS_EINVAL;
     scanned sc;
     char at[64];
@@ -797,7 +950,9 @@ int order_evolve(order_state *s, const char *type, const char *data)
     if (rc == 0 && (!get_text(&sc.js, 0, "at", at, sizeof at) || !is_timestamp(at)))
         rc = MS_EINVAL;
     if (rc == 0)
-        rc = t ? apply_move(s, t, &sc.js, at) : apply_created(s, &sc.js, at);
+        rc = step ? apply_step(s, type, &sc.js, at)
+             : t  ? apply_move(s, t, &sc.js, at)
+                  : apply_created(s, &sc.js, at);
     scanned_release(&sc);
     return rc;
 }
@@ -847,6 +1002,12 @@ json_t *order_state_to_json(const order_state *s)
         MS_BUG("an order state with a missing field");
     if (s->reason)
         json_object_set_new(doc, "reason", json_string(s->reason));
+    if (s->payment_id[0])
+        json_object_set_new(doc, "payment_id", json_string(s->payment_id));
+    json_object_set_new(doc, "subtotal_cents", json_integer(s->subtotal_cents));
+    json_object_set_new(doc, "shipping_cents", json_integer(s->shipping_cents));
+    json_object_set_new(doc, "payment_status", json_string(payment_names[s->payment]));
+    json_object_set_new(doc, "stock_status", json_string(stock_names[s->stock]));
     return doc;
 }
 
@@ -865,7 +1026,9 @@ void order_view_write(const order_state *s, ms_buf *b)
         put_key_int(b, ",\"unit_price_cents\":", s->items[i].unit_price_cents);
         ms_buf_add(b, "}", 1);
     }
-    put_key_int(b, "],\"total_cents\":", s->total_cents);
+    put_key_int(b, "],\"subtotal_cents\":", s->subtotal_cents);
+    put_key_int(b, ",\"shipping_cents\":", s->shipping_cents);
+    put_key_int(b, ",\"total_cents\":", s->total_cents);
     put_key_string(b, ",\"currency\":", s->currency);
     put_key_string(b, ",\"status\":", order_status_name(s->status));
     put_key_int(b, ",\"version\":", s->version);
@@ -876,6 +1039,10 @@ void order_view_write(const order_state *s, ms_buf *b)
     ms_buf_adds(b, s->shipping_address ? s->shipping_address : "null");
     if (s->reason)
         put_key_string(b, ",\"reason\":", s->reason);
+    if (s->payment_id[0])
+        put_key_string(b, ",\"payment_id\":", s->payment_id);
+    put_key_string(b, ",\"payment_status\":", payment_names[s->payment]);
+    put_key_string(b, ",\"stock_status\":", stock_names[s->stock]);
     ms_buf_add(b, "}", 1);
 }
 
@@ -907,7 +1074,22 @@ static int read_state(const char *text, bool is_view, order_state *out)
         rc = MS_EINVAL;
     if (rc == 0)
         rc = read_order(js, "id", &t);
+    /* the saga's fields: absent from views and snapshots of orders older than the saga */
+    char stock[16] = "none", payment[16] = "none", payment_id[64] = "";
+    int has_stock = ms_js_get(js, 0, "stock_status"), has_payment = ms_js_get(js, 0, "payment_status");
+    int has_id = ms_js_get(js, 0, "payment_id");
+    if (rc == 0 &&
+        ((has_stock >= 0 && !get_text(js, 0, "stock_status", stock, sizeof stock)) ||
+         (has_payment >= 0 && !get_text(js, 0, "payment_status", payment, sizeof payment)) ||
+         (has_id >= 0 && (!get_text(js, 0, "payment_id", payment_id, sizeof payment_id) ||
+                          !ms_uuid_valid(payment_id))) ||
+         name_index(stock_names, 4, stock) < 0 || name_index(payment_names, 5, payment) < 0))
+        rc = MS_EINVAL;
     if (rc == 0) {
+        t.stock = (order_stock)name_index(stock_names, 4, stock);
+        t.payment = (order_payment)name_index(payment_names, 5, payment);
+        if (payment_id[0])
+            copy_uuid(t.payment_id, payment_id);
         t.updated_at = ms_xstrdup(updated);
         t.version = version;
         order_state_release(out);
@@ -927,4 +1109,122 @@ int order_snapshot_read(const char *text, order_state *out)
 int order_view_read(const char *text, order_state *out)
 {
     return read_state(text, true, out);
+}
+
+/* ---- the checkout saga ------------------------------------------------------------------- */
+
+int64_t order_shipping_cents(int64_t subtotal_cents)
+{
+    return subtotal_cents >= ORDER_FREE_SHIPPING_FROM_CENTS ? 0 : ORDER_SHIPPING_FLAT_CENTS;
+}
+
+order_saga_step order_saga_next(const order_state *s, bool has_card)
+{
+    bool timed_out = s->status == ORDER_STATUS_REJECTED && s->reason &&
+                     strcmp(s->reason, ORDER_REASON_TIMEOUT) == 0;
+    switch (s->status) {
+    case ORDER_STATUS_PENDING:
+        if (s->payment == ORDER_PAYMENT_CAPTURED)
+            return ORDER_SAGA_CONFIRM; /* needs no card: a capture is never taken back here */
+        if (s->payment == ORDER_PAYMENT_DECLINED || !has_card)
+            return ORDER_SAGA_REJECT;
+        return s->stock == ORDER_STOCK_NONE ? ORDER_SAGA_RESERVE : ORDER_SAGA_PAY;
+    case ORDER_STATUS_REJECTED:
+    case ORDER_STATUS_CANCELLED:
+        if (s->payment == ORDER_PAYMENT_CAPTURED)
+            return ORDER_SAGA_REFUND;
+        if (s->payment == ORDER_PAYMENT_NONE && timed_out)
+            return ORDER_SAGA_VOID;
+        if (s->stock == ORDER_STOCK_RESERVED || (s->stock == ORDER_STOCK_NONE && timed_out))
+            return ORDER_SAGA_RELEASE;
+        return ORDER_SAGA_DONE;
+    default:
+        return ORDER_SAGA_DONE;
+    }
+}
+
+const char *order_saga_step_name(order_saga_step step)
+{
+    static const char *const names[] = {"done",   "reserve", "pay",  "confirm",
+                                        "reject", "refund",  "void", "release"};
+    return (unsigned)step < sizeof names / sizeof names[0] ? names[step] : "unknown";
+}
+
+/* One step event {at, payment_id?} after checking it fits. */
+static int add_step(const order_state *s, order_stock *stock, order_payment *payment,
+                    const char *type, const char *payment_id, const char *now, order_decision *d)
+{
+    if (step_move(s, type, stock, payment) < 0) {
+        set_reason(d, "%s does not fit order %s (status %s)", type, s->id,
+                   order_status_name(s->status) ? order_status_name(s->status) : "none");
+        return MS_ECONFLICT;
+    }
+    json_t *data = json_pack("{s:s}", "at", now);
+    if (payment_id)
+        json_object_set_new(data, "payment_id", json_string(payment_id));
+    add_event(d, type, data);
+    return 0;
+}
+
+/* The event that moves the order to `to` ({at, reason?}), after its step events. */
+static int add_move(const order_state *s, order_status to, const char *reason, const char *now,
+                    order_decision *d)
+{
+    if (!order_status_can_move(s->status, to))
+        return refuse_move(s, to, d);
+    json_t *data = json_pack("{s:s}", "at", now);
+    if (transition_to(to)->has_reason)
+        json_object_set_new(data, "reason", reason ? json_string(reason) : json_null());
+    add_event(d, transition_to(to)->type, data);
+    return 0;
+}
+
+int order_saga_decide(const order_state *state, order_saga_outcome outcome,
+                      const char *payment_id, const char *now, order_decision *out)
+{
+    order_decision_release(out);
+    order_stock stock = state->stock;
+    order_payment payment = state->payment;
+    if (state->status == ORDER_STATUS_NONE) {
+        set_reason(out, "order not found");
+        return MS_ENOTFOUND;
+    }
+    if (payment_id && !ms_uuid_valid(payment_id))
+        payment_id = NULL; /* a payment service's answer without a usable id */
+    int rc = 0;
+    switch (outcome) {
+    case ORDER_OUTCOME_RESERVED:
+        return add_step(state, &stock, &payment, ORDER_EVENT_STOCK_RESERVED, NULL, now, out);
+    case ORDER_OUTCOME_OUT_OF_STOCK:
+        return add_move(state, ORDER_STATUS_REJECTED, ORDER_REASON_OUT_OF_STOCK, now, out);
+    case ORDER_OUTCOME_CAPTURED:
+        if (!payment_id) {
+            set_reason(out, "a capture without a payment id");
+            return MS_EINVAL;
+        }
+        if (state->payment != ORDER_PAYMENT_CAPTURED)
+            rc = add_step(state, &stock, &payment, ORDER_EVENT_PAYMENT_CAPTURED, payment_id, now,
+                          out);
+        return rc < 0 ? rc : add_move(state, ORDER_STATUS_CONFIRMED, NULL, now, out);
+    case ORDER_OUTCOME_CONFIRMED:
+        return add_move(state, ORDER_STATUS_CONFIRMED, NULL, now, out);
+    case ORDER_OUTCOME_DECLINED:
+        if (state->payment != ORDER_PAYMENT_DECLINED)
+            rc = add_step(state, &stock, &payment, ORDER_EVENT_PAYMENT_DECLINED, payment_id, now,
+                          out);
+        return rc < 0 ? rc
+                      : add_move(state, ORDER_STATUS_REJECTED, ORDER_REASON_PAYMENT_DECLINED, now,
+                                 out);
+    case ORDER_OUTCOME_TIMEOUT:
+        return add_move(state, ORDER_STATUS_REJECTED, ORDER_REASON_TIMEOUT, now, out);
+    case ORDER_OUTCOME_REFUNDED:
+        return add_step(state, &stock, &payment, ORDER_EVENT_PAYMENT_REFUNDED, payment_id, now,
+                        out);
+    case ORDER_OUTCOME_VOIDED:
+        return add_step(state, &stock, &payment, ORDER_EVENT_PAYMENT_VOIDED, NULL, now, out);
+    case ORDER_OUTCOME_RELEASED:
+        return add_step(state, &stock, &payment, ORDER_EVENT_STOCK_RELEASED, NULL, now, out);
+    }
+    set_reason(out, "unknown saga outcome");
+    return MS_EINVAL;
 }

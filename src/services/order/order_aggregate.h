@@ -36,6 +36,7 @@
 #include "runtime/core/id.h"
 
 /* Command names (the registry's keys) and event types (stored: never rename). */
+#define ORDER_CMD_CHECKOUT      "Checkout"
 #define ORDER_CMD_CREATE        "CreateOrder"
 #define ORDER_CMD_UPDATE_STATUS "UpdateOrderStatus"
 #define ORDER_CMD_CANCEL        "CancelOrder"
@@ -45,6 +46,18 @@
 #define ORDER_EVENT_SHIPPED     "OrderShipped"
 #define ORDER_EVENT_DELIVERED   "OrderDelivered"
 #define ORDER_EVENT_CANCELLED   "OrderCancelled"
+/* The checkout saga's steps (they move no status; order_saga_next reads them). */
+#define ORDER_EVENT_STOCK_RESERVED    "StockReserved"
+#define ORDER_EVENT_STOCK_RELEASED    "StockReleased"
+#define ORDER_EVENT_PAYMENT_CAPTURED  "PaymentCaptured"
+#define ORDER_EVENT_PAYMENT_DECLINED  "PaymentDeclined"
+#define ORDER_EVENT_PAYMENT_REFUNDED  "PaymentRefunded"
+#define ORDER_EVENT_PAYMENT_VOIDED    "PaymentVoided"
+
+/* Why an order was rejected (OrderRejected's reason, machine-readable). */
+#define ORDER_REASON_OUT_OF_STOCK     "out_of_stock"
+#define ORDER_REASON_PAYMENT_DECLINED "payment_declined"
+#define ORDER_REASON_TIMEOUT          "timeout"
 
 /* Limits of a command (and of an event or snapshot read back). */
 #define ORDER_MAX_ITEMS            100
@@ -52,6 +65,7 @@
 #define ORDER_MAX_UNIT_PRICE_CENTS INT64_C(100000000)
 #define ORDER_MAX_TOTAL_CENTS      INT64_C(1000000000000)
 #define ORDER_MAX_REASON           500 /* code points */
+#define ORDER_MAX_SHIPPING_CENTS   INT64_C(100000000)
 
 typedef enum order_status {
     ORDER_STATUS_NONE = 0, /* no OrderCreated applied: the order does not exist */
@@ -63,9 +77,22 @@ typedef enum order_status {
     ORDER_STATUS_CANCELLED,
 } order_status;
 
-/* The status CreateOrder gives a new order: confirmed until the checkout saga exists, when it
- * becomes pending. OrderCreated records it, so old streams keep their meaning. */
-#define ORDER_INITIAL_STATUS ORDER_STATUS_CONFIRMED
+/* Where an order's stock and payment stand (the saga's state; none for orders created before
+ * the checkout saga, whose OrderCreated said "confirmed"). */
+typedef enum order_stock {
+    ORDER_STOCK_NONE = 0,
+    ORDER_STOCK_RESERVED,
+    ORDER_STOCK_RELEASED,
+    ORDER_STOCK_COMMITTED,
+} order_stock;
+
+typedef enum order_payment {
+    ORDER_PAYMENT_NONE = 0,
+    ORDER_PAYMENT_CAPTURED,
+    ORDER_PAYMENT_DECLINED,
+    ORDER_PAYMENT_REFUNDED,
+    ORDER_PAYMENT_VOIDED,
+} order_payment;
 
 /* "pending", "confirmed", ...; NULL for ORDER_STATUS_NONE and values out of range. */
 const char *order_status_name(order_status s);
@@ -88,7 +115,12 @@ typedef struct order_state {
     order_item *items; /* owned, nitems entries */
     size_t nitems;
     char currency[4];       /* ISO 4217, upper case */
-    int64_t total_cents;    /* sum of quantity * unit_price_cents, server-side */
+    int64_t subtotal_cents; /* sum of quantity * unit_price_cents, server-side */
+    int64_t shipping_cents; /* the order service's shipping rule */
+    int64_t total_cents;    /* subtotal_cents + shipping_cents */
+    order_stock stock;
+    order_payment payment;
+    char payment_id[MS_UUID_LEN + 1]; /* "" until a payment was captured or declined */
     char *shipping_address; /* owned; compact JSON object text with sorted keys, or NULL */
     char *created_at;       /* owned RFC 3339 text */
     char *updated_at;       /* owned RFC 3339 text: `at` of the last event */
@@ -128,6 +160,7 @@ int order_evolve(order_state *s, const char *type, const char *data);
 int order_rebuild(order_state *s, const order_event *events, size_t n, size_t *failed);
 
 enum { ORDER_MAX_DECIDED = 2, ORDER_REASON_LEN = 160 };
+enum { ORDER_SHIPPING_FLAT_CENTS = 499, ORDER_FREE_SHIPPING_FROM_CENTS = 5000 };
 
 /* What a command decided. Init with order_decision_init, free with order_decision_release. */
 typedef struct order_decision {
@@ -151,11 +184,14 @@ int order_apply_decision(order_state *s, order_decision *d);
  * {"field", "message"} with paths like "items[2].quantity" (ms_field_error). Both arrays are
  * borrowed, may be the same array, and may be NULL (errors are then dropped). Returns 0, MS_EINVAL
  * when it appended errors, or MS_ENOTFOUND for an unknown command name. Commands (JSON objects):
+ *   Checkout          {items: [{product_id, quantity}], shipping_address?, payment: {card_number}}
+ *                      (the client's request: validate only, it decides nothing)
  *   CreateOrder       {order_id, user_id, items: [{product_id, quantity, unit_price_cents}],
- *                      currency, shipping_address?: {line1, city, postal_code, country} | null}
- *   UpdateOrderStatus {status: "confirmed"|"shipped"|"delivered"|"rejected",
- *                      reason?: only with "rejected"}
- *   CancelOrder       {reason}
+ *                      currency, shipping_cents, card_last4,
+ *                      shipping_address?: {line1, city, postal_code, country} | null}
+ *                      (built by the service from the checkout and inventory's prices)
+ *   UpdateOrderStatus {status: "shipped"|"delivered"} (confirmed and rejected are the saga's)
+ *   CancelOrder       {reason} (of a confirmed order: the saga then refunds and releases)
  */
 int order_validate(const char *command, json_t *cmd, json_t *malformed, json_t *invalid);
 
@@ -175,6 +211,53 @@ int order_validate(const char *command, json_t *cmd, json_t *malformed, json_t *
 int order_decide(const order_state *state, const char *command, json_t *cmd, const char *now,
                  json_t *malformed, json_t *invalid, order_decision *out);
 
+/*
+ * The checkout saga, pure. Its state is the order's own events: what is left to do follows
+ * from the status, the stock and the payment alone, so a saga resumed after a crash reads its
+ * stream and goes on. Forward: reserve, pay (needs the card, which lives only in memory),
+ * confirm. Once rejected or cancelled: refund or void the payment, release the stock. A
+ * pending order whose card is lost is rejected with reason "timeout"; a timeout may have left
+ * a charge or a reservation whose answer never arrived, so it voids and releases even what it
+ * never recorded (both services keep a tombstone, so a late request takes nothing).
+ */
+typedef enum order_saga_step {
+    ORDER_SAGA_DONE = 0,
+    ORDER_SAGA_RESERVE, /* remote: reserve the items */
+    ORDER_SAGA_PAY,     /* remote: authorize and capture (needs the card) */
+    ORDER_SAGA_CONFIRM, /* local: OrderConfirmed */
+    ORDER_SAGA_REJECT,  /* local: OrderRejected (payment_declined, or timeout: no card) */
+    ORDER_SAGA_REFUND,  /* remote: refund the captured payment */
+    ORDER_SAGA_VOID,    /* remote: refund whatever payment exists, or void it */
+    ORDER_SAGA_RELEASE, /* remote: release the reservation (or leave a tombstone) */
+} order_saga_step;
+
+/* The next step of the order's saga; DONE when nothing is left (and for no order). */
+order_saga_step order_saga_next(const order_state *s, bool has_card);
+/* "reserve", "pay", ... (metrics and logs). */
+const char *order_saga_step_name(order_saga_step step);
+
+/* What a remote step answered, or a local step to record. */
+typedef enum order_saga_outcome {
+    ORDER_OUTCOME_RESERVED,     /* StockReserved */
+    ORDER_OUTCOME_OUT_OF_STOCK, /* OrderRejected{out_of_stock} */
+    ORDER_OUTCOME_CAPTURED,     /* PaymentCaptured{payment_id} + OrderConfirmed */
+    ORDER_OUTCOME_DECLINED,     /* PaymentDeclined{payment_id?} + OrderRejected{payment_declined} */
+    ORDER_OUTCOME_CONFIRMED,    /* OrderConfirmed */
+    ORDER_OUTCOME_TIMEOUT,      /* OrderRejected{timeout} */
+    ORDER_OUTCOME_REFUNDED,     /* PaymentRefunded */
+    ORDER_OUTCOME_VOIDED,       /* PaymentVoided */
+    ORDER_OUTCOME_RELEASED,     /* StockReleased */
+} order_saga_outcome;
+
+/* Decides the events recording `outcome` on `state` (payment_id: for CAPTURED and DECLINED,
+ * may be NULL for DECLINED). Returns 0, or MS_ECONFLICT (out->reason says why) when the
+ * outcome does not fit the state, e.g. a second StockReserved. */
+int order_saga_decide(const order_state *state, order_saga_outcome outcome,
+                      const char *payment_id, const char *now, order_decision *out);
+
+/* Shipping for a subtotal: a flat 499 cents, free from 5,000 (in the order's currency). */
+int64_t order_shipping_cents(int64_t subtotal_cents);
+
 /* The registry: one entry per command. Both functions behave as described above, but
  * `decide` may assume `validate` returned 0 for `cmd`. */
 typedef struct order_command_handler {
@@ -187,8 +270,9 @@ typedef struct order_command_handler {
 const order_command_handler *order_command_find(const char *name);
 
 /*
- * The public order view (api/openapi.yaml): {id, user_id, items, total_cents, currency, status,
- * version, created_at, updated_at, reason (only when set), shipping_address (object or null)}.
+ * The public order view (api/openapi.yaml): {id, user_id, items, subtotal_cents, shipping_cents,
+ * total_cents, currency, status, version, created_at, updated_at, reason (only when set),
+ * payment_id (only when set), payment_status, stock_status, shipping_address (object or null)}.
  * A new reference, or NULL when the state holds no order.
  */
 json_t *order_state_to_json(const order_state *s);

@@ -16,6 +16,7 @@
 
 #include "eventstore/eventstore.h"
 #include "runtime/db/db.h"
+#include "runtime/http/client.h"
 #include "runtime/http/http.h"
 #include "runtime/http/server.h"
 #include "services/order/order_aggregate.h"
@@ -26,6 +27,7 @@ enum { ORDER_STREAM_LEN = sizeof(ORDER_STREAM_PREFIX) - 1 + MS_UUID_LEN };
 
 /* ---- process-wide state (service.c) ---- */
 typedef struct order_waiter order_waiter;
+typedef struct order_saga order_saga;
 
 /* Per loop: the event-store port, the read-database pool, and the requests waiting for the
  * projector to reach a position (read-your-writes). Loop thread only, except `projected`. */
@@ -35,6 +37,10 @@ typedef struct order_loop {
     ms_db_pool *read_pool;
     uv_async_t projected; /* the projector moved on: look at the waiters */
     order_waiter *waiters;
+    ms_http_client *client; /* the saga's calls: upstreams user, inventory, payment */
+    order_saga *sagas;      /* running on this loop */
+    uv_timer_t resumer;     /* the first loop only (has_resumer) */
+    bool has_resumer, is_closing;
     struct order_loop *next; /* in the projector's list of loops to wake */
     void (*on_closed)(ms_loop *l);
     int closing; /* handles and pools still closing */
@@ -48,6 +54,12 @@ typedef struct order_process {
     struct order_projector *projector;
     struct bus_consumer *directory;    /* the user directory's consumer, or NULL */
     struct bus_consumer *stock_alerts; /* the low-stock alerts' consumer, or NULL */
+    /* the services a checkout calls (MICROSHOP_<NAME>_URL); n == 0: not configured */
+    ms_http_upstream_list user_up, inventory_up, payment_up;
+    ms_http_client_metrics *client_metrics;
+    uint64_t started_ms; /* uv_now of the first loop at its start */
+    char started_at[MS_TIME_LEN + 1];
+    bool has_resumer;
 } order_process;
 
 extern order_process order_proc;
@@ -98,7 +110,35 @@ void order_waiters_wake(order_loop *ol);
 /* Fails every waiter (shutdown). */
 void order_waiters_cancel(order_loop *ol);
 
-/* ---- handlers (commands.c, queries.c) ---- */
+/* ---- the write side's shared steps (commands.c) ---- */
+/* Loads an order (latest snapshot, then the events after it; with first_metadata: from the
+ * first event, keeping its metadata, heap). *top: the newest position seen. 0, MS_ENOTFOUND,
+ * or a database/evolve error. Worker thread (or inline). */
+int order_load(ms_db_conn *c, const char *stream, order_state *s, char **first_metadata,
+               int64_t *top);
+/* Answers an order: its view with ETag, X-Position (position > 0) and, for 201/202, Location. */
+void order_answer(ms_http_request *req, const order_state *s, int status, int64_t position);
+/* Fills an append of a decision's events at `version` (0: a new stream), each with its outbox
+ * row; event_id (may be NULL) names the first event, metadata (NULL: "{}") goes on each. */
+void order_fill_append(const char *stream, const char *order_id, const order_decision *d,
+                       const char *event_id, const char *metadata, ms_es_event *events,
+                       ms_es_outbox_row *outbox, int64_t version, ms_es_append_req *out);
+
+/* ---- the checkout saga (saga.c) ---- */
+/* One runner per order in a process: 0, or MS_ECONFLICT when it runs already. Any thread. */
+int order_saga_claim(const char *order_id);
+void order_saga_unclaim(const char *order_id);
+/* Runs the saga of the claimed order in *state (moved in) on `ol`'s loop. Attached to req
+ * (may be NULL), it answers it with done_status when it ends before the deadline, else 202.
+ * card (copied; may be NULL: lost) is needed to pay. position: X-Position for the answer. */
+void order_saga_start(order_loop *ol, ms_http_request *req, int done_status, order_state *state,
+                      const char *card, int64_t position);
+/* Loop closing: sagas end (they resume at the next start). */
+void order_sagas_stop(order_loop *ol);
+/* The resumer's timer callback (ol->resumer; data = ol). */
+void order_saga_resume_tick(uv_timer_t *t);
+
+/* ---- handlers (checkout.c, commands.c, queries.c) ---- */
 void order_create(ms_http_request *req);
 void order_cancel(ms_http_request *req);
 void order_patch_status(ms_http_request *req);

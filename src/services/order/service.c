@@ -144,21 +144,38 @@ static void collect_consumers(ms_buf *out, void *arg)
         bus_consumer_render(out, list, 2);
 }
 
+/* The services this one calls (`microshop run` sets them). Unset: the user step and the user
+ * directory are skipped; a checkout without inventory or payment answers 503. A malformed
+ * value is a usage error, caught before anything starts. */
+static const struct upstream_env {
+    const char *name, *env;
+    ms_http_upstream_list *list;
+} upstream_envs[] = {
+    {"user", "MICROSHOP_USER_URL", &order_proc.user_up},
+    {"inventory", "MICROSHOP_INVENTORY_URL", &order_proc.inventory_up},
+    {"payment", "MICROSHOP_PAYMENT_URL", &order_proc.payment_up},
+};
+enum { NUPSTREAMS = sizeof upstream_envs / sizeof upstream_envs[0] };
+
+static void read_upstreams(void)
+{
+    for (int i = 0; i < NUPSTREAMS; i++) {
+        const char *url = getenv(upstream_envs[i].env);
+        memset(upstream_envs[i].list, 0, sizeof *upstream_envs[i].list);
+        if (url && *url && ms_http_upstream_parse(url, upstream_envs[i].list) < 0) {
+            char what[64];
+            snprintf(what, sizeof what, "%s is malformed", upstream_envs[i].env);
+            ms_log(MS_LOG_ERROR, what, "error", upstream_envs[i].list->error, NULL);
+            exit(2);
+        }
+    }
+}
+
 static int start(const ms_service_env *env)
 {
-    /* The user service's feed (`microshop run` sets it); unset: no directory is kept. A
-     * malformed value is a usage error, caught before anything starts. */
+    read_upstreams();
     const char *user_url = getenv("MICROSHOP_USER_URL");
     const char *inventory_url = getenv("MICROSHOP_INVENTORY_URL");
-    ms_http_upstream_list list;
-    if (user_url && *user_url && ms_http_upstream_parse(user_url, &list) < 0) {
-        ms_log(MS_LOG_ERROR, "MICROSHOP_USER_URL is malformed", "error", list.error, NULL);
-        exit(2);
-    }
-    if (inventory_url && *inventory_url && ms_http_upstream_parse(inventory_url, &list) < 0) {
-        ms_log(MS_LOG_ERROR, "MICROSHOP_INVENTORY_URL is malformed", "error", list.error, NULL);
-        exit(2);
-    }
     uv_mutex_init(&order_stats.lock);
     order_proc.write_db = *env->db;
     order_read_db_config(env->data_dir, env->db, &order_proc.read_db, order_proc.read_path,
@@ -191,6 +208,8 @@ static int start(const ms_service_env *env)
     ms_metrics_register(collect_eventstore, NULL);
     ms_metrics_register(order_projector_collect, order_proc.projector);
     ms_metrics_register(collect_consumers, NULL);
+    order_proc.client_metrics = ms_http_client_metrics_new();
+    ms_metrics_register(ms_http_client_metrics_render, order_proc.client_metrics);
     return 0;
 }
 
@@ -208,6 +227,9 @@ static void stop(void)
     ms_es_close(order_proc.es);
     order_proc.es = NULL;
     uv_mutex_destroy(&order_stats.lock);
+    ms_http_client_metrics_free(order_proc.client_metrics);
+    order_proc.client_metrics = NULL;
+    order_proc.has_resumer = false;
 }
 
 /* ---- loops ---- */
@@ -231,6 +253,23 @@ static int loop_open(ms_loop *l, void *arg)
     }
     uv_async_init(&l->uv, &ol->projected, on_projected);
     ol->projected.data = ol;
+    ms_http_client_config cc;
+    ms_http_client_config_defaults(&cc);
+    cc.metrics = order_proc.client_metrics;
+    ol->client = ms_http_client_new(&l->uv, &cc);
+    for (int i = 0; i < NUPSTREAMS; i++)
+        if (upstream_envs[i].list->n > 0 &&
+            ms_http_client_add_upstream(ol->client, upstream_envs[i].name, upstream_envs[i].list) < 0)
+            MS_BUG("a parsed upstream list was refused");
+    /* the first loop resumes the sagas a crash or a restart left open (saga.c) */
+    if (!order_proc.has_resumer) {
+        order_proc.has_resumer = ol->has_resumer = true;
+        order_proc.started_ms = uv_now(&l->uv);
+        ms_time_now(order_proc.started_at);
+        uv_timer_init(&l->uv, &ol->resumer);
+        ol->resumer.data = ol;
+        uv_timer_start(&ol->resumer, order_saga_resume_tick, 100, 0);
+    }
     order_projector_watch(order_proc.projector, ol);
     l->service = ol;
     return 0;
@@ -264,7 +303,14 @@ static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
     ol->on_closed = done;
     order_projector_unwatch(order_proc.projector, ol);
     order_waiters_cancel(ol);
-    ol->closing = 3;
+    order_sagas_stop(ol);
+    ms_http_client_free(ol->client); /* fails the calls in flight: their sagas end */
+    ol->client = NULL;
+    ol->closing = ol->has_resumer ? 4 : 3;
+    if (ol->has_resumer) {
+        ol->resumer.data = ol;
+        uv_close((uv_handle_t *)&ol->resumer, on_async_closed);
+    }
     uv_close((uv_handle_t *)&ol->projected, on_async_closed);
     ms_es_port_close(ol->port, on_part_closed, ol);
     ms_db_pool_close(ol->read_pool, on_part_closed, ol);

@@ -73,10 +73,22 @@ const ms_migration order_view_migrations[] = {
      "DROP TABLE user_order_views;"
      "ALTER TABLE user_order_views_new RENAME TO user_order_views",
      "SELECT 1"},
+    /* The checkout saga's resumer looks for orders with steps left (order_saga_next): few at
+     * any time, found through a partial index that holds only them. */
+    {4, "order views: open sagas",
+     "ALTER TABLE order_views ADD COLUMN saga_open INTEGER NOT NULL DEFAULT 0;"
+     "CREATE INDEX order_views_saga_open ON order_views (updated_at) WHERE saga_open = 1",
+     NULL},
 };
 // clang-format on
 const size_t order_view_nmigrations =
     sizeof order_view_migrations / sizeof order_view_migrations[0];
+
+/* "1" when the order's saga has steps left (the resumer's column), else "0". */
+static const char *saga_open(const order_state *s)
+{
+    return order_saga_next(s, false) == ORDER_SAGA_DONE ? "0" : "1";
+}
 
 /* The order id of an order stream, or NULL for another stream. */
 static const char *order_id_of(const char *stream_id)
@@ -131,24 +143,24 @@ int order_views_apply(ms_db_conn *c, const ms_es_event *e)
     const char *params[] = {id,       s.user_id,    order_status_name(s.status),
                             total,    s.currency,   version,
                             position, s.created_at, s.updated_at,
-                            data};
+                            data,     saga_open(&s)};
     if (e->version == 1) /* see above: an existing view is not touched */
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
-                        "version, position, created_at, updated_at, data) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                        "version, position, created_at, updated_at, data, saga_open) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
                         "ON CONFLICT (id) DO NOTHING",
-                        10, params, NULL);
+                        11, params, NULL);
     else
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
-                        "version, position, created_at, updated_at, data) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                        "version, position, created_at, updated_at, data, saga_open) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
                         "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
                         "total_cents = excluded.total_cents, version = excluded.version, "
                         "position = excluded.position, updated_at = excluded.updated_at, "
-                        "data = excluded.data",
-                        10, params, NULL);
+                        "data = excluded.data, saga_open = excluded.saga_open",
+                        11, params, NULL);
     if (rc == 0 && !exists) {
         const char *index[] = {s.user_id, s.created_at, id};
         rc = ms_db_exec(c,
@@ -236,7 +248,7 @@ static int load_stored(ms_db_conn *c, view_table *t)
 /* Writes every changed view, and the list rows of orders that had none. */
 static int store_touched(ms_db_conn *c, view_table *t)
 {
-    enum { VIEW_COLS = 10, INDEX_COLS = 3 };
+    enum { VIEW_COLS = 11, INDEX_COLS = 3 };
     ms_db_array col[VIEW_COLS] = {{0}}, index[INDEX_COLS] = {{0}};
     ms_buf view;
     ms_buf_init(&view, 512);
@@ -259,6 +271,7 @@ static int store_touched(ms_db_conn *c, view_table *t)
         ms_db_array_add(&col[7], s->created_at);
         ms_db_array_add(&col[8], s->updated_at);
         ms_db_array_add(&col[9], view.p);
+        ms_db_array_add(&col[10], saga_open(s));
         nviews++;
         if (v->stored_version == 0) {
             ms_db_array_add(&index[0], s->user_id);
@@ -275,14 +288,15 @@ static int store_touched(ms_db_conn *c, view_table *t)
     if (nviews > 0)
         rc = ms_db_exec(c,
                         "INSERT INTO order_views (id, user_id, status, total_cents, currency, "
-                        "version, position, created_at, updated_at, data) "
+                        "version, position, created_at, updated_at, data, saga_open) "
                         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
                         "$5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::text[], "
-                        "$10::text[]) "
+                        "$10::text[], $11::int[]) "
                         "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
                         "total_cents = excluded.total_cents, version = excluded.version, "
                         "position = excluded.position, updated_at = excluded.updated_at, "
-                        "data = excluded.data WHERE excluded.version > order_views.version",
+                        "data = excluded.data, saga_open = excluded.saga_open "
+                        "WHERE excluded.version > order_views.version",
                         VIEW_COLS, params, NULL);
     const char *index_params[INDEX_COLS];
     for (int i = 0; i < INDEX_COLS; i++)

@@ -56,7 +56,7 @@ typedef struct payment_row {
     char user_id[MS_UUID_LEN + 1];
     int64_t amount_cents;
     char currency[4];
-    char status[12]; /* captured | declined | refunded */
+    char status[12]; /* captured | declined | refunded | voided (a tombstone, refunds.c) */
     char card_last4[5];
 } payment_row;
 

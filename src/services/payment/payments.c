@@ -6,7 +6,8 @@
  * and its outbox event. A concurrent charge for the same order waits on that row (SQLite:
  * the write lock; PostgreSQL: the unique index) and then finds it: the provider is called
  * once per order, whoever asks how often. A decline is recorded like a capture and answered
- * 402.
+ * 402. An order whose payment was voided (refunds.c: a refund that found no payment leaves a
+ * tombstone) is never charged: the claim finds the tombstone and the answer is 409 "voided".
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -25,7 +26,6 @@
 #include "services/payment/payment_internal.h"
 #include "runtime/core/banned.h"
 
-enum { CARD_MIN = 12, CARD_MAX = 19 };
 /* ten billion in major units: far above any order, far below int64 overflow in sums */
 static const int64_t AMOUNT_MAX = 1000000000000LL;
 
@@ -165,6 +165,7 @@ typedef struct {
     int64_t amount_cents;
     char *card; /* in the arena, wiped when the request ends */
     bool is_new;
+    bool is_voided;  /* the order's payment is a tombstone: it may never be charged */
     json_t *differs; /* the fields another request for this order gave otherwise */
 } create_call;
 
@@ -239,7 +240,12 @@ static int create_work(ms_db_conn *c, void *arg)
         rc = charge(c, k);
     else if (rc == 0)
         rc = payment_load(c, "order_id", k->order_id, &k->base);
-    if (rc == 0 && !k->is_new)
+    /* A charge still in flight when the saga gave its order up must not take money, whatever
+     * details it carries: the tombstone wins over the comparison. */
+    k->is_voided = rc == 0 && !k->is_new && !strcmp(k->base.row.status, "voided");
+    if (k->is_voided)
+        rc = MS_ECONFLICT;
+    else if (rc == 0 && !k->is_new)
         rc = compare_existing(k);
     return ms_db_end(c, rc);
 }
@@ -248,6 +254,14 @@ static void create_done(int rc, void *arg)
 {
     create_call *k = arg;
     ms_http_request *req = k->base.req;
+    if (rc == MS_ECONFLICT && k->is_voided) {
+        char *detail = ms_arena_printf(&req->arena,
+                                       "this order's payment was voided (payment %s):"
+                                       " it is never charged",
+                                       k->base.row.id);
+        ms_problem_reason(req, rc, "voided", detail, NULL);
+        return;
+    }
     if (rc == MS_ECONFLICT && k->differs) {
         ms_problem_reason(req, rc, "conflict",
                           "this order already has a payment with other details", k->differs);
@@ -278,31 +292,6 @@ static void create_go(void *arg)
     create_call *k = arg;
     ms_http_request *req = k->base.req;
     ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, create_work, create_done, k);
-}
-
-/* The Luhn check digit: catches a mistyped digit and most swaps before the provider does. */
-static bool luhn_valid(const char *digits, size_t n)
-{
-    int sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        int d = digits[n - 1 - i] - '0';
-        if (i % 2 == 1 && (d *= 2) > 9)
-            d -= 9;
-        sum += d;
-    }
-    return sum % 10 == 0;
-}
-
-static void check_card(const char *card, json_t *invalid)
-{
-    size_t n = strlen(card);
-    bool is_digits = n > 0;
-    for (size_t i = 0; i < n; i++)
-        is_digits = is_digits && card[i] >= '0' && card[i] <= '9';
-    if (!is_digits || n < CARD_MIN || n > CARD_MAX)
-        ms_field_error(invalid, "card_number", "must be %d to %d digits", CARD_MIN, CARD_MAX);
-    else if (!luhn_valid(card, n))
-        ms_field_error(invalid, "card_number", "is not a valid card number (Luhn check)");
 }
 
 static void check_id(json_t *body, const char *field, char out[MS_UUID_LEN + 1], json_t *invalid)
@@ -340,7 +329,8 @@ static int read_create(create_call *k, json_t *body)
     if (json_is_string(card)) {
         const char *s = json_string_value(card);
         size_t n = strlen(s);
-        check_card(s, invalid);
+        if ((why = ms_rule_card(s)))
+            ms_field_error(invalid, "card_number", "%s", why);
         if (n >= 4)
             memcpy(k->last4, s + n - 4, 4);
         k->card = ms_arena_strndup(&k->base.req->arena, s, n);
@@ -388,10 +378,14 @@ static int get_work(ms_db_conn *c, void *arg)
     return payment_load(c, "id", k->key, &k->base);
 }
 
-/* Others' payments do not exist for a customer (like orders): 404, not 403. */
+/* Others' payments do not exist for a customer (like orders): 404, not 403. A voided tombstone
+ * belongs to no customer (its user is the nil UUID): only an admin sees it, even should a
+ * caller claim the nil user id. */
 static bool may_see(const read_call *k)
 {
-    return k->who.is_admin || !strcmp(k->base.row.user_id, k->who.user_id);
+    const payment_row *row = &k->base.row;
+    return k->who.is_admin ||
+           (strcmp(row->status, "voided") != 0 && !strcmp(row->user_id, k->who.user_id));
 }
 
 static void get_done(int rc, void *arg)

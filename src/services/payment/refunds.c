@@ -6,6 +6,13 @@
  * provider call, the payment's new status and the `payment.refunded` event. A second refund,
  * concurrent or later, finds the first and answers the same payment. A declined payment has
  * nothing to refund: it is answered as it is.
+ *
+ * An order with no payment is voided: a tombstone payment (status 'voided', the nil user, no
+ * amount, no card, no provider call) claims its order id with the UNIQUE order_id, as a charge
+ * does, so that a charge still in flight from a process that died never takes money (it finds
+ * the tombstone: 409). When a concurrent charge claimed the order first, the claim does
+ * nothing and the refund goes on with what the charge left. A voided payment is answered as
+ * it is by any later refund.
  */
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +28,10 @@
 #include "runtime/core/banned.h"
 
 enum { REASON_MAX = 200 };
+
+/* A tombstone's placeholders: it belongs to no user and is in no currency (ISO 4217's XXX). */
+static const char NIL_USER[] = "00000000-0000-0000-0000-000000000000";
+static const char NO_CURRENCY[] = "XXX";
 
 typedef struct {
     payment_call base;
@@ -76,6 +87,38 @@ static int refund(ms_db_conn *c, refund_call *k)
     return rc;
 }
 
+/* Claims the order for a tombstone. Sets k->is_new when this call inserted it (then with its
+ * event); either way loads the order's payment: the tombstone, or what a concurrent charge that
+ * claimed the order first recorded (PostgreSQL: the insert waited for that charge's commit). */
+static int void_order(ms_db_conn *c, refund_call *k)
+{
+    char id[MS_UUID_LEN + 1];
+    ms_uuid_new(id);
+    const char *params[] = {id, k->order_id, NIL_USER, NO_CURRENCY, k->base.now};
+    ms_db_result *r = NULL;
+    int rc =
+        ms_db_exec(c,
+                   "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status,"
+                   " card_last4, created_at, updated_at)"
+                   " VALUES ($1, $2, $3, 0, $4, 'voided', '', $5, $5)"
+                   " ON CONFLICT (order_id) DO NOTHING",
+                   5, params, &r);
+    k->is_new = rc == 0 && ms_db_affected(r) == 1;
+    ms_db_result_free(r);
+    if (rc == 0)
+        rc = payment_load(c, "order_id", k->order_id, &k->base);
+    if (rc == 0 && k->is_new) {
+        const payment_row *row = &k->base.row;
+        json_t *event = json_pack("{s:s, s:s, s:s}", "payment_id", row->id, "order_id",
+                                  row->order_id, "voided_at", k->base.now);
+        if (k->reason)
+            json_object_set_new(event, "reason", json_string(k->reason));
+        rc = payment_outbox(c, row, "payment.voided", event, k->base.now);
+        json_decref(event);
+    }
+    return rc;
+}
+
 static int refund_work(ms_db_conn *c, void *arg)
 {
     refund_call *k = arg;
@@ -84,7 +127,9 @@ static int refund_work(ms_db_conn *c, void *arg)
     if (rc < 0)
         return rc;
     rc = payment_load(c, "order_id", k->order_id, &k->base);
-    if (rc == 0 && !strcmp(row->status, "captured")) {
+    if (rc == MS_ENOTFOUND)
+        rc = void_order(c, k);
+    if (rc == 0 && !k->is_new && !strcmp(row->status, "captured")) {
         char id[MS_UUID_LEN + 1], amount[24];
         ms_uuid_new(id);
         snprintf(amount, sizeof amount, "%lld", (long long)row->amount_cents);
@@ -117,7 +162,7 @@ static void refund_done(int rc, void *arg)
         return;
     }
     if (k->is_new)
-        ms_relay_kick(payment_relay); /* payment.refunded is committed */
+        ms_relay_kick(payment_relay); /* payment.refunded or payment.voided is committed */
     ms_http_respond(k->base.req, 200, "application/json", k->base.result.p, k->base.result.n);
 }
 

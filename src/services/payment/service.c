@@ -4,7 +4,8 @@
  * refunds are of the full amount) and the outbox. Timestamps are RFC 3339 text on both
  * backends. A payment is inserted as 'pending' and set to its outcome in the same transaction,
  * so 'pending' is never committed: it only lets the insert claim the order before the provider
- * is called.
+ * is called. A 'voided' payment is a tombstone (refunds.c): an order given up before it was
+ * charged, with no amount, no card and the nil user, that no charge may ever replace.
  */
 #include "eventstore/outbox.h"
 #include "eventstore/relay.h"
@@ -55,9 +56,46 @@ static void stop(void)
     " reason TEXT,"                                                                                \
     " created_at TEXT NOT NULL);"
 
+/* Migration 3 admits the 'voided' tombstone (status 'voided', amount 0). SQLite cannot change a
+ * CHECK in place, so the table is rebuilt. transactions and refunds reference it and the drop
+ * orphans their rows: the foreign keys are deferred for the migration's transaction (the setting
+ * ends with it), and the rows come back under the name the references use, which settles them
+ * before the commit checks. (Renaming a new table into place instead would make SQLite rewrite
+ * those references to the old table's name.) */
+#define PAYMENTS_STATUS_CHECK                                                                      \
+    "CHECK (status IN ('pending', 'captured', 'declined', 'refunded', 'voided'))"
+#define PAYMENTS_AMOUNT_CHECK "CHECK (amount_cents > 0 OR (status = 'voided' AND amount_cents = 0))"
+
+static const char PAYMENTS_VOIDED_SQLITE[] =
+    "PRAGMA defer_foreign_keys = ON;"
+    "CREATE TEMP TABLE payments_copy AS SELECT id, order_id, user_id, amount_cents, currency,"
+    " status, card_last4, created_at, updated_at FROM payments;"
+    "DROP TABLE payments;"
+    "CREATE TABLE payments ("
+    " id TEXT PRIMARY KEY,"
+    " order_id TEXT NOT NULL UNIQUE,"
+    " user_id TEXT NOT NULL,"
+    " amount_cents INTEGER NOT NULL,"
+    " currency TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " card_last4 TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " updated_at TEXT NOT NULL, " PAYMENTS_STATUS_CHECK ", " PAYMENTS_AMOUNT_CHECK ");"
+    "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status, card_last4,"
+    " created_at, updated_at) SELECT * FROM payments_copy;"
+    "DROP TABLE payments_copy;";
+
+/* PostgreSQL names a column's CHECK <table>_<column>_check. */
+static const char PAYMENTS_VOIDED_POSTGRES[] =
+    "ALTER TABLE payments DROP CONSTRAINT payments_status_check,"
+    " DROP CONSTRAINT payments_amount_cents_check,"
+    " ADD CONSTRAINT payments_status_check " PAYMENTS_STATUS_CHECK ","
+    " ADD CONSTRAINT payments_amount_cents_check " PAYMENTS_AMOUNT_CHECK ";";
+
 static const ms_migration migrations[] = {
     {1, "payments, transactions, refunds", PAYMENT_TABLES_("INTEGER"), PAYMENT_TABLES_("BIGINT")},
     {2, "outbox", MS_OUTBOX_TABLE_SQLITE, MS_OUTBOX_TABLE_POSTGRES},
+    {3, "payments: voided tombstones", PAYMENTS_VOIDED_SQLITE, PAYMENTS_VOIDED_POSTGRES},
 };
 
 static int add_routes(ms_router *r)

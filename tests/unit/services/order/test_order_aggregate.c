@@ -399,7 +399,7 @@ static void test_create_then_state(void **state)
     stream st = {0};
     order_state_init(&s);
     run(&s, &st, ORDER_CMD_CREATE, create_cmd(), NOW);
-    assert_int_equal(s.status, ORDER_INITIAL_STATUS);
+    assert_int_equal(s.status, ORDER_STATUS_PENDING);
     assert_int_equal(s.status, ORDER_STATUS_CONFIRMED);
     assert_string_equal(s.id, ORDER);
     assert_string_equal(s.user_id, USER);
