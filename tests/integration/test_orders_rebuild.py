@@ -113,7 +113,8 @@ def test_rebuild_repairs_damaged_views(start_shop):
 
 def test_read_database_migration_3_keeps_the_views(start_shop):
     """A read database made before migration 3 (views in rowid tables) is moved to WITHOUT
-    ROWID tables on start, every view and list row kept (SQLite; a no-op on PostgreSQL)."""
+    ROWID tables on start, every view and list row kept, and migration 4 (saga_open) follows
+    (SQLite; a no-op on PostgreSQL)."""
     s = start_shop(user=False)
     user = str(uuid.uuid4())
     ids = three_orders_projected(s, user)
@@ -127,12 +128,13 @@ def test_read_database_migration_3_keeps_the_views(start_shop):
             " status TEXT NOT NULL, total_cents BIGINT NOT NULL, currency TEXT NOT NULL,"
             " version BIGINT NOT NULL, position BIGINT NOT NULL, created_at TEXT NOT NULL,"
             " updated_at TEXT NOT NULL, data TEXT NOT NULL);"
-            "INSERT INTO order_views SELECT * FROM ov; DROP TABLE ov;"
+            "INSERT INTO order_views SELECT id, user_id, status, total_cents, currency,"
+            " version, position, created_at, updated_at, data FROM ov; DROP TABLE ov;"
             "CREATE TABLE ui AS SELECT * FROM user_order_views; DROP TABLE user_order_views;"
             "CREATE TABLE user_order_views (user_id TEXT NOT NULL, created_at TEXT NOT NULL,"
             " order_id TEXT NOT NULL, PRIMARY KEY (user_id, created_at, order_id));"
             "INSERT INTO user_order_views SELECT * FROM ui; DROP TABLE ui;"
-            "DELETE FROM schema_migrations WHERE version = 3;")
+            "DELETE FROM schema_migrations WHERE version IN (3, 4);")
         conn.close()
         assert "WITHOUT ROWID" not in s.db.query(
             "SELECT sql FROM sqlite_master WHERE name = 'order_views'", file=READ_DB)[0][0]
@@ -148,4 +150,6 @@ def test_read_database_migration_3_keeps_the_views(start_shop):
             sql = s.db.query("SELECT sql FROM sqlite_master WHERE name = ?", (table,),
                              file=READ_DB)[0][0]
             assert sql.endswith("WITHOUT ROWID"), sql
-        assert s.db.query("SELECT MAX(version) FROM schema_migrations", file=READ_DB) == [(3,)]
+        assert s.db.query("SELECT MAX(version) FROM schema_migrations", file=READ_DB) == [(4,)]
+        assert s.db.query("SELECT count(*) FROM order_views WHERE saga_open = 0",
+                          file=READ_DB) == [(len(ids),)]
