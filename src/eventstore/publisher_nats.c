@@ -8,13 +8,11 @@
  * message says exactly that, with no bookkeeping of acks arriving on another thread.
  */
 #include <ctype.h>
-#include <dlfcn.h>
-#include <nats/nats.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventstore/nats_lib.h"
 #include "eventstore/publisher.h"
 #include "runtime/core/buf.h"
 #include "runtime/core/error.h"
@@ -30,65 +28,8 @@ enum {
 /* The stream's duplicate window (nanoseconds): a repeat of a Msg-Id inside it is dropped. */
 #define DUPLICATE_WINDOW_NS (120LL * 1000 * 1000 * 1000)
 
-/*
- * libnats is loaded on first use instead of linked, as db_postgres.c does libpq: the binary
- * then runs without it wherever NATS_URL is unset.
- */
-// clang-format off
-#define NATS_FUNCTIONS(X) \
-    X(jsCtx_Destroy) \
-    X(jsOptions_Init) \
-    X(jsPubAck_Destroy) \
-    X(jsPubOptions_Init) \
-    X(jsStreamConfig_Init) \
-    X(jsStreamInfo_Destroy) \
-    X(js_AddStream) \
-    X(js_GetStreamInfo) \
-    X(js_PublishMsg) \
-    X(natsConnection_Connect) \
-    X(natsConnection_Destroy) \
-    X(natsConnection_JetStream) \
-    X(natsConnection_Status) \
-    X(natsMsgHeader_Set) \
-    X(natsMsg_Create) \
-    X(natsMsg_Destroy) \
-    X(natsOptions_Create) \
-    X(natsOptions_Destroy) \
-    X(natsOptions_SetDisconnectedCB) \
-    X(natsOptions_SetMaxReconnect) \
-    X(natsOptions_SetName) \
-    X(natsOptions_SetReconnectWait) \
-    X(natsOptions_SetReconnectedCB) \
-    X(natsOptions_SetRetryOnFailedConnect) \
-    X(natsOptions_SetTimeout) \
-    X(natsOptions_SetURL) \
-    X(natsStatus_GetText)
-// clang-format on
-
-static struct {
-#define NATS_FIELD(f) __typeof__(f) *f;
-    NATS_FUNCTIONS(NATS_FIELD)
-#undef NATS_FIELD
-    bool loaded;
-} nl;
-static pthread_once_t nl_once = PTHREAD_ONCE_INIT;
-
-static void nl_load(void)
-{
-    void *h = dlopen("libnats.so.3.4", RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        ms_log(MS_LOG_ERROR, "cannot load libnats (package libnats3.4)", "error", dlerror(), NULL);
-        return;
-    }
-#define NATS_LOAD(f)                                                                               \
-    if (!(*(void **)&nl.f = dlsym(h, #f))) {                                                       \
-        ms_log(MS_LOG_ERROR, "libnats lacks a function", "function", #f, NULL);                    \
-        return;                                                                                    \
-    }
-    NATS_FUNCTIONS(NATS_LOAD)
-#undef NATS_LOAD
-    nl.loaded = true; /* the handle stays open for the life of the process */
-}
+/* libnats, through the shared loader (nats_lib.h); set before any thread that uses it starts. */
+static const ms_nats_lib *nl;
 
 typedef struct nats_publisher {
     char *service;
@@ -187,8 +128,7 @@ static void on_connected(natsConnection *nc, void *closure)
 
 static const char *status_text(natsStatus s)
 {
-    const char *t = nl.natsStatus_GetText(s);
-    return t ? t : "unknown";
+    return ms_nats_status_text(nl, s);
 }
 
 /* Makes sure the service's stream exists (idempotent: looks first, adds when missing). */
@@ -196,23 +136,23 @@ static int ensure_stream(nats_publisher *p)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = nl.js_GetStreamInfo(&si, p->js, p->stream, NULL, &jerr);
+    natsStatus s = nl->js_GetStreamInfo(&si, p->js, p->stream, NULL, &jerr);
     if (s == NATS_NOT_FOUND) {
         const char *subjects[] = {p->subjects};
         jsStreamConfig cfg;
-        nl.jsStreamConfig_Init(&cfg);
+        nl->jsStreamConfig_Init(&cfg);
         cfg.Name = p->stream;
         cfg.Subjects = subjects;
         cfg.SubjectsLen = 1;
         cfg.Storage = js_FileStorage;
         cfg.Duplicates = DUPLICATE_WINDOW_NS;
-        s = nl.js_AddStream(&si, p->js, &cfg, NULL, &jerr);
+        s = nl->js_AddStream(&si, p->js, &cfg, NULL, &jerr);
         if (s == NATS_OK)
             ms_log(MS_LOG_INFO, "event bus: stream created", "service", p->service, "stream",
                    p->stream, "subjects", p->subjects, NULL);
     }
     if (si)
-        nl.jsStreamInfo_Destroy(si);
+        nl->jsStreamInfo_Destroy(si);
     if (s != NATS_OK) {
         char code[16];
         snprintf(code, sizeof code, "%d", (int)jerr);
@@ -258,21 +198,21 @@ static int publish_one(nats_publisher *p, const ms_outbox_message *m)
     int rc = 0;
     const char *payload = m->payload ? m->payload : "";
     natsStatus s =
-        nl.natsMsg_Create(&msg, subject_of(p, m->type), NULL, payload, (int)strlen(payload));
+        nl->natsMsg_Create(&msg, subject_of(p, m->type), NULL, payload, (int)strlen(payload));
     if (s == NATS_OK && m->aggregate_id)
-        s = nl.natsMsgHeader_Set(msg, "Microshop-Aggregate-Id", m->aggregate_id);
+        s = nl->natsMsgHeader_Set(msg, "Microshop-Aggregate-Id", m->aggregate_id);
     if (s == NATS_OK && m->type)
-        s = nl.natsMsgHeader_Set(msg, "Microshop-Event-Type", m->type);
+        s = nl->natsMsgHeader_Set(msg, "Microshop-Event-Type", m->type);
     if (s != NATS_OK) {
         rc = MS_EIO;
         goto out;
     }
     jsPubOptions po;
-    nl.jsPubOptions_Init(&po);
+    nl->jsPubOptions_Init(&po);
     po.MsgId = m->id; /* sets Nats-Msg-Id */
     po.ExpectStream = p->stream;
     po.MaxWait = p->timeout_ms;
-    s = nl.js_PublishMsg(&ack, p->js, msg, &po, &jerr);
+    s = nl->js_PublishMsg(&ack, p->js, msg, &po, &jerr);
     if (s != NATS_OK) {
         char code[16];
         snprintf(code, sizeof code, "%d", (int)jerr);
@@ -284,9 +224,9 @@ static int publish_one(nats_publisher *p, const ms_outbox_message *m)
     }
 out:
     if (ack)
-        nl.jsPubAck_Destroy(ack);
+        nl->jsPubAck_Destroy(ack);
     if (msg)
-        nl.natsMsg_Destroy(msg);
+        nl->natsMsg_Destroy(msg);
     return rc;
 }
 
@@ -295,7 +235,7 @@ static int nats_publish(void *self, const ms_outbox_message *msgs, size_t n)
     nats_publisher *p = self;
     /* A publish while reconnecting would wait out the whole timeout for an ack: fail now,
      * the relay retries with its backoff and the rows wait in the outbox. */
-    if (nl.natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED)
+    if (nl->natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED)
         return MS_ECONN;
     int rc = p->has_stream ? 0 : ensure_stream(p);
     for (size_t i = 0; rc == 0 && i < n; i++)
@@ -307,9 +247,9 @@ static void nats_close(void *self)
 {
     nats_publisher *p = self;
     if (p->js)
-        nl.jsCtx_Destroy(p->js);
+        nl->jsCtx_Destroy(p->js);
     if (p->nc)
-        nl.natsConnection_Destroy(p->nc); /* closes first; no handler runs after it */
+        nl->natsConnection_Destroy(p->nc); /* closes first; no handler runs after it */
     ms_buf_release(&p->subject);
     free(p->service);
     free(p);
@@ -319,8 +259,7 @@ int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_p
 {
     if (ms_nats_url_check(url) != 0 || !service_ok(service) || timeout_ms < 0)
         return MS_EINVAL;
-    pthread_once(&nl_once, nl_load);
-    if (!nl.loaded)
+    if (!(nl = ms_nats_lib_get()))
         return MS_EIO;
     int rc = 0;
     natsOptions *opts = NULL;
@@ -336,30 +275,30 @@ int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_p
 
     char name[96];
     snprintf(name, sizeof name, "microshop-%s", service);
-    natsStatus s = nl.natsOptions_Create(&opts);
+    natsStatus s = nl->natsOptions_Create(&opts);
     if (s == NATS_OK)
-        s = nl.natsOptions_SetURL(opts, url);
+        s = nl->natsOptions_SetURL(opts, url);
     if (s == NATS_OK)
-        s = nl.natsOptions_SetName(opts, name);
+        s = nl->natsOptions_SetName(opts, name);
     if (s == NATS_OK)
-        s = nl.natsOptions_SetTimeout(opts, CONNECT_TIMEOUT_MS);
+        s = nl->natsOptions_SetTimeout(opts, CONNECT_TIMEOUT_MS);
     if (s == NATS_OK) /* forever: the outbox holds the events meanwhile */
-        s = nl.natsOptions_SetMaxReconnect(opts, -1);
+        s = nl->natsOptions_SetMaxReconnect(opts, -1);
     if (s == NATS_OK)
-        s = nl.natsOptions_SetReconnectWait(opts, RECONNECT_WAIT_MS);
+        s = nl->natsOptions_SetReconnectWait(opts, RECONNECT_WAIT_MS);
     if (s == NATS_OK)
-        s = nl.natsOptions_SetDisconnectedCB(opts, on_disconnected, NULL);
+        s = nl->natsOptions_SetDisconnectedCB(opts, on_disconnected, NULL);
     if (s == NATS_OK)
-        s = nl.natsOptions_SetReconnectedCB(opts, on_connected, NULL);
+        s = nl->natsOptions_SetReconnectedCB(opts, on_connected, NULL);
     if (s == NATS_OK) /* with a handler, a server down at start is retried in the background */
-        s = nl.natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
+        s = nl->natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
     if (s != NATS_OK) {
         ms_log(MS_LOG_ERROR, "event bus: cannot set up the connection", "error", status_text(s),
                NULL);
         rc = s == NATS_NO_MEMORY ? MS_ENOMEM : MS_EIO;
         goto out;
     }
-    s = nl.natsConnection_Connect(&p->nc, opts);
+    s = nl->natsConnection_Connect(&p->nc, opts);
     if (s == NATS_NOT_YET_CONNECTED) {
         ms_log(MS_LOG_WARN, "event bus: not reachable yet, retrying in the background", "service",
                service, "error", status_text(s), NULL);
@@ -370,19 +309,19 @@ int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_p
         goto out;
     }
     jsOptions jo;
-    nl.jsOptions_Init(&jo);
+    nl->jsOptions_Init(&jo);
     jo.Wait = p->timeout_ms;
-    if ((s = nl.natsConnection_JetStream(&p->js, p->nc, &jo)) != NATS_OK) {
+    if ((s = nl->natsConnection_JetStream(&p->js, p->nc, &jo)) != NATS_OK) {
         ms_log(MS_LOG_ERROR, "event bus: no JetStream context", "error", status_text(s), NULL);
         rc = MS_EIO;
         goto out;
     }
-    if (nl.natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED)
+    if (nl->natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED)
         ensure_stream(p); /* best effort: publish tries again while it is missing */
     *out = (ms_publisher){.publish = nats_publish, .close = nats_close, .self = p, .name = "nats"};
 out:
     if (opts)
-        nl.natsOptions_Destroy(opts);
+        nl->natsOptions_Destroy(opts);
     if (rc != 0)
         nats_close(p);
     return rc;

@@ -1,13 +1,17 @@
 """The event bus: `serve user` with NATS_URL publishes its outbox to NATS JetStream (stream
 MICROSHOP_USER, subjects user.>) through a real nats-server this module starts (free ports, a
-temporary store, killed at the end). The stream is watched on the server's monitoring endpoint
-(/jsz). Skipped when nats-server is not installed (scripts/bootstrap.sh test installs it)."""
+temporary store, killed at the end), and `serve order` with NATS_URL follows that stream into
+its user directory with a durable pull consumer (order_user_directory): each event applied
+once, acked after its commit, across restarts, kill -9, a switch from the HTTP feed and NATS
+going away. The stream and consumer are watched on the server's monitoring endpoint (/jsz).
+Skipped when nats-server is not installed (scripts/bootstrap.sh test installs it)."""
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 
 import pytest
 import requests
@@ -160,3 +164,240 @@ def test_bad_nats_url_exits_2(url):
         shutil.rmtree(data, ignore_errors=True)
     assert p.returncode == 2, p.stderr
     assert b"NATS_URL" in p.stderr
+
+
+# ---- the consumer: the order service follows the user stream with a durable pull consumer ----
+
+CONSUMER = "order.user_directory"
+DURABLE = "order_user_directory"
+
+
+def consumer_state(nats, stream, durable):
+    """The durable consumer's state from /jsz ({"name", "config", "ack_floor", ...}) or None."""
+    r = requests.get(f"http://127.0.0.1:{nats.mon_port}/jsz",
+                     params={"accounts": "true", "streams": "true", "consumers": "true",
+                             "config": "true"},
+                     timeout=5)
+    r.raise_for_status()
+    for acc in r.json().get("account_details") or []:
+        for st in acc.get("stream_detail") or []:
+            if st["name"] != stream:
+                continue
+            for c in st.get("consumer_detail") or []:
+                if c["name"] == durable:
+                    return c
+    return None
+
+
+def directory(order):
+    return {r[0]: (r[1], r[2]) for r in
+            order.db.query("SELECT user_id, email, name FROM user_directory")}
+
+
+def wait_directory(order, users, timeout=30):
+    want = {u["id"]: (u["email"], u["name"]) for u in users}
+    poll(lambda: directory(order) == want, timeout * SLOW, 0.05,
+         what=f"the order's user directory to hold {len(want)} users")
+
+
+def received_ids(order):
+    return sorted(r[0] for r in order.db.query(
+        "SELECT event_id FROM bus_received WHERE consumer = ?", (CONSUMER,)))
+
+
+def checkpoint(order):
+    rows = order.db.query("SELECT last_seq FROM bus_checkpoints WHERE consumer = ? AND "
+                          "producer = 'user'", (CONSUMER,))
+    return rows[0][0] if rows else 0
+
+
+def outbox_ids(user):
+    return sorted(r[0] for r in user.db.query("SELECT id FROM outbox"))
+
+
+def start_user(start_server, nats, port, db=None):
+    return start_server("--listen", f"127.0.0.1:{port}", db=db, env={"NATS_URL": nats.url})
+
+
+def start_order(start_server, nats, user_port, db=None, bus=True):
+    env = {"MICROSHOP_USER_URL": f"http://127.0.0.1:{user_port}"}
+    if bus:
+        env["NATS_URL"] = nats.url
+    return start_server(target="order", db=db, env=env)
+
+
+def test_order_follows_the_user_stream_with_a_durable_consumer(nats, start_server):
+    nats.start()
+    port = _free_port()
+    # the order service first: the user stream does not exist yet, the consumer keeps trying
+    order = start_order(start_server, nats, port)
+    assert order.get("/health").status_code == 200
+    user = start_user(start_server, nats, port)
+    users = [user.create_user() for _ in range(5)]
+    wait_directory(order, users)
+    r = user.request("PATCH", f"/api/v1/users/{users[2]['id']}", user=users[2]["id"],
+                     json={"name": "Grace Hopper"})
+    assert r.status_code == 200, r.text
+    users[2]["name"] = "Grace Hopper"
+    wait_directory(order, users)
+    # the durable pull consumer, on the producer's stream, filtered to its subjects, all acked
+    c = poll(lambda: consumer_state(nats, STREAM, DURABLE), 10 * SLOW, what="the durable")
+    assert c["config"]["durable_name"] == DURABLE
+    assert c["config"]["filter_subject"] == "user.>"
+    assert c["config"]["ack_policy"] == "explicit"
+    assert not c["config"].get("deliver_subject"), "a pull consumer has no deliver subject"
+    poll(lambda: consumer_state(nats, STREAM, DURABLE)["ack_floor"]["stream_seq"] == 6,
+         10 * SLOW, 0.05, what="every message acked")
+    assert consumer_state(nats, STREAM, DURABLE)["num_ack_pending"] == 0
+    # the checkpoint is the stream's sequence; each outbox id received once
+    poll(lambda: checkpoint(order) == 6, 10 * SLOW, what="the checkpoint at the stream's last")
+    assert received_ids(order) == outbox_ids(user)
+    assert order.metric("bus_consumer_position", consumer=CONSUMER) == 6
+    assert order.metric("bus_consumer_lag_events", consumer=CONSUMER) == 0
+    assert order.metric("bus_consumer_applied_total", consumer=CONSUMER) == 6
+    assert '"durable":"order_user_directory"' in order.log_text()
+
+    # a restart binds to the same durable: nothing delivered again, nothing applied twice
+    assert order.stop() == 0, order.log_tail()
+    order = start_order(start_server, nats, port, db=order.db)
+    users += [user.create_user()]
+    wait_directory(order, users)
+    poll(lambda: checkpoint(order) == 7, 10 * SLOW, what="the checkpoint after the restart")
+    assert received_ids(order) == outbox_ids(user)
+    assert order.metric("bus_consumer_applied_total", consumer=CONSUMER) == 1
+    assert order.metric("bus_consumer_duplicates_total", consumer=CONSUMER) == 0
+
+
+def test_switching_from_the_feed_to_the_bus_applies_nothing_twice(nats, start_server):
+    """The HTTP feed's event ids and the stream's Nats-Msg-Id are both the outbox id: a consumer
+    that followed the feed and now follows the stream skips what it had (counted as duplicates)."""
+    nats.start()
+    port = _free_port()
+    user = start_user(start_server, nats, port)
+    order = start_order(start_server, nats, port, bus=False)
+    users = [user.create_user() for _ in range(3)]
+    wait_directory(order, users)
+    assert order.metric("bus_consumer_applied_total", consumer=CONSUMER) == 3
+    assert order.stop() == 0, order.log_tail()
+    poll(lambda: nats.messages(STREAM) == 3, 20 * SLOW, 0.1, what="3 messages in the stream")
+    order = start_order(start_server, nats, port, db=order.db)
+    users += [user.create_user() for _ in range(2)]
+    wait_directory(order, users)
+    poll(lambda: order.metric("bus_consumer_duplicates_total", consumer=CONSUMER) == 3,
+         10 * SLOW, 0.05, what="the feed's 3 events skipped as duplicates")
+    assert order.metric("bus_consumer_applied_total", consumer=CONSUMER) == 2
+    assert received_ids(order) == outbox_ids(user)
+    assert consumer_state(nats, STREAM, DURABLE) is not None
+
+
+def test_kill_9_mid_stream_applies_each_event_once(nats, start_server):
+    nats.start()
+    port = _free_port()
+    user = start_user(start_server, nats, port)
+    order = start_order(start_server, nats, port)
+    users = [user.create_user() for _ in range(5)]
+    wait_directory(order, users)
+    more, stop = [], threading.Event()
+
+    def keep_registering():
+        while not stop.is_set() and len(more) < 40:
+            more.append(user.create_user())
+
+    t = threading.Thread(target=keep_registering)
+    t.start()
+    try:
+        poll(lambda: checkpoint(order) >= 5 + 3, 20 * SLOW, what="some of the load applied")
+        order.kill()
+        order = start_order(start_server, nats, port, db=order.db)
+    finally:
+        stop.set()
+        t.join(60 * SLOW)
+    users += more
+    wait_directory(order, users, timeout=60)
+    poll(lambda: received_ids(order) == outbox_ids(user), 20 * SLOW, 0.05,
+         what="every outbox id received")
+    n = len(users)
+    assert order.db.count("bus_received", "WHERE consumer = ?", (CONSUMER,)) == n
+    poll(lambda: nats.messages(STREAM) == n, 20 * SLOW, 0.1, what="every event in the stream")
+    poll(lambda: checkpoint(order) == n, 20 * SLOW, what="the checkpoint at the stream's last")
+
+
+def test_nats_down_then_back_the_consumer_catches_up(nats, start_server):
+    nats.start()
+    port = _free_port()
+    user = start_user(start_server, nats, port)
+    order = start_order(start_server, nats, port)
+    users = [user.create_user() for _ in range(2)]
+    wait_directory(order, users)
+    nats.stop()
+    failures = order.metric("bus_consumer_failures_total", consumer=CONSUMER)
+    poll(lambda: order.metric("bus_consumer_failures_total", consumer=CONSUMER) > failures,
+         30 * SLOW, 0.1, what="the consumer to notice NATS is gone")
+    # both services keep serving; the user's events wait in its outbox
+    users += [user.create_user() for _ in range(3)]
+    for _ in range(5):
+        assert order.get("/health").status_code == 200
+    assert _unpublished(user.db) == 3
+    nats.start()  # the same store: the stream and the durable are still there
+    wait_directory(order, users, timeout=60)
+    poll(lambda: received_ids(order) == outbox_ids(user), 20 * SLOW, 0.05,
+         what="every outbox id received")
+    # a server killed may lose the consumer's last acks: those messages come again and are
+    # skipped (duplicates), never applied twice
+    assert order.metric("bus_consumer_applied_total", consumer=CONSUMER) == 5
+    assert order.db.count("bus_received", "WHERE consumer = ?", (CONSUMER,)) == 5
+
+
+def test_failing_transactions_nak_and_keep_the_order_across_kill_9(nats, start_server):
+    """While the consumer's database refuses writes, each fetched batch fails, is nak'ed and
+    fetched again; a kill -9 then leaves messages unacked, which the next process gets before
+    newer ones: a user's rename is never overwritten by its older creation."""
+    nats.start()
+    port = _free_port()
+    user = start_user(start_server, nats, port)
+    order = start_order(start_server, nats, port)
+    users = [user.create_user()]
+    wait_directory(order, users)
+    failures = order.metric("bus_consumer_failures_total", consumer=CONSUMER)
+    with order.db.write_lock("user_directory"):
+        users.append(user.create_user())
+        poll(lambda: order.metric("bus_consumer_failures_total", consumer=CONSUMER) > failures,
+             30 * SLOW, 0.1, what="a failed transaction counted")
+        r = user.request("PATCH", f"/api/v1/users/{users[1]['id']}", user=users[1]["id"],
+                         json={"name": "Grace Hopper"})
+        assert r.status_code == 200, r.text
+        users[1]["name"] = "Grace Hopper"
+        poll(lambda: nats.messages(STREAM) == 3, 20 * SLOW, 0.1, what="3 messages in the stream")
+        order.kill()
+    order = start_order(start_server, nats, port, db=order.db)
+    users.append(user.create_user())
+    wait_directory(order, users)
+    poll(lambda: received_ids(order) == outbox_ids(user), 20 * SLOW, 0.05,
+         what="every outbox id received")
+    poll(lambda: consumer_state(nats, STREAM, DURABLE)["num_ack_pending"] == 0, 20 * SLOW, 0.05,
+         what="every message acked")
+
+
+def test_low_stock_alerts_follow_the_inventory_stream(nats, start_server):
+    import uuid
+    nats.start()
+    inventory = start_server(target="inventory", env={"NATS_URL": nats.url})
+    order = start_server(target="order", env={"NATS_URL": nats.url,
+                                              "MICROSHOP_INVENTORY_URL": inventory.url})
+    boss = str(uuid.uuid4())
+    r = inventory.request("POST", "/api/v1/products", user=boss, role="admin",
+                          json={"sku": "ALERT-N", "name": "Last few", "price_cents": 500,
+                                "currency": "EUR", "stock": 6, "low_stock_threshold": 5})
+    assert r.status_code == 201, r.text
+    product = r.json()["id"]
+    r = inventory.request("POST", "/internal/v1/reservations",
+                          json={"order_id": str(uuid.uuid4()),
+                                "items": [{"product_id": product, "quantity": 2}]})
+    assert r.status_code == 201, r.text
+    poll(lambda: order.db.query("SELECT sku, available, threshold FROM low_stock_alerts "
+                                "WHERE product_id = ?", (product,)) == [("ALERT-N", 4, 5)],
+         30 * SLOW, 0.05, what="the order service's low-stock alert")
+    c = consumer_state(nats, "MICROSHOP_INVENTORY", "order_low_stock")
+    assert c and c["config"]["filter_subject"] == "inventory.>"
+    poll(lambda: order.metric("bus_consumer_applied_total", consumer="order.low_stock") >= 1,
+         10 * SLOW, 0.05, what="the alert counted")

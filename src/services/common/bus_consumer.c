@@ -1,4 +1,4 @@
-/* The local event bus's consumer; see bus_consumer.h. */
+/* The event bus's consumer, and its HTTP feed transport; see bus_consumer.h. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,41 +12,18 @@
 #include "runtime/http/client.h"
 #include "runtime/obs/metrics.h"
 #include "services/common/bus_consumer.h"
+#include "services/common/bus_consumer_internal.h"
 #include "runtime/core/banned.h"
 
 enum {
-    BACKOFF_MIN_MS = 100,
-    BACKOFF_MAX_MS = 5000,
     DEFAULT_LIMIT = 100,
     DEFAULT_WAIT_MS = 5000,
     SLACK_MS = 5000, /* a long poll's deadline: its wait plus this */
 };
 
-struct bus_consumer {
-    char *consumer, *producer;
-    ms_db_config db;
-    bus_consumer_fn handle;
-    void *arg;
-    int limit, wait_ms;
-    ms_http_upstream_list upstream;
-    /* the thread's own */
-    uv_thread_t thread;
-    uv_loop_t loop;
-    uv_async_t wake; /* stop */
-    uv_timer_t timer;
-    ms_http_client *client;
-    ms_db_conn *conn;
-    bool has_position; /* the checkpoint was read */
-    unsigned attempt;
-    atomic_bool stopping;
-    /* stats, under mu */
-    uv_mutex_t mu;
-    bus_consumer_stats stats;
-};
-
 static void poll_feed(bus_consumer *b);
 
-static void note_failure(bus_consumer *b)
+void bus_consumer_note_failure(bus_consumer *b)
 {
     uv_mutex_lock(&b->mu);
     b->stats.failures_total++;
@@ -58,19 +35,24 @@ static void on_timer(uv_timer_t *t)
     poll_feed(t->data);
 }
 
-/* Tries again after a full-jitter backoff. */
-static void backoff(bus_consumer *b)
+unsigned bus_consumer_backoff_ms(bus_consumer *b)
 {
-    unsigned ceiling = BACKOFF_MIN_MS << (b->attempt < 6 ? b->attempt : 6);
-    if (ceiling > BACKOFF_MAX_MS)
-        ceiling = BACKOFF_MAX_MS;
+    unsigned ceiling = BUS_BACKOFF_MIN_MS << (b->attempt < 6 ? b->attempt : 6);
+    if (ceiling > BUS_BACKOFF_MAX_MS)
+        ceiling = BUS_BACKOFF_MAX_MS;
     b->attempt++;
     uint32_t rnd;
     ms_random_bytes(&rnd, sizeof rnd);
-    uv_timer_start(&b->timer, on_timer, BACKOFF_MIN_MS + rnd % (ceiling - BACKOFF_MIN_MS + 1), 0);
+    return BUS_BACKOFF_MIN_MS + rnd % (ceiling - BUS_BACKOFF_MIN_MS + 1);
 }
 
-static void db_failed(bus_consumer *b, const char *what, int rc)
+/* Tries again after a full-jitter backoff. */
+static void backoff(bus_consumer *b)
+{
+    uv_timer_start(&b->timer, on_timer, bus_consumer_backoff_ms(b), 0);
+}
+
+void bus_consumer_db_failed(bus_consumer *b, const char *what, int rc)
 {
     ms_log(MS_LOG_WARN, "bus consumer: database failed, will retry", "consumer", b->consumer,
            "step", what, "error", b->conn ? ms_db_errmsg(b->conn) : ms_strerror(rc), NULL);
@@ -78,11 +60,10 @@ static void db_failed(bus_consumer *b, const char *what, int rc)
         ms_db_close(b->conn);
         b->conn = NULL;
     }
-    note_failure(b);
+    bus_consumer_note_failure(b);
 }
 
-/* Opens the connection and reads the checkpoint, once. */
-static int prepare(bus_consumer *b)
+int bus_consumer_prepare(bus_consumer *b)
 {
     int rc = 0;
     if (!b->conn && (rc = ms_db_open(&b->db, false, &b->conn)) < 0) {
@@ -114,31 +95,19 @@ static const char *str_of(json_t *item, const char *key)
     return s ? s : "";
 }
 
-/* Applies the page's new events, records them and moves the checkpoint, in one transaction. */
-static int apply_page(bus_consumer *b, json_t *items, int64_t next_after, uint64_t *applied,
-                      uint64_t *dups)
+int bus_consumer_apply(bus_consumer *b, const bus_event *ev, size_t n, int64_t last_seq,
+                       bool forward_only, uint64_t *applied, uint64_t *dups)
 {
     char now[MS_TIME_LEN + 1];
     ms_time_now(now);
     int rc = ms_db_begin(b->conn);
     if (rc < 0)
         return rc;
-    size_t i;
-    json_t *item;
-    json_array_foreach(items, i, item)
-    {
-        bus_event e = {
-            .seq = (int64_t)json_integer_value(json_object_get(item, "seq")),
-            .id = str_of(item, "id"),
-            .aggregate_type = str_of(item, "aggregate_type"),
-            .aggregate_id = str_of(item, "aggregate_id"),
-            .type = str_of(item, "type"),
-            .created_at = str_of(item, "created_at"),
-            .payload = json_object_get(item, "payload"),
-        };
+    for (size_t i = 0; i < n; i++) {
+        const bus_event *e = &ev[i];
         char seq[24];
-        snprintf(seq, sizeof seq, "%lld", (long long)e.seq);
-        const char *params[] = {b->consumer, e.id, seq, now};
+        snprintf(seq, sizeof seq, "%lld", (long long)e->seq);
+        const char *params[] = {b->consumer, e->id, seq, now};
         ms_db_result *r = NULL;
         rc = ms_db_exec(b->conn,
                         "INSERT INTO bus_received (consumer, event_id, seq, received_at)"
@@ -152,22 +121,30 @@ static int apply_page(bus_consumer *b, json_t *items, int64_t next_after, uint64
             (*dups)++;
             continue;
         }
-        if (!json_is_object(e.payload) || !*e.id) {
+        if (!json_is_object(e->payload) || !*e->id) {
             rc = MS_EMALFORMED;
             break;
         }
-        if ((rc = b->handle(b->conn, &e, b->arg)) < 0)
+        if ((rc = b->handle(b->conn, e, b->arg)) < 0)
             break;
         (*applied)++;
     }
     if (rc == 0) {
         char seq[24];
-        snprintf(seq, sizeof seq, "%lld", (long long)next_after);
+        snprintf(seq, sizeof seq, "%lld", (long long)last_seq);
         const char *params[] = {b->consumer, b->producer, seq, now};
+        /* a redelivery (JetStream) may end below the stored position: never move it back */
         rc = ms_db_exec(b->conn,
-                        "INSERT INTO bus_checkpoints (consumer, producer, last_seq, updated_at)"
-                        " VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, producer) DO UPDATE"
-                        " SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+                        forward_only
+                            ? "INSERT INTO bus_checkpoints (consumer, producer, last_seq,"
+                              " updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (consumer,"
+                              " producer) DO UPDATE SET last_seq = CASE WHEN excluded.last_seq >"
+                              " bus_checkpoints.last_seq THEN excluded.last_seq ELSE"
+                              " bus_checkpoints.last_seq END, updated_at = excluded.updated_at"
+                            : "INSERT INTO bus_checkpoints (consumer, producer, last_seq,"
+                              " updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (consumer,"
+                              " producer) DO UPDATE SET last_seq = excluded.last_seq,"
+                              " updated_at = excluded.updated_at",
                         4, params, NULL);
     }
     return ms_db_end(b->conn, rc);
@@ -190,9 +167,27 @@ static int take_page(bus_consumer *b, const ms_http_client_resp *resp)
     }
     uint64_t applied = 0, dups = 0;
     int64_t next_after = (int64_t)json_integer_value(next);
-    if (json_array_size(items) > 0) {
-        if ((rc = apply_page(b, items, next_after, &applied, &dups)) < 0) {
-            db_failed(b, "apply", rc);
+    size_t n = json_array_size(items);
+    if (n > 0) {
+        bus_event *ev = ms_xcalloc(n, sizeof *ev);
+        size_t i;
+        json_t *item;
+        json_array_foreach(items, i, item)
+        {
+            ev[i] = (bus_event){
+                .seq = (int64_t)json_integer_value(json_object_get(item, "seq")),
+                .id = str_of(item, "id"),
+                .aggregate_type = str_of(item, "aggregate_type"),
+                .aggregate_id = str_of(item, "aggregate_id"),
+                .type = str_of(item, "type"),
+                .created_at = str_of(item, "created_at"),
+                .payload = json_object_get(item, "payload"),
+            };
+        }
+        rc = bus_consumer_apply(b, ev, n, next_after, false, &applied, &dups);
+        free(ev);
+        if (rc < 0) {
+            bus_consumer_db_failed(b, "apply", rc);
             goto out;
         }
     }
@@ -224,7 +219,7 @@ static void on_page(int err, const ms_http_client_resp *resp, void *arg)
             ms_log(MS_LOG_WARN, "bus consumer: the producer's feed failed, will retry", "consumer",
                    b->consumer, "producer", b->producer, "error",
                    err ? ms_strerror(err) : ms_http_reason(resp->status), NULL);
-        note_failure(b);
+        bus_consumer_note_failure(b);
     }
     backoff(b);
 }
@@ -233,9 +228,9 @@ static void poll_feed(bus_consumer *b)
 {
     if (atomic_load(&b->stopping))
         return;
-    int rc = prepare(b);
+    int rc = bus_consumer_prepare(b);
     if (rc < 0) {
-        db_failed(b, "checkpoint", rc);
+        bus_consumer_db_failed(b, "checkpoint", rc);
         backoff(b);
         return;
     }
@@ -254,7 +249,7 @@ static void poll_feed(bus_consumer *b)
     if ((rc = ms_http_client_request(b->client, &req, on_page, b)) < 0) {
         ms_log(MS_LOG_WARN, "bus consumer: the poll was refused", "consumer", b->consumer, "error",
                ms_strerror(rc), NULL);
-        note_failure(b);
+        bus_consumer_note_failure(b);
         backoff(b);
     }
 }
@@ -304,6 +299,18 @@ int bus_consumer_start(const bus_consumer_config *cfg, bus_consumer **out)
     b->limit = cfg->limit ? cfg->limit : DEFAULT_LIMIT;
     b->wait_ms = cfg->wait_ms ? cfg->wait_ms : DEFAULT_WAIT_MS;
     uv_mutex_init(&b->mu);
+    const char *nats_url = getenv("NATS_URL");
+    if (nats_url && *nats_url) { /* the event bus: the producer's stream, not its feed */
+        if ((rc = bus_consumer_nats_start(b, nats_url)) < 0) {
+            uv_mutex_destroy(&b->mu);
+            free(b->consumer);
+            free(b->producer);
+            free(b);
+            return rc;
+        }
+        *out = b;
+        return 0;
+    }
     uv_loop_init(&b->loop);
     uv_async_init(&b->loop, &b->wake, on_wake);
     b->wake.data = b;
@@ -337,9 +344,13 @@ void bus_consumer_stop(bus_consumer *b)
     if (!b)
         return;
     atomic_store(&b->stopping, true);
-    uv_async_send(&b->wake);
-    uv_thread_join(&b->thread);
-    uv_loop_close(&b->loop);
+    if (b->nats) {
+        bus_consumer_nats_stop(b);
+    } else {
+        uv_async_send(&b->wake);
+        uv_thread_join(&b->thread);
+        uv_loop_close(&b->loop);
+    }
     uv_mutex_destroy(&b->mu);
     free(b->consumer);
     free(b->producer);

@@ -8,6 +8,13 @@
  * The producer being down or answering errors is retried with backoff (100 ms doubling to
  * 5 s, full jitter); so is a failing transaction. The consuming service keeps running.
  *
+ * With NATS_URL set in the process, the consumer follows the producer's JetStream stream
+ * instead (bus_consumer_nats.c): a durable pull consumer named after `consumer` with '.' as
+ * '_' ("order_user_directory") on MICROSHOP_<PRODUCER>, filter "<producer>.>"; each fetched
+ * batch (up to `limit`, waiting up to `wait_ms`) is applied the same way, event ids being the
+ * Nats-Msg-Id (the outbox id, as the feed's), the checkpoint the stream sequence, and acked
+ * after the commit (nak'ed when it failed). `url` is then only checked.
+ *
  * Threading: the consumer runs its own thread with its own uv loop, HTTP client and database
  * connection; the handler runs there. start and stop from one owner; bus_consumer_render
  * from any thread. Ownership: start copies the config's strings; stop joins the thread and
@@ -53,15 +60,17 @@ typedef struct bus_consumer_config {
 
 typedef struct bus_consumer bus_consumer;
 
-/* Checks the URL and starts the thread; 0 or MS_EINVAL (bad URL or config). */
+/* Checks the URL and starts the thread; 0, MS_EINVAL (bad URL or config) or MS_EIO (NATS_URL
+ * set but libnats cannot be loaded). */
 int bus_consumer_start(const bus_consumer_config *cfg, bus_consumer **out);
 /* Stops the thread (a long poll under way is abandoned) and frees the consumer. NULL is fine. */
 void bus_consumer_stop(bus_consumer *b);
 
 /* The checkpoint and last error, a consistent snapshot; any thread. */
 typedef struct bus_consumer_stats {
-    int64_t position;          /* the last seq applied and committed */
-    int64_t head;              /* the producer's newest seq at the last answer */
+    int64_t position;          /* the last seq applied and committed (NATS: stream sequence) */
+    int64_t head;              /* the producer's newest seq at the last answer (NATS: the
+                                * last message's sequence plus its pending count) */
     uint64_t applied_total;    /* events applied */
     uint64_t duplicates_total; /* events skipped as already received */
     uint64_t failures_total;   /* polls or transactions that failed */
