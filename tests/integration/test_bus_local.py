@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from conftest import SLOW, assert_problem, free_port, poll, unchanged
+from shop import start_shop  # noqa: F401
 
 CONSUMER = "order.user_directory"
 
@@ -134,18 +135,22 @@ def test_a_drain_ends_a_long_poll(start_server):
     assert time.monotonic() - t0 < 8, "the drain waited for the long poll"
 
 
-def test_order_feed_serves_its_event_store_outbox(start_server):
+def test_order_feed_serves_its_event_store_outbox(start_shop):
     """The order service's outbox rows reference their events (outbox_messages): the feed
     serves each with its event's data as the payload object."""
-    from test_orders import create, uid
-    s = start_server(target="order")
+    from test_orders import create, events_of, uid
+    s = start_shop(user=False)
     user = uid()
     orders = [create(s, user)[0] for _ in range(3)]
     page = feed(s, after=0, wait_ms=2000)
     items = page["items"]
-    assert [i["aggregate_id"] for i in items] == [o["id"] for o in orders]
-    assert all(i["type"] == "OrderCreated" for i in items)
-    assert [i["payload"]["order_id"] for i in items] == [o["id"] for o in orders]
+    # every event of the three checkouts, in the order they were written
+    want = sorted(((e["position"], o["id"], e["type"], e["data"]) for o in orders
+                   for e in events_of(s, o["id"])))
+    assert [(i["aggregate_id"], i["type"], i["payload"]) for i in items] == \
+        [w[1:] for w in want]
+    assert [i["aggregate_id"] for i in items if i["type"] == "OrderCreated"] == \
+        [o["id"] for o in orders]
     assert [i["seq"] for i in items] == sorted(i["seq"] for i in items)
     assert page["next_after"] == items[-1]["seq"]
     assert feed(s, after=page["next_after"])["items"] == []

@@ -1,7 +1,11 @@
-"""The order service (`microshop serve order`): POST /api/v1/orders with Idempotency-Key,
-GET by id (views, ETag, read-your-writes with X-Min-Position), the user's list (cursor
-pages), cancel, PATCH status with If-Match, the events endpoint, the outbox, metrics, and
-the views agreeing with the event stream. Every rejected request must write nothing."""
+"""The order service (`microshop serve order`) behind a whole shop (shop.py: inventory and
+payment services, no user service so that any caller id is a customer): POST /api/v1/orders
+(the checkout contract: items of product ids and quantities, priced by the inventory, a card
+to charge) with Idempotency-Key, GET by id (views, ETag, read-your-writes with
+X-Min-Position), the user's list (cursor pages), cancel, PATCH status (shipped, delivered)
+with If-Match, the events endpoint, the outbox, metrics, and the views agreeing with the event
+stream. Every rejected request must write nothing. The saga across the services is in
+test_checkout.py."""
 import base64
 import contextlib
 import json
@@ -13,39 +17,47 @@ import uuid
 
 import pytest
 
-from conftest import (BACKEND, RFC3339, SLOW, UUID_RE, RawConn, ServerSet, assert_problem, ident,
-                      poll)
+from conftest import (BACKEND, RFC3339, SLOW, UUID_RE, RawConn, assert_problem, ident, poll)
+from shop import ADDRESS, CARD, Shop, shipping_for, start_shop  # noqa: F401
 
 JSON = {"Content-Type": "application/json"}
 DROP = object()  # marks a field left out of a body
 READ = "order_read.db"  # the SQLite read database (ignored on PostgreSQL)
-ORDER_KEYS = {"id", "user_id", "items", "total_cents", "currency", "status", "version",
-              "created_at", "updated_at", "shipping_address"}
+ORDER_KEYS = {"id", "user_id", "items", "subtotal_cents", "shipping_cents", "total_cents",
+              "currency", "status", "version", "created_at", "updated_at", "shipping_address",
+              "payment_status", "stock_status"}
+OPTIONAL_KEYS = {"reason", "payment_id"}
 EVENT_KEYS = {"event_id", "type", "version", "position", "data", "recorded_at"}
-CARD = "4242424242424242"
-ADDRESS = {"line1": "1 Infinite Loop", "city": "Cupertino", "postal_code": "95014",
-           "country": "US"}
+CHECKOUT_EVENTS = ["OrderCreated", "StockReserved", "PaymentCaptured", "OrderConfirmed"]
+CARD_12, CARD_19 = "411111111117", "4111111111111111110"  # Luhn-valid, shortest and longest
 
 
-# ---- helpers (test_orders_durability.py imports some of them) ----
+# ---- helpers (other order test modules import them) ----
 
 def uid():
     return str(uuid.uuid4())
 
 
-def item(quantity=1, price=100, product=None):
-    return {"product_id": product or uid(), "quantity": quantity, "unit_price_cents": price}
+def item(quantity=1, product=None):
+    """An order line; without `product` a random id no inventory knows (fine for requests
+    refused before the quote)."""
+    if isinstance(product, dict):
+        product = product["id"]
+    return {"product_id": product or uid(), "quantity": quantity}
 
 
-def order_body(items=None, currency="EUR", **changes):
-    b = {"items": items if items is not None else [item(2, 150), item(1, 999)],
-         "currency": currency}
+def order_body(items=None, **changes):
+    b = {"items": items if items is not None else [item(2), item(1)],
+         "payment": {"card_number": CARD}}
     b.update(changes)
     return {k: v for k, v in b.items() if v is not DROP}
 
 
-def total_of(body):
-    return sum(i["quantity"] * i["unit_price_cents"] for i in body["items"])
+def good_body(s, *lines, **changes):
+    """A body the shop `s` confirms: (quantity, price) lines of endlessly stocked products
+    (default: 2 at 150 and 1 at 999)."""
+    lines = lines or ((2, 150), (1, 999))
+    return order_body(items=[item(q, s.stocked(price)) for q, price in lines], **changes)
 
 
 def post_order(s, user, body=None, key=None, role="customer", raw=None, headers=None):
@@ -53,14 +65,15 @@ def post_order(s, user, body=None, key=None, role="customer", raw=None, headers=
     if key is not None:
         h["Idempotency-Key"] = key
     h.update(headers or {})
-    data = raw if raw is not None else json.dumps(order_body() if body is None else body)
+    data = raw if raw is not None else json.dumps(good_body(s) if body is None else body)
     return s.request("POST", "/api/v1/orders", user=user, role=role, data=data, headers=h)
 
 
 def create(s, user, body=None, key=None):
-    """Places an order; returns (order, position)."""
+    """Places an order that is confirmed; returns (order, position)."""
     r = post_order(s, user, body, key)
     assert r.status_code == 201, r.text
+    assert r.json()["status"] == "confirmed", r.text
     return r.json(), int(r.headers["X-Position"])
 
 
@@ -84,6 +97,10 @@ def patch_status(s, oid, status, if_match, user=None, role="admin", body=None, h
     h.update(headers or {})
     return s.request("PATCH", f"/api/v1/orders/{oid}/status", user=user or uid(), role=role,
                      data=json.dumps({"status": status} if body is None else body), headers=h)
+
+
+def etag(doc):
+    return f'"{doc["version"]}"'
 
 
 def events_of(s, oid, user=None, role="admin"):
@@ -114,24 +131,45 @@ def committed(s):
     return s.db.query("SELECT coalesce(max(position), 0) FROM events")[0][0]
 
 
+def subtotal_of(doc):
+    return sum(i["quantity"] * i["unit_price_cents"] for i in doc["items"])
+
+
 def assert_order(doc, user=None, body=None):
-    assert set(doc) in (ORDER_KEYS, ORDER_KEYS | {"reason"}), doc
+    assert ORDER_KEYS <= set(doc) <= ORDER_KEYS | OPTIONAL_KEYS, doc
     assert UUID_RE.match(doc["id"]) and UUID_RE.match(doc["user_id"]), doc
     assert RFC3339.match(doc["created_at"]) and RFC3339.match(doc["updated_at"]), doc
     assert doc["updated_at"] >= doc["created_at"]
-    assert doc["total_cents"] == total_of(doc)
+    assert doc["subtotal_cents"] == subtotal_of(doc), doc
+    assert doc["shipping_cents"] == shipping_for(doc["subtotal_cents"]), doc
+    assert doc["total_cents"] == doc["subtotal_cents"] + doc["shipping_cents"], doc
+    assert doc["payment_status"] in ("none", "captured", "declined", "refunded", "voided"), doc
+    assert doc["stock_status"] in ("none", "reserved", "released", "committed"), doc
+    assert CARD not in json.dumps(doc)
     if user is not None:
         assert doc["user_id"] == user.lower()
     if body is not None:
-        assert doc["items"] == [{**i, "product_id": i["product_id"].lower()}
-                                for i in body["items"]]
-        assert doc["currency"] == body["currency"]
+        assert [{"product_id": i["product_id"], "quantity": i["quantity"]}
+                for i in doc["items"]] == [{**i, "product_id": i["product_id"].lower()}
+                                           for i in body["items"]]
         assert doc["shipping_address"] == body.get("shipping_address")
 
 
-TRANSITIONS = {"OrderConfirmed": ("confirmed", False), "OrderRejected": ("rejected", True),
-               "OrderShipped": ("shipped", False), "OrderDelivered": ("delivered", False),
-               "OrderCancelled": ("cancelled", True)}
+# event type -> what it changes in the view
+TRANSITIONS = {
+    "StockReserved": {"stock_status": "reserved"},
+    "StockReleased": {"stock_status": "released"},
+    "StockCommitted": {"stock_status": "committed"},
+    "PaymentCaptured": {"payment_status": "captured"},
+    "PaymentDeclined": {"payment_status": "declined"},
+    "PaymentRefunded": {"payment_status": "refunded"},
+    "PaymentVoided": {"payment_status": "voided"},
+    "OrderConfirmed": {"status": "confirmed"},
+    "OrderRejected": {"status": "rejected"},
+    "OrderCancelled": {"status": "cancelled"},
+    "OrderShipped": {"status": "shipped"},
+    "OrderDelivered": {"status": "delivered"},
+}
 
 
 def rebuild(events):
@@ -144,17 +182,22 @@ def rebuild(events):
         if e["type"] == "OrderCreated":
             assert view is None, "a second OrderCreated"
             view = {"id": d["order_id"], "user_id": d["user_id"], "items": d["items"],
+                    "subtotal_cents": d["subtotal_cents"], "shipping_cents": d["shipping_cents"],
                     "total_cents": d["total_cents"], "currency": d["currency"],
                     "status": d["status"], "version": 1, "created_at": d["created_at"],
-                    "updated_at": d["at"], "shipping_address": d["shipping_address"]}
+                    "updated_at": d["at"], "shipping_address": d["shipping_address"],
+                    "payment_status": "none", "stock_status": "none"}
             continue
         assert view is not None, "an event before OrderCreated"
-        status, has_reason = TRANSITIONS[e["type"]]
-        view.update(status=status, updated_at=d["at"], version=view["version"] + 1)
-        if has_reason:
+        assert e["type"] in TRANSITIONS, f"an event this test does not know: {e['type']}"
+        view.update(TRANSITIONS[e["type"]], version=view["version"] + 1)
+        view["updated_at"] = d.get("at", view["updated_at"])
+        if e["type"] in ("OrderRejected", "OrderCancelled"):
             view.pop("reason", None)
             if d.get("reason") is not None:
                 view["reason"] = d["reason"]
+        if e["type"].startswith("Payment") and d.get("payment_id"):
+            view["payment_id"] = d["payment_id"]
     return view
 
 
@@ -193,58 +236,62 @@ def run_threads(n, fn):
 
 @pytest.fixture(scope="module")
 def osrv():
-    """One order service shared by this module's tests (each test uses its own users)."""
-    servers = ServerSet()
-    try:
-        yield servers.start(target="order")
-    finally:
-        servers.close()
+    """One shop shared by this module's tests (each test uses its own users); attributes the
+    shop has not are its order service's (db, request, metric, ...)."""
+    with Shop(user=False) as s:
+        yield s
 
 
 # ---- POST /api/v1/orders ----
 
-def test_create_returns_confirmed_order_and_writes_event_and_outbox(osrv):
+def test_create_returns_confirmed_order_and_writes_events_and_outbox(osrv):
     user = uid()
-    body = order_body(items=[item(2, 150), item(3, 1000, product=uid().upper())],
-                      shipping_address=ADDRESS, payment={"card_number": CARD})
+    cheap, dear = osrv.stocked(150), osrv.stocked(1000)
+    body = order_body(items=[item(2, cheap), item(3, dear["id"].upper())],
+                      shipping_address=ADDRESS)
     events, outbox = osrv.db.count("events"), osrv.db.count("outbox")
     r = post_order(osrv, user, body)
     assert r.status_code == 201, r.text
     assert r.headers["Content-Type"] == "application/json"
     doc = r.json()
     assert_order(doc, user, body)
-    assert set(doc) == ORDER_KEYS
-    assert doc["total_cents"] == 2 * 150 + 3 * 1000
-    assert (doc["status"], doc["version"]) == ("confirmed", 1)
-    assert doc["created_at"] == doc["updated_at"]
+    assert set(doc) == ORDER_KEYS | {"payment_id"}
+    assert doc["items"] == [{"product_id": cheap["id"], "quantity": 2, "unit_price_cents": 150},
+                            {"product_id": dear["id"], "quantity": 3, "unit_price_cents": 1000}]
+    assert (doc["subtotal_cents"], doc["shipping_cents"], doc["total_cents"]) == \
+        (3300, 499, 3799)
+    assert (doc["status"], doc["currency"]) == ("confirmed", "EUR")
+    assert (doc["payment_status"], doc["stock_status"]) == ("captured", "reserved")
     assert r.headers["Location"] == f"/api/v1/orders/{doc['id']}"
-    assert r.headers["ETag"] == '"1"'
+    assert r.headers["ETag"] == etag(doc)
     pos = int(r.headers["X-Position"])
-    assert osrv.db.count("events") == events + 1 and osrv.db.count("outbox") == outbox + 1
 
-    (stream, version, etype, data, position), = osrv.db.query(
-        "SELECT stream_id, version, type, data, position FROM events WHERE stream_id = ?",
-        [f"order-{doc['id']}"])
-    assert (version, etype, position) == (1, "OrderCreated", pos)
-    data = json.loads(data)
-    assert data["order_id"] == doc["id"] and data["total_cents"] == doc["total_cents"]
-    (agg_type, agg_id, otype, payload), = osrv.db.query(
-        "SELECT aggregate_type, aggregate_id, type, payload FROM outbox_messages "
-        "WHERE aggregate_id = ?", [doc["id"]])
-    assert (agg_type, agg_id, otype) == ("order", doc["id"], "OrderCreated")
-    assert json.loads(payload) == data
-    # the row references its event: the event is stored once
-    assert osrv.db.query("SELECT payload, event_position FROM outbox WHERE aggregate_id = ?",
-                         [doc["id"]]) == [("", position)]
+    rows = osrv.db.query("SELECT version, type, data, position FROM events WHERE stream_id = ? "
+                         "ORDER BY version", [f"order-{doc['id']}"])
+    assert [t for _, t, _, _ in rows] == CHECKOUT_EVENTS
+    assert [v for v, _, _, _ in rows] == list(range(1, len(rows) + 1))
+    assert rows[-1][0] == doc["version"] and rows[-1][3] == pos
+    assert osrv.db.count("events") == events + len(rows)
+    assert osrv.db.count("outbox") == outbox + len(rows)
+    created = json.loads(rows[0][2])
+    assert created["order_id"] == doc["id"] and created["total_cents"] == doc["total_cents"]
+    assert created["status"] == "pending" and created["card_last4"] == CARD[-4:]
+    out = osrv.db.query("SELECT aggregate_type, aggregate_id, type, payload FROM outbox_messages "
+                        "WHERE aggregate_id = ? ORDER BY seq", [doc["id"]])
+    assert [(a, b, c, json.loads(p)) for a, b, c, p in out] == \
+        [("order", doc["id"], t, json.loads(d)) for _, t, d, _ in rows]
+    # each row references its event: the event is stored once
+    assert osrv.db.query("SELECT payload, event_position FROM outbox WHERE aggregate_id = ? "
+                         "ORDER BY seq", [doc["id"]]) == [("", p) for _, _, _, p in rows]
 
     g = get_order(osrv, doc["id"], user, min_pos=pos)
     assert g.status_code == 200, g.text
-    assert g.json() == doc and g.headers["ETag"] == '"1"'
+    assert g.json() == doc and g.headers["ETag"] == etag(doc)
 
 
 def test_card_number_is_accepted_but_never_stored(osrv):
     user = uid()
-    doc, pos = create(osrv, user, order_body(payment={"card_number": CARD}))
+    doc, pos = create(osrv, user, good_body(osrv))
     assert CARD not in json.dumps(doc)
     assert get_order(osrv, doc["id"], user, min_pos=pos).status_code == 200
     texts = [json.dumps(osrv.db.query(f"SELECT * FROM {t}")) for t in
@@ -256,36 +303,50 @@ def test_card_number_is_accepted_but_never_stored(osrv):
         assert CARD not in text
 
 
-@pytest.mark.parametrize("body", [
-    order_body(items=[item(10000, 100000000)]),
-    order_body(items=[item(1, 0)], currency="JPY"),
-    order_body(items=[item(1, 1) for _ in range(100)]),
-    order_body(shipping_address=None),
-    order_body(shipping_address={"line1": "x", "city": "y", "postal_code": "AB-1 2",
-                                 "country": "DE"}),
-    order_body(payment={"card_number": "1" * 12}),
-    order_body(payment={"card_number": "1" * 19}),
-], ids=["max-quantity-and-price", "zero-price", "100-items", "address-null", "address",
-        "card-12", "card-19"])
-def test_create_accepts_boundary_values(osrv, body):
+BOUNDARIES = {
+    "max-quantity": lambda s: order_body(items=[item(10000, s.stocked(150))]),
+    "zero-price-JPY": lambda s: order_body(items=[item(1, s.stocked(0, "JPY"))]),
+    "100-items": lambda s: order_body(items=[item(1, s.stocked(100 + i)) for i in range(100)]),
+    "address-null": lambda s: good_body(s, shipping_address=None),
+    "no-address": lambda s: good_body(s),
+    "address": lambda s: good_body(s, shipping_address={
+        "line1": "x", "city": "y", "postal_code": "AB-1 2", "country": "DE"}),
+    "card-12": lambda s: good_body(s, payment={"card_number": CARD_12}),
+    "card-19": lambda s: good_body(s, payment={"card_number": CARD_19}),
+}
+
+
+@pytest.mark.parametrize("case", list(BOUNDARIES))
+def test_create_accepts_boundary_values(osrv, case):
     user = uid()
+    body = BOUNDARIES[case](osrv)
     doc, _ = create(osrv, user, body)
-    assert_order(doc, user, {**body, "shipping_address": body.get("shipping_address")})
-    assert doc["total_cents"] == total_of(body)
+    assert_order(doc, user, body)
+    prices = {p["id"]: p["price_cents"] for p in osrv.__dict__["_stocked"].values()}
+    assert doc["subtotal_cents"] == sum(i["quantity"] * prices[i["product_id"]]
+                                        for i in body["items"])
+    if case == "zero-price-JPY":
+        assert (doc["currency"], doc["subtotal_cents"]) == ("JPY", 0)
 
 
-def test_total_is_computed_by_the_server_and_cannot_be_sent(osrv):
+def test_prices_and_totals_are_the_servers_and_cannot_be_sent(osrv):
     user = uid()
+    p = osrv.stocked(150)
     with nothing_written(osrv):
-        r = post_order(osrv, user, order_body(total_cents=1))
-        assert_problem(r, 400, "total_cents")
+        for changes, field in (({"total_cents": 1}, "total_cents"),
+                               ({"subtotal_cents": 1}, "subtotal_cents"),
+                               ({"shipping_cents": 0}, "shipping_cents"),
+                               ({"currency": "EUR"}, "currency")):
+            assert_problem(post_order(osrv, user, good_body(osrv, **changes)), 400, field)
+        old = order_body(items=[{**item(1, p), "unit_price_cents": 1}])
+        assert_problem(post_order(osrv, user, old), 400, "items[0].unit_price_cents")
 
 
 def test_create_needs_identity(osrv):
     with nothing_written(osrv):
         for headers in ({}, {"X-User-Id": uid()}, {"X-User-Role": "customer"},
                         ident("not-a-uuid"), ident(uid(), "root")):
-            r = osrv.request("POST", "/api/v1/orders", data=json.dumps(order_body()),
+            r = osrv.request("POST", "/api/v1/orders", data=json.dumps(good_body(osrv)),
                              headers={**JSON, **headers})
             assert_problem(r, 401)
 
@@ -296,21 +357,21 @@ P = "items[0]."
 BAD_KINDS = [
     ({"total_cents": 100}, "total_cents"),
     ({"status": "shipped"}, "status"),
+    ({"currency": "EUR"}, "currency"),
     ({"items": {"product_id": uid()}}, "items"),
     ({"items": "many"}, "items"),
     ({"items": [item(quantity="2")]}, P + "quantity"),
     ({"items": [item(quantity=1.5)]}, P + "quantity"),
-    ({"items": [item(price="1.00")]}, P + "unit_price_cents"),
     ({"items": [item(quantity=None)]}, P + "quantity"),
+    ({"items": [{**item(), "unit_price_cents": 100}]}, P + "unit_price_cents"),
     ({"items": [{**item(), "color": "red"}]}, P + "color"),
     ({"items": [{**item(), "product_id": 7}]}, P + "product_id"),
     ({"items": ["x"]}, "items[0]"),
-    ({"currency": 978}, "currency"),
-    ({"currency": None}, "currency"),
     ({"shipping_address": "1 Main St"}, "shipping_address"),
     ({"shipping_address": {**ADDRESS, "zip": "1"}}, "shipping_address.zip"),
     ({"shipping_address": {**ADDRESS, "city": 5}}, "shipping_address.city"),
     ({"payment": None}, "payment"),
+    ({"payment": "4242424242424242"}, "payment"),
     ({"payment": {"card_number": 4242424242424242}}, "payment.card_number"),
     ({"payment": {"card_number": CARD, "cvv": "123"}}, "payment.cvv"),
 ]
@@ -326,24 +387,17 @@ def test_create_rejects_wrong_kinds_and_unknown_fields_with_400(osrv, changes, f
 
 BAD_VALUES = [
     ({"items": DROP}, "items"),
-    ({"currency": DROP}, "currency"),
+    ({"payment": DROP}, "payment"),
     ({"items": []}, "items"),
     ({"items": [item() for _ in range(101)]}, "items"),
     ({"items": [item(quantity=0)]}, P + "quantity"),
     ({"items": [item(quantity=10001)]}, P + "quantity"),
     ({"items": [item(quantity=-1)]}, P + "quantity"),
-    ({"items": [item(price=-1)]}, P + "unit_price_cents"),
-    ({"items": [item(price=100000001)]}, P + "unit_price_cents"),
     ({"items": [item(product="not-a-uuid")]}, P + "product_id"),
-    ({"items": [{"quantity": 1, "unit_price_cents": 1}]}, P + "product_id"),
-    ({"items": [{"product_id": uid(), "unit_price_cents": 1}]}, P + "quantity"),
-    ({"items": [{"product_id": uid(), "quantity": 1}]}, P + "unit_price_cents"),
+    ({"items": [{"quantity": 1}]}, P + "product_id"),
+    ({"items": [{"product_id": uid()}]}, P + "quantity"),
     ({"items": [item(product="0a1d2e9c-31a7-4f6e-8a4e-7c1d5b9e2f10"),
                 item(product="0A1D2E9C-31A7-4F6E-8A4E-7C1D5B9E2F10")]}, "items[1].product_id"),
-    ({"items": [item(10000, 100000000) for _ in range(2)]}, "items"),  # total > 1e12
-    ({"currency": "XXY"}, "currency"),
-    ({"currency": "eur"}, "currency"),
-    ({"currency": ""}, "currency"),
     ({"shipping_address": {k: v for k, v in ADDRESS.items() if k != "city"}},
      "shipping_address.city"),
     ({"shipping_address": {**ADDRESS, "country": "de"}}, "shipping_address.country"),
@@ -351,9 +405,13 @@ BAD_VALUES = [
      "shipping_address.postal_code"),
     ({"shipping_address": {**ADDRESS, "line1": ""}}, "shipping_address.line1"),
     ({"payment": {}}, "payment.card_number"),
+    ({"payment": {"card_number": ""}}, "payment.card_number"),
     ({"payment": {"card_number": "42424242"}}, "payment.card_number"),
+    ({"payment": {"card_number": "41111111111"}}, "payment.card_number"),  # 11 digits
     ({"payment": {"card_number": "4242-4242-4242-4242"}}, "payment.card_number"),
-    ({"payment": {"card_number": "1" * 20}}, "payment.card_number"),
+    ({"payment": {"card_number": "4" + "1" * 18 + "3"}}, "payment.card_number"),  # 20 digits
+    ({"payment": {"card_number": "4242424242424241"}}, "payment.card_number"),  # Luhn
+    ({"payment": {"card_number": "1" * 12}}, "payment.card_number"),  # Luhn
 ]
 
 
@@ -365,8 +423,17 @@ def test_create_rejects_missing_and_invalid_values_with_422(osrv, changes, field
         assert_problem(r, 422, field)
 
 
+def test_a_rule_violation_is_found_before_the_quote(osrv):
+    """A body that breaks a rule and names unknown products is 422 for the rule: it never
+    reaches the inventory."""
+    with nothing_written(osrv):
+        r = post_order(osrv, uid(), order_body(items=[item(0), item(1)]))
+        doc = assert_problem(r, 422, P + "quantity")
+        assert [e["field"] for e in doc["errors"]] == [P + "quantity"], doc
+
+
 @pytest.mark.parametrize("raw", ["", "{", "[]", '"order"', "null",
-                                 '{"items": [], "items": [], "currency": "EUR"}'])
+                                 '{"items": [], "items": [], "payment": {}}'])
 def test_create_rejects_bodies_that_are_not_one_json_object(osrv, raw):
     with nothing_written(osrv):
         assert_problem(post_order(osrv, uid(), raw=raw), 400)
@@ -374,7 +441,7 @@ def test_create_rejects_bodies_that_are_not_one_json_object(osrv, raw):
 
 def test_create_rejects_non_json_content_type_with_415(osrv):
     with nothing_written(osrv):
-        r = osrv.request("POST", "/api/v1/orders", user=uid(), data=json.dumps(order_body()),
+        r = osrv.request("POST", "/api/v1/orders", user=uid(), data=json.dumps(good_body(osrv)),
                          headers={"Content-Type": "text/plain"})
         assert_problem(r, 415)
 
@@ -383,10 +450,12 @@ def test_create_rejects_non_json_content_type_with_415(osrv):
 
 def test_same_key_and_same_body_returns_the_same_order_once(osrv):
     user, key = uid(), f"checkout-{uuid.uuid4().hex}"
-    body = order_body(shipping_address=ADDRESS)
+    body = good_body(osrv, shipping_address=ADDRESS)
     events, outbox = osrv.db.count("events"), osrv.db.count("outbox")
     first = post_order(osrv, user, body, key)
     assert first.status_code == 201, first.text
+    oid = first.json()["id"]
+    n = len(events_of(osrv, oid))
     # the same JSON with other spacing and key order is the same request
     respaced = json.dumps(dict(reversed(list(body.items()))), indent=3)
     assert respaced != json.dumps(body)
@@ -395,12 +464,12 @@ def test_same_key_and_same_body_returns_the_same_order_once(osrv):
         assert again.status_code == 201, again.text
         assert again.json() == first.json()
         assert again.headers["Location"] == first.headers["Location"]
-        assert again.headers["ETag"] == '"1"'
+        assert again.headers["ETag"] == first.headers["ETag"]
         assert again.headers["X-Position"] == first.headers["X-Position"]
-    oid = first.json()["id"]
-    assert osrv.db.count("events") == events + 1 and osrv.db.count("outbox") == outbox + 1
-    assert osrv.db.count("events", "WHERE stream_id = ?", [f"order-{oid}"]) == 1
-    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [oid]) == 1
+    assert osrv.db.count("events") == events + n and osrv.db.count("outbox") == outbox + n
+    assert osrv.db.count("events", "WHERE stream_id = ?", [f"order-{oid}"]) == n
+    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [oid]) == n
+    assert len(osrv.payments(oid)) == 1
     r = osrv.get(f"/api/v1/users/{user}/orders", user=user,
                  headers={"X-Min-Position": first.headers["X-Position"]})
     assert [o["id"] for o in r.json()["items"]] == [oid]
@@ -408,7 +477,7 @@ def test_same_key_and_same_body_returns_the_same_order_once(osrv):
 
 def test_idempotent_retry_is_not_counted_as_a_new_order(osrv):
     user, key = uid(), uuid.uuid4().hex
-    body = order_body(items=[item(1, 4200)])
+    body = good_body(osrv, (1, 4200))
     created = osrv.metric("orders_created_total", service="order")
     amounts = osrv.metric("order_amount_count", service="order")
     for _ in range(3):
@@ -420,30 +489,30 @@ def test_idempotent_retry_is_not_counted_as_a_new_order(osrv):
 
 def test_same_key_with_another_body_is_409_and_writes_nothing(osrv):
     user, key = uid(), uuid.uuid4().hex
-    body = order_body()
+    body = good_body(osrv)
     doc, pos = create(osrv, user, body, key)
-    other = order_body(items=body["items"], currency="USD")
+    other = good_body(osrv, (3, 150), (1, 999))
     with nothing_written(osrv):
         assert_problem(post_order(osrv, user, other, key), 409)
         assert_problem(post_order(osrv, user, {**body, "shipping_address": ADDRESS}, key), 409)
     g = get_order(osrv, doc["id"], user, min_pos=pos)
     assert g.json() == doc
+    assert len(osrv.payments(doc["id"])) == 1
 
 
 def test_keys_belong_to_their_user(osrv):
-    key, body = uuid.uuid4().hex, order_body()
+    key, body = uuid.uuid4().hex, good_body(osrv)
     a, _ = create(osrv, uid(), body, key)
     b, _ = create(osrv, uid(), body, key)
     assert a["id"] != b["id"]
 
 
 def test_without_a_key_two_identical_posts_create_two_orders(osrv):
-    user, body = uid(), order_body()
-    events = osrv.db.count("events")
+    user, body = uid(), good_body(osrv)
     a, _ = create(osrv, user, body)
     b, _ = create(osrv, user, body)
     assert a["id"] != b["id"] and a["items"] == b["items"]
-    assert osrv.db.count("events") == events + 2
+    assert len(osrv.payments(a["id"])) == len(osrv.payments(b["id"])) == 1
 
 
 @pytest.mark.parametrize("key", ["", "a" * 256, "two words", "tab\there", "caf\u00e9"],
@@ -451,7 +520,7 @@ def test_without_a_key_two_identical_posts_create_two_orders(osrv):
 def test_malformed_idempotency_key_is_400(osrv, key):
     raw = ("POST /api/v1/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
            f"X-User-Id: {uid()}\r\nX-User-Role: customer\r\n").encode()
-    payload = json.dumps(order_body()).encode()
+    payload = json.dumps(good_body(osrv)).encode()
     raw += b"Idempotency-Key: " + key.encode("utf-8") + b"\r\n"
     raw += f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload
     with nothing_written(osrv), RawConn(osrv) as c:
@@ -461,20 +530,29 @@ def test_malformed_idempotency_key_is_400(osrv, key):
 
 def test_longest_idempotency_key_is_accepted(osrv):
     user, key = uid(), "k" * 254 + "~"
-    a, _ = create(osrv, user, order_body(), key)
-    assert post_order(osrv, user, order_body(), key).status_code == 409  # new body, same key
+    create(osrv, user, good_body(osrv), key)
+    # a new body, the same key
+    assert post_order(osrv, user, good_body(osrv, (5, 150)), key).status_code == 409
 
 
 def test_concurrent_posts_with_one_key_create_exactly_one_order(osrv):
-    user, key, body = uid(), uuid.uuid4().hex, order_body()
-    events, outbox = osrv.db.count("events"), osrv.db.count("outbox")
+    user, key, body = uid(), uuid.uuid4().hex, good_body(osrv)
+    events = osrv.db.count("events")
     results = run_threads(16, lambda i: post_order(osrv, user, body, key))
-    statuses = sorted(r.status_code for r in results)
-    assert statuses == [201] * 16, [(r.status_code, r.text[:200]) for r in results]
+    statuses = [r.status_code for r in results]
+    # replays while the saga runs answer 202 (pending), the others 201
+    assert set(statuses) <= {201, 202} and 201 in statuses, \
+        [(r.status_code, r.text[:200]) for r in results]
     ids = {r.json()["id"] for r in results}
     assert len(ids) == 1
-    assert len({r.headers["X-Position"] for r in results}) == 1
-    assert osrv.db.count("events") == events + 1 and osrv.db.count("outbox") == outbox + 1
+    oid = ids.pop()
+    assert {r.headers["Location"] for r in results} == {f"/api/v1/orders/{oid}"}
+    done = [r for r in results if r.status_code == 201]
+    assert len({r.headers["X-Position"] for r in done}) == 1
+    evs = events_of(osrv, oid)
+    assert [e["type"] for e in evs] == CHECKOUT_EVENTS
+    assert osrv.db.count("events") == events + len(evs)
+    assert [p["status"] for p in osrv.payments(oid)] == ["captured"]
 
 
 # ---- GET /api/v1/orders/{id} ----
@@ -482,22 +560,25 @@ def test_concurrent_posts_with_one_key_create_exactly_one_order(osrv):
 def test_get_etag_and_if_none_match(osrv):
     user = uid()
     doc, pos = create(osrv, user)
+    tag, v = etag(doc), doc["version"]
     r = get_order(osrv, doc["id"], user, min_pos=pos)
-    assert r.status_code == 200 and r.headers["ETag"] == '"1"'
+    assert r.status_code == 200 and r.headers["ETag"] == tag
     assert r.headers["Content-Type"] == "application/json"
-    not_modified = get_order(osrv, doc["id"], user, headers={"If-None-Match": '"1"'})
+    not_modified = get_order(osrv, doc["id"], user, headers={"If-None-Match": tag})
     assert not_modified.status_code == 304 and not_modified.content == b""
-    assert not_modified.headers["ETag"] == '"1"'
-    assert get_order(osrv, doc["id"], user, headers={"If-None-Match": '"7"'}).status_code == 200
+    assert not_modified.headers["ETag"] == tag
+    assert get_order(osrv, doc["id"], user,
+                     headers={"If-None-Match": f'"{v + 70}"'}).status_code == 200
     # RFC 9110: a list of tags, weak comparison, and "*" match too
-    for value in ('"7", "1"', 'W/"1"', '*'):
+    for value in (f'"{v + 70}", {tag}', f"W/{tag}", '*'):
         assert get_order(osrv, doc["id"], user,
                          headers={"If-None-Match": value}).status_code == 304, value
     c = cancel(osrv, doc["id"], user)
-    assert c.status_code == 200
+    assert c.status_code == 200, c.text
     r = get_order(osrv, doc["id"], user, min_pos=c.headers["X-Position"],
-                  headers={"If-None-Match": '"1"'})
-    assert r.status_code == 200 and r.headers["ETag"] == '"2"' and r.json()["version"] == 2
+                  headers={"If-None-Match": tag})
+    assert r.status_code == 200 and r.json() == c.json()
+    assert r.headers["ETag"] == etag(c.json()) and c.json()["version"] > v
 
 
 def test_get_is_for_the_owner_and_admins(osrv):
@@ -527,8 +608,8 @@ def test_bad_min_position_is_400(osrv, value):
     assert_problem(r, 400, "X-Min-Position")
 
 
-def test_position_never_reached_is_504_at_the_deadline(start_server):
-    s = start_server("--request-timeout-ms", str(400 * SLOW), target="order")
+def test_position_never_reached_is_504_at_the_deadline(start_shop):
+    s = start_shop(user=False, order_args=("--request-timeout-ms", str(400 * SLOW)))
     user = uid()
     doc, pos = create(s, user)
     for path in (f"/api/v1/orders/{doc['id']}", f"/api/v1/users/{user}/orders"):
@@ -544,8 +625,7 @@ def test_position_never_reached_is_504_at_the_deadline(start_server):
 def test_read_your_writes(osrv):
     user = uid()
     for i in range(40):
-        body = order_body(items=[item(i + 1, 100 + i)])
-        r = post_order(osrv, user, body)
+        r = post_order(osrv, user, good_body(osrv, (i + 1, 100 + i % 3)))
         assert r.status_code == 201, r.text
         doc, pos = r.json(), r.headers["X-Position"]
         g = get_order(osrv, doc["id"], user, min_pos=pos)
@@ -577,7 +657,7 @@ def list_orders(s, user, caller=None, role="customer", limit=None, cursor=None, 
 
 def test_paging_returns_every_order_once_newest_first(osrv):
     user, other = uid(), uid()
-    mine = [create(osrv, user, order_body(items=[item(1, i + 1)]))[0] for i in range(23)]
+    mine = [create(osrv, user, good_body(osrv, (1, 1 + i % 4)))[0] for i in range(23)]
     create(osrv, other)
     pos = committed(osrv)
     expected = sorted(mine, key=lambda o: (o["created_at"], o["id"]), reverse=True)
@@ -639,6 +719,10 @@ def test_garbage_cursor_is_400(osrv, cursor):
 
 # ---- POST /api/v1/orders/{id}/cancel ----
 
+UNCHANGED_BY_CANCEL = ("id", "user_id", "items", "subtotal_cents", "shipping_cents",
+                       "total_cents", "currency", "created_at", "shipping_address", "payment_id")
+
+
 def test_cancel_by_owner_then_again_is_409(osrv):
     user = uid()
     doc, pos = create(osrv, user)
@@ -646,18 +730,21 @@ def test_cancel_by_owner_then_again_is_409(osrv):
     assert r.status_code == 200, r.text
     c = r.json()
     assert_order(c, user)
-    assert (c["status"], c["version"], c["reason"]) == ("cancelled", 2, "found it cheaper")
-    assert {k: v for k, v in c.items() if k not in ("status", "version", "reason",
-                                                     "updated_at")} == \
-        {k: v for k, v in doc.items() if k not in ("status", "version", "updated_at")}
-    assert r.headers["ETag"] == '"2"' and int(r.headers["X-Position"]) > pos
-    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == 2
+    assert (c["status"], c["reason"], c["payment_status"], c["stock_status"]) == \
+        ("cancelled", "found it cheaper", "refunded", "released")
+    assert {k: c[k] for k in UNCHANGED_BY_CANCEL} == {k: doc[k] for k in UNCHANGED_BY_CANCEL}
+    assert c["version"] > doc["version"]
+    assert r.headers["ETag"] == etag(c) and int(r.headers["X-Position"]) > pos
+    evs = events_of(osrv, doc["id"])
+    assert [e["type"] for e in evs][len(CHECKOUT_EVENTS)] == "OrderCancelled"
+    assert evs[-1]["version"] == c["version"]
+    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == len(evs)
     with nothing_written(osrv):
         again = cancel(osrv, doc["id"], user)
         assert "already cancelled" in assert_problem(again, 409)["detail"]
         assert "cancelled" in assert_problem(
-            patch_status(osrv, doc["id"], "shipped", '"2"'), 409)["detail"]
-    assert [e["type"] for e in events_of(osrv, doc["id"])] == ["OrderCreated", "OrderCancelled"]
+            patch_status(osrv, doc["id"], "shipped", etag(c)), 409)["detail"]
+    assert rebuild(events_of(osrv, doc["id"])) == c
 
 
 def test_admin_cancels_any_order_others_get_404(osrv):
@@ -675,7 +762,7 @@ def test_admin_cancels_any_order_others_get_404(osrv):
 def test_cancel_shipped_order_is_409(osrv):
     user = uid()
     doc, _ = create(osrv, user)
-    assert patch_status(osrv, doc["id"], "shipped", '"1"').status_code == 200
+    assert patch_status(osrv, doc["id"], "shipped", etag(doc)).status_code == 200
     with nothing_written(osrv):
         detail = assert_problem(cancel(osrv, doc["id"], user), 409)["detail"]
         assert "shipped" in detail, detail
@@ -716,50 +803,63 @@ def test_cancel_unknown_order_is_404(osrv, oid):
 def test_status_moves_confirmed_shipped_delivered(osrv):
     user = uid()
     doc, pos = create(osrv, user)
-    r = patch_status(osrv, doc["id"], "shipped", '"1"')
+    r = patch_status(osrv, doc["id"], "shipped", etag(doc))
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.json()["version"], r.headers["ETag"]) == ("shipped", 2, '"2"')
+    shipped = r.json()
+    assert (shipped["status"], shipped["stock_status"]) == ("shipped", "committed")
+    assert shipped["version"] > doc["version"] and r.headers["ETag"] == etag(shipped)
     p2 = int(r.headers["X-Position"])
     assert p2 > pos
-    r = patch_status(osrv, doc["id"], "delivered", '"2"')
+    r = patch_status(osrv, doc["id"], "delivered", etag(shipped))
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.headers["ETag"]) == ("delivered", '"3"')
-    assert "reason" not in r.json()
+    delivered = r.json()
+    assert (delivered["status"], r.headers["ETag"]) == ("delivered", etag(delivered))
+    assert delivered["version"] == shipped["version"] + 1
+    assert "reason" not in delivered
     g = get_order(osrv, doc["id"], user, min_pos=r.headers["X-Position"])
-    assert g.json() == r.json() and g.headers["ETag"] == '"3"'
+    assert g.json() == delivered and g.headers["ETag"] == etag(delivered)
     with nothing_written(osrv):
-        for status in ("shipped", "confirmed", "delivered"):
-            detail = assert_problem(patch_status(osrv, doc["id"], status, '"3"'), 409)["detail"]
+        for status in ("shipped", "delivered"):
+            detail = assert_problem(patch_status(osrv, doc["id"], status, etag(delivered)),
+                                    409)["detail"]
             assert "delivered" in detail, detail
         assert_problem(cancel(osrv, doc["id"], user), 409)
 
 
-@pytest.mark.parametrize("status,reason_part", [
-    ("confirmed", "already confirmed"), ("delivered", "confirmed"), ("rejected", "confirmed")])
-def test_illegal_moves_from_confirmed_are_409(osrv, status, reason_part):
+def test_delivered_needs_shipped_first(osrv):
     doc, _ = create(osrv, uid())
     with nothing_written(osrv):
-        detail = assert_problem(patch_status(osrv, doc["id"], status, '"1"'), 409)["detail"]
-        assert reason_part in detail and status in detail, detail
+        detail = assert_problem(patch_status(osrv, doc["id"], "delivered", etag(doc)),
+                                409)["detail"]
+        assert "confirmed" in detail and "delivered" in detail, detail
+
+
+@pytest.mark.parametrize("status", ["confirmed", "rejected", "pending", "cancelled"])
+def test_statuses_the_saga_owns_are_422(osrv, status):
+    doc, _ = create(osrv, uid())
+    with nothing_written(osrv):
+        assert_problem(patch_status(osrv, doc["id"], status, etag(doc)), 422, "status")
 
 
 def test_status_is_admin_only(osrv):
     user = uid()
     doc, _ = create(osrv, user)
     with nothing_written(osrv):
-        assert_problem(patch_status(osrv, doc["id"], "shipped", '"1"', user=user,
+        assert_problem(patch_status(osrv, doc["id"], "shipped", etag(doc), user=user,
                                     role="customer"), 403)
         r = osrv.request("PATCH", f"/api/v1/orders/{doc['id']}/status",
                          data=json.dumps({"status": "shipped"}),
-                         headers={**JSON, "If-Match": '"1"'})
+                         headers={**JSON, "If-Match": etag(doc)})
         assert_problem(r, 401)
 
 
 @pytest.mark.parametrize("if_match,status", [
     (None, 428), ("abc", 400), ('"1', 400), ('"-1"', 400), ('"1x"', 400), ("", 400),
-    ('"2"', 409), ('"0"', 409), ('"100"', 409)])
+    ("older", 409), ('"0"', 409), ('"100"', 409)])
 def test_status_needs_the_current_if_match(osrv, if_match, status):
     doc, _ = create(osrv, uid())
+    if if_match == "older":
+        if_match = f'"{doc["version"] - 1}"'
     with nothing_written(osrv):
         doc_ = assert_problem(patch_status(osrv, doc["id"], "shipped", if_match), status,
                               "If-Match" if status == 400 else None)
@@ -769,23 +869,22 @@ def test_status_needs_the_current_if_match(osrv, if_match, status):
 
 @pytest.mark.parametrize("body,status,field", [
     ({}, 422, "status"),
-    ({"status": "cancelled"}, 422, "status"),
-    ({"status": "pending"}, 422, "status"),
     ({"status": "SHIPPED"}, 422, "status"),
-    ({"status": "shipped", "reason": "because"}, 422, "reason"),
+    ({"status": "lost"}, 422, "status"),
     ({"status": 3}, 400, "status"),
     ({"status": "shipped", "carrier": "UPS"}, 400, "carrier"),
-], ids=["missing", "cancelled", "pending", "upper", "reason-not-rejected", "number", "unknown"])
+], ids=["missing", "upper", "unknown-status", "number", "unknown"])
 def test_status_rejects_bad_bodies_and_writes_nothing(osrv, body, status, field):
     doc, _ = create(osrv, uid())
     with nothing_written(osrv):
-        assert_problem(patch_status(osrv, doc["id"], None, '"1"', body=body), status, field)
+        assert_problem(patch_status(osrv, doc["id"], None, etag(doc), body=body), status,
+                       field)
 
 
 @pytest.mark.parametrize("oid", ["not-a-uuid", uid()])
 def test_status_of_unknown_order_is_404(osrv, oid):
     with nothing_written(osrv):
-        assert_problem(patch_status(osrv, oid, "shipped", '"1"'), 404)
+        assert_problem(patch_status(osrv, oid, "shipped", '"4"'), 404)
 
 
 # ---- concurrency ----
@@ -794,12 +893,11 @@ def test_status_of_unknown_order_is_404(osrv, oid):
 def test_concurrent_commands_on_one_order_have_exactly_one_winner(osrv, action):
     user = uid()
     doc, _ = create(osrv, user)
-    events = osrv.db.count("events")
 
     def act(i):
         if action == "cancel" or (action == "mixed" and i % 2):
             return cancel(osrv, doc["id"], user, reason=f"cancel {i}")
-        return patch_status(osrv, doc["id"], "shipped", '"1"')
+        return patch_status(osrv, doc["id"], "shipped", etag(doc))
     results = run_threads(12, act)
     statuses = sorted(r.status_code for r in results)
     assert statuses == [200] + [409] * 11, [(r.status_code, r.text[:120]) for r in results]
@@ -807,13 +905,24 @@ def test_concurrent_commands_on_one_order_have_exactly_one_winner(osrv, action):
         if r.status_code == 409:
             assert_problem(r, 409)
     winner, = [r for r in results if r.status_code == 200]
-    assert winner.headers["ETag"] == '"2"'
-    assert osrv.db.count("events") == events + 1
+    won = winner.json()
+    assert winner.headers["ETag"] == etag(won) and won["status"] in ("cancelled", "shipped")
     evs = events_of(osrv, doc["id"])
-    assert [e["version"] for e in evs] == [1, 2]
-    assert evs[1]["position"] == int(winner.headers["X-Position"])
-    assert rebuild(evs) == winner.json()
-    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == 2
+    assert evs[-1]["version"] == won["version"]
+    assert evs[len(CHECKOUT_EVENTS)]["type"] in ("OrderCancelled", "OrderShipped")
+    assert int(winner.headers["X-Position"]) == evs[-1]["position"]
+    assert rebuild(evs) == won
+    assert osrv.db.count("outbox", "WHERE aggregate_id = ?", [doc["id"]]) == len(evs)
+    # the losers left nothing behind at the inventory or the payment service: a cancelled
+    # order was refunded and its stock released, a shipped one keeps both (committed)
+    (pay,) = osrv.payments(doc["id"])
+    reservation = osrv.reservation(doc["id"])["status"]
+    if won["status"] == "cancelled":
+        assert (won["payment_status"], won["stock_status"]) == ("refunded", "released"), won
+        assert (pay["status"], reservation) == ("refunded", "released")
+    else:
+        assert (won["payment_status"], won["stock_status"]) == ("captured", "committed"), won
+        assert (pay["status"], reservation) == ("captured", "committed")
 
 
 def test_concurrent_posts_and_commands_keep_streams_contiguous(osrv):
@@ -823,7 +932,7 @@ def test_concurrent_posts_and_commands_keep_streams_contiguous(osrv):
     def work(i):
         o = orders[i % 4]
         out = []
-        for v in range(1, 4):
+        for v in range(o["version"], o["version"] + 3):
             out.append(patch_status(osrv, o["id"], "shipped", f'"{v}"').status_code)
             out.append(post_order(osrv, users[i % 4]).status_code)
             out.append(cancel(osrv, o["id"], o["user_id"]).status_code)
@@ -833,28 +942,35 @@ def test_concurrent_posts_and_commands_keep_streams_contiguous(osrv):
     assert codes.count(201) == 8 * 3
     assert_streams_contiguous(osrv.db)
     for o in orders:
-        evs = events_of(osrv, o["id"])
-        assert len(evs) == 2 and evs[1]["type"] in ("OrderShipped", "OrderCancelled")
+        types = [e["type"] for e in events_of(osrv, o["id"])]
+        assert types[:len(CHECKOUT_EVENTS)] == CHECKOUT_EVENTS
+        after = types[len(CHECKOUT_EVENTS):]
+        assert ("OrderShipped" in after) != ("OrderCancelled" in after), types
 
 
 # ---- GET /api/v1/orders/{id}/events and the outbox ----
 
 def test_events_endpoint_and_outbox_match_what_happened(osrv):
     user = uid()
-    doc, p1 = create(osrv, user, order_body(shipping_address=ADDRESS))
-    r2 = patch_status(osrv, doc["id"], "shipped", '"1"')
-    r3 = patch_status(osrv, doc["id"], "delivered", '"2"')
-    assert r2.status_code == 200 and r3.status_code == 200
-    positions = [p1, int(r2.headers["X-Position"]), int(r3.headers["X-Position"])]
+    doc, p1 = create(osrv, user, good_body(osrv, shipping_address=ADDRESS))
+    r2 = patch_status(osrv, doc["id"], "shipped", etag(doc))
+    assert r2.status_code == 200, r2.text
+    r3 = patch_status(osrv, doc["id"], "delivered", etag(r2.json()))
+    assert r3.status_code == 200, r3.text
 
     r = osrv.get(f"/api/v1/orders/{doc['id']}/events", user=user)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     evs = r.json()["items"]
     assert r.json()["next_cursor"] is None
-    assert [e["type"] for e in evs] == ["OrderCreated", "OrderShipped", "OrderDelivered"]
-    assert [e["version"] for e in evs] == [1, 2, 3]
-    assert [e["position"] for e in evs] == positions
-    assert len({e["event_id"] for e in evs}) == 3
+    types = [e["type"] for e in evs]
+    assert types == CHECKOUT_EVENTS + ["OrderShipped", "StockCommitted", "OrderDelivered"]
+    assert [e["version"] for e in evs] == list(range(1, len(evs) + 1))
+    by_version = {e["version"]: e for e in evs}
+    assert by_version[doc["version"]]["position"] == p1
+    assert by_version[r2.json()["version"]]["position"] == int(r2.headers["X-Position"])
+    assert evs[-1]["position"] == int(r3.headers["X-Position"])
+    assert [e["position"] for e in evs] == sorted({e["position"] for e in evs})
+    assert len({e["event_id"] for e in evs}) == len(evs)
     for e in evs:
         assert set(e) == EVENT_KEYS and UUID_RE.match(e["event_id"])
         assert RFC3339.match(e["recorded_at"]) and isinstance(e["data"], dict)
@@ -862,8 +978,8 @@ def test_events_endpoint_and_outbox_match_what_happened(osrv):
     assert (created["order_id"], created["user_id"], created["total_cents"]) == \
         (doc["id"], user, doc["total_cents"])
     assert created["shipping_address"] == ADDRESS and created["items"] == doc["items"]
-    assert evs[1]["data"]["at"] == r2.json()["updated_at"]
-    assert evs[2]["data"]["at"] == r3.json()["updated_at"]
+    assert by_version[r2.json()["version"]]["data"]["at"] == r2.json()["updated_at"]
+    assert evs[-1]["data"]["at"] == r3.json()["updated_at"]
     assert rebuild(evs) == r3.json()
 
     rows = osrv.db.query("SELECT event_id, type, version, position, data, recorded_at "
@@ -887,7 +1003,7 @@ def test_events_endpoint_and_outbox_match_what_happened(osrv):
     # each message carries its event's data, read from the event the row references
     payloads = {m["id"]: m["payload"] for m in lines}
     assert [payloads[o[0]] for o in out] == [e["data"] for e in evs]
-    assert len({o[0] for o in out}) == 3
+    assert len({o[0] for o in out}) == len(evs)
 
     assert events_of(osrv, doc["id"], role="admin") == evs
     assert_problem(osrv.get(f"/api/v1/orders/{doc['id']}/events", user=uid()), 404)
@@ -920,17 +1036,19 @@ def test_metrics_count_orders_amounts_appends_and_projection(osrv):
     durations = m("eventstore_append_duration_seconds_count")
     syncs = m("eventstore_fsync_duration_seconds_count")
     user = uid()
-    for cents in (7, 1234, 50000):
-        create(osrv, user, order_body(items=[item(1, cents)]))
+    # totals with shipping: 7 + 499, 1234 + 499, 50000 (free shipping)
+    docs = [create(osrv, user, good_body(osrv, (1, cents)))[0] for cents in (7, 1234, 50000)]
+    assert [d["total_cents"] for d in docs] == [506, 1733, 50000]
+    written = sum(d["version"] for d in docs)
     assert m("orders_created_total", service="order") == before["orders_created_total"] + 3
     assert m("order_amount_count", service="order") == before["order_amount_count"] + 3
     assert m("order_amount_sum", service="order") == \
-        pytest.approx(before["order_amount_sum"] + 0.07 + 12.34 + 500.0)
+        pytest.approx(before["order_amount_sum"] + 5.06 + 17.33 + 500.0)
     assert m("order_amount_bucket", service="order", le="10") == bucket10 + 1
     assert m("order_amount_bucket", service="order", le="25") == bucket25 + 2
     assert m("order_amount_bucket", service="order", le="+Inf") == inf + 3
     assert m("eventstore_appends_total") >= appends + 3
-    assert m("eventstore_events_total") == evs + 3
+    assert m("eventstore_events_total") == evs + written
     assert m("eventstore_group_commit_size_count") > batches
     assert m("eventstore_append_duration_seconds_count") >= durations + 3
     # SQLite: each answered append waited for a syncer's fdatasync (one may cover several);
@@ -988,11 +1106,11 @@ def test_conflicts_are_counted(osrv):
 
 def test_views_equal_a_rebuild_from_the_events(osrv):
     user = uid()
-    a, _ = create(osrv, user, order_body(shipping_address=ADDRESS))
+    a, _ = create(osrv, user, good_body(osrv, shipping_address=ADDRESS))
     b, _ = create(osrv, user)
     assert cancel(osrv, b["id"], user, reason="no longer needed").status_code == 200
     c, _ = create(osrv, user)
-    assert patch_status(osrv, c["id"], "shipped", '"1"').status_code == 200
+    assert patch_status(osrv, c["id"], "shipped", etag(c)).status_code == 200
     top = committed(osrv)
     poll(lambda: osrv.metric("projection_position", projection="order_views") >= top,
          5 * SLOW, what="the projector to catch up")
@@ -1010,7 +1128,7 @@ def test_views_equal_a_rebuild_from_the_events(osrv):
         expected = rebuild(events_of(osrv, oid))
         g = get_order(osrv, oid, uid(), role="admin", min_pos=top)
         assert g.status_code == 200 and g.json() == expected, oid
-        assert g.headers["ETag"] == f'"{expected["version"]}"'
+        assert g.headers["ETag"] == etag(expected)
         user_id, status, total, currency, version, data = views[oid]
         assert (user_id, status, total, currency, version) == \
             (expected["user_id"], expected["status"], expected["total_cents"],
@@ -1032,12 +1150,12 @@ def test_idempotency_fingerprint_leaves_the_card_out(osrv):
     in the card is the same request, and the stored hash is that of the body without it."""
     import hashlib
     user, key = uid(), "card-" + uuid.uuid4().hex
-    body = order_body(payment={"card_number": "4242424242424242"})
+    body = good_body(osrv, payment={"card_number": "4242424242424242"})
     first = post_order(osrv, user, body, key)
     assert first.status_code == 201, first.text
     again = post_order(osrv, user, {**body, "payment": {"card_number": "4000000000000002"}}, key)
     assert again.status_code == 201, again.text
-    assert again.json()["id"] == first.json()["id"]
+    assert again.json() == first.json() and again.json()["status"] == "confirmed"
     (meta,), = osrv.db.query("SELECT metadata FROM events WHERE stream_id = ? AND version = 1",
                              [f"order-{first.json()['id']}"])
     without = {k: v for k, v in body.items() if k != "payment"}

@@ -1,6 +1,8 @@
-"""The order service across crashes: kill -9 during a load of POSTs and cancels, then restart
-on the same database. Every acknowledged write must be there (events, outbox rows, views),
-no stream may have a version gap, and the projector must resume from its checkpoint."""
+"""The order service across crashes: kill -9 during a load of checkouts and cancels (a whole
+shop, shop.py), then restart on the same database. Every acknowledged write must be there
+(events, outbox rows, views), no stream may have a version gap, every saga cut by the kill
+ends by itself after the restart (stock and payments agreeing with the orders), and the
+projector must resume from its checkpoint."""
 import contextlib
 import fcntl
 import json
@@ -14,8 +16,9 @@ import pytest
 import requests
 
 from conftest import BACKEND, SLOW, poll
-from test_orders import (READ, assert_streams_contiguous, cancel, committed, create, events_of,
-                         get_order, item, list_orders, order_body, post_order, rebuild, uid)
+from shop import start_shop  # noqa: F401
+from test_orders import (READ, assert_streams_contiguous, cancel, committed, create, etag,
+                         events_of, get_order, good_body, list_orders, post_order, rebuild, uid)
 
 CLIENTS = 8
 
@@ -50,9 +53,10 @@ def projected(s):
 
 
 def load_until_killed(s, users, min_acked, max_seconds, lag_from):
-    """CLIENTS threads POST orders (some keyed, some then cancelled) until the server is
-    SIGKILLed, which happens once `min_acked` orders got 201 or after `max_seconds`. From
-    `lag_from` acknowledged orders on, the projector is kept from committing (views_locked).
+    """CLIENTS threads POST orders (some keyed, some then cancelled) until the order service
+    of shop `s` is SIGKILLed, which happens once `min_acked` orders were confirmed or after
+    `max_seconds`. From `lag_from` acknowledged orders on, the projector is kept from
+    committing (views_locked).
     Returns ({order id: (order, position)}, {order id: (cancelled order, position)})."""
     acked, cancelled, unexpected = {}, {}, []
     lock = threading.Lock()
@@ -65,8 +69,8 @@ def load_until_killed(s, users, min_acked, max_seconds, lag_from):
             user = users[(i + n) % len(users)]
             key = f"load-{i}-{n}" if n % 3 == 0 else None
             try:
-                r = post_order(s, user, order_body(items=[item(1 + n % 5, 100 + i)]), key)
-                if r.status_code != 201:
+                r = post_order(s, user, good_body(s, (1 + n % 5, 100 + i)), key)
+                if r.status_code != 201 or r.json()["status"] != "confirmed":
                     unexpected.append((r.status_code, r.text[:200]))
                     continue
                 doc = r.json()
@@ -80,7 +84,7 @@ def load_until_killed(s, users, min_acked, max_seconds, lag_from):
                     with lock:
                         cancelled[doc["id"]] = (c.json(), int(c.headers["X-Position"]))
             except requests.RequestException:
-                if not s.killed:  # set before the SIGKILL is sent
+                if not s.order_svc.killed:  # set before the SIGKILL is sent
                     raise
                 return
     errors = []
@@ -101,7 +105,7 @@ def load_until_killed(s, users, min_acked, max_seconds, lag_from):
                 stack.enter_context(views_locked(s.db))
                 locked = True
             time.sleep(0.01)
-        s.kill()  # SIGKILL with requests in flight
+        s.order_svc.kill()  # SIGKILL with requests in flight
         dead.set()
     for t in threads:
         t.join(30 * SLOW)
@@ -110,23 +114,44 @@ def load_until_killed(s, users, min_acked, max_seconds, lag_from):
     return acked, cancelled
 
 
-def test_kill_9_during_load_loses_no_acknowledged_order(start_server):
-    s = start_server(target="order")
+def settled_everywhere(s):
+    """Every order's saga has ended (no pending order, no compensation left half done),
+    judged from the events: [(order id, its events)]."""
+    out = []
+    for (stream,) in s.db.query("SELECT DISTINCT stream_id FROM events"):
+        oid = stream[len("order-"):]
+        evs = events_of(s, oid)
+        view = rebuild(evs)
+        if view["status"] == "pending":
+            return None
+        if view["status"] in ("rejected", "cancelled") and (
+                view["stock_status"] == "reserved" or view["payment_status"] == "captured"):
+            return None
+        out.append((oid, evs))
+    return out
+
+
+def test_kill_9_during_load_loses_no_acknowledged_order(start_shop):
+    s = start_shop(user=False)
     db = s.db
     users = [uid() for _ in range(6)]
-    acked, cancelled = load_until_killed(s, users, min_acked=250, max_seconds=3 * SLOW,
-                                       lag_from=100)
+    acked, cancelled = load_until_killed(s, users, min_acked=120, max_seconds=5 * SLOW,
+                                         lag_from=30)
     assert len(acked) >= 20, f"only {len(acked)} orders acknowledged before the kill"
 
     # the write database as the crash left it: every acknowledged event is there
-    streams = assert_streams_contiguous(db)
+    assert_streams_contiguous(db)
     top = committed(s)
     for oid, (doc, pos) in acked.items():
         rows = db.query("SELECT version, type, position FROM events WHERE stream_id = ? "
                         "ORDER BY version", [f"order-{oid}"])
-        assert rows and rows[0] == (1, "OrderCreated", pos), (oid, rows)
+        assert [t for _, t, _ in rows[:4]] == ["OrderCreated", "StockReserved",
+                                               "PaymentCaptured", "OrderConfirmed"], (oid, rows)
+        assert rows[doc["version"] - 1][::2] == (doc["version"], pos), (oid, rows)
         if oid in cancelled:
-            assert rows[1] == (2, "OrderCancelled", cancelled[oid][1]), (oid, rows)
+            c, cpos = cancelled[oid]
+            assert rows[doc["version"]][1] == "OrderCancelled", (oid, rows)
+            assert rows[c["version"] - 1][::2] == (c["version"], cpos), (oid, rows)
     out = db.query("SELECT aggregate_id, type FROM outbox ORDER BY seq")
     events = db.query("SELECT stream_id, type FROM events ORDER BY position")
     assert out == [(sid[len("order-"):], t) for sid, t in events], \
@@ -134,8 +159,12 @@ def test_kill_9_during_load_loses_no_acknowledged_order(start_server):
     cp_before = checkpoint(db)
     assert 0 <= cp_before < top, "the projector was not behind at the kill"
 
-    # restart on the same data: the projector resumes from its checkpoint
-    s2 = start_server(db=db, target="order")
+    # restart on the same data: the sagas cut by the kill end by themselves, and the
+    # projector resumes from its checkpoint
+    s2 = s.start("order")
+    orders = poll(lambda: settled_everywhere(s), 30 * SLOW, interval=0.2,
+                  what="every saga to end after the restart")
+    top = committed(s)
     poll(lambda: projected(s2) == top, 10 * SLOW, what="the projector to catch up")
     after = db.count("events", "WHERE position > ?", [cp_before])
     assert s2.metric("projection_events_total", projection="order_views") == after, \
@@ -150,11 +179,22 @@ def test_kill_9_during_load_loses_no_acknowledged_order(start_server):
         if oid in cancelled:
             assert got == want
         else:  # a cancel may have been in flight at the kill
-            assert got == want or (got["status"] == "cancelled" and got["version"] == 2), got
+            assert got == want or got["status"] == "cancelled", got
+    # the other services agree with every order, acknowledged or cut by the kill
+    reserved = {}
+    for oid, evs in orders:
+        view = rebuild(evs)
+        captured = [p for p in s.payments(oid) if p["status"] == "captured"]
+        assert len(captured) == (view["payment_status"] == "captured"), (view, captured)
+        if view["stock_status"] == "reserved":
+            for i in view["items"]:
+                reserved[i["product_id"]] = reserved.get(i["product_id"], 0) + i["quantity"]
+    for pid, units in reserved.items():
+        assert s.stock(pid)["reserved"] == units, pid
     # views complete again: one view per stream, each order once in its user's list
-    assert db.count("order_views", file=READ) == len(streams)
+    assert db.count("order_views", file=READ) == len(orders)
     index = db.query("SELECT order_id FROM user_order_views", file=READ)
-    assert sorted(r[0] for r in index) == sorted(sid[len("order-"):] for sid in streams)
+    assert sorted(r[0] for r in index) == sorted(oid for oid, _ in orders)
     owners = {}
     for data, in db.query("SELECT data FROM events WHERE type = 'OrderCreated'"):
         d = json.loads(data)
@@ -178,32 +218,36 @@ def test_kill_9_during_load_loses_no_acknowledged_order(start_server):
             assert o == rebuild(events_of(s2, o["id"]))
 
     # positions are never reused: a new write goes after everything stored
-    doc, pos = create(s2, users[0])
+    doc, pos = create(s2, users[0], good_body(s))
     assert pos > top
     assert get_order(s2, doc["id"], users[0], min_pos=pos).json() == doc
 
 
-def test_graceful_restart_keeps_views_and_checkpoint(start_server):
-    s = start_server(target="order")
+def test_graceful_restart_keeps_views_and_checkpoint(start_shop):
+    s = start_shop(user=False)
     user = uid()
-    docs = [create(s, user, order_body(items=[item(1, 10 * (i + 1))])) for i in range(12)]
+    docs = [create(s, user, good_body(s, (1, 10 * (i + 1)))) for i in range(12)]
     c = cancel(s, docs[0][0]["id"], user)
     assert c.status_code == 200
     top = int(c.headers["X-Position"])
+    assert top == committed(s)
     poll(lambda: projected(s) == top, 5 * SLOW, what="the projector to catch up")
-    assert s.stop() == 0
+    s.stop("order")
     assert checkpoint(s.db) == top
-    s2 = start_server(db=s.db, target="order")
+    s2 = s.start("order")
     assert projected(s2) == top
     assert s2.metric("projection_events_total", projection="order_views") == 0
     r = list_orders(s2, user, limit=100, min_pos=top)
     assert sorted(o["id"] for o in r.json()["items"]) == sorted(d["id"] for d, _ in docs)
     assert get_order(s2, docs[0][0]["id"], user, min_pos=top).json() == c.json()
     # the restarted writer continues the stream with the next version
-    r = s2.request("PATCH", f"/api/v1/orders/{docs[1][0]['id']}/status", user=uid(),
-                   role="admin", json={"status": "shipped"}, headers={"If-Match": '"1"'})
+    doc = docs[1][0]
+    r = s2.request("PATCH", f"/api/v1/orders/{doc['id']}/status", user=uid(),
+                   role="admin", json={"status": "shipped"}, headers={"If-Match": etag(doc)})
     assert r.status_code == 200 and int(r.headers["X-Position"]) > top
-    assert [e["version"] for e in events_of(s2, docs[1][0]["id"])] == [1, 2]
+    versions = [e["version"] for e in events_of(s2, doc["id"])]
+    assert versions == list(range(1, r.json()["version"] + 1))
+    assert r.json()["version"] > doc["version"]
 
 
 WAL_INDEX_DMS = 128  # SQLite's "dead-man switch" byte in the -shm file (os_unix.c UNIX_SHM_DMS)
@@ -222,13 +266,13 @@ def dms_holder(shm_path):
 
 
 @pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's WAL index")
-def test_server_keeps_its_wal_index_lock_while_it_serves_reads(start_server):
+def test_server_keeps_its_wal_index_lock_while_it_serves_reads(start_shop):
     """SQLite holds a shared lock on the -shm's DMS byte for as long as a connection has the
     WAL index mapped; a process that finds the byte unlocked believes it is alone and
     truncates and rebuilds the -shm under the server (SIGBUS in sqlite3WalFindFrame, or a
     reader trusting a WAL index being rewritten). Closing any descriptor of the -shm in the
     server process drops that POSIX lock."""
-    s = start_server(target="order")
+    s = start_shop(user=False)
     user = uid()
     doc, pos = create(s, user)
     shm = {name: os.path.join(s.db.data_dir, name + "-shm") for name in ("order.db", READ)}

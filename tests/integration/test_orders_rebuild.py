@@ -4,6 +4,7 @@ import subprocess
 import uuid
 
 from conftest import BINARY, SLOW, clean_env, ident
+from shop import start_shop  # noqa: F401
 
 READ_DB = "order_read.db"
 VIEW_SQL = ("SELECT id, user_id, status, total_cents, currency, version, position, created_at, "
@@ -12,10 +13,9 @@ INDEX_SQL = "SELECT user_id, created_at, order_id FROM user_order_views ORDER BY
 
 
 def place(s, user, qty):
-    body = {"items": [{"product_id": str(uuid.uuid4()), "quantity": qty,
-                       "unit_price_cents": 250 * qty}], "currency": "EUR"}
-    r = s.request("POST", "/api/v1/orders", user=user, json=body)
-    assert r.status_code == 201, r.text
+    """A confirmed checkout of `qty` units on shop `s`."""
+    r = s.checkout(user, [(s.stocked(250), qty)])
+    assert r.status_code == 201 and r.json()["status"] == "confirmed", r.text
     return r
 
 
@@ -29,8 +29,8 @@ def rebuild(db):
                           env=clean_env(db.env), stdin=subprocess.DEVNULL)
 
 
-def test_rebuild_equals_live_projection(start_server):
-    s = start_server(target="order")
+def test_rebuild_equals_live_projection(start_shop):
+    s = start_shop(user=False)
     users = [str(uuid.uuid4()) for _ in range(3)]
     last = 0
     for i in range(12):
@@ -43,17 +43,18 @@ def test_rebuild_equals_live_projection(start_server):
             assert r.status_code == 200, r.text
             last = int(r.headers["X-Position"])
         if i % 4 == 2:  # shipped, then delivered, by an admin
-            for version, status in ((1, "shipped"), (2, "delivered")):
+            version = order["version"]
+            for status in ("shipped", "delivered"):
                 r = s.request("PATCH", f"/api/v1/orders/{order['id']}/status",
                               user=users[0], role="admin", json={"status": status},
                               headers={"If-Match": f'"{version}"'})
                 assert r.status_code == 200, r.text
-                last = int(r.headers["X-Position"])
+                last, version = int(r.headers["X-Position"]), r.json()["version"]
     # the live views, once the projector has caught up with the last write
     r = s.get(f"/api/v1/users/{users[0]}/orders", headers={**ident(users[0]),
                                                           "X-Min-Position": str(last)})
     assert r.status_code == 200, r.text
-    assert s.stop() == 0, s.log_tail()
+    s.stop("order")
     live_views, live_index = views(s.db)
     assert len(live_views) == 12 and len(live_index) == 12
     events = s.db.count("events")
@@ -79,12 +80,12 @@ def three_orders_projected(s, user):
     r = s.get(f"/api/v1/orders/{ids[-1]}",
               headers={**ident(user), "X-Min-Position": str(s.db.count("events"))})
     assert r.status_code == 200
-    assert s.stop() == 0, s.log_tail()
+    s.stop("order")
     return ids
 
 
-def test_rebuild_repairs_damaged_views(start_server):
-    s = start_server(target="order")
+def test_rebuild_repairs_damaged_views(start_shop):
+    s = start_shop(user=False)
     ids = three_orders_projected(s, str(uuid.uuid4()))
     good = views(s.db)
 
@@ -110,10 +111,11 @@ def test_rebuild_repairs_damaged_views(start_server):
     assert views(s.db) == good
 
 
-def test_read_database_migration_3_keeps_the_views(start_server):
+def test_read_database_migration_3_keeps_the_views(start_shop):
     """A read database made before migration 3 (views in rowid tables) is moved to WITHOUT
-    ROWID tables on start, every view and list row kept (SQLite; a no-op on PostgreSQL)."""
-    s = start_server(target="order")
+    ROWID tables on start, every view and list row kept, and migration 4 (saga_open) follows
+    (SQLite; a no-op on PostgreSQL)."""
+    s = start_shop(user=False)
     user = str(uuid.uuid4())
     ids = three_orders_projected(s, user)
     before = views(s.db)
@@ -126,25 +128,28 @@ def test_read_database_migration_3_keeps_the_views(start_server):
             " status TEXT NOT NULL, total_cents BIGINT NOT NULL, currency TEXT NOT NULL,"
             " version BIGINT NOT NULL, position BIGINT NOT NULL, created_at TEXT NOT NULL,"
             " updated_at TEXT NOT NULL, data TEXT NOT NULL);"
-            "INSERT INTO order_views SELECT * FROM ov; DROP TABLE ov;"
+            "INSERT INTO order_views SELECT id, user_id, status, total_cents, currency,"
+            " version, position, created_at, updated_at, data FROM ov; DROP TABLE ov;"
             "CREATE TABLE ui AS SELECT * FROM user_order_views; DROP TABLE user_order_views;"
             "CREATE TABLE user_order_views (user_id TEXT NOT NULL, created_at TEXT NOT NULL,"
             " order_id TEXT NOT NULL, PRIMARY KEY (user_id, created_at, order_id));"
             "INSERT INTO user_order_views SELECT * FROM ui; DROP TABLE ui;"
-            "DELETE FROM schema_migrations WHERE version = 3;")
+            "DELETE FROM schema_migrations WHERE version IN (3, 4);")
         conn.close()
         assert "WITHOUT ROWID" not in s.db.query(
             "SELECT sql FROM sqlite_master WHERE name = 'order_views'", file=READ_DB)[0][0]
 
-    s2 = start_server(db=s.db, target="order")
+    s2 = s.start("order")
     r = s2.get(f"/api/v1/users/{user}/orders", headers=ident(user))
     assert r.status_code == 200, r.text
     assert sorted(o["id"] for o in r.json()["items"]) == sorted(ids)
-    assert s2.stop() == 0, s2.log_tail()
+    s.stop("order")
     assert views(s.db) == before
     if not s.db.name:
         for table in ("order_views", "user_order_views"):
             sql = s.db.query("SELECT sql FROM sqlite_master WHERE name = ?", (table,),
                              file=READ_DB)[0][0]
             assert sql.endswith("WITHOUT ROWID"), sql
-        assert s.db.query("SELECT MAX(version) FROM schema_migrations", file=READ_DB) == [(3,)]
+        assert s.db.query("SELECT MAX(version) FROM schema_migrations", file=READ_DB) == [(4,)]
+        assert s.db.query("SELECT count(*) FROM order_views WHERE saga_open = 0",
+                          file=READ_DB) == [(len(ids),)]
