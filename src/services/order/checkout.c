@@ -55,10 +55,16 @@ static void wipe(char *s)
         *p = 0;
 }
 
+/* Registered after the body, so it runs before the body goes (cleanups run newest first). */
+static void wipe_card(void *arg)
+{
+    checkout *k = arg;
+    wipe((char *)k->card); /* the body's copy (jansson's string, owned by the request) */
+}
+
 static void checkout_release(void *arg)
 {
     checkout *k = arg;
-    wipe((char *)k->card); /* the body's copy of the card */
     order_state_release(&k->state);
     order_decision_release(&k->decision);
     free(k->first_metadata);
@@ -144,8 +150,7 @@ static void created(int rc, ms_es_append_req *a, void *arg)
     order_metrics_created(k->state.total_cents);
     if (order_saga_claim(k->id) < 0)
         MS_BUG("a new order is claimed already");
-    order_saga_start(order_loop_of(k->req), k->req, 201, &k->state, k->card,
-                     a->last_position);
+    order_saga_start(order_loop_of(k->req), k->req, 201, &k->state, k->card, a->last_position);
 }
 
 /* CreateOrder from the checkout and the quote's prices; appended as a new stream. */
@@ -176,14 +181,13 @@ static void create(checkout *k, json_t *quote)
     char last4[5];
     memcpy(last4, k->card + ncard - 4, 5);
     json_t *cmd = ms_json_own(
-        &req->arena,
-        json_pack("{s:s, s:s, s:o, s:s, s:I, s:s, s:O}", "order_id", k->id, "user_id",
-                  k->user_id, "items", lines, "currency", currency, "shipping_cents",
-                  (json_int_t)order_shipping_cents(subtotal), "card_last4", last4,
-                  "shipping_address",
-                  json_object_get(k->body, "shipping_address")
-                      ? json_object_get(k->body, "shipping_address")
-                      : json_null()));
+        &req->arena, json_pack("{s:s, s:s, s:o, s:s, s:I, s:s, s:O}", "order_id", k->id, "user_id",
+                               k->user_id, "items", lines, "currency", currency, "shipping_cents",
+                               (json_int_t)order_shipping_cents(subtotal), "card_last4", last4,
+                               "shipping_address",
+                               json_object_get(k->body, "shipping_address")
+                                   ? json_object_get(k->body, "shipping_address")
+                                   : json_null()));
     char now[MS_TIME_LEN + 1];
     ms_time_now(now);
     json_t *malformed = json_array(), *invalid = json_array();
@@ -233,8 +237,8 @@ static void prepared(const ms_http_client_result *results, int n, void *arg)
         fail(k, upstream_error(quote), "the inventory service could not quote the items");
         return;
     }
-    json_t *doc = ms_json_own(&req->arena,
-                              json_loadb(quote->resp.body, quote->resp.body_len, 0, NULL));
+    json_t *doc =
+        ms_json_own(&req->arena, json_loadb(quote->resp.body, quote->resp.body_len, 0, NULL));
     if (quote->resp.status == 422) {
         /* unknown products, mixed currencies: its errors name our request's items[i] */
         json_t *errors = json_object_get(doc, "errors");
@@ -312,8 +316,7 @@ static void prepare(checkout *k)
 {
     ms_http_request *req = k->req;
     if (order_proc.user_up.n > 0)
-        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, directory_work, directory_done,
-                       k);
+        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, directory_work, directory_done, k);
     else
         prepare_calls(k);
 }
@@ -376,12 +379,14 @@ void order_create(ms_http_request *req)
     if (ms_http_reject_fields(req, malformed, invalid) < 0)
         return;
     if (order_proc.inventory_up.n == 0 || order_proc.payment_up.n == 0) {
-        fail(k, MS_ECONN, "checkout needs the inventory and payment services "
-                          "(MICROSHOP_INVENTORY_URL, MICROSHOP_PAYMENT_URL)");
+        fail(k, MS_ECONN,
+             "checkout needs the inventory and payment services "
+             "(MICROSHOP_INVENTORY_URL, MICROSHOP_PAYMENT_URL)");
         return;
     }
-    k->card = json_string_value(json_object_get(json_object_get(k->body, "payment"),
-                                                "card_number"));
+    k->card =
+        json_string_value(json_object_get(json_object_get(k->body, "payment"), "card_number"));
+    ms_arena_on_reset(&req->arena, wipe_card, k);
     for (int i = 0; i < MS_UUID_LEN; i++) {
         char c = k->who.user_id[i];
         k->user_id[i] = (char)(c >= 'A' && c <= 'F' ? c + 32 : c);

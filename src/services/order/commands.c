@@ -42,8 +42,8 @@ typedef struct order_call {
     ms_es_event events[ORDER_MAX_DECIDED];
     ms_es_outbox_row outbox[ORDER_MAX_DECIDED];
     ms_es_append_req append;
-    int64_t before;       /* version before the append */
-    int64_t loaded_top;   /* newest position the load saw of this process's batches */
+    int64_t before;     /* version before the append */
+    int64_t loaded_top; /* newest position the load saw of this process's batches */
 } order_call;
 
 /* The request's arena runs this when the request is done, whatever the answer was. */
@@ -308,9 +308,9 @@ static void commit_then_append(order_call *k)
         .idempotent = true,
         .traceparent = ms_http_header_get(req, "traceparent"),
     };
-    int rc = order_loop_of(req)->client ? ms_http_client_request(order_loop_of(req)->client, &r,
-                                                                 committed, k)
-                                        : MS_ECONN;
+    int rc = order_loop_of(req)->client
+                 ? ms_http_client_request(order_loop_of(req)->client, &r, committed, k)
+                 : MS_ECONN;
     if (rc < 0)
         answer_error(k, MS_ECONN, "the inventory service is not configured");
 }

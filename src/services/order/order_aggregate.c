@@ -318,8 +318,8 @@ static const char *item_path(char out[64], size_t i, const char *field)
 
 /* Checks items[i] and adds its line to *total; false when the line cannot be counted. Paths
  * are written only for errors (a printf per field was a tenth of a POST's validation). */
-static bool validate_item(json_t *items, size_t i, bool priced, int64_t *total,
-                          json_t *malformed, json_t *invalid)
+static bool validate_item(json_t *items, size_t i, bool priced, int64_t *total, json_t *malformed,
+                          json_t *invalid)
 {
     static const ms_json_field fields[] = {
         {"product_id", MS_JSON_STRING, true, false},
@@ -1076,7 +1076,8 @@ static int read_state(const char *text, bool is_view, order_state *out)
         rc = read_order(js, "id", &t);
     /* the saga's fields: absent from views and snapshots of orders older than the saga */
     char stock[16] = "none", payment[16] = "none", payment_id[64] = "";
-    int has_stock = ms_js_get(js, 0, "stock_status"), has_payment = ms_js_get(js, 0, "payment_status");
+    int has_stock = ms_js_get(js, 0, "stock_status"),
+        has_payment = ms_js_get(js, 0, "payment_status");
     int has_id = ms_js_get(js, 0, "payment_id");
     if (rc == 0 &&
         ((has_stock >= 0 && !get_text(js, 0, "stock_status", stock, sizeof stock)) ||
@@ -1179,8 +1180,8 @@ static int add_move(const order_state *s, order_status to, const char *reason, c
     return 0;
 }
 
-int order_saga_decide(const order_state *state, order_saga_outcome outcome,
-                      const char *payment_id, const char *now, order_decision *out)
+int order_saga_decide(const order_state *state, order_saga_outcome outcome, const char *payment_id,
+                      const char *now, order_decision *out)
 {
     order_decision_release(out);
     order_stock stock = state->stock;

@@ -47,12 +47,12 @@
 #define ORDER_EVENT_DELIVERED   "OrderDelivered"
 #define ORDER_EVENT_CANCELLED   "OrderCancelled"
 /* The checkout saga's steps (they move no status; order_saga_next reads them). */
-#define ORDER_EVENT_STOCK_RESERVED    "StockReserved"
-#define ORDER_EVENT_STOCK_RELEASED    "StockReleased"
-#define ORDER_EVENT_PAYMENT_CAPTURED  "PaymentCaptured"
-#define ORDER_EVENT_PAYMENT_DECLINED  "PaymentDeclined"
-#define ORDER_EVENT_PAYMENT_REFUNDED  "PaymentRefunded"
-#define ORDER_EVENT_PAYMENT_VOIDED    "PaymentVoided"
+#define ORDER_EVENT_STOCK_RESERVED   "StockReserved"
+#define ORDER_EVENT_STOCK_RELEASED   "StockReleased"
+#define ORDER_EVENT_PAYMENT_CAPTURED "PaymentCaptured"
+#define ORDER_EVENT_PAYMENT_DECLINED "PaymentDeclined"
+#define ORDER_EVENT_PAYMENT_REFUNDED "PaymentRefunded"
+#define ORDER_EVENT_PAYMENT_VOIDED   "PaymentVoided"
 
 /* Why an order was rejected (OrderRejected's reason, machine-readable). */
 #define ORDER_REASON_OUT_OF_STOCK     "out_of_stock"
@@ -252,8 +252,8 @@ typedef enum order_saga_outcome {
 /* Decides the events recording `outcome` on `state` (payment_id: for CAPTURED and DECLINED,
  * may be NULL for DECLINED). Returns 0, or MS_ECONFLICT (out->reason says why) when the
  * outcome does not fit the state, e.g. a second StockReserved. */
-int order_saga_decide(const order_state *state, order_saga_outcome outcome,
-                      const char *payment_id, const char *now, order_decision *out);
+int order_saga_decide(const order_state *state, order_saga_outcome outcome, const char *payment_id,
+                      const char *now, order_decision *out);
 
 /* Shipping for a subtotal: a flat 499 cents, free from 5,000 (in the order's currency). */
 int64_t order_shipping_cents(int64_t subtotal_cents);

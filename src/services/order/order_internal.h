@@ -26,6 +26,7 @@
 enum { ORDER_STREAM_LEN = sizeof(ORDER_STREAM_PREFIX) - 1 + MS_UUID_LEN };
 
 /* ---- process-wide state (service.c) ---- */
+enum { ORDER_NCONSUMERS = 2 };
 typedef struct order_waiter order_waiter;
 typedef struct order_saga order_saga;
 
@@ -52,8 +53,8 @@ typedef struct order_process {
     ms_db_config write_db, read_db;
     char read_path[4096];
     struct order_projector *projector;
-    struct bus_consumer *directory;    /* the user directory's consumer, or NULL */
-    struct bus_consumer *stock_alerts; /* the low-stock alerts' consumer, or NULL */
+    /* the bus consumers (user directory, low-stock alerts); NULL when not configured */
+    struct bus_consumer *consumers[ORDER_NCONSUMERS];
     /* the services a checkout calls (MICROSHOP_<NAME>_URL); n == 0: not configured */
     ms_http_upstream_list user_up, inventory_up, payment_up;
     ms_http_client_metrics *client_metrics;
@@ -135,6 +136,9 @@ void order_saga_start(order_loop *ol, ms_http_request *req, int done_status, ord
                       const char *card, int64_t position);
 /* Loop closing: sagas end (they resume at the next start). */
 void order_sagas_stop(order_loop *ol);
+/* Metrics: order_sagas_running, order_sagas_resumed_total, order_sagas_ended_total{outcome},
+ * order_saga_steps_total{step,result}, order_saga_step_duration_seconds{step}. */
+void order_saga_collect(ms_buf *out, void *arg);
 /* The resumer's timer callback (ol->resumer; data = ol). */
 void order_saga_resume_tick(uv_timer_t *t);
 
@@ -150,13 +154,11 @@ void order_events(ms_http_request *req);
 struct bus_consumer;
 extern const ms_migration order_directory_migrations[];
 extern const size_t order_directory_nmigrations;
-/* Starts following the user service's feed at `user_url` into the directory (its thread, its
- * connection to `db`, the write database) and registers its metrics (bus_consumer_*). */
-int order_directory_start(const char *user_url, const ms_db_config *db, struct bus_consumer **out);
-/* Starts following the inventory's feed at `inventory_url` into low_stock_alerts (its
- * thread, its connection to `db`); 0 or MS_E*. Process start only. */
-int order_stock_alerts_start(const char *inventory_url, const ms_db_config *db,
-                             struct bus_consumer **out);
+struct bus_event;
+/* The bus handlers (bus_consumer_fn) of the user directory (user.created, user.updated) and of
+ * the low-stock alerts (stock.low into low_stock_alerts); service.c starts their consumers. */
+int order_directory_apply(ms_db_conn *c, const struct bus_event *e, void *arg);
+int order_stock_alert_apply(ms_db_conn *c, const struct bus_event *e, void *arg);
 typedef struct order_directory_user {
     char email[256], name[256];
 } order_directory_user;

@@ -27,15 +27,16 @@
 #include "runtime/core/log.h"
 #include "runtime/http/problem.h"
 #include "runtime/json/json.h"
+#include "runtime/obs/metrics.h"
 #include "services/inventory/inventory_client.h"
 #include "services/order/order_internal.h"
 #include "services/payment/payment_client.h"
 #include "runtime/core/banned.h"
 
 enum {
-    ORDER_SAGA_GIVE_UP_MS = 30000,   /* going forward: then the card is dropped (timeout) */
-    ORDER_SAGA_STALE_MS = 30000,     /* an open saga idle this long has lost its runner */
-    ORDER_SAGA_CALL_MS = 5000,       /* a detached saga's remote call */
+    ORDER_SAGA_GIVE_UP_MS = 30000,     /* going forward: then the card is dropped (timeout) */
+    ORDER_SAGA_STALE_MS = 30000,       /* an open saga idle this long has lost its runner */
+    ORDER_SAGA_CALL_MS = 5000,         /* a detached saga's remote call */
     ORDER_SAGA_ANSWER_MARGIN_MS = 250, /* answered 202 this long before the request's deadline */
     ORDER_SAGA_BACKOFF_MAX_MS = 2000,
     ORDER_SAGA_RESUME_EVERY_MS = 1000,
@@ -53,6 +54,7 @@ struct order_saga {
     uint64_t give_up_at;
     unsigned failures;
     int64_t position; /* of the last append, for X-Position */
+    uint64_t call_started_ns;
     char traceparent[MS_TRACEPARENT_LEN + 1];
     uv_timer_t timer;
     order_decision decision;
@@ -61,6 +63,93 @@ struct order_saga {
     ms_es_append_req append;
     order_saga *prev, *next; /* the loop's sagas */
 };
+
+/* ---- metrics (atomics: sagas run on every loop) ---- */
+
+enum { NSTEPS = ORDER_SAGA_RELEASE + 1, NENDS = 5 };
+static const double step_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                     0.1,   0.25,   0.5,   1,    2.5,   5};
+enum { NBOUNDS = sizeof step_bounds / sizeof step_bounds[0] };
+static const char *const end_names[NENDS] = {"confirmed", "out_of_stock", "payment_declined",
+                                             "timeout", "cancelled"};
+static struct {
+    uint64_t ended[NENDS], resumed, running;
+    uint64_t steps_ok[NSTEPS], steps_retried[NSTEPS];
+    uint64_t step_hist[NSTEPS][NBOUNDS + 1], step_ns[NSTEPS];
+} stats;
+
+static void count(uint64_t *c, uint64_t n)
+{
+    __atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+static uint64_t read_count(const uint64_t *c)
+{
+    return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* How a finished saga ended, for order_sagas_ended_total. */
+static void count_end(const order_state *s)
+{
+    int i = -1;
+    if (s->status == ORDER_STATUS_CONFIRMED)
+        i = 0;
+    else if (s->status == ORDER_STATUS_CANCELLED)
+        i = 4;
+    else if (s->status == ORDER_STATUS_REJECTED)
+        for (int k = 1; k < 4 && s->reason; k++)
+            if (strcmp(s->reason, end_names[k]) == 0)
+                i = k;
+    if (i >= 0)
+        count(&stats.ended[i], 1);
+}
+
+static void count_step(order_saga_step step, uint64_t ns, bool ok)
+{
+    count(ok ? &stats.steps_ok[step] : &stats.steps_retried[step], 1);
+    count(&stats.step_hist[step][ms_metrics_bucket(step_bounds, NBOUNDS, (double)ns / 1e9)], 1);
+    count(&stats.step_ns[step], ns);
+}
+
+void order_saga_collect(ms_buf *out, void *arg)
+{
+    (void)arg;
+    ms_metrics_family(out, "order_sagas_running", "gauge", "Checkout sagas running now.");
+    ms_metrics_sample(out, "order_sagas_running", (double)read_count(&stats.running), NULL);
+    ms_metrics_family(out, "order_sagas_resumed_total", "counter",
+                      "Sagas resumed after a restart or from a runner that went away.");
+    ms_metrics_sample(out, "order_sagas_resumed_total", (double)read_count(&stats.resumed), NULL);
+    ms_metrics_family(out, "order_sagas_ended_total", "counter",
+                      "Sagas that ran to their end, by outcome (confirmed, a rejection's reason, "
+                      "or cancelled: refunded and released).");
+    for (int i = 0; i < NENDS; i++)
+        ms_metrics_sample(out, "order_sagas_ended_total", (double)read_count(&stats.ended[i]),
+                          "outcome", end_names[i], NULL);
+    ms_metrics_family(out, "order_saga_steps_total", "counter",
+                      "Remote saga steps, by step and result (ok: answered; retry: failed and "
+                      "tried again).");
+    for (int st = ORDER_SAGA_RESERVE; st < NSTEPS; st++) {
+        if (st == ORDER_SAGA_CONFIRM || st == ORDER_SAGA_REJECT)
+            continue; /* local steps: no call */
+        ms_metrics_sample(out, "order_saga_steps_total", (double)read_count(&stats.steps_ok[st]),
+                          "step", order_saga_step_name(st), "result", "ok", NULL);
+        ms_metrics_sample(out, "order_saga_steps_total",
+                          (double)read_count(&stats.steps_retried[st]), "step",
+                          order_saga_step_name(st), "result", "retry", NULL);
+    }
+    ms_metrics_family(out, "order_saga_step_duration_seconds", "histogram",
+                      "A remote saga step's call, from sending to its answer.");
+    for (int st = ORDER_SAGA_RESERVE; st < NSTEPS; st++) {
+        if (st == ORDER_SAGA_CONFIRM || st == ORDER_SAGA_REJECT)
+            continue;
+        uint64_t hist[NBOUNDS + 1];
+        for (int b = 0; b <= NBOUNDS; b++)
+            hist[b] = read_count(&stats.step_hist[st][b]);
+        const char *labels[] = {"step", order_saga_step_name(st)};
+        ms_metrics_histogram(out, "order_saga_step_duration_seconds", labels, 1, step_bounds,
+                             NBOUNDS, hist, (double)read_count(&stats.step_ns[st]) / 1e9);
+    }
+}
 
 /* ---- claims: one runner per order in this process ---- */
 
@@ -152,6 +241,9 @@ static void finish(order_saga *g, int rc)
         g->req = NULL;
     }
     answer(g, g->done_status);
+    if (rc == 0)
+        count_end(&g->state);
+    __atomic_fetch_sub(&stats.running, 1, __ATOMIC_RELAXED);
     drop_card(g);
     order_saga_unclaim(g->id);
     if (g->prev)
@@ -333,7 +425,9 @@ static void called(int err, const ms_http_client_resp *resp, void *arg)
     order_saga_outcome outcome;
     if (err == 0)
         read_answer(resp, &doc, &a);
-    if (err < 0 || !outcome_of(s, &a, &outcome)) {
+    bool ok = err == 0 && outcome_of(s, &a, &outcome);
+    count_step(s, uv_hrtime() - g->call_started_ns, ok);
+    if (!ok) {
         if (err == 0 && a.status < 500)
             ms_log(MS_LOG_WARN, "checkout step answered unexpectedly", "order_id", g->id, "step",
                    order_saga_step_name(s), "status", a.status == 409 ? "409" : "4xx", NULL);
@@ -355,9 +449,9 @@ static json_t *call_body(order_saga *g, order_saga_step s)
     if (s == ORDER_SAGA_RESERVE) {
         json_t *items = json_array();
         for (size_t i = 0; i < o->nitems; i++)
-            json_array_append_new(items, json_pack("{s:s, s:i}", "product_id",
-                                                   o->items[i].product_id, "quantity",
-                                                   o->items[i].quantity));
+            json_array_append_new(items,
+                                  json_pack("{s:s, s:i}", "product_id", o->items[i].product_id,
+                                            "quantity", o->items[i].quantity));
         return json_pack("{s:s, s:o}", "order_id", o->id, "items", items);
     }
     if (s == ORDER_SAGA_PAY)
@@ -366,15 +460,16 @@ static json_t *call_body(order_saga *g, order_saga_step s)
                          "card_number", g->card);
     if (s == ORDER_SAGA_REFUND || s == ORDER_SAGA_VOID)
         return json_pack("{s:s}", "reason",
-                         o->status == ORDER_STATUS_CANCELLED ? "order cancelled" : "order rejected");
+                         o->status == ORDER_STATUS_CANCELLED ? "order cancelled"
+                                                             : "order rejected");
     return NULL;
 }
 
 static void call(order_saga *g, order_saga_step s)
 {
     char path[128];
-    const char *upstream = s == ORDER_SAGA_RESERVE || s == ORDER_SAGA_RELEASE ? "inventory"
-                                                                              : "payment";
+    const char *upstream =
+        s == ORDER_SAGA_RESERVE || s == ORDER_SAGA_RELEASE ? "inventory" : "payment";
     if (s == ORDER_SAGA_RESERVE)
         snprintf(path, sizeof path, "%s", INVENTORY_RESERVATIONS_PATH);
     else if (s == ORDER_SAGA_RELEASE)
@@ -398,6 +493,7 @@ static void call(order_saga *g, order_saga_step s)
         .idempotent = true, /* every step is keyed by the order id */
         .traceparent = g->traceparent[0] ? g->traceparent : NULL,
     };
+    g->call_started_ns = uv_hrtime();
     int rc = ms_http_client_request(g->ol->client, &r, called, g);
     if (text) { /* the call copied it; the card in it is wiped here */
         wipe(text);
@@ -463,6 +559,9 @@ void order_saga_start(order_loop *ol, ms_http_request *req, int done_status, ord
     order_decision_init(&g->decision);
     uv_timer_init(&ol->loop->uv, &g->timer);
     g->timer.data = g;
+    count(&stats.running, 1);
+    if (!req && !card)
+        count(&stats.resumed, 1);
     g->next = ol->sagas;
     if (ol->sagas)
         ol->sagas->prev = g;
@@ -585,6 +684,6 @@ void order_saga_resume_tick(uv_timer_t *t)
     format_time(ms - ORDER_SAGA_STALE_MS, r->before);
     if (strcmp(r->before, order_proc.started_at) < 0)
         snprintf(r->before, sizeof r->before, "%s", order_proc.started_at);
-    ms_db_pool_run(ol->read_pool, MS_DB_READ, uv_now(&ol->loop->uv) + ORDER_SAGA_CALL_MS,
-                   scan_work, scanned, r);
+    ms_db_pool_run(ol->read_pool, MS_DB_READ, uv_now(&ol->loop->uv) + ORDER_SAGA_CALL_MS, scan_work,
+                   scanned, r);
 }

@@ -136,12 +136,51 @@ static int migrate_more(const ms_service_env *env)
     return rc;
 }
 
+/* The bus consumers: each follows a producer the process knows the URL of. */
+static const struct consumer_spec {
+    const char *consumer, *producer, *env, *what;
+    bus_consumer_fn handle;
+} consumer_specs[ORDER_NCONSUMERS] = {
+    {"order.user_directory", "user", "MICROSHOP_USER_URL", "user directory", order_directory_apply},
+    {"order.low_stock", "inventory", "MICROSHOP_INVENTORY_URL", "low-stock alerts",
+     order_stock_alert_apply},
+};
+
+static int start_consumers(void)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < ORDER_NCONSUMERS; i++) {
+        const struct consumer_spec *c = &consumer_specs[i];
+        const char *url = getenv(c->env);
+        if (!url || !*url)
+            continue;
+        bus_consumer_config cfg = {
+            .consumer = c->consumer,
+            .producer = c->producer,
+            .url = url,
+            .db = &order_proc.write_db,
+            .handle = c->handle,
+        };
+        rc = bus_consumer_start(&cfg, &order_proc.consumers[i]);
+        if (rc == 0)
+            ms_log(MS_LOG_INFO, "bus: following a producer", "consumer", c->what, "producer",
+                   c->producer, "url", url, NULL);
+    }
+    return rc;
+}
+
+static void stop_consumers(void)
+{
+    for (int i = 0; i < ORDER_NCONSUMERS; i++) {
+        bus_consumer_stop(order_proc.consumers[i]);
+        order_proc.consumers[i] = NULL;
+    }
+}
+
 static void collect_consumers(ms_buf *out, void *arg)
 {
     (void)arg;
-    bus_consumer *list[] = {order_proc.directory, order_proc.stock_alerts};
-    if (list[0] || list[1])
-        bus_consumer_render(out, list, 2);
+    bus_consumer_render(out, order_proc.consumers, ORDER_NCONSUMERS);
 }
 
 /* The services this one calls (`microshop run` sets them). Unset: the user step and the user
@@ -174,8 +213,6 @@ static void read_upstreams(void)
 static int start(const ms_service_env *env)
 {
     read_upstreams();
-    const char *user_url = getenv("MICROSHOP_USER_URL");
-    const char *inventory_url = getenv("MICROSHOP_INVENTORY_URL");
     uv_mutex_init(&order_stats.lock);
     order_proc.write_db = *env->db;
     order_read_db_config(env->data_dir, env->db, &order_proc.read_db, order_proc.read_path,
@@ -186,14 +223,10 @@ static int start(const ms_service_env *env)
                                    &order_proc.projector);
     if (rc == 0)
         rc = outbox_feed_start(env, "order", order_proc.es, &order_proc.relay);
-    if (rc == 0 && user_url && *user_url)
-        rc = order_directory_start(user_url, &order_proc.write_db, &order_proc.directory);
-    if (rc == 0 && inventory_url && *inventory_url)
-        rc =
-            order_stock_alerts_start(inventory_url, &order_proc.write_db, &order_proc.stock_alerts);
+    if (rc == 0)
+        rc = start_consumers();
     if (rc < 0) {
-        bus_consumer_stop(order_proc.directory);
-        order_proc.directory = NULL;
+        stop_consumers();
         ms_relay_stop(order_proc.relay);
         order_proc.relay = NULL;
         order_projector_stop(order_proc.projector);
@@ -208,6 +241,7 @@ static int start(const ms_service_env *env)
     ms_metrics_register(collect_eventstore, NULL);
     ms_metrics_register(order_projector_collect, order_proc.projector);
     ms_metrics_register(collect_consumers, NULL);
+    ms_metrics_register(order_saga_collect, NULL);
     order_proc.client_metrics = ms_http_client_metrics_new();
     ms_metrics_register(ms_http_client_metrics_render, order_proc.client_metrics);
     return 0;
@@ -216,10 +250,7 @@ static int start(const ms_service_env *env)
 static void stop(void)
 {
     event_feed_set_store(NULL);
-    bus_consumer_stop(order_proc.stock_alerts);
-    order_proc.stock_alerts = NULL;
-    bus_consumer_stop(order_proc.directory);
-    order_proc.directory = NULL;
+    stop_consumers();
     ms_relay_stop(order_proc.relay);
     order_proc.relay = NULL;
     order_projector_stop(order_proc.projector);
@@ -259,7 +290,8 @@ static int loop_open(ms_loop *l, void *arg)
     ol->client = ms_http_client_new(&l->uv, &cc);
     for (int i = 0; i < NUPSTREAMS; i++)
         if (upstream_envs[i].list->n > 0 &&
-            ms_http_client_add_upstream(ol->client, upstream_envs[i].name, upstream_envs[i].list) < 0)
+            ms_http_client_add_upstream(ol->client, upstream_envs[i].name, upstream_envs[i].list) <
+                0)
             MS_BUG("a parsed upstream list was refused");
     /* the first loop resumes the sagas a crash or a restart left open (saga.c) */
     if (!order_proc.has_resumer) {

@@ -15,7 +15,7 @@
 #include "runtime/core/banned.h"
 
 /* stock.low carries product_id, sku, available, threshold. */
-static int alert_apply(ms_db_conn *c, const bus_event *e, void *arg)
+int order_stock_alert_apply(ms_db_conn *c, const bus_event *e, void *arg)
 {
     (void)arg;
     if (strcmp(e->type, "stock.low") != 0)
@@ -42,21 +42,4 @@ static int alert_apply(ms_db_conn *c, const bus_event *e, void *arg)
                       " available = excluded.available, threshold = excluded.threshold,"
                       " alerted_at = excluded.alerted_at, event_id = excluded.event_id",
                       6, params, NULL);
-}
-
-int order_stock_alerts_start(const char *inventory_url, const ms_db_config *db, bus_consumer **out)
-{
-    bus_consumer_config cfg = {
-        .consumer = "order.low_stock",
-        .producer = "inventory",
-        .url = inventory_url,
-        .db = db,
-        .handle = alert_apply,
-    };
-    int rc = bus_consumer_start(&cfg, out);
-    if (rc == 0) {
-        ms_log(MS_LOG_INFO, "low stock: following the inventory's feed", "url", inventory_url,
-               NULL);
-    }
-    return rc;
 }

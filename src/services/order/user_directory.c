@@ -37,7 +37,7 @@ const size_t order_directory_nmigrations =
 
 /* user.created carries user_id, email, name, created_at; user.updated user_id, name,
  * updated_at (and whatever else changed): absent fields keep their value. */
-static int directory_apply(ms_db_conn *c, const bus_event *e, void *arg)
+int order_directory_apply(ms_db_conn *c, const bus_event *e, void *arg)
 {
     (void)arg;
     bool is_created = strcmp(e->type, "user.created") == 0;
@@ -68,23 +68,6 @@ static int directory_apply(ms_db_conn *c, const bus_event *e, void *arg)
                       " email = COALESCE(excluded.email, user_directory.email),"
                       " name = excluded.name, updated_at = excluded.updated_at",
                       4, params, NULL);
-}
-
-int order_directory_start(const char *user_url, const ms_db_config *db, bus_consumer **out)
-{
-    bus_consumer_config cfg = {
-        .consumer = "order.user_directory",
-        .producer = "user",
-        .url = user_url,
-        .db = db,
-        .handle = directory_apply,
-    };
-    int rc = bus_consumer_start(&cfg, out);
-    if (rc == 0) {
-        ms_log(MS_LOG_INFO, "user directory: following the user service's feed", "url", user_url,
-               NULL);
-    }
-    return rc;
 }
 
 int order_directory_lookup(ms_db_conn *c, const char *user_id, order_directory_user *out)
