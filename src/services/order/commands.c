@@ -14,7 +14,6 @@
 #include <strings.h>
 
 #include "eventstore/relay.h"
-#include "services/inventory/inventory_client.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/http/http_json.h"
@@ -207,8 +206,9 @@ static void appended(int rc, ms_es_append_req *a, void *arg)
         MS_BUG("an event the aggregate decided does not apply to it");
     ms_relay_kick(order_proc.relay); /* the events' outbox rows are committed */
     maybe_snapshot(k);
-    /* a cancelled confirmed order still holds its payment and its stock: the saga gives them
-     * back, answering 200 when done (202 if it outlives the request) */
+    /* a cancelled confirmed order still holds its payment and its stock, a shipped one its
+     * reservation: the saga gives them back or commits it, answering 200 when done (202 if it
+     * outlives the request) */
     if (order_saga_next(&k->state, false) == ORDER_SAGA_DONE)
         answer_order(k, 200);
     else if (order_saga_claim(k->id) < 0)
@@ -273,48 +273,6 @@ void order_fill_append(const char *stream, const char *order_id, const order_dec
     };
 }
 
-/* Shipping an order that holds a reservation sells its stock: inventory commits first. */
-static bool shipping_commits(const order_call *k)
-{
-    return k->decision.nevents == 1 &&
-           strcmp(k->decision.events[0].type, ORDER_EVENT_SHIPPED) == 0 &&
-           k->state.stock == ORDER_STOCK_RESERVED;
-}
-
-static void committed(int err, const ms_http_client_resp *resp, void *arg)
-{
-    order_call *k = arg;
-    if (err == 0 && resp->status == 200) {
-        ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
-        return;
-    }
-    if (err == 0)
-        ms_log(MS_LOG_ERROR, "inventory refused to commit a shipped order's reservation",
-               "order_id", k->id, NULL);
-    answer_error(k, err == MS_ETIMEDOUT ? MS_ETIMEDOUT : MS_ECONN,
-                 "the inventory service did not commit the order's stock");
-}
-
-static void commit_then_append(order_call *k)
-{
-    ms_http_request *req = k->req;
-    char path[128];
-    snprintf(path, sizeof path, INVENTORY_COMMIT_FMT, k->id);
-    ms_http_client_req r = {
-        .upstream = "inventory",
-        .method = HTTP_POST,
-        .path = path,
-        .deadline = req->deadline,
-        .idempotent = true,
-        .traceparent = ms_http_header_get(req, "traceparent"),
-    };
-    int rc = order_loop_of(req)->client
-                 ? ms_http_client_request(order_loop_of(req)->client, &r, committed, k)
-                 : MS_ECONN;
-    if (rc < 0)
-        answer_error(k, MS_ECONN, "the inventory service is not configured");
-}
-
 /* Decides on the loaded state and appends. */
 static void decide_and_append(order_call *k)
 {
@@ -323,10 +281,7 @@ static void decide_and_append(order_call *k)
     k->before = k->state.version;
     order_fill_append(k->stream, k->id, &k->decision, NULL, NULL, k->events, k->outbox,
                       k->state.version, &k->append);
-    if (shipping_commits(k))
-        commit_then_append(k);
-    else
-        ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
+    ms_es_append(order_loop_of(k->req)->port, &k->append, appended, k);
 }
 
 static void loaded(int rc, void *arg)

@@ -842,8 +842,6 @@ static int apply_move(order_state *s, const struct transition *t, const ms_js *j
     if (!order_status_can_move(s->status, t->to) || !get_optional_text(js, 0, "reason", &reason))
         return MS_EINVAL;
     s->status = t->to;
-    if (t->to == ORDER_STATUS_SHIPPED && s->stock == ORDER_STOCK_RESERVED)
-        s->stock = ORDER_STOCK_COMMITTED; /* the service committed the reservation first */
     free(s->updated_at);
     s->updated_at = ms_xstrdup(at);
     if (t->has_reason) {
@@ -874,6 +872,10 @@ static int step_move(const order_state *s, const char *type, order_stock *stock,
         /* from none too: a timed-out saga releases a reservation whose answer it never saw */
         ok = ended && (*stock == ORDER_STOCK_NONE || *stock == ORDER_STOCK_RESERVED);
         *stock = ORDER_STOCK_RELEASED;
+    } else if (strcmp(type, ORDER_EVENT_STOCK_COMMITTED) == 0) {
+        ok = (s->status == ORDER_STATUS_SHIPPED || s->status == ORDER_STATUS_DELIVERED) &&
+             *stock == ORDER_STOCK_RESERVED;
+        *stock = ORDER_STOCK_COMMITTED;
     } else if (strcmp(type, ORDER_EVENT_PAYMENT_CAPTURED) == 0) {
         ok = pending && *stock == ORDER_STOCK_RESERVED && *payment == ORDER_PAYMENT_NONE;
         *payment = ORDER_PAYMENT_CAPTURED;
@@ -896,8 +898,9 @@ static int step_move(const order_state *s, const char *type, order_stock *stock,
 static bool is_step(const char *type)
 {
     static const char *const steps[] = {
-        ORDER_EVENT_STOCK_RESERVED,   ORDER_EVENT_STOCK_RELEASED,   ORDER_EVENT_PAYMENT_CAPTURED,
-        ORDER_EVENT_PAYMENT_DECLINED, ORDER_EVENT_PAYMENT_REFUNDED, ORDER_EVENT_PAYMENT_VOIDED,
+        ORDER_EVENT_STOCK_RESERVED,   ORDER_EVENT_STOCK_RELEASED,   ORDER_EVENT_STOCK_COMMITTED,
+        ORDER_EVENT_PAYMENT_CAPTURED, ORDER_EVENT_PAYMENT_DECLINED, ORDER_EVENT_PAYMENT_REFUNDED,
+        ORDER_EVENT_PAYMENT_VOIDED,
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
         if (strcmp(steps[i], type) == 0)
@@ -1139,6 +1142,9 @@ order_saga_step order_saga_next(const order_state *s, bool has_card)
         if (s->stock == ORDER_STOCK_RESERVED || (s->stock == ORDER_STOCK_NONE && timed_out))
             return ORDER_SAGA_RELEASE;
         return ORDER_SAGA_DONE;
+    case ORDER_STATUS_SHIPPED:
+    case ORDER_STATUS_DELIVERED:
+        return s->stock == ORDER_STOCK_RESERVED ? ORDER_SAGA_COMMIT : ORDER_SAGA_DONE;
     default:
         return ORDER_SAGA_DONE;
     }
@@ -1146,8 +1152,8 @@ order_saga_step order_saga_next(const order_state *s, bool has_card)
 
 const char *order_saga_step_name(order_saga_step step)
 {
-    static const char *const names[] = {"done",   "reserve", "pay",  "confirm",
-                                        "reject", "refund",  "void", "release"};
+    static const char *const names[] = {"done",   "reserve", "pay",     "confirm", "reject",
+                                        "refund", "void",    "release", "commit"};
     return (unsigned)step < sizeof names / sizeof names[0] ? names[step] : "unknown";
 }
 
@@ -1225,6 +1231,8 @@ int order_saga_decide(const order_state *state, order_saga_outcome outcome, cons
         return add_step(state, &stock, &payment, ORDER_EVENT_PAYMENT_VOIDED, NULL, now, out);
     case ORDER_OUTCOME_RELEASED:
         return add_step(state, &stock, &payment, ORDER_EVENT_STOCK_RELEASED, NULL, now, out);
+    case ORDER_OUTCOME_COMMITTED:
+        return add_step(state, &stock, &payment, ORDER_EVENT_STOCK_COMMITTED, NULL, now, out);
     }
     set_reason(out, "unknown saga outcome");
     return MS_EINVAL;

@@ -49,6 +49,7 @@
 /* The checkout saga's steps (they move no status; order_saga_next reads them). */
 #define ORDER_EVENT_STOCK_RESERVED   "StockReserved"
 #define ORDER_EVENT_STOCK_RELEASED   "StockReleased"
+#define ORDER_EVENT_STOCK_COMMITTED  "StockCommitted"
 #define ORDER_EVENT_PAYMENT_CAPTURED "PaymentCaptured"
 #define ORDER_EVENT_PAYMENT_DECLINED "PaymentDeclined"
 #define ORDER_EVENT_PAYMENT_REFUNDED "PaymentRefunded"
@@ -215,7 +216,9 @@ int order_decide(const order_state *state, const char *command, json_t *cmd, con
  * The checkout saga, pure. Its state is the order's own events: what is left to do follows
  * from the status, the stock and the payment alone, so a saga resumed after a crash reads its
  * stream and goes on. Forward: reserve, pay (needs the card, which lives only in memory),
- * confirm. Once rejected or cancelled: refund or void the payment, release the stock. A
+ * confirm. Once rejected or cancelled: refund or void the payment, release the stock. Once
+ * shipped: commit the reservation (the shipment is recorded first, so a cancel racing it
+ * loses on the stream's version before any stock is sold). A
  * pending order whose card is lost is rejected with reason "timeout"; a timeout may have left
  * a charge or a reservation whose answer never arrived, so it voids and releases even what it
  * never recorded (both services keep a tombstone, so a late request takes nothing).
@@ -229,6 +232,7 @@ typedef enum order_saga_step {
     ORDER_SAGA_REFUND,  /* remote: refund the captured payment */
     ORDER_SAGA_VOID,    /* remote: refund whatever payment exists, or void it */
     ORDER_SAGA_RELEASE, /* remote: release the reservation (or leave a tombstone) */
+    ORDER_SAGA_COMMIT,  /* remote: a shipped order's reservation becomes sold stock */
 } order_saga_step;
 
 /* The next step of the order's saga; DONE when nothing is left (and for no order). */
@@ -247,6 +251,7 @@ typedef enum order_saga_outcome {
     ORDER_OUTCOME_REFUNDED,     /* PaymentRefunded */
     ORDER_OUTCOME_VOIDED,       /* PaymentVoided */
     ORDER_OUTCOME_RELEASED,     /* StockReleased */
+    ORDER_OUTCOME_COMMITTED,    /* StockCommitted */
 } order_saga_outcome;
 
 /* Decides the events recording `outcome` on `state` (payment_id: for CAPTURED and DECLINED,

@@ -66,12 +66,12 @@ struct order_saga {
 
 /* ---- metrics (atomics: sagas run on every loop) ---- */
 
-enum { NSTEPS = ORDER_SAGA_RELEASE + 1, NENDS = 5 };
+enum { NSTEPS = ORDER_SAGA_COMMIT + 1, NENDS = 6 };
 static const double step_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                      0.1,   0.25,   0.5,   1,    2.5,   5};
 enum { NBOUNDS = sizeof step_bounds / sizeof step_bounds[0] };
 static const char *const end_names[NENDS] = {"confirmed", "out_of_stock", "payment_declined",
-                                             "timeout", "cancelled"};
+                                             "timeout",   "cancelled",    "shipped"};
 static struct {
     uint64_t ended[NENDS], resumed, running;
     uint64_t steps_ok[NSTEPS], steps_retried[NSTEPS];
@@ -96,6 +96,8 @@ static void count_end(const order_state *s)
         i = 0;
     else if (s->status == ORDER_STATUS_CANCELLED)
         i = 4;
+    else if (s->status == ORDER_STATUS_SHIPPED || s->status == ORDER_STATUS_DELIVERED)
+        i = 5;
     else if (s->status == ORDER_STATUS_REJECTED)
         for (int k = 1; k < 4 && s->reason; k++)
             if (strcmp(s->reason, end_names[k]) == 0)
@@ -121,7 +123,7 @@ void order_saga_collect(ms_buf *out, void *arg)
     ms_metrics_sample(out, "order_sagas_resumed_total", (double)read_count(&stats.resumed), NULL);
     ms_metrics_family(out, "order_sagas_ended_total", "counter",
                       "Sagas that ran to their end, by outcome (confirmed, a rejection's reason, "
-                      "or cancelled: refunded and released).");
+                      "cancelled: refunded and released, or shipped: stock committed).");
     for (int i = 0; i < NENDS; i++)
         ms_metrics_sample(out, "order_sagas_ended_total", (double)read_count(&stats.ended[i]),
                           "outcome", end_names[i], NULL);
@@ -407,9 +409,10 @@ static bool outcome_of(order_saga_step s, const call_answer *a, order_saga_outco
             return false;
         return true;
     case ORDER_SAGA_RELEASE:
+    case ORDER_SAGA_COMMIT:
         if (a->status != 200)
             return false;
-        *out = ORDER_OUTCOME_RELEASED;
+        *out = s == ORDER_SAGA_RELEASE ? ORDER_OUTCOME_RELEASED : ORDER_OUTCOME_COMMITTED;
         return true;
     default:
         return false;
@@ -468,12 +471,15 @@ static json_t *call_body(order_saga *g, order_saga_step s)
 static void call(order_saga *g, order_saga_step s)
 {
     char path[128];
-    const char *upstream =
-        s == ORDER_SAGA_RESERVE || s == ORDER_SAGA_RELEASE ? "inventory" : "payment";
+    bool to_inventory =
+        s == ORDER_SAGA_RESERVE || s == ORDER_SAGA_RELEASE || s == ORDER_SAGA_COMMIT;
+    const char *upstream = to_inventory ? "inventory" : "payment";
     if (s == ORDER_SAGA_RESERVE)
         snprintf(path, sizeof path, "%s", INVENTORY_RESERVATIONS_PATH);
     else if (s == ORDER_SAGA_RELEASE)
         snprintf(path, sizeof path, INVENTORY_RELEASE_FMT, g->id);
+    else if (s == ORDER_SAGA_COMMIT)
+        snprintf(path, sizeof path, INVENTORY_COMMIT_FMT, g->id);
     else if (s == ORDER_SAGA_PAY)
         snprintf(path, sizeof path, "%s", PAYMENT_PATH_CHARGE);
     else
