@@ -439,8 +439,13 @@ static void called(int err, const ms_http_client_resp *resp, void *arg)
         return;
     }
     char payment_id[MS_UUID_LEN + 1] = "";
+    /* a capture answers the payment; a decline (a problem) names it in Location */
+    const char *location = ms_http_client_resp_header(resp, "Location");
+    const char *slash = location ? strrchr(location, '/') : NULL;
     if (a.payment_id && ms_uuid_valid(a.payment_id))
         snprintf(payment_id, sizeof payment_id, "%s", a.payment_id);
+    else if (s == ORDER_SAGA_PAY && slash && ms_uuid_valid(slash + 1))
+        snprintf(payment_id, sizeof payment_id, "%s", slash + 1);
     json_decref(doc);
     record(g, outcome, payment_id[0] ? payment_id : NULL);
 }

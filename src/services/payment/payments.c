@@ -276,14 +276,14 @@ static void create_done(int rc, void *arg)
     }
     if (k->is_new)
         ms_relay_kick(payment_relay); /* its event is committed: publish it now */
+    char *location = ms_arena_printf(&req->arena, "/api/v1/payments/%s", k->base.row.id);
+    ms_http_set_header(req, "Location", location); /* a decline is a payment too */
     if (!strcmp(k->base.row.status, "declined")) {
         char *detail =
             ms_arena_printf(&req->arena, "the card was declined (payment %s)", k->base.row.id);
         ms_problem_reason(req, MS_EDECLINED, "payment_declined", detail, NULL);
         return;
     }
-    char *location = ms_arena_printf(&req->arena, "/api/v1/payments/%s", k->base.row.id);
-    ms_http_set_header(req, "Location", location);
     ms_http_respond(req, 201, "application/json", k->base.result.p, k->base.result.n);
 }
 
