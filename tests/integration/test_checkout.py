@@ -255,7 +255,7 @@ def test_mixed_currencies_are_422_and_write_nothing(shop):
     user = shop.customer()
     eur, usd = shop.product(price=100, currency="EUR"), shop.product(price=100, currency="USD")
     with untouched(shop, eur, usd):
-        assert_problem(shop.checkout(user, [(eur, 1), (usd, 1)]), 422, "items")
+        assert_problem(shop.checkout(user, [(eur, 1), (usd, 1)]), 422, "items[1].product_id")
 
 
 def test_unknown_user_is_422_user_invalid_and_writes_nothing(shop):

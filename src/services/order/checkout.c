@@ -41,6 +41,7 @@ typedef struct checkout {
     bool keyed, user_known;
     char request_sha[65], event_id[MS_UUID_LEN + 1], metadata[160];
     char *first_metadata; /* keyed: the stored OrderCreated's metadata (heap) */
+    int64_t found_top;    /* keyed: the newest position of the order found (X-Position) */
     order_state state;
     order_decision decision;
     ms_es_event events[ORDER_MAX_DECIDED];
@@ -85,19 +86,20 @@ static void answer_found(checkout *k)
     ms_http_request *req = k->req;
     bool open = order_saga_next(&k->state, true) != ORDER_SAGA_DONE;
     if (open && order_saga_claim(k->id) == 0)
-        order_saga_start(order_loop_of(req), req, 201, &k->state, k->card, 0);
+        order_saga_start(order_loop_of(req), req, 201, &k->state, k->card, k->found_top);
     else
-        order_answer(req, &k->state, k->state.status == ORDER_STATUS_PENDING ? 202 : 201, 0);
+        order_answer(req, &k->state, k->state.status == ORDER_STATUS_PENDING ? 202 : 201,
+                     k->found_top);
 }
 
 static int found_work(ms_db_conn *c, void *arg)
 {
     checkout *k = arg;
-    int64_t top = 0;
     order_state_release(&k->state);
     free(k->first_metadata);
     k->first_metadata = NULL;
-    return order_load(c, k->stream, &k->state, &k->first_metadata, &top);
+    k->found_top = 0;
+    return order_load(c, k->stream, &k->state, &k->first_metadata, &k->found_top);
 }
 
 static void prepare(checkout *k);
@@ -148,9 +150,10 @@ static void created(int rc, ms_es_append_req *a, void *arg)
         MS_BUG("OrderCreated does not apply to no order");
     ms_relay_kick(order_proc.relay);
     order_metrics_created(k->state.total_cents);
-    if (order_saga_claim(k->id) < 0)
-        MS_BUG("a new order is claimed already");
-    order_saga_start(order_loop_of(k->req), k->req, 201, &k->state, k->card, a->last_position);
+    if (order_saga_claim(k->id) < 0) /* a retry with its key found it first and runs it */
+        order_answer(k->req, &k->state, 202, a->last_position);
+    else
+        order_saga_start(order_loop_of(k->req), k->req, 201, &k->state, k->card, a->last_position);
 }
 
 /* CreateOrder from the checkout and the quote's prices; appended as a new stream. */
