@@ -54,6 +54,10 @@ typedef struct bus_consumer_config {
     const ms_db_config *db; /* the consumer's database (migrated: BUS_CONSUMER_TABLES_SQL) */
     bus_consumer_fn handle;
     void *arg;
+    /* the event types the handler applies, comma-separated ("user.created,user.updated"), or
+     * NULL for every type. Others are passed over: no row, no transaction, only the position
+     * moves (written with the next applied event, or within a second when idle) */
+    const char *types;
     int limit;   /* events per page (default 100) */
     int wait_ms; /* the long poll (default 5000) */
 } bus_consumer_config;

@@ -28,6 +28,9 @@ struct bus_consumer {
     ms_db_config db;
     bus_consumer_fn handle;
     void *arg;
+    char *types;         /* ",a,b," (commas around each), or NULL: every type */
+    uint64_t saved_ms;   /* when the checkpoint was last written (uv_hrtime ms) */
+    int64_t unsaved_seq; /* a position passed over and not written yet, or 0 */
     int limit, wait_ms;
     bus_nats *nats; /* the JetStream transport, or NULL for the HTTP feed */
     ms_http_upstream_list upstream;
@@ -62,6 +65,9 @@ int bus_consumer_prepare(bus_consumer *b);
  */
 int bus_consumer_apply(bus_consumer *b, const bus_event *ev, size_t n, int64_t last_seq,
                        bool forward_only, uint64_t *applied, uint64_t *dups);
+/* Writes a position passed over (a page of types the handler does not apply) if there is one:
+ * the consumer is idle. 0 or MS_E*. */
+int bus_consumer_flush(bus_consumer *b, bool forward_only);
 
 /* The JetStream transport (bus_consumer_nats.c): checks the config and starts the thread.
  * 0, MS_EINVAL (the names cannot make a stream or durable) or MS_EIO (no libnats). */

@@ -138,11 +138,12 @@ static int migrate_more(const ms_service_env *env)
 
 /* The bus consumers: each follows a producer the process knows the URL of. */
 static const struct consumer_spec {
-    const char *consumer, *producer, *env, *what;
+    const char *consumer, *producer, *env, *what, *types;
     bus_consumer_fn handle;
 } consumer_specs[ORDER_NCONSUMERS] = {
-    {"order.user_directory", "user", "MICROSHOP_USER_URL", "user directory", order_directory_apply},
-    {"order.low_stock", "inventory", "MICROSHOP_INVENTORY_URL", "low-stock alerts",
+    {"order.user_directory", "user", "MICROSHOP_USER_URL", "user directory",
+     "user.created,user.updated", order_directory_apply},
+    {"order.low_stock", "inventory", "MICROSHOP_INVENTORY_URL", "low-stock alerts", "stock.low",
      order_stock_alert_apply},
 };
 
@@ -160,6 +161,7 @@ static int start_consumers(void)
             .url = url,
             .db = &order_proc.write_db,
             .handle = c->handle,
+            .types = c->types,
         };
         rc = bus_consumer_start(&cfg, &order_proc.consumers[i]);
         if (rc == 0)
