@@ -38,18 +38,21 @@ pending() {
 # both files (a process per poll would take longer than the resume).
 wait_no_pending() { # start
     if [ "$backend" = postgres ]; then # one psql session, the query repeated by \watch
-        local polls=0 n watch
+        # Each row carries the server's clock when it was counted: this loop reads rows more
+        # slowly than psql makes them, and timing the read would add that lag to the resume.
+        local polls=0 n at watch
         exec {watch}< <(printf '%s\n\\watch 0.005\n' "SELECT ($pending_sql) +
-            (SELECT count(*) FROM order_views WHERE status = 'pending')" |
-            psql -qAt "${db_urls[order]}" 2>/dev/null)
-        while read -r -u "$watch" n; do
+            (SELECT count(*) FROM order_views WHERE status = 'pending'),
+            (extract(epoch FROM clock_timestamp()) * 1e9)::bigint" |
+            psql -qAt -F ' ' "${db_urls[order]}" 2>/dev/null)
+        while read -r -u "$watch" n at; do
             [ -n "$n" ] || continue
             polls=$((polls + 1))
             [ "$n" = 0 ] && break
-            [ $(($(date +%s%N) - $1)) -lt 30000000000 ] || { n=timeout; break; }
+            [ $((at - $1)) -lt 30000000000 ] || { n=timeout; break; }
         done
         exec {watch}<&-
-        if [ "$n" = 0 ]; then echo "$((($(date +%s%N) - $1) / 1000000)) $polls"; else echo timeout; fi
+        if [ "$n" = 0 ]; then echo "$(((at - $1) / 1000000)) $polls"; else echo timeout; fi
         return
     fi
     /usr/bin/python3 - "$work/data" "$1" "$pending_sql" <<'PY'

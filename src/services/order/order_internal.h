@@ -60,6 +60,7 @@ typedef struct order_process {
     ms_http_client_metrics *client_metrics;
     uint64_t started_ms; /* uv_now of the first loop at its start */
     char started_at[MS_TIME_LEN + 1];
+    int64_t start_head; /* the store's head at start: the views hold every open saga past it */
     bool has_resumer;
 } order_process;
 

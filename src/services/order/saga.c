@@ -40,6 +40,7 @@ enum {
     ORDER_SAGA_ANSWER_MARGIN_MS = 250, /* answered 202 this long before the request's deadline */
     ORDER_SAGA_BACKOFF_MAX_MS = 2000,
     ORDER_SAGA_RESUME_EVERY_MS = 1000,
+    ORDER_SAGA_CATCH_UP_MS = 50, /* the resumer's pace while the views catch up after a start */
     ORDER_SAGA_RESUME_PAGE = 200,
 };
 
@@ -678,8 +679,12 @@ static void scanned(int rc, void *arg)
         ms_log(MS_LOG_WARN, "cannot look for checkouts to resume", "error", ms_strerror(rc), NULL);
     free(r->ids);
     free(r);
+    /* the views may not show yet every saga a crash left open: until the projector has
+     * passed the store's head at start, look again soon (the resume goal is a second) */
+    bool catching_up = order_projector_position(order_proc.projector) < order_proc.start_head;
     if (!ol->is_closing)
-        uv_timer_start(&ol->resumer, order_saga_resume_tick, ORDER_SAGA_RESUME_EVERY_MS, 0);
+        uv_timer_start(&ol->resumer, order_saga_resume_tick,
+                       catching_up ? ORDER_SAGA_CATCH_UP_MS : ORDER_SAGA_RESUME_EVERY_MS, 0);
 }
 
 void order_saga_resume_tick(uv_timer_t *t)

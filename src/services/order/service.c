@@ -300,6 +300,7 @@ static int loop_open(ms_loop *l, void *arg)
         order_proc.has_resumer = ol->has_resumer = true;
         order_proc.started_ms = uv_now(&l->uv);
         ms_time_now(order_proc.started_at);
+        order_proc.start_head = ms_es_committed_position(order_proc.es);
         uv_timer_init(&l->uv, &ol->resumer);
         ol->resumer.data = ol;
         uv_timer_start(&ol->resumer, order_saga_resume_tick, 100, 0);
