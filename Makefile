@@ -28,6 +28,7 @@ bench:
 	bash scripts/bootstrap.sh bench
 	bash bench/http.sh
 	bash bench/orders.sh
+	bash bench/checkout.sh
 	bash bench/eventstore.sh
 
 format:
