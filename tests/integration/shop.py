@@ -36,7 +36,11 @@ class Shop:
     """The processes of one shop. Attributes the shop does not have are the order service's
     (db, request, get, metric, port, url, ...), so a Shop stands in for the order server."""
 
-    def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=()):
+    def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=(),
+                 env=None):
+        """`env` goes to every service (NATS_URL, for instance), order_env to the order
+        service only."""
+        self._common_env = dict(env or {})
         self._set = ServerSet()
         self._specs = {}   # name -> (target, db, args, env)
         self.servers = {}  # name -> the running Server
@@ -68,7 +72,8 @@ class Shop:
         if own_db:
             self._set.dbs.append(db)
         port = free_port()
-        self._specs[name] = (target, db, ("--listen", f"127.0.0.1:{port}", *args), env or {})
+        self._specs[name] = (target, db, ("--listen", f"127.0.0.1:{port}", *args),
+                             {**self._common_env, **(env or {})})
         self._start(name)
 
     def _start(self, name):
@@ -242,7 +247,7 @@ def shop():
 @pytest.fixture
 def start_shop():
     """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None,
-    drop_env=()) -> Shop,
+    drop_env=(), env=None) -> Shop,
     stopped (each process must exit 0) at the end of the test."""
     shops = []
 

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from conftest import BINARY, SLOW, clean_env, poll
+from shop import DECLINED, start_shop  # noqa: F401 - start_shop is a fixture
 
 STREAM = "MICROSHOP_USER"
 
@@ -401,3 +402,36 @@ def test_low_stock_alerts_follow_the_inventory_stream(nats, start_server):
     assert c and c["config"]["filter_subject"] == "inventory.>"
     poll(lambda: order.metric("bus_consumer_applied_total", consumer="order.low_stock") >= 1,
          10 * SLOW, 0.05, what="the alert counted")
+
+
+def test_checkout_over_nats(nats, start_shop):
+    """The whole checkout with every service on NATS JetStream: outboxes published to their
+    streams, the order service's consumers on durable consumers. A happy checkout, a declined
+    card and a cancel end as they do on the local bus, and their events reach the streams."""
+    nats.start()
+    s = start_shop(env={"NATS_URL": nats.url})
+    user = s.customer()
+    poll(lambda: s.order_svc.db.count("user_directory") == 1, 20 * SLOW,
+         what="the user directory to fill from MICROSHOP_USER")
+    p = s.product(stock=3, price=1500, low_stock_threshold=2)
+    r = s.checkout(user, [(p, 2)])
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert (doc["status"], doc["subtotal_cents"], doc["shipping_cents"], doc["total_cents"]) == (
+        "confirmed", 3000, 499, 3499)
+    assert [x["amount_cents"] for x in s.payments(doc["id"]) if x["status"] == "captured"] == [
+        3499]
+    declined = s.checkout(user, [(p, 1)], card=DECLINED).json()
+    assert (declined["status"], declined["reason"], declined["stock_status"]) == (
+        "rejected", "payment_declined", "released")
+    r = s.order_svc.request("POST", f"/api/v1/orders/{doc['id']}/cancel", user=user,
+                            json={"reason": "changed my mind"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["payment_status"], r.json()["stock_status"]) == ("refunded", "released")
+    assert s.stock(p)["available"] == 3
+    # every service published its events to its stream; the low-stock alert came over NATS
+    for stream in ("MICROSHOP_ORDER", "MICROSHOP_INVENTORY", "MICROSHOP_PAYMENT",
+                   "MICROSHOP_USER"):
+        poll(lambda: nats.messages(stream) > 0, 20 * SLOW, what=f"events in {stream}")
+    poll(lambda: s.order_svc.db.count("low_stock_alerts") == 1, 20 * SLOW,
+         what="the low-stock alert from MICROSHOP_INVENTORY")
