@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -492,3 +493,23 @@ def refuses_connections(port):
         return False
     except (ConnectionRefusedError, ConnectionResetError):  # reset: queued on a closing listener
         return True
+
+
+def run_threads(n, fn):
+    """Runs fn(i) on n threads released together; returns their results in order."""
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def body(i):
+        try:
+            barrier.wait(30 * SLOW)
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120 * SLOW)
+    assert not errors, errors
+    return results

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import BINARY, SLOW, UUID_RE, assert_problem, clean_env, poll
+from conftest import BINARY, SLOW, UUID_RE, assert_problem, clean_env, poll, run_threads
 from shop import (ADDRESS, CARD, DECLINED, SHIPPING, Shop, line, shipping_for,  # noqa: F401
                   start_shop)
 from test_orders import nothing_written, patch_status
@@ -317,7 +317,7 @@ def test_parallel_checkouts_over_two_inventories_never_oversell(shop):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        answers = run_together(attempts, lambda i: shop.checkout(users[i], [(p, 1)]))
+        answers = run_threads(attempts, lambda i: shop.checkout(users[i], [(p, 1)]))
     finally:
         done.set()
         watcher.join(30 * SLOW)
@@ -340,26 +340,6 @@ def test_parallel_checkouts_over_two_inventories_never_oversell(shop):
         assert shop.payments(d["id"]) == []
     assert payment_rows(shop) == payments + units
     assert len({d["id"] for d in docs}) == attempts
-
-
-def run_together(n, fn):
-    """fn(i) on n threads released together; their results in order."""
-    barrier = threading.Barrier(n)
-    results, errors = [None] * n, []
-
-    def body(i):
-        try:
-            barrier.wait(30 * SLOW)
-            results[i] = fn(i)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120 * SLOW)
-    assert not errors, errors
-    return results
 
 
 # ---- shops of their own ----

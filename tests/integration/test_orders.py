@@ -11,13 +11,13 @@ import contextlib
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import (BACKEND, RFC3339, SLOW, UUID_RE, RawConn, assert_problem, ident, poll)
+from conftest import (BACKEND, RFC3339, SLOW, UUID_RE, RawConn, assert_problem, ident, poll,
+                      run_threads)
 from shop import ADDRESS, CARD, Shop, shipping_for, start_shop  # noqa: F401
 
 JSON = {"Content-Type": "application/json"}
@@ -212,26 +212,6 @@ def assert_streams_contiguous(db):
     positions = [p for _, _, p in rows]
     assert positions == sorted(set(positions))
     return seen
-
-
-def run_threads(n, fn):
-    """Runs fn(i) on n threads released together; returns their results in order."""
-    barrier = threading.Barrier(n)
-    results, errors = [None] * n, []
-
-    def body(i):
-        try:
-            barrier.wait(10 * SLOW)
-            results[i] = fn(i)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60 * SLOW)
-    assert not errors, errors
-    return results
 
 
 @pytest.fixture(scope="module")

@@ -326,6 +326,16 @@ static void consumer_main(void *arg)
     b->conn = NULL;
 }
 
+/* What start allocated and stop frees last: the strings, the mutex, the consumer. */
+static void consumer_free(bus_consumer *b)
+{
+    uv_mutex_destroy(&b->mu);
+    free(b->consumer);
+    free(b->producer);
+    free(b->types);
+    free(b);
+}
+
 int bus_consumer_start(const bus_consumer_config *cfg, bus_consumer **out)
 {
     *out = NULL;
@@ -360,11 +370,7 @@ int bus_consumer_start(const bus_consumer_config *cfg, bus_consumer **out)
     const char *nats_url = getenv("NATS_URL");
     if (nats_url && *nats_url) { /* the event bus: the producer's stream, not its feed */
         if ((rc = bus_consumer_nats_start(b, nats_url)) < 0) {
-            uv_mutex_destroy(&b->mu);
-            free(b->consumer);
-            free(b->producer);
-            free(b->types);
-            free(b);
+            consumer_free(b);
             return rc;
         }
         *out = b;
@@ -388,11 +394,7 @@ int bus_consumer_start(const bus_consumer_config *cfg, bus_consumer **out)
         on_wake(&b->wake);
         uv_run(&b->loop, UV_RUN_DEFAULT);
         uv_loop_close(&b->loop);
-        uv_mutex_destroy(&b->mu);
-        free(b->consumer);
-        free(b->producer);
-        free(b->types);
-        free(b);
+        consumer_free(b);
         return rc;
     }
     *out = b;
@@ -411,11 +413,7 @@ void bus_consumer_stop(bus_consumer *b)
         uv_thread_join(&b->thread);
         uv_loop_close(&b->loop);
     }
-    uv_mutex_destroy(&b->mu);
-    free(b->consumer);
-    free(b->producer);
-    free(b->types);
-    free(b);
+    consumer_free(b);
 }
 
 void bus_consumer_get_stats(bus_consumer *b, bus_consumer_stats *out)
