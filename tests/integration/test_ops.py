@@ -494,7 +494,7 @@ def test_run_supervises_the_user_service():
         assert "Ctrl-C" in text and url in text, text
 
         # the example lines must work as printed: run them and read the user they print
-        example = text.split("Try it", 1)[1].split("\n", 1)[1].split("Press Ctrl-C")[0]
+        example = text.split("Try a checkout", 1)[1].split("\n", 1)[1].split("Press Ctrl-C")[0]
         assert f"{url}/api/v1/users" in example and "X-User-Role" in example, example
         p = subprocess.run(["bash", "-c", example], capture_output=True, text=True,
                            timeout=20 * SLOW)
@@ -506,13 +506,17 @@ def test_run_supervises_the_user_service():
             outputs.append(doc)
             while at < len(text_out) and text_out[at].isspace():
                 at += 1
-        user = next(o for o in outputs if "email" in o)
-        assert any(o.get("user_id") == user["id"] for o in outputs), outputs  # an order
         # the demo catalogue the supervisor added through the inventory's API
         listed = next(o for o in outputs if "items" in o and o["items"] and "sku" in o["items"][0])
         assert len(listed["items"]) == 3 and all(p["available"] >= 0 for p in listed["items"])
-        uid = user["id"]
-        assert user["name"] and "@" in user["email"], user
+        # the checkout it pasted: two demo T-shirts, paid, read back by their buyer
+        order = next(o for o in outputs if "user_id" in o)
+        assert order["status"] == "confirmed", order
+        assert [i["quantity"] for i in order["items"]] == [2], order
+        assert order["total_cents"] == order["subtotal_cents"] + order["shipping_cents"], order
+        uid = order["user_id"]
+        r = requests.get(f"{url}/api/v1/users/{uid}", headers=admin(), timeout=10 * SLOW)
+        assert r.status_code == 200 and "@" in r.json()["email"], r.text
 
         child = child_serving(sup.pid, "user")
         assert child, children_of(sup.pid)
