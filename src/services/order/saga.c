@@ -298,7 +298,10 @@ static int reload_work(ms_db_conn *c, void *arg)
     order_saga *g = arg;
     order_state_release(&g->state);
     int64_t top = 0;
-    return order_load(c, g->stream, &g->state, NULL, &top);
+    int rc = order_load(c, g->stream, &g->state, NULL, &top);
+    if (rc == 0 && top > g->position)
+        g->position = top; /* the answer's X-Position: what this state was read at */
+    return rc;
 }
 
 /* Someone else moved the order (another runner, a cancel): read it again and go on. */
