@@ -1,4 +1,5 @@
-/* The service targets this binary can serve, in start order. */
+/* The service targets `microshop run` starts, in start order; `serve` knows the gateway too
+ * (the supervisor starts it once the issue of the supervisor brings it in). */
 #include <string.h>
 
 #include "cli/cli.h"
@@ -12,5 +13,5 @@ const ms_service *ms_target_find(const char *name)
     for (int i = 0; ms_targets[i]; i++)
         if (!strcmp(ms_targets[i]->name, name))
             return ms_targets[i];
-    return NULL;
+    return strcmp(name, ms_gateway_service.name) == 0 ? &ms_gateway_service : NULL;
 }

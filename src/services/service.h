@@ -41,5 +41,6 @@ extern const ms_service ms_user_service;
 extern const ms_service ms_order_service;
 extern const ms_service ms_inventory_service;
 extern const ms_service ms_payment_service;
+extern const ms_service ms_gateway_service;
 
 #endif

@@ -37,9 +37,9 @@ class Shop:
     (db, request, get, metric, port, url, ...), so a Shop stands in for the order server."""
 
     def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=(),
-                 env=None):
+                 env=None, gateway=False):
         """`env` goes to every service (NATS_URL, for instance), order_env to the order
-        service only."""
+        service only; with `gateway`, a gateway in front of them all (servers["gateway"])."""
         self._common_env = dict(env or {})
         self._set = ServerSet()
         self._specs = {}   # name -> (target, db, args, env)
@@ -64,6 +64,11 @@ class Shop:
             for k in drop_env:  # e.g. an order service without a payment service to ask
                 env.pop(k, None)
             self._spec("order", "order", Database("order.db"), args=order_args, env=env)
+            if gateway:
+                urls = {f"MICROSHOP_{n.upper()}_URL": ",".join(
+                    self.servers[i].url for i in self.servers if i.rstrip("0123456789") == n)
+                    for n in ("user", "order", "inventory", "payment") if n in self.servers}
+                self._spec("gateway", "gateway", Database("gateway.db"), env=urls)
         except BaseException:
             self._set.close()
             raise
@@ -247,7 +252,7 @@ def shop():
 @pytest.fixture
 def start_shop():
     """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None,
-    drop_env=(), env=None) -> Shop,
+    drop_env=(), env=None, gateway=False) -> Shop,
     stopped (each process must exit 0) at the end of the test."""
     shops = []
 

@@ -1,0 +1,119 @@
+/*
+ * proxy.c — forwarding one request to the service that owns its route, and its answer back.
+ *
+ * The request goes as it came (method, path and query, headers, body) but for the headers of
+ * one hop (Connection and those it governs, Host, Content-Length, Transfer-Encoding), which
+ * the client writes itself; the caller's traceparent is continued. Every request carries an
+ * X-Request-Id: the client's when it sent a sane one, else a new one, also on the answer. The
+ * service's answer comes back with its status, body and headers (but those of one hop).
+ * A service that cannot be reached is a 503, one that has not answered by the request's
+ * deadline a 504; retries follow the client's rules (idempotent methods only).
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/http/problem.h"
+#include "runtime/http/server.h"
+#include "services/gateway/gateway_internal.h"
+#include "runtime/core/banned.h"
+
+enum { MAX_FORWARDED = 64, REQUEST_ID_MAX = 128 };
+
+/* Headers of one hop, or written by whoever sends: never forwarded either way. */
+static bool is_hop_header(const char *name)
+{
+    static const char *const hop[] = {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "traceparent",
+        "x-request-id",
+        "date",
+        "server",
+    };
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (strcasecmp(name, hop[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A client's request id is kept when it is short and plain (it lands in logs and headers). */
+static bool sane_request_id(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < 0x21 || id[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static void answered(int err, const ms_http_client_resp *resp, void *arg)
+{
+    ms_http_request *req = arg;
+    if (err < 0) {
+        int code = err == MS_ETIMEDOUT ? MS_ETIMEDOUT : MS_ECONN;
+        ms_problem_from_error(req, code,
+                              code == MS_ETIMEDOUT
+                                  ? "the service did not answer within the request's deadline"
+                                  : "the service cannot be reached");
+        return;
+    }
+    for (int i = 0; i < resp->nheaders; i++)
+        if (!is_hop_header(resp->headers[i].name))
+            ms_http_set_header(req, resp->headers[i].name, resp->headers[i].value);
+    ms_http_respond(req, resp->status, ms_http_client_resp_header(resp, "Content-Type"), resp->body,
+                    resp->body_len);
+}
+
+void gateway_proxy(ms_http_request *req)
+{
+    int backend = gateway_proc.backend_of[req->route->index];
+    ms_http_client *client = req->loop->service;
+    const char *request_id = ms_http_header_get(req, "X-Request-Id");
+    if (!sane_request_id(request_id)) {
+        char *id = ms_arena_alloc(&req->arena, MS_UUID_LEN + 1);
+        ms_uuid_new(id);
+        request_id = id;
+    }
+    ms_http_set_header(req, "X-Request-Id", request_id);
+    if (gateway_proc.upstreams[backend].n == 0 || !client) {
+        ms_problem_from_error(req, MS_ECONN, "the service behind this route is not configured");
+        return;
+    }
+    /* the request's headers are the runtime's (http.h): read here, copied by the client */
+    ms_http_header *fwd = ms_arena_alloc(&req->arena, sizeof *fwd * (MAX_FORWARDED + 1));
+    int n = 0;
+    for (int i = 0; i < req->nheaders && n < MAX_FORWARDED; i++)
+        if (!is_hop_header(req->headers[i].name))
+            fwd[n++] = req->headers[i];
+    fwd[n++] = (ms_http_header){"X-Request-Id", request_id};
+    const char *path =
+        req->query[0] ? ms_arena_printf(&req->arena, "%s?%s", req->path, req->query) : req->path;
+    ms_http_client_req call = {
+        .upstream = gateway_backend_name(backend),
+        .method = req->method,
+        .path = path,
+        .headers = fwd,
+        .nheaders = n,
+        .content_type = ms_http_header_get(req, "Content-Type"),
+        .body = req->body,
+        .body_len = req->body_len,
+        .deadline = req->deadline,
+        .traceparent = ms_http_header_get(req, "traceparent"),
+    };
+    int rc = ms_http_client_request(client, &call, answered, req);
+    if (rc < 0)
+        ms_problem_from_error(req, rc == MS_EINVAL ? MS_EMALFORMED : MS_ECONN,
+                              "the request cannot be forwarded");
+}
