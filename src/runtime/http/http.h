@@ -54,6 +54,8 @@ struct ms_http_request {
 
 /* A request header by name (ASCII case-insensitive), or NULL. */
 const char *ms_http_header_get(const ms_http_request *req, const char *name);
+/* The client's address ("127.0.0.1", "::1") into out (n >= 46); MS_ECONN when it is gone. */
+int ms_http_peer_ip(const ms_http_request *req, char *out, size_t n);
 /* A path parameter of the route template ("id" in /users/{id}), or NULL. */
 const char *ms_http_param(const ms_http_request *req, const char *name);
 /* A query parameter, decoded into the arena, or NULL. */

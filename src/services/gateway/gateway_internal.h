@@ -1,29 +1,109 @@
 /*
- * gateway_internal.h — shared by the gateway's files only: the process-wide upstreams (set at
- * start, then read-only) and which service owns each route of the table (by route index).
- * A loop's service client is its l->service.
+ * gateway_internal.h — shared by the gateway's files only.
+ *
+ * A request passes stages, each in its own file, and each either answers it (and stops) or
+ * hands the call on:
+ *   proxy.c        request id, per-route deadline, headers to forward
+ *   ratelimit.c    per-client token buckets (429 + Retry-After)
+ *   auth.c         who the caller is (401), what the route allows them (403), the identity
+ *                  forwarded to the service
+ *   cache.c        product and user reads answered from the cache (else forwarded), and the
+ *                  answers that fill or invalidate it
+ *   consistency.c  a client's own writes in its lists (X-Min-Position from its last write)
+ *   proxy.c        the call to the service (gateway_forward) and its answer back
+ *
+ * Process-wide state (gateway_proc) is written at start, then read-only but for what the
+ * stages guard themselves. A loop's service client is its l->service.
  */
 #ifndef MS_GATEWAY_INTERNAL_H
 #define MS_GATEWAY_INTERNAL_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "runtime/http/client.h"
 #include "runtime/http/router.h"
 
-enum { GATEWAY_NBACKENDS = 4 };
+enum { GATEWAY_NBACKENDS = 4, GATEWAY_MAX_FORWARDED = 72 };
+
+typedef enum {
+    GATEWAY_PUBLIC,   /* anyone, no token needed */
+    GATEWAY_CUSTOMER, /* any signed-in caller; the service checks ownership */
+    GATEWAY_ADMIN,    /* admins only */
+} gateway_access;
+
+/* What the gateway knows of one of its routes. */
+typedef struct gateway_route {
+    int backend;           /* index of the owning service */
+    const ms_route *route; /* method and template */
+    gateway_access access; /* set by gateway_route_access at start */
+    uint32_t deadline_ms;  /* the whole call, from the request's arrival */
+} gateway_route;
 
 typedef struct gateway_process {
     ms_http_upstream_list upstreams[GATEWAY_NBACKENDS]; /* n == 0: not configured */
-    int backend_of[MS_ROUTER_MAX_ROUTES];               /* route index -> backend */
+    gateway_route routes[MS_ROUTER_MAX_ROUTES];         /* by route index */
     ms_http_client_metrics *client_metrics;
 } gateway_process;
 
 extern gateway_process gateway_proc;
 
+/* One request on its way through the stages (in the request's arena). */
+typedef struct gateway_call {
+    ms_http_request *req;
+    const gateway_route *route;
+    const char *request_id;
+    const char *user_id; /* the caller once auth has run; NULL: anonymous */
+    bool is_admin;
+    uint64_t deadline;   /* uv_now() ms: the earlier of the request's and the route's */
+    ms_http_header *fwd; /* headers to forward; room for GATEWAY_MAX_FORWARDED */
+    int nfwd;
+} gateway_call;
+
 /* The service name of a backend: the client's upstream name. */
 const char *gateway_backend_name(int backend);
 
-/* The handler of every route: forwards the request to its service, answers what it answers
- * (503 when it cannot be reached, 504 at the request's deadline). */
+/* The handler of every route: runs the stages. */
 void gateway_proxy(ms_http_request *req);
+
+/* Adds a header to forward; name and value must live as long as the request (its arena, or
+ * static). Past the room, the header is dropped and false returned. */
+bool gateway_call_add_header(gateway_call *c, const char *name, const char *value);
+
+/* ---- stages ---- */
+/* ratelimit.c: 0 to go on; MS_EBUSY after answering 429. */
+int gateway_ratelimit(gateway_call *c);
+int gateway_ratelimit_start(void);
+void gateway_ratelimit_stop(void);
+
+/* auth.c: the access a route needs, decided once at start from its method and template. */
+gateway_access gateway_route_access(const char *method, const char *template);
+/* Identifies the caller and checks the route's access: 0 to go on (c->user_id, c->is_admin
+ * set, the identity headers added to c->fwd), or MS_EUNAUTHENTICATED / MS_EFORBIDDEN after
+ * answering 401 / 403. Identity headers the client sent itself are never forwarded. */
+int gateway_auth(gateway_call *c);
+/* True for the headers only the gateway may send to a service (the forwarded identity). */
+bool gateway_is_identity_header(const char *name);
+int gateway_auth_start(void);
+void gateway_auth_stop(void);
+
+/* cache.c: answers a cacheable read from the cache, or calls gateway_forward(c) (perhaps
+ * later, after an asynchronous lookup). */
+void gateway_cache_get(gateway_call *c);
+/* Sees every answer of a service before it goes back: fills the cache with a cacheable
+ * read's 200, drops what a successful write changed. */
+void gateway_cache_observe(gateway_call *c, const ms_http_client_resp *resp);
+int gateway_cache_start(void);
+void gateway_cache_stop(void);
+
+/* consistency.c: adds X-Min-Position to a list read of a caller who wrote before. */
+void gateway_session_apply(gateway_call *c);
+/* Records the X-Position of a caller's successful write. */
+void gateway_session_observe(gateway_call *c, const ms_http_client_resp *resp);
+int gateway_session_start(void);
+void gateway_session_stop(void);
+
+/* proxy.c: sends the call to its service; the answer goes back to the client. */
+void gateway_forward(gateway_call *c);
 
 #endif

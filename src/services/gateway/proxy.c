@@ -1,13 +1,15 @@
 /*
- * proxy.c — forwarding one request to the service that owns its route, and its answer back.
+ * proxy.c — one request through the gateway's stages (gateway_internal.h), and the call to the
+ * service that owns its route.
  *
  * The request goes as it came (method, path and query, headers, body) but for the headers of
  * one hop (Connection and those it governs, Host, Content-Length, Transfer-Encoding), which
- * the client writes itself; the caller's traceparent is continued. Every request carries an
- * X-Request-Id: the client's when it sent a sane one, else a new one, also on the answer. The
- * service's answer comes back with its status, body and headers (but those of one hop).
- * A service that cannot be reached is a 503, one that has not answered by the request's
- * deadline a 504; retries follow the client's rules (idempotent methods only).
+ * the client writes itself, and the identity headers, which only auth.c adds; the caller's
+ * traceparent is continued. Every request carries an X-Request-Id: the client's when it sent a
+ * sane one, else a new one, also on the answer. The service's answer comes back with its
+ * status, body and headers (but those of one hop). A service that cannot be reached is a 503,
+ * one that has not answered by the route's deadline a 504; retries follow the client's rules
+ * (idempotent methods, or a request with an Idempotency-Key).
  */
 #include <string.h>
 #include <strings.h>
@@ -19,7 +21,7 @@
 #include "services/gateway/gateway_internal.h"
 #include "runtime/core/banned.h"
 
-enum { MAX_FORWARDED = 64, REQUEST_ID_MAX = 128 };
+enum { REQUEST_ID_MAX = 128 };
 
 /* Headers of one hop, or written by whoever sends: never forwarded either way. */
 static bool is_hop_header(const char *name)
@@ -58,17 +60,28 @@ static bool sane_request_id(const char *id)
     return true;
 }
 
+bool gateway_call_add_header(gateway_call *c, const char *name, const char *value)
+{
+    if (c->nfwd >= GATEWAY_MAX_FORWARDED)
+        return false;
+    c->fwd[c->nfwd++] = (ms_http_header){name, value};
+    return true;
+}
+
 static void answered(int err, const ms_http_client_resp *resp, void *arg)
 {
-    ms_http_request *req = arg;
+    gateway_call *c = arg;
+    ms_http_request *req = c->req;
     if (err < 0) {
         int code = err == MS_ETIMEDOUT ? MS_ETIMEDOUT : MS_ECONN;
         ms_problem_from_error(req, code,
                               code == MS_ETIMEDOUT
-                                  ? "the service did not answer within the request's deadline"
+                                  ? "the service did not answer within the route's deadline"
                                   : "the service cannot be reached");
         return;
     }
+    gateway_cache_observe(c, resp);
+    gateway_session_observe(c, resp);
     for (int i = 0; i < resp->nheaders; i++)
         if (!is_hop_header(resp->headers[i].name))
             ms_http_set_header(req, resp->headers[i].name, resp->headers[i].value);
@@ -76,44 +89,61 @@ static void answered(int err, const ms_http_client_resp *resp, void *arg)
                     resp->body_len);
 }
 
-void gateway_proxy(ms_http_request *req)
+void gateway_forward(gateway_call *c)
 {
-    int backend = gateway_proc.backend_of[req->route->index];
+    ms_http_request *req = c->req;
     ms_http_client *client = req->loop->service;
-    const char *request_id = ms_http_header_get(req, "X-Request-Id");
-    if (!sane_request_id(request_id)) {
-        char *id = ms_arena_alloc(&req->arena, MS_UUID_LEN + 1);
-        ms_uuid_new(id);
-        request_id = id;
-    }
-    ms_http_set_header(req, "X-Request-Id", request_id);
+    int backend = c->route->backend;
     if (gateway_proc.upstreams[backend].n == 0 || !client) {
         ms_problem_from_error(req, MS_ECONN, "the service behind this route is not configured");
         return;
     }
-    /* the request's headers are the runtime's (http.h): read here, copied by the client */
-    ms_http_header *fwd = ms_arena_alloc(&req->arena, sizeof *fwd * (MAX_FORWARDED + 1));
-    int n = 0;
-    for (int i = 0; i < req->nheaders && n < MAX_FORWARDED; i++)
-        if (!is_hop_header(req->headers[i].name))
-            fwd[n++] = req->headers[i];
-    fwd[n++] = (ms_http_header){"X-Request-Id", request_id};
+    gateway_session_apply(c);
     const char *path =
         req->query[0] ? ms_arena_printf(&req->arena, "%s?%s", req->path, req->query) : req->path;
     ms_http_client_req call = {
         .upstream = gateway_backend_name(backend),
         .method = req->method,
         .path = path,
-        .headers = fwd,
-        .nheaders = n,
+        .headers = c->fwd,
+        .nheaders = c->nfwd,
         .content_type = ms_http_header_get(req, "Content-Type"),
         .body = req->body,
         .body_len = req->body_len,
-        .deadline = req->deadline,
+        .deadline = c->deadline,
+        /* a keyed write answers the same to a repeat: safe to retry on another instance */
+        .idempotent = ms_http_header_get(req, "Idempotency-Key") != NULL,
         .traceparent = ms_http_header_get(req, "traceparent"),
     };
-    int rc = ms_http_client_request(client, &call, answered, req);
+    int rc = ms_http_client_request(client, &call, answered, c);
     if (rc < 0)
         ms_problem_from_error(req, rc == MS_EINVAL ? MS_EMALFORMED : MS_ECONN,
                               "the request cannot be forwarded");
+}
+
+void gateway_proxy(ms_http_request *req)
+{
+    gateway_call *c = ms_arena_alloc(&req->arena, sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->req = req;
+    c->route = &gateway_proc.routes[req->route->index];
+    c->request_id = ms_http_header_get(req, "X-Request-Id");
+    if (!sane_request_id(c->request_id)) {
+        char *id = ms_arena_alloc(&req->arena, MS_UUID_LEN + 1);
+        ms_uuid_new(id);
+        c->request_id = id;
+    }
+    ms_http_set_header(req, "X-Request-Id", c->request_id);
+    uint64_t route_deadline = uv_now(&req->loop->uv) + c->route->deadline_ms;
+    c->deadline = route_deadline < req->deadline ? route_deadline : req->deadline;
+    /* the request's headers are the runtime's (http.h): read here, copied by the client */
+    c->fwd = ms_arena_alloc(&req->arena, sizeof *c->fwd * GATEWAY_MAX_FORWARDED);
+    for (int i = 0; i < req->nheaders; i++)
+        if (!is_hop_header(req->headers[i].name) &&
+            !gateway_is_identity_header(req->headers[i].name))
+            gateway_call_add_header(c, req->headers[i].name, req->headers[i].value);
+    gateway_call_add_header(c, "X-Request-Id", c->request_id);
+    if (gateway_ratelimit(c) < 0 || gateway_auth(c) < 0)
+        return;
+    gateway_cache_get(c);
 }

@@ -37,6 +37,18 @@ static const struct backend {
 
 static const char PUBLIC_PREFIX[] = "/api/v1/";
 
+/* A route's deadline: a checkout waits for its saga (the order service answers 202 before its
+ * own 10 s deadline), so it gets more than the reads, which a healthy service answers in
+ * milliseconds and which are better retried elsewhere than waited for. */
+static uint32_t route_deadline_ms(const char *method, const char *template)
+{
+    if (strcmp(method, "GET") == 0)
+        return 5000;
+    if (strcmp(template, "/api/v1/orders") == 0 || strstr(template, "/cancel"))
+        return 12000;
+    return 8000;
+}
+
 /* A service's public routes, added to the gateway's table with the proxy as handler. */
 static int add_backend_routes(ms_router *r, int b)
 {
@@ -48,10 +60,15 @@ static int add_backend_routes(ms_router *r, int b)
             continue; /* internal, health, metrics: the service's own, never the gateway's */
         int index = ms_router_count(r);
         if (index >= MS_ROUTER_MAX_ROUTES ||
-            ms_router_add(r, route->method, route->template, gateway_proxy) < 0)
+            ms_router_add(r, route->method, route->template, gateway_proxy) < 0) {
             rc = MS_EINVAL;
-        else
-            gateway_proc.backend_of[index] = b;
+            continue;
+        }
+        gateway_route *gr = &gateway_proc.routes[index];
+        gr->backend = b;
+        gr->route = ms_router_route(r, index);
+        gr->access = gateway_route_access(route->method, route->template);
+        gr->deadline_ms = route_deadline_ms(route->method, route->template);
     }
     ms_router_free(own);
     return rc;
@@ -89,11 +106,22 @@ static int start(const ms_service_env *env)
     }
     gateway_proc.client_metrics = ms_http_client_metrics_new();
     ms_metrics_register(ms_http_client_metrics_render, gateway_proc.client_metrics);
-    return 0;
+    int rc = gateway_ratelimit_start();
+    if (rc == 0)
+        rc = gateway_auth_start();
+    if (rc == 0)
+        rc = gateway_cache_start();
+    if (rc == 0)
+        rc = gateway_session_start();
+    return rc;
 }
 
 static void stop(void)
 {
+    gateway_session_stop();
+    gateway_cache_stop();
+    gateway_auth_stop();
+    gateway_ratelimit_stop();
     ms_http_client_metrics_free(gateway_proc.client_metrics);
     gateway_proc.client_metrics = NULL;
 }
