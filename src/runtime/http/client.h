@@ -82,6 +82,30 @@ void ms_http_client_metrics_free(ms_http_client_metrics *m);
  */
 void ms_http_client_metrics_render(ms_buf *out, void *metrics);
 
+/* ---- process-wide view and control (thread-safe; kept on the shared metrics object, which
+ * every loop's client of the process reports to) ---- */
+typedef enum {
+    MS_BREAKER_AUTO,         /* the breaker follows the calls' outcomes */
+    MS_BREAKER_FORCE_OPEN,   /* every call to the upstream fails fast (MS_ECONN, no try) */
+    MS_BREAKER_FORCE_CLOSED, /* calls go through whatever the outcomes */
+} ms_breaker_override;
+/* Sets an upstream's breaker override for every client reporting to m; MS_ENOTFOUND when no
+ * client has that upstream. */
+int ms_http_client_breaker_override(ms_http_client_metrics *m, const char *upstream,
+                                    ms_breaker_override o);
+/*
+ * Writes the upstreams as JSON, merged over the loops' clients:
+ * {"upstreams":[{"name":"order","breaker":{"state":"closed|open|half_open",
+ *   "override":"auto|open|closed"},"instances":[{"address":"host:port",
+ *   "state":"healthy|ejected|unhealthy","ejections":N,"active_requests":N}]}]}
+ */
+void ms_http_client_status_json(ms_http_client_metrics *m, ms_buf *out);
+
+typedef enum {
+    MS_BALANCE_ROUND_ROBIN,
+    MS_BALANCE_LEAST_REQUEST, /* the less busy of two random healthy instances */
+} ms_http_balance;
+
 /* ---- the client ---- */
 typedef struct ms_http_client ms_http_client;
 
@@ -97,6 +121,7 @@ typedef struct ms_http_client_config {
     size_t max_header_bytes;         /* a response's status line and headers (16 KiB) */
     size_t max_body_bytes;           /* a response body (4 MiB) */
     ms_http_client_metrics *metrics; /* NULL: none recorded */
+    ms_http_balance balance;         /* MS_BALANCE_ROUND_ROBIN */
 } ms_http_client_config;
 
 /* Fills the defaults above (metrics NULL). A zero field of a config is read as its default. */
@@ -109,6 +134,13 @@ ms_http_client *ms_http_client_new(uv_loop_t *loop, const ms_http_client_config 
  * already added, MS_ETOOBIG past 16 upstreams.
  */
 int ms_http_client_add_upstream(ms_http_client *c, const char *name,
+                                const ms_http_upstream_list *list);
+/*
+ * Replaces an upstream's instances (scale out or in): the state of instances in both lists is
+ * kept; a removed instance's idle connections close and its calls in flight finish. Returns 0,
+ * or MS_EINVAL for an unknown upstream or an empty list.
+ */
+int ms_http_client_set_upstream(ms_http_client *c, const char *name,
                                 const ms_http_upstream_list *list);
 /*
  * Fails every pending call with MS_ESHUTDOWN (their callbacks run before this returns),
