@@ -37,9 +37,10 @@ class Shop:
     (db, request, get, metric, port, url, ...), so a Shop stands in for the order server."""
 
     def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=(),
-                 env=None, gateway=False):
+                 env=None, gateway=False, gateway_env=None):
         """`env` goes to every service (NATS_URL, for instance), order_env to the order
-        service only; with `gateway`, a gateway in front of them all (servers["gateway"])."""
+        service only; with `gateway`, a gateway in front of them all (servers["gateway"]),
+        with gateway_env besides."""
         self._common_env = dict(env or {})
         self._set = ServerSet()
         self._specs = {}   # name -> (target, db, args, env)
@@ -65,13 +66,18 @@ class Shop:
                 env.pop(k, None)
             self._spec("order", "order", Database("order.db"), args=order_args, env=env)
             if gateway:
-                urls = {f"MICROSHOP_{n.upper()}_URL": ",".join(
-                    self.servers[i].url for i in self.servers if i.rstrip("0123456789") == n)
-                    for n in ("user", "order", "inventory", "payment") if n in self.servers}
-                self._spec("gateway", "gateway", Database("gateway.db"), env=urls)
+                self.add_gateway("gateway", gateway_env)
         except BaseException:
             self._set.close()
             raise
+
+    def add_gateway(self, name, env=None):
+        """A gateway (servers[name]) in front of every service instance, with `env` besides."""
+        urls = {f"MICROSHOP_{n.upper()}_URL": ",".join(
+            self.servers[i].url for i in self.servers if i.rstrip("0123456789") == n)
+            for n in ("user", "order", "inventory", "payment") if n in self.servers}
+        self._spec(name, "gateway", Database(f"{name}.db"), env={**urls, **(env or {})})
+        return self.servers[name]
 
     def _spec(self, name, target, db, args=(), env=None, own_db=True):
         if own_db:
@@ -252,7 +258,7 @@ def shop():
 @pytest.fixture
 def start_shop():
     """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None,
-    drop_env=(), env=None, gateway=False) -> Shop,
+    drop_env=(), env=None, gateway=False, gateway_env=None) -> Shop,
     stopped (each process must exit 0) at the end of the test."""
     shops = []
 

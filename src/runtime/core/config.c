@@ -114,6 +114,25 @@ void ms_config_usage(FILE *out, const ms_option *opts, size_t n)
     }
 }
 
+int ms_config_env_long(const char *name, long def, long min, long max, long *out, char *err,
+                       size_t errn)
+{
+    const char *v = getenv(name);
+    *out = def;
+    if (!v || !*v)
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || end == v || n < min || n > max) {
+        snprintf(err, errn, "%s must be a whole number from %ld to %ld, not \"%.40s\"", name, min,
+                 max, v);
+        return MS_EINVAL;
+    }
+    *out = n;
+    return 0;
+}
+
 int ms_config_split_listen(const char *s, char host[64], int *port)
 {
     const char *colon;

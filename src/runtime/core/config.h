@@ -31,6 +31,13 @@ int ms_config_parse(const ms_option *opts, size_t n, int argc, char **argv, int 
                     size_t errn);
 void ms_config_usage(FILE *out, const ms_option *opts, size_t n);
 
+/*
+ * Reads an environment variable holding a whole number in [min, max]: *out is `def` when it is
+ * unset or empty. MS_EINVAL with a sentence naming the variable in `err` otherwise.
+ */
+int ms_config_env_long(const char *name, long def, long min, long max, long *out, char *err,
+                       size_t errn);
+
 /* Splits "HOST:PORT" or "[V6]:PORT"; "localhost" means 127.0.0.1. host must hold 64 bytes. */
 int ms_config_split_listen(const char *s, char host[64], int *port);
 
