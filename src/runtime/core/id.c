@@ -55,6 +55,13 @@ static void pool_take(unsigned char *out, size_t n)
     pool_left -= n;
 }
 
+void ms_random_pooled(void *buf, size_t n)
+{
+    if (n > 64)
+        MS_BUG("a pooled random take over 64 bytes");
+    pool_take(buf, n);
+}
+
 void ms_uuid_new(char out[MS_UUID_LEN + 1])
 {
     unsigned char b[16];

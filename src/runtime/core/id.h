@@ -18,5 +18,8 @@ bool ms_uuid_valid(const char *s);
 void ms_time_now(char out[MS_TIME_LEN + 1]);
 /* Fills buf with cryptographically random bytes (getrandom). */
 void ms_random_bytes(void *buf, size_t n);
+/* The same from a per-thread pool refilled by one getrandom call for many takes: for ids made
+ * on hot paths (a span id per forwarded request). n <= 64. */
+void ms_random_pooled(void *buf, size_t n);
 
 #endif

@@ -129,7 +129,7 @@ static void random_id(char *out, size_t bytes)
 {
     unsigned char b[16];
     do {
-        ms_random_bytes(b, bytes);
+        ms_random_pooled(b, bytes);
         hex(out, b, bytes);
     } while (!lower_hex(out, 2 * bytes, true));
 }
