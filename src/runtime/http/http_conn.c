@@ -497,9 +497,8 @@ int ms_http_peer_ip(const ms_http_request *req, char *out, size_t n)
     out[0] = '\0';
     if (!req->conn || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)&sa, &len) < 0)
         return MS_ECONN;
-    int rc = sa.ss_family == AF_INET6
-                 ? uv_ip6_name((const struct sockaddr_in6 *)&sa, out, n)
-                 : uv_ip4_name((const struct sockaddr_in *)&sa, out, n);
+    int rc = sa.ss_family == AF_INET6 ? uv_ip6_name((const struct sockaddr_in6 *)&sa, out, n)
+                                      : uv_ip4_name((const struct sockaddr_in *)&sa, out, n);
     return rc < 0 ? MS_ECONN : 0;
 }
 
