@@ -46,12 +46,16 @@ typedef struct instance {
     uint32_t down_ms;
     conn *idle; /* newest first */
     int nidle;
+    /* the upstream's list, each connection and each call naming it: a removed instance lives
+     * until its last connection and call are gone */
+    int refs;
+    bool removed;
 } instance;
 
 struct upstream {
     ms_http_client *c;
     char *name;
-    instance *inst;
+    instance **inst;
     int n;
     unsigned rr;
 };
@@ -135,10 +139,29 @@ struct join {
     join_slot *slots;
 };
 
+static void inst_unref(instance *in)
+{
+    if (in && --in->refs == 0)
+        free(in);
+}
+
+/* Points *slot at `in` (or NULL), moving the reference the slot holds. */
+static void inst_set(instance **slot, instance *in)
+{
+    if (*slot == in)
+        return;
+    if (in)
+        in->refs++;
+    inst_unref(*slot);
+    *slot = in;
+}
+
 static void client_unref(ms_http_client *c)
 {
     if (--c->live == 0) {
         for (int i = 0; i < c->nups; i++) {
+            for (int j = 0; j < c->ups[i].n; j++)
+                inst_unref(c->ups[i].inst[j]);
             free(c->ups[i].name);
             free(c->ups[i].inst);
         }
@@ -151,6 +174,8 @@ static void client_unref(ms_http_client *c)
 static void mark_down(instance *in)
 {
     ms_http_client *c = in->up->c;
+    if (in->removed) /* out of the list: no view to keep */
+        return;
     if (!in->down) {
         in->down = true;
         in->down_ms = c->cfg.down_base_ms;
@@ -164,6 +189,8 @@ static void mark_down(instance *in)
 
 static void mark_up(instance *in)
 {
+    if (in->removed)
+        return;
     if (in->down) {
         in->down = false;
         ms_http_client__down(in->up->c->cfg.metrics, in->up->name, in->name, -1);
@@ -188,7 +215,7 @@ static instance *pick(call *k, instance *avoid)
     for (int pass = 0; pass < 2 && !chosen; pass++) {
         for (int i = 0; i < u->n; i++) {
             int idx = (int)((u->rr + (unsigned)i) % (unsigned)u->n);
-            instance *in = &u->inst[idx];
+            instance *in = u->inst[idx];
             if (usable(in, now) && (pass == 1 || in != avoid)) {
                 chosen = in;
                 u->rr = (unsigned)idx + 1;
@@ -202,10 +229,10 @@ static instance *pick(call *k, instance *avoid)
         k->probe = true;
     }
     if (!chosen) {
-        chosen = &u->inst[0];
+        chosen = u->inst[0];
         for (int i = 1; i < u->n; i++)
-            if (u->inst[i].down_until < chosen->down_until)
-                chosen = &u->inst[i];
+            if (u->inst[i]->down_until < chosen->down_until)
+                chosen = u->inst[i];
     }
     return chosen;
 }
@@ -225,6 +252,7 @@ static void conn_unref(conn *cn)
     if (--cn->refs == 0) {
         ms_http_client *c = cn->c;
         ms_buf_release(&cn->out);
+        inst_unref(cn->in);
         free(cn);
         client_unref(c);
     }
@@ -277,7 +305,7 @@ static void conn_to_idle(conn *cn)
     instance *in = cn->in;
     ms_http_client *c = cn->c;
     cn->call = NULL;
-    if (c->closing || in->nidle >= c->cfg.max_idle) {
+    if (c->closing || in->removed || in->nidle >= c->cfg.max_idle) {
         conn_close(cn);
         return;
     }
@@ -297,7 +325,7 @@ static void on_sweep(uv_timer_t *t)
     uint64_t now = uv_now(c->loop);
     for (int i = 0; i < c->nups; i++) {
         for (int j = 0; j < c->ups[i].n; j++) {
-            for (conn *cn = c->ups[i].inst[j].idle, *next; cn; cn = next) {
+            for (conn *cn = c->ups[i].inst[j]->idle, *next; cn; cn = next) {
                 next = cn->inext;
                 if (now - cn->idle_since >= c->cfg.idle_timeout_ms)
                     conn_close(cn);
@@ -444,6 +472,7 @@ static void on_call_closed(uv_handle_t *h)
 {
     call *k = h->data;
     ms_http_client *c = k->c;
+    inst_unref(k->inst);
     free(k->path);
     ms_buf_release(&k->tail);
     free(k);
@@ -728,7 +757,7 @@ static conn *conn_open(call *k, instance *in)
     ms_http_client *c = k->c;
     conn *cn = ms_xcalloc(1, sizeof *cn);
     cn->c = c;
-    cn->in = in;
+    inst_set(&cn->in, in);
     cn->state = K_CONNECTING;
     cn->refs = 1;
     c->live++;
@@ -755,7 +784,7 @@ static void attempt_start(call *k)
     }
     k->attempts++;
     instance *in = pick(k, k->inst);
-    k->inst = in;
+    inst_set(&k->inst, in);
     call_reset_response(k);
     if (in->idle) {
         conn *cn = in->idle;
@@ -861,10 +890,30 @@ ms_http_client *ms_http_client_new(uv_loop_t *loop, const ms_http_client_config 
     return c;
 }
 
+static instance *inst_new(upstream *u, const ms_http_upstream_addr *addr)
+{
+    instance *in = ms_xcalloc(1, sizeof *in);
+    in->up = u;
+    in->refs = 1; /* the list's */
+    in->addr = *addr;
+    bool v6 = strchr(in->addr.host, ':') != NULL;
+    snprintf(in->name, sizeof in->name, v6 ? "[%s]:%u" : "%s:%u", in->addr.host,
+             (unsigned)in->addr.port);
+    if (uv_ip4_addr(in->addr.host, in->addr.port, (struct sockaddr_in *)&in->sa) == 0 ||
+        uv_ip6_addr(in->addr.host, in->addr.port, (struct sockaddr_in6 *)&in->sa) == 0)
+        in->numeric = true;
+    return in;
+}
+
+static bool list_ok(const ms_http_upstream_list *list)
+{
+    return list && list->n > 0 && list->n <= MS_HTTP_UPSTREAM_MAX;
+}
+
 int ms_http_client_add_upstream(ms_http_client *c, const char *name,
                                 const ms_http_upstream_list *list)
 {
-    if (!name || !*name || !list || list->n <= 0 || list->n > MS_HTTP_UPSTREAM_MAX)
+    if (!name || !*name || !list_ok(list))
         return MS_EINVAL;
     for (int i = 0; i < c->nups; i++)
         if (strcmp(c->ups[i].name, name) == 0)
@@ -876,17 +925,53 @@ int ms_http_client_add_upstream(ms_http_client *c, const char *name,
     u->name = ms_xstrdup(name);
     u->n = list->n;
     u->inst = ms_xcalloc((size_t)list->n, sizeof *u->inst);
+    for (int i = 0; i < list->n; i++)
+        u->inst[i] = inst_new(u, &list->addr[i]);
+    return 0;
+}
+
+static upstream *find_upstream(ms_http_client *c, const char *name);
+
+/* An instance leaves its upstream's list: its idle connections close, its down view goes;
+ * connections and calls using it keep it alive until they end. */
+static void inst_remove(instance *in)
+{
+    ms_http_client *c = in->up->c;
+    if (in->down)
+        ms_http_client__down(c->cfg.metrics, in->up->name, in->name, -1);
+    in->down = false;
+    in->removed = true;
+    while (in->idle)
+        conn_close(in->idle);
+    inst_unref(in);
+}
+
+int ms_http_client_set_upstream(ms_http_client *c, const char *name,
+                                const ms_http_upstream_list *list)
+{
+    upstream *u = find_upstream(c, name);
+    if (!u || !list_ok(list) || c->closing)
+        return MS_EINVAL;
+    instance **next = ms_xcalloc((size_t)list->n, sizeof *next);
     for (int i = 0; i < list->n; i++) {
-        instance *in = &u->inst[i];
-        in->up = u;
-        in->addr = list->addr[i];
-        bool v6 = strchr(in->addr.host, ':') != NULL;
-        snprintf(in->name, sizeof in->name, v6 ? "[%s]:%u" : "%s:%u", in->addr.host,
-                 (unsigned)in->addr.port);
-        if (uv_ip4_addr(in->addr.host, in->addr.port, (struct sockaddr_in *)&in->sa) == 0 ||
-            uv_ip6_addr(in->addr.host, in->addr.port, (struct sockaddr_in6 *)&in->sa) == 0)
-            in->numeric = true;
+        const ms_http_upstream_addr *a = &list->addr[i];
+        for (int j = 0; j < u->n && !next[i]; j++) {
+            instance *in = u->inst[j];
+            if (in && in->addr.port == a->port && strcmp(in->addr.host, a->host) == 0) {
+                next[i] = in; /* kept, with its state: moves over */
+                u->inst[j] = NULL;
+            }
+        }
+        if (!next[i])
+            next[i] = inst_new(u, a);
     }
+    for (int j = 0; j < u->n; j++)
+        if (u->inst[j])
+            inst_remove(u->inst[j]);
+    free(u->inst);
+    u->inst = next;
+    u->n = list->n;
+    u->rr %= (unsigned)u->n;
     return 0;
 }
 
@@ -902,8 +987,8 @@ void ms_http_client_free(ms_http_client *c)
     c->closing = true;
     for (int i = 0; i < c->nups; i++) /* this loop's view of the instances goes away */
         for (int j = 0; j < c->ups[i].n; j++)
-            if (c->ups[i].inst[j].down)
-                ms_http_client__down(c->cfg.metrics, c->ups[i].name, c->ups[i].inst[j].name, -1);
+            if (c->ups[i].inst[j]->down)
+                ms_http_client__down(c->cfg.metrics, c->ups[i].name, c->ups[i].inst[j]->name, -1);
     while (c->calls)
         call_finish(c->calls, MS_ESHUTDOWN);
     while (c->conns)
@@ -919,7 +1004,7 @@ int ms_http_client_idle_count(const ms_http_client *c, const char *name)
             continue;
         int n = 0;
         for (int j = 0; j < c->ups[i].n; j++)
-            n += c->ups[i].inst[j].nidle;
+            n += c->ups[i].inst[j]->nidle;
         return n;
     }
     return -1;

@@ -987,6 +987,81 @@ static void test_idle_cap_and_timeout(void **state)
     ms_http_client_free(ref.c);
 }
 
+static void set_upstream(ms_http_client *c, const char *name, const char *spec)
+{
+    ms_http_upstream_list l;
+    assert_int_equal(ms_http_upstream_parse(spec, &l), 0);
+    assert_int_equal(ms_http_client_set_upstream(c, name, &l), 0);
+}
+
+static void test_set_upstream(void **state)
+{
+    fixture *f = *state;
+    char spec[128], want[200];
+    int dead = dead_port();
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d,http://127.0.0.1:%d", dead, f->s[0]->port);
+    add_upstream(f, "moving", spec);
+    result r = call(f, req_of("moving", HTTP_GET, "/ok")); /* marks the dead one down */
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.attempts, 2);
+    assert_int_equal(ms_http_client_idle_count(f->c, "moving"), 1);
+
+    /* a slow call in flight on s0 while s0 leaves the list: it still finishes */
+    result slow = {0};
+    ms_http_client_req sreq = req_of("moving", HTTP_GET, "/slow");
+    assert_int_equal(ms_http_client_request(f->c, &sreq, on_result, &slow), 0);
+    wait_time w = {f, uv_now(&f->loop) + 100};
+    run_until(f, NULL, time_reached, &w);
+    assert_false(slow.done);
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d,http://127.0.0.1:%d", dead, f->s[1]->port);
+    set_upstream(f->c, "moving", spec);
+    assert_int_equal(ms_http_client_idle_count(f->c, "moving"), 0);
+    /* the dead one is in both lists: still down, so calls go to s1 in one try */
+    for (int i = 0; i < 3; i++) {
+        r = call(f, req_of("moving", HTTP_GET, "/ok"));
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.attempts, 1);
+    }
+    assert_int_equal(atomic_load(&f->s[1]->requests), 3);
+    char *m = metrics_text(f);
+    snprintf(want, sizeof want,
+             "http_client_instances_down{upstream=\"moving\",instance=\"127.0.0.1:%d\"} 1\n", dead);
+    assert_non_null(strstr(m, want));
+    free(m);
+    run_until(f, &slow.done, NULL, NULL);
+    assert_int_equal(slow.err, 0);
+    assert_int_equal(slow.status, 200);
+    assert_string_equal(slow.body, "late");
+    /* the removed instance's connection is not pooled */
+    assert_int_equal(ms_http_client_idle_count(f->c, "moving"), 1);
+
+    /* the dead one removed: its down view goes */
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d", f->s[1]->port);
+    set_upstream(f->c, "moving", spec);
+    m = metrics_text(f);
+    want[strlen(want) - 2] = '0';
+    assert_non_null(strstr(m, want));
+    free(m);
+    r = call(f, req_of("moving", HTTP_GET, "/ok"));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(atomic_load(&f->s[1]->accepts), 1); /* the kept instance kept its pool */
+
+    ms_http_upstream_list empty = {0};
+    assert_int_equal(ms_http_client_set_upstream(f->c, "moving", &empty), MS_EINVAL);
+    assert_int_equal(ms_http_client_set_upstream(f->c, "nope", &empty), MS_EINVAL);
+    /* a call in flight on an instance removed, then added back as a new one */
+    slow = (result){0};
+    assert_int_equal(ms_http_client_request(f->c, &sreq, on_result, &slow), 0);
+    w.until = uv_now(&f->loop) + 50;
+    run_until(f, NULL, time_reached, &w);
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d", f->s[0]->port);
+    set_upstream(f->c, "moving", spec);
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d", f->s[1]->port);
+    set_upstream(f->c, "moving", spec);
+    run_until(f, &slow.done, NULL, NULL);
+    assert_int_equal(slow.status, 200);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1009,6 +1084,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_name_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_cap_and_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_upstream, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
