@@ -101,6 +101,7 @@ void ms_http_client_metrics_free(ms_http_client_metrics *m);
  * http_client_request_duration_seconds{upstream} (a histogram of whole calls, retries included),
  * http_client_retries_total{upstream}, http_client_retries_skipped_total{upstream,reason},
  * http_client_instances_down{upstream,instance} (how many loops see the instance down now),
+ * http_client_instances_unhealthy{upstream,instance} (how many loops' active checks fail it),
  * http_client_breaker_state{upstream} (0 closed, 1 open, 2 half-open: the highest over the
  * loops), http_client_ejections_total{upstream,instance}, http_client_instances_ejected{upstream}
  * and http_client_active_requests{upstream} (attempts in flight, over the loops).

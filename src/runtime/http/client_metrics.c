@@ -351,6 +351,13 @@ void ms_http_client_metrics_render(ms_buf *out, void *metrics)
             ms_metrics_sample(out, "http_client_instances_down", (double)m->ups[i]->inst[j]->down,
                               "upstream", m->ups[i]->name, "instance", m->ups[i]->inst[j]->name,
                               NULL);
+    ms_metrics_family(out, "http_client_instances_unhealthy", "gauge",
+                      "Loops whose active health checks currently fail an upstream instance.");
+    for (int i = 0; i < m->nups; i++)
+        for (int j = 0; j < m->ups[i]->ninst; j++)
+            ms_metrics_sample(out, "http_client_instances_unhealthy",
+                              (double)atomic_load(&m->ups[i]->inst[j]->unhealthy), "upstream",
+                              m->ups[i]->name, "instance", m->ups[i]->inst[j]->name, NULL);
     ms_metrics_family(out, "http_client_breaker_state", "gauge",
                       "An upstream's circuit breaker: 0 closed, 1 open, 2 half-open (the highest "
                       "over the loops).");
