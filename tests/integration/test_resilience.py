@@ -3,12 +3,13 @@ the gateway, one killed under load (retries hide it), one stopped (ejected, then
 both gone (the breaker opens, then closes once they are back), and a stopped instance found
 by the active health checks. The gateway's times are made small through MICROSHOP_GATEWAY_*."""
 import signal
+import subprocess
 import threading
 import uuid
 
 import requests
 
-from conftest import SLOW, ident, poll, run_threads
+from conftest import BINARY, SLOW, clean_env, ident, poll, run_threads
 from shop import CARD, JSON, line, start_shop  # noqa: F401 - start_shop is a fixture
 
 FAST = {
@@ -53,7 +54,9 @@ def order_instance(s, name):
 def test_a_killed_instance_costs_almost_no_errors(start_shop):
     s, gw = two_orders(start_shop)
     user, p, oid = customer_and_order(s, gw)
-    total, writers, threads = 1000, 200, 8
+    # four clients at once: the calls in flight on the killed instance are then within the
+    # retry budget's floor (3 retries in flight), so each of them is retried elsewhere
+    total, writers, threads = 1000, 200, 4
     done, errors = [0], []
     lock = threading.Lock()
     half = threading.Event()
@@ -153,3 +156,14 @@ def test_active_health_checks_take_a_stopped_instance_out(start_shop):
     poll(lambda: gw.metric("http_client_instances_unhealthy", upstream="order",
                            instance=order_instance(s, "order2")) == 0, 30 * SLOW,
          interval=0.1, what="the health checks to let the instance back")
+
+
+def test_a_bad_setting_stops_the_gateway():
+    for name, value in (("MICROSHOP_GATEWAY_BALANCE", "random"),
+                        ("MICROSHOP_GATEWAY_EJECT_BASE_MS", "soon"),
+                        ("MICROSHOP_GATEWAY_EJECT_MAX_PERCENT", "101"),
+                        ("MICROSHOP_GATEWAY_HEALTH_PATH", "health")):
+        p = subprocess.run([BINARY, "serve", "gateway", "--listen", "127.0.0.1:0"],
+                           env=clean_env({name: value}), capture_output=True, timeout=20 * SLOW)
+        assert p.returncode == 2, (name, p.stderr)
+        assert name.encode() in p.stderr
