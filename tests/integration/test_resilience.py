@@ -133,6 +133,10 @@ def test_the_breaker_opens_and_closes_again(start_shop):
         assert gw.get(f"/api/v1/orders/{oid}", headers=ident(user)).status_code == 200
     poll(lambda: gw.metric("http_client_breaker_state", upstream="order") == 0, 30 * SLOW,
          what="the breaker to close")
+    # the gateway's metrics, the client's new families included, pass promtool
+    check = subprocess.run(["promtool", "check", "metrics"], input=gw.get("/metrics").content,
+                           capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
 
 
 def test_active_health_checks_take_a_stopped_instance_out(start_shop):
