@@ -37,10 +37,11 @@ class Shop:
     (db, request, get, metric, port, url, ...), so a Shop stands in for the order server."""
 
     def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=(),
-                 env=None, gateway=False, gateway_env=None):
+                 env=None, gateway=False, order_instances=1, gateway_args=(), gateway_env=None):
         """`env` goes to every service (NATS_URL, for instance), order_env to the order
         service only; with `gateway`, a gateway in front of them all (servers["gateway"]),
-        with gateway_env besides."""
+        started with gateway_args and gateway_env. order_instances > 1 adds order2, ... on the
+        order service's database (behind the gateway with the first)."""
         self._common_env = dict(env or {})
         self._set = ServerSet()
         self._specs = {}   # name -> (target, db, args, env)
@@ -64,19 +65,25 @@ class Shop:
             env.update(order_env or {})
             for k in drop_env:  # e.g. an order service without a payment service to ask
                 env.pop(k, None)
-            self._spec("order", "order", Database("order.db"), args=order_args, env=env)
+            order_db = Database("order.db")
+            self._spec("order", "order", order_db, args=order_args, env=env)
+            for i in range(2, order_instances + 1):
+                self._spec(f"order{i}", "order", order_db, args=order_args, env=env,
+                           own_db=False)
             if gateway:
-                self.add_gateway("gateway", gateway_env)
+                self.add_gateway("gateway", gateway_env, gateway_args)
         except BaseException:
             self._set.close()
             raise
 
-    def add_gateway(self, name, env=None):
-        """A gateway (servers[name]) in front of every service instance, with `env` besides."""
+    def add_gateway(self, name, env=None, args=()):
+        """A gateway (servers[name]) in front of every service instance, with `env` and the
+        flags `args` besides."""
         urls = {f"MICROSHOP_{n.upper()}_URL": ",".join(
             self.servers[i].url for i in self.servers if i.rstrip("0123456789") == n)
             for n in ("user", "order", "inventory", "payment") if n in self.servers}
-        self._spec(name, "gateway", Database(f"{name}.db"), env={**urls, **(env or {})})
+        self._spec(name, "gateway", Database(f"{name}.db"), args=args,
+                   env={**urls, **(env or {})})
         return self.servers[name]
 
     def _spec(self, name, target, db, args=(), env=None, own_db=True):
@@ -131,10 +138,10 @@ class Shop:
     def start(self, name):
         return self._start(name)
 
-    def kill(self, name):
-        """kill -9, then the same process again on its port and data."""
+    def kill(self, name, restart=True):
+        """kill -9, then (with `restart`) the same process again on its port and data."""
         self.servers[name].kill()
-        return self._start(name)
+        return self._start(name) if restart else None
 
     def close(self):
         self._set.close()
@@ -258,7 +265,8 @@ def shop():
 @pytest.fixture
 def start_shop():
     """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None,
-    drop_env=(), env=None, gateway=False, gateway_env=None) -> Shop,
+    drop_env=(), env=None, gateway=False, order_instances=1, gateway_args=(),
+    gateway_env=None) -> Shop,
     stopped (each process must exit 0) at the end of the test."""
     shops = []
 

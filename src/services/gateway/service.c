@@ -87,6 +87,68 @@ const char *gateway_backend_name(int backend)
     return backends[backend].svc->name;
 }
 
+/* The service client's settings for every loop, read from the environment at start. */
+static ms_http_client_config client_cfg;
+
+/* A usage error in the environment: said, then exit 2 before anything starts. */
+static void bad_env(const char *name, const char *value, const char *want)
+{
+    ms_log(MS_LOG_ERROR, "gateway: a setting is malformed", "variable", name, "value", value,
+           "expected", want, NULL);
+    exit(2);
+}
+
+/* An unsigned number from the environment within [1, max], or `dflt` when unset. */
+static uint32_t env_number(const char *name, uint32_t dflt, uint32_t max)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (*end || n < 1 || n > max || v[0] == '-')
+        bad_env(name, v, "a whole number in range");
+    return (uint32_t)n;
+}
+
+/*
+ * The gateway balances by least request and ejects outliers; the times and thresholds, small
+ * in tests, come from MICROSHOP_GATEWAY_* (read below); active health checks
+ * GET each instance's /health (MICROSHOP_GATEWAY_HEALTH_PATH="" or "off" turns them off).
+ */
+static void client_config_from_env(void)
+{
+    ms_http_client_config *c = &client_cfg;
+    ms_http_client_config_defaults(c);
+    const char *b = getenv("MICROSHOP_GATEWAY_BALANCE");
+    if (!b || !*b || strcmp(b, "least_request") == 0)
+        c->balance = MS_BALANCE_LEAST_REQUEST;
+    else if (strcmp(b, "round_robin") == 0)
+        c->balance = MS_BALANCE_ROUND_ROBIN;
+    else
+        bad_env("MICROSHOP_GATEWAY_BALANCE", b, "least_request or round_robin");
+    c->slow_ms = env_number("MICROSHOP_GATEWAY_SLOW_MS", c->slow_ms, 3600000);
+    c->eject_consecutive = (int)env_number("MICROSHOP_GATEWAY_EJECT_CONSECUTIVE",
+                                           (uint32_t)c->eject_consecutive, 1000);
+    c->eject_base_ms = env_number("MICROSHOP_GATEWAY_EJECT_BASE_MS", c->eject_base_ms, 3600000);
+    c->eject_max_ms = env_number("MICROSHOP_GATEWAY_EJECT_MAX_MS", c->eject_max_ms, 86400000);
+    c->eject_max_percent =
+        (int)env_number("MICROSHOP_GATEWAY_EJECT_MAX_PERCENT", (uint32_t)c->eject_max_percent, 100);
+    c->breaker_open_ms =
+        env_number("MICROSHOP_GATEWAY_BREAKER_OPEN_MS", c->breaker_open_ms, 3600000);
+    c->health_interval_ms =
+        env_number("MICROSHOP_GATEWAY_HEALTH_INTERVAL_MS", c->health_interval_ms, 3600000);
+    const char *hp = getenv("MICROSHOP_GATEWAY_HEALTH_PATH");
+    if (!hp)
+        c->health_path = "/health";
+    else if (!*hp || strcmp(hp, "off") == 0)
+        c->health_path = NULL;
+    else if (hp[0] == '/')
+        c->health_path = hp;
+    else
+        bad_env("MICROSHOP_GATEWAY_HEALTH_PATH", hp, "a path starting with /, or off");
+}
+
 static int start(const ms_service_env *env)
 {
     (void)env;
@@ -104,6 +166,7 @@ static int start(const ms_service_env *env)
             ms_log(MS_LOG_WARN, "gateway: no instances of a service; its routes answer 503",
                    "service", backends[b].svc->name, "variable", backends[b].env, NULL);
     }
+    client_config_from_env();
     gateway_proc.client_metrics = ms_http_client_metrics_new();
     ms_metrics_register(ms_http_client_metrics_render, gateway_proc.client_metrics);
     int rc = gateway_ratelimit_start();
@@ -129,8 +192,7 @@ static void stop(void)
 static int loop_open(ms_loop *l, void *arg)
 {
     (void)arg;
-    ms_http_client_config cfg;
-    ms_http_client_config_defaults(&cfg);
+    ms_http_client_config cfg = client_cfg;
     cfg.metrics = gateway_proc.client_metrics;
     ms_http_client *c = ms_http_client_new(&l->uv, &cfg);
     for (int b = 0; b < GATEWAY_NBACKENDS; b++)

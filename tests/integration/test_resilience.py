@@ -1,0 +1,173 @@
+"""Resilience of the gateway's service client with real processes: two order instances behind
+the gateway, one killed under load (retries hide it), one stopped (ejected, then skipped),
+both gone (the breaker opens, then closes once they are back), and a stopped instance found
+by the active health checks. The gateway's times are made small through MICROSHOP_GATEWAY_*."""
+import signal
+import subprocess
+import threading
+import uuid
+
+import requests
+
+from conftest import BINARY, SLOW, clean_env, ident, poll, run_threads
+from shop import CARD, JSON, line, start_shop  # noqa: F401 - start_shop is a fixture
+
+FAST = {
+    "MICROSHOP_GATEWAY_EJECT_CONSECUTIVE": "2",
+    "MICROSHOP_GATEWAY_EJECT_BASE_MS": "60000",
+    "MICROSHOP_GATEWAY_BREAKER_OPEN_MS": "500",
+    "MICROSHOP_GATEWAY_HEALTH_PATH": "off",
+}
+
+
+def two_orders(start_shop, **env):
+    s = start_shop(gateway=True, order_instances=2, gateway_args=("--threads", "1"),
+                   gateway_env={**FAST, **env})
+    return s, s.server("gateway")
+
+
+def customer_and_order(s, gw):
+    """A customer the order service knows, a product, and one confirmed order."""
+    r = gw.request("POST", "/api/v1/users", json={
+        "email": f"r-{uuid.uuid4().hex[:8]}@example.com", "name": "Ada",
+        "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+    user = r.json()["id"]
+    p = s.product(stock=10 ** 6, price=100)
+    poll(lambda: s.order_svc.db.count("user_directory", "WHERE user_id = ?", [user]) == 1, 20 * SLOW,
+         what="the order service to know the user")
+    oid = checkout(gw, user, p, "first").json()["id"]
+    return user, p, oid
+
+
+def checkout(gw, user, p, key):
+    return gw.request("POST", "/api/v1/orders", headers={**JSON, **ident(user),
+                                                         "Idempotency-Key": key},
+                      json={"items": [line(p, 1)], "payment": {"card_number": CARD}},
+                      timeout=30 * SLOW)
+
+
+def order_instance(s, name):
+    return f"127.0.0.1:{s.server(name).port}"
+
+
+def test_a_killed_instance_costs_almost_no_errors(start_shop):
+    s, gw = two_orders(start_shop)
+    user, p, oid = customer_and_order(s, gw)
+    # four clients at once: the calls in flight on the killed instance are then within the
+    # retry budget's floor (3 retries in flight), so each of them is retried elsewhere
+    total, writers, threads = 1000, 200, 4
+    done, errors = [0], []
+    lock = threading.Lock()
+    half = threading.Event()
+
+    def work(t):
+        for i in range(t, total, threads):
+            try:
+                if i % (total // writers) == 0:
+                    r = checkout(gw, user, p, f"load-{i}")
+                    ok = r.status_code in (201, 202)
+                else:
+                    r = gw.get(f"/api/v1/orders/{oid}", headers=ident(user), timeout=30 * SLOW)
+                    ok = r.status_code == 200
+                what = f"{i}: {r.status_code} {r.text[:200]}"
+            except requests.RequestException as e:
+                ok, what = False, f"{i}: {e}"
+            with lock:
+                done[0] += 1
+                if not ok:
+                    errors.append(what)
+                if done[0] == total // 4:
+                    half.set()
+
+    killer = threading.Thread(target=lambda: half.wait(120 * SLOW) and s.kill("order2",
+                                                                                restart=False))
+    killer.start()
+    run_threads(threads, work)
+    killer.join()
+    assert s.server("order2").killed
+    assert len(errors) <= total // 1000, errors
+
+
+def test_a_stopped_instance_is_ejected(start_shop):
+    s, gw = two_orders(start_shop)
+    user, p, oid = customer_and_order(s, gw)
+    stopped = s.server("order2")
+    stopped.signal(signal.SIGSTOP)
+    try:
+        def ejected():
+            # reads keep coming; those that reach the stopped instance wait for their deadline
+            run_threads(4, lambda i: gw.get(f"/api/v1/orders/{oid}", headers=ident(user),
+                                            timeout=30 * SLOW))
+            return gw.metric("http_client_ejections_total", upstream="order",
+                             instance=order_instance(s, "order2")) or None
+        poll(ejected, 120 * SLOW, interval=0.1, what="the stopped instance to be ejected")
+        assert gw.metric("http_client_instances_ejected", upstream="order") == 1
+        # from now on every read goes to the other instance (generous deadline, no timing)
+        for _ in range(20):
+            r = gw.get(f"/api/v1/orders/{oid}", headers=ident(user), timeout=30 * SLOW)
+            assert r.status_code == 200, r.text
+        assert checkout(gw, user, p, "after-eject").status_code == 201
+    finally:
+        stopped.signal(signal.SIGCONT)
+
+
+def test_the_breaker_opens_and_closes_again(start_shop):
+    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_EJECT_BASE_MS="500")
+    user, p, oid = customer_and_order(s, gw)
+    assert gw.metric("http_client_breaker_state", upstream="order") == 0
+    s.stop("order")
+    s.stop("order2")
+    # every attempt fails: after 20 of them the breaker opens and calls fail fast (503)
+    for _ in range(30):
+        r = gw.get(f"/api/v1/orders/{oid}", headers=ident(user))
+        assert r.status_code == 503, r.text
+    assert gw.metric("http_client_breaker_state", upstream="order") == 1
+    assert gw.metric("http_client_requests_total", upstream="order", status="circuit_open") >= 1
+    # back: after its open time the breaker lets trials through, and closes when they pass
+    s.start("order")
+    s.start("order2")
+    poll(lambda: gw.get(f"/api/v1/orders/{oid}", headers=ident(user)).status_code == 200,
+         30 * SLOW, interval=0.1, what="reads through the gateway again")
+    for _ in range(5):
+        assert gw.get(f"/api/v1/orders/{oid}", headers=ident(user)).status_code == 200
+    poll(lambda: gw.metric("http_client_breaker_state", upstream="order") == 0, 30 * SLOW,
+         what="the breaker to close")
+    # the gateway's metrics, the client's new families included, pass promtool
+    check = subprocess.run(["promtool", "check", "metrics"], input=gw.get("/metrics").content,
+                           capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def test_active_health_checks_take_a_stopped_instance_out(start_shop):
+    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_HEALTH_PATH="/health",
+                       MICROSHOP_GATEWAY_HEALTH_INTERVAL_MS="100")
+    user, p, oid = customer_and_order(s, gw)
+    stopped = s.server("order2")
+    stopped.signal(signal.SIGSTOP)
+    try:
+        # three failed checks take it out of rotation without any request paying for it
+        poll(lambda: gw.metric("http_client_instances_unhealthy", upstream="order",
+                               instance=order_instance(s, "order2")) == 1, 30 * SLOW,
+             interval=0.1, what="the health checks to find the stopped instance")
+        for _ in range(10):
+            r = gw.get(f"/api/v1/orders/{oid}", headers=ident(user), timeout=30 * SLOW)
+            assert r.status_code == 200, r.text
+        assert gw.metric("http_client_requests_total", upstream="order", status="timeout") is None
+    finally:
+        stopped.signal(signal.SIGCONT)
+    # up again after two passing checks
+    poll(lambda: gw.metric("http_client_instances_unhealthy", upstream="order",
+                           instance=order_instance(s, "order2")) == 0, 30 * SLOW,
+         interval=0.1, what="the health checks to let the instance back")
+
+
+def test_a_bad_setting_stops_the_gateway():
+    for name, value in (("MICROSHOP_GATEWAY_BALANCE", "random"),
+                        ("MICROSHOP_GATEWAY_EJECT_BASE_MS", "soon"),
+                        ("MICROSHOP_GATEWAY_EJECT_MAX_PERCENT", "101"),
+                        ("MICROSHOP_GATEWAY_HEALTH_PATH", "health")):
+        p = subprocess.run([BINARY, "serve", "gateway", "--listen", "127.0.0.1:0"],
+                           env=clean_env({name: value}), capture_output=True, timeout=20 * SLOW)
+        assert p.returncode == 2, (name, p.stderr)
+        assert name.encode() in p.stderr
