@@ -20,6 +20,8 @@ struct ms_upstream_watch {
     ms_http_client *client;
     char *path;
     bool announce;
+    bool applied_once;
+    ms_http_upstream_list *applied; /* NKNOWN lists as last given to the client (n 0: none) */
     bool seen; /* ino/size/mtime below describe the file last applied (or refused) */
     ino_t ino;
     off_t size;
@@ -67,6 +69,16 @@ out:
 static const char *const known[] = {"user", "order", "inventory", "payment", "gateway"};
 enum { NKNOWN = sizeof known / sizeof known[0] };
 
+static bool same_list(const ms_http_upstream_list *a, const ms_http_upstream_list *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (int i = 0; i < a->n; i++)
+        if (a->addr[i].port != b->addr[i].port || strcmp(a->addr[i].host, b->addr[i].host) != 0)
+            return false;
+    return true;
+}
+
 static void apply(ms_upstream_watch *w)
 {
     ms_http_upstream_list *lists = malloc(NKNOWN * sizeof *lists);
@@ -77,14 +89,18 @@ static void apply(ms_upstream_watch *w)
     if (rc == MS_EINVAL && w->announce)
         ms_log(MS_LOG_WARN, "instances file ignored", "path", w->path, "error", err, NULL);
     for (int i = 0; rc == 0 && i < NKNOWN; i++) {
-        if (lists[i].n == 0 || ms_http_client_set_upstream(w->client, known[i], &lists[i]) < 0)
-            continue; /* not listed, or not one of this client's upstreams */
-        if (w->announce) {
+        if (lists[i].n == 0 || same_list(&lists[i], &w->applied[i]))
+            continue; /* not listed, or as before */
+        w->applied[i] = lists[i];
+        if (ms_http_client_set_upstream(w->client, known[i], &lists[i]) < 0)
+            continue;                         /* not one of this client's upstreams */
+        if (w->announce && w->applied_once) { /* the first look confirms the start's lists */
             char n[16];
             snprintf(n, sizeof n, "%d", lists[i].n);
             ms_log(MS_LOG_INFO, "instances changed", "upstream", known[i], "#instances", n, NULL);
         }
     }
+    w->applied_once = w->applied_once || rc == 0;
     free(lists);
 }
 
@@ -111,6 +127,7 @@ ms_upstream_watch *ms_upstream_watch_start(uv_loop_t *loop, ms_http_client *clie
     w->client = client;
     w->path = ms_xstrdup(path);
     w->announce = announce;
+    w->applied = ms_xcalloc(NKNOWN, sizeof *w->applied);
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
     uv_timer_start(&w->timer, on_tick, 0, WATCH_PERIOD_MS);
@@ -123,6 +140,7 @@ static void on_closed(uv_handle_t *h)
 {
     ms_upstream_watch *w = h->data;
     free(w->path);
+    free(w->applied);
     free(w);
 }
 
