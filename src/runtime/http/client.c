@@ -26,6 +26,7 @@
 #include "runtime/core/id.h"
 #include "runtime/http/client.h"
 #include "runtime/http/client_internal.h"
+#include "runtime/http/client_policy.h"
 #include "runtime/core/banned.h"
 
 enum { MAX_UPSTREAMS = 16, BACKOFF_BASE_MS = 25, BACKOFF_CAP_MS = 250, READ_BUF = 64 * 1024 };
@@ -50,6 +51,16 @@ typedef struct instance {
      * until its last connection and call are gone */
     int refs;
     bool removed;
+    int active; /* attempts in flight */
+    /* outlier ejection */
+    int consecutive; /* failures (or slow answers) in a row */
+    bool ejected;
+    int times_ejected;
+    uint64_t ejected_until;
+    /* active health checks */
+    ms_health health;
+    bool checking; /* a check in flight */
+    ms_http_client__inst *series;
 } instance;
 
 struct upstream {
@@ -58,6 +69,11 @@ struct upstream {
     instance **inst;
     int n;
     unsigned rr;
+    int calls;    /* pending calls */
+    int retrying; /* pending calls that have retried (the retry budget) */
+    int nejected;
+    ms_breaker br;
+    ms_http_client__up *series;
 };
 
 struct ms_http_client {
@@ -67,7 +83,9 @@ struct ms_http_client {
     int nups;
     call *calls; /* pending calls */
     conn *conns; /* every open connection */
-    uv_timer_t sweep;
+    uv_timer_t sweep, health;
+    bool health_on;
+    uint64_t rng; /* xorshift state: least-request's random choices */
     int live;
     bool closing;
     char readbuf[READ_BUF]; /* libuv calls read right after alloc: one buffer serves all */
@@ -107,6 +125,13 @@ struct call {
     int attempts;
     instance *inst; /* of the current or last attempt */
     bool probe;     /* this attempt is its instance's probe */
+    bool trying;    /* an attempt is in flight on inst (counted in its active requests) */
+    bool trial;     /* the attempt is one of the half-open breaker's trials */
+    bool retrying;  /* counted in the upstream's retries in flight */
+    bool refused;   /* the breaker refused the first attempt */
+    bool check;     /* an active health check, pinned to inst: no retry, breaker or metrics */
+    int last_err;   /* of the attempt before a planned retry (0: an answer) */
+    uint64_t attempt_at;
     conn *conn;
     uv_timer_t timer;
     ms_http_client_cb cb;
@@ -165,6 +190,7 @@ static void client_unref(ms_http_client *c)
             free(c->ups[i].name);
             free(c->ups[i].inst);
         }
+        free((char *)c->cfg.health_path);
         free(c);
     }
 }
@@ -198,41 +224,98 @@ static void mark_up(instance *in)
     in->probing = false;
 }
 
+/* Down (passively) or ejected: the next call after its time is the probe. */
+static bool needs_probe(const instance *in)
+{
+    return in->down || in->ejected;
+}
+
 static bool usable(const instance *in, uint64_t now)
 {
-    return !in->down || (now >= in->down_until && !in->probing);
+    if (in->health.down || (in->down && now < in->down_until) ||
+        (in->ejected && now < in->ejected_until))
+        return false;
+    return !(needs_probe(in) && in->probing);
+}
+
+static uint64_t back_at(const instance *in)
+{
+    uint64_t t = in->down ? in->down_until : 0;
+    if (in->ejected && in->ejected_until > t)
+        t = in->ejected_until;
+    return t;
+}
+
+static uint32_t next_random(ms_http_client *c)
+{
+    c->rng ^= c->rng << 13;
+    c->rng ^= c->rng >> 7;
+    c->rng ^= c->rng << 17;
+    return (uint32_t)(c->rng >> 32);
+}
+
+/* Round robin over the usable instances, preferring one other than `avoid`. */
+static instance *pick_round_robin(upstream *u, instance *avoid, uint64_t now)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < u->n; i++) {
+            int idx = (int)((u->rr + (unsigned)i) % (unsigned)u->n);
+            instance *in = u->inst[idx];
+            if (usable(in, now) && (pass == 1 || in != avoid)) {
+                u->rr = (unsigned)idx + 1;
+                return in;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* The less busy of two random usable instances (other than `avoid` when there are others). */
+static instance *pick_least_request(upstream *u, instance *avoid, uint64_t now)
+{
+    instance *cand[MS_HTTP_UPSTREAM_MAX];
+    for (int pass = 0; pass < 2; pass++) {
+        int n = 0;
+        for (int i = 0; i < u->n; i++)
+            if (usable(u->inst[i], now) && (pass == 1 || u->inst[i] != avoid))
+                cand[n++] = u->inst[i];
+        if (n == 1)
+            return cand[0];
+        if (n > 1) {
+            int a = (int)(next_random(u->c) % (unsigned)n);
+            int b = (int)(next_random(u->c) % (unsigned)(n - 1));
+            if (b >= a)
+                b++;
+            return cand[b]->active < cand[a]->active ? cand[b] : cand[a];
+        }
+    }
+    return NULL;
 }
 
 /*
- * Round robin over the usable instances, preferring one other than `avoid` (the last one
- * tried); when none is usable, the one back soonest (never refuse without trying).
+ * Picks the instance of an attempt, preferring one other than `avoid` (the last one tried); when
+ * none is usable, one not failing active checks that is back soonest (never refuse without
+ * trying).
  */
 static instance *pick(call *k, instance *avoid)
 {
     upstream *u = k->up;
     uint64_t now = uv_now(u->c->loop);
-    instance *chosen = NULL;
-    for (int pass = 0; pass < 2 && !chosen; pass++) {
-        for (int i = 0; i < u->n; i++) {
-            int idx = (int)((u->rr + (unsigned)i) % (unsigned)u->n);
-            instance *in = u->inst[idx];
-            if (usable(in, now) && (pass == 1 || in != avoid)) {
-                chosen = in;
-                u->rr = (unsigned)idx + 1;
-                break;
-            }
-        }
-    }
+    instance *chosen = u->c->cfg.balance == MS_BALANCE_LEAST_REQUEST
+                           ? pick_least_request(u, avoid, now)
+                           : pick_round_robin(u, avoid, now);
     k->probe = false;
-    if (chosen && chosen->down) { /* its time down is over: this call is the probe */
+    if (chosen && needs_probe(chosen)) { /* its time out is over: this call is the probe */
         chosen->probing = true;
         k->probe = true;
     }
     if (!chosen) {
-        chosen = u->inst[0];
-        for (int i = 1; i < u->n; i++)
-            if (u->inst[i]->down_until < chosen->down_until)
-                chosen = u->inst[i];
+        for (int i = 0; i < u->n; i++) {
+            instance *in = u->inst[i];
+            if (!chosen || (chosen->health.down && !in->health.down) ||
+                (chosen->health.down == in->health.down && back_at(in) < back_at(chosen)))
+                chosen = in;
+        }
     }
     return chosen;
 }
@@ -243,6 +326,94 @@ static void end_probe(call *k)
     if (k->probe && k->inst)
         k->inst->probing = false;
     k->probe = false;
+}
+
+/* ---- outlier ejection, the breaker ---- */
+
+static void eject(instance *in, uint64_t now)
+{
+    ms_http_client *c = in->up->c;
+    in->times_ejected++;
+    in->ejected_until =
+        now + ms_eject_ms(c->cfg.eject_base_ms, c->cfg.eject_max_ms, in->times_ejected);
+    ms_http_client__ejected(in->up->series, in->series, in->ejected ? 0 : 1);
+    if (!in->ejected) {
+        in->ejected = true;
+        in->up->nejected++;
+    }
+    in->consecutive = 0;
+    in->probing = false;
+}
+
+static void unject(instance *in)
+{
+    if (!in->ejected)
+        return;
+    in->ejected = false;
+    in->up->nejected--;
+    ms_http_client__ejected(in->up->series, in->series, -1);
+}
+
+/* Whether the upstream's breaker lets the call's next attempt go (a health check always goes). */
+static bool breaker_admit(call *k)
+{
+    upstream *u = k->up;
+    k->trial = false;
+    if (k->check)
+        return true;
+    ms_breaker_override o = ms_http_client__override(u->series);
+    if (o != MS_BREAKER_AUTO)
+        return o == MS_BREAKER_FORCE_CLOSED;
+    ms_breaker_state before = u->br.state;
+    bool ok = ms_breaker_admit(&u->br, uv_now(u->c->loop), &k->trial);
+    ms_http_client__breaker(u->series, before, u->br.state);
+    return ok;
+}
+
+/*
+ * The attempt in flight ended with outcome `o` (a success slower than slow_ms becomes SLOW):
+ * passive health (`passive` -1: down, +1: up, 0: no word), ejection, the breaker's window.
+ */
+static void attempt_end(call *k, ms_outcome o, int passive)
+{
+    if (!k->trying)
+        return;
+    k->trying = false;
+    instance *in = k->inst;
+    upstream *u = k->up;
+    ms_http_client *c = k->c;
+    in->active--;
+    ms_http_client__active(u->series, in->series, -1);
+    if (k->check || c->closing) {
+        end_probe(k);
+        return;
+    }
+    uint64_t now = uv_now(c->loop);
+    if (o == MS_OUTCOME_OK && now - k->attempt_at > c->cfg.slow_ms)
+        o = MS_OUTCOME_SLOW;
+    if (!in->removed) {
+        if (passive < 0)
+            mark_down(in);
+        else if (passive > 0)
+            mark_up(in);
+        if (o == MS_OUTCOME_FAIL || o == MS_OUTCOME_SLOW) {
+            in->consecutive++;
+            /* an ejected instance's probe failing sends it back out for longer */
+            if (in->ejected ? k->probe
+                            : in->consecutive >= c->cfg.eject_consecutive &&
+                                  ms_eject_allowed(u->n, u->nejected, c->cfg.eject_max_percent))
+                eject(in, now);
+        } else if (o == MS_OUTCOME_OK) {
+            in->consecutive = 0;
+            if (in->ejected && k->probe)
+                unject(in);
+        }
+    }
+    ms_breaker_state before = u->br.state;
+    ms_breaker_record(&u->br, k->trial, o, now, c->cfg.breaker_open_ms);
+    ms_http_client__breaker(u->series, before, u->br.state);
+    k->trial = false;
+    end_probe(k);
 }
 
 /* ---- connections ---- */
@@ -532,7 +703,13 @@ static void call_finish(call *k, int err)
     uv_timer_stop(&k->timer);
     if (k->conn)
         conn_close(k->conn);
+    attempt_end(k, MS_OUTCOME_NEUTRAL, 0);
     end_probe(k);
+    if (!k->check) {
+        k->up->calls--;
+        if (k->retrying)
+            k->up->retrying--;
+    }
     if (k->prev)
         k->prev->next = k->next;
     else
@@ -543,8 +720,12 @@ static void call_finish(call *k, int err)
         k->status = 0;
     char status[16];
     snprintf(status, sizeof status, "%d", k->status);
-    ms_http_client__observe(c->cfg.metrics, k->up->name, err ? error_label(err) : status,
-                            (double)(uv_hrtime() - k->start_ns) / 1e9);
+    if (!k->check)
+        ms_http_client__observe(c->cfg.metrics, k->up->name,
+                                k->refused ? "circuit_open"
+                                : err      ? error_label(err)
+                                           : status,
+                                (double)(uv_hrtime() - k->start_ns) / 1e9);
     ms_buf_add(&k->body, "", 1); /* the NUL the contract promises, not counted */
     k->body.n--;
     ms_http_client_resp resp = {
@@ -571,10 +752,11 @@ static void on_call_timer(uv_timer_t *t);
  * Plans the next attempt after a full-jitter backoff; false when none is allowed (retries spent,
  * or it could not start before the deadline).
  */
-static bool retry_later(call *k)
+static bool retry_later(call *k, int err)
 {
     ms_http_client *c = k->c;
-    if (c->closing || k->attempts > c->cfg.max_retries)
+    upstream *u = k->up;
+    if (c->closing || k->check || k->attempts > c->cfg.max_retries)
         return false;
     int shift = k->attempts - 1 < 8 ? k->attempts - 1 : 8;
     uint32_t cap = (uint32_t)BACKOFF_BASE_MS << shift;
@@ -585,6 +767,16 @@ static bool retry_later(call *k)
     uint64_t delay = r % (cap + 1), now = uv_now(c->loop);
     if (now + delay >= k->deadline)
         return false;
+    if (!k->retrying) { /* retries in flight stay under a fifth of the calls (at least 3) */
+        int budget = u->calls / 5 > 3 ? u->calls / 5 : 3;
+        if (u->retrying >= budget) {
+            ms_http_client__retry_skipped(c->cfg.metrics, u->name, "budget");
+            return false;
+        }
+        k->retrying = true;
+        u->retrying++;
+    }
+    k->last_err = err;
     end_probe(k);
     k->state = S_BACKOFF;
     uv_timer_start(&k->timer, on_call_timer, delay, 0);
@@ -600,10 +792,9 @@ static void attempt_failed(call *k, int err, bool sent, bool mark)
 {
     if (k->conn)
         conn_close(k->conn);
-    if (mark && k->inst)
-        mark_down(k->inst);
+    attempt_end(k, mark || err == MS_EIO ? MS_OUTCOME_FAIL : MS_OUTCOME_NEUTRAL, mark ? -1 : 0);
     bool may_retry = err == MS_ECONN && (!sent || (k->idempotent && !k->got_bytes));
-    if (!may_retry || !retry_later(k))
+    if (!may_retry || !retry_later(k, err))
         call_finish(k, err);
 }
 
@@ -661,13 +852,10 @@ static void response_done(conn *cn, call *k, bool keep)
         cn->call = NULL;
         conn_close(cn);
     }
-    if (k->status == 502 || k->status == 503 || k->status == 504) {
-        mark_down(k->inst);
-        if (k->idempotent && retry_later(k))
-            return;
-    } else {
-        mark_up(k->inst);
-    }
+    bool gateway_error = k->status == 502 || k->status == 503 || k->status == 504;
+    attempt_end(k, k->status >= 500 ? MS_OUTCOME_FAIL : MS_OUTCOME_OK, gateway_error ? -1 : 1);
+    if (gateway_error && k->idempotent && retry_later(k, 0))
+        return;
     call_finish(k, 0);
 }
 
@@ -782,9 +970,18 @@ static void attempt_start(call *k)
         call_finish(k, MS_ETIMEDOUT);
         return;
     }
+    if (!breaker_admit(k)) { /* open: fail fast, or a retry ends with the last answer */
+        k->refused = k->attempts == 0;
+        call_finish(k, k->attempts == 0 ? MS_ECONN : k->last_err);
+        return;
+    }
     k->attempts++;
-    instance *in = pick(k, k->inst);
+    instance *in = k->check ? k->inst : pick(k, k->inst);
     inst_set(&k->inst, in);
+    k->trying = true;
+    k->attempt_at = now;
+    in->active++;
+    ms_http_client__active(k->up->series, in->series, 1);
     call_reset_response(k);
     if (in->idle) {
         conn *cn = in->idle;
@@ -825,16 +1022,14 @@ static void on_call_timer(uv_timer_t *t)
         break;
     case S_CONNECT:
         if (now >= k->deadline) {
-            if (k->inst)
-                mark_down(k->inst);
+            attempt_end(k, MS_OUTCOME_FAIL, -1);
             call_finish(k, MS_ETIMEDOUT);
         } else { /* the connect limit, before the deadline: a connect failure */
             attempt_failed(k, MS_ECONN, false, true);
         }
         break;
     case S_SENT:
-        if (k->inst)
-            mark_down(k->inst);
+        attempt_end(k, MS_OUTCOME_FAIL, -1);
         call_finish(k, MS_ETIMEDOUT);
         break;
     case S_DONE:
@@ -843,6 +1038,8 @@ static void on_call_timer(uv_timer_t *t)
 }
 
 /* ---- the API ---- */
+
+static void on_health(uv_timer_t *t);
 
 void ms_http_client_config_defaults(ms_http_client_config *cfg)
 {
@@ -856,6 +1053,13 @@ void ms_http_client_config_defaults(ms_http_client_config *cfg)
         .down_max_ms = 10000,
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 4 * 1024 * 1024,
+        .slow_ms = 1000,
+        .eject_consecutive = 5,
+        .eject_base_ms = 30000,
+        .eject_max_ms = 300000,
+        .eject_max_percent = 10,
+        .breaker_open_ms = 5000,
+        .health_interval_ms = 2000,
     };
 }
 
@@ -877,16 +1081,32 @@ ms_http_client *ms_http_client_new(uv_loop_t *loop, const ms_http_client_config 
     DEFAULT_(down_max_ms);
     DEFAULT_(max_header_bytes);
     DEFAULT_(max_body_bytes);
+    DEFAULT_(slow_ms);
+    DEFAULT_(eject_consecutive);
+    DEFAULT_(eject_base_ms);
+    DEFAULT_(eject_max_ms);
+    DEFAULT_(eject_max_percent);
+    DEFAULT_(breaker_open_ms);
+    DEFAULT_(health_interval_ms);
 #undef DEFAULT_
     if (c->cfg.max_retries < 0)
         c->cfg.max_retries = 0;
+    c->health_on = c->cfg.health_path && c->cfg.health_path[0] == '/';
+    c->cfg.health_path = c->health_on ? ms_xstrdup(c->cfg.health_path) : NULL;
     c->loop = loop;
-    c->live = 2; /* the owner's reference and the sweep timer */
+    ms_random_bytes(&c->rng, sizeof c->rng);
+    c->rng |= 1; /* xorshift never leaves zero */
+    c->live = 3; /* the owner's reference, the sweep and the health timers */
     uv_timer_init(loop, &c->sweep);
     c->sweep.data = c;
     uint64_t every = c->cfg.idle_timeout_ms < 1000 ? c->cfg.idle_timeout_ms : 1000;
     uv_timer_start(&c->sweep, on_sweep, every, every);
     uv_unref((uv_handle_t *)&c->sweep); /* idle upkeep alone never keeps a loop running */
+    uv_timer_init(loop, &c->health);
+    c->health.data = c;
+    if (c->health_on)
+        uv_timer_start(&c->health, on_health, c->cfg.health_interval_ms, c->cfg.health_interval_ms);
+    uv_unref((uv_handle_t *)&c->health);
     return c;
 }
 
@@ -902,6 +1122,7 @@ static instance *inst_new(upstream *u, const ms_http_upstream_addr *addr)
     if (uv_ip4_addr(in->addr.host, in->addr.port, (struct sockaddr_in *)&in->sa) == 0 ||
         uv_ip6_addr(in->addr.host, in->addr.port, (struct sockaddr_in6 *)&in->sa) == 0)
         in->numeric = true;
+    in->series = ms_http_client__inst_join(u->series, in->name);
     return in;
 }
 
@@ -923,6 +1144,7 @@ int ms_http_client_add_upstream(ms_http_client *c, const char *name,
     upstream *u = &c->ups[c->nups++];
     u->c = c;
     u->name = ms_xstrdup(name);
+    u->series = ms_http_client__up_join(c->cfg.metrics, name);
     u->n = list->n;
     u->inst = ms_xcalloc((size_t)list->n, sizeof *u->inst);
     for (int i = 0; i < list->n; i++)
@@ -934,12 +1156,22 @@ static upstream *find_upstream(ms_http_client *c, const char *name);
 
 /* An instance leaves its upstream's list: its idle connections close, its down view goes;
  * connections and calls using it keep it alive until they end. */
-static void inst_remove(instance *in)
+static void inst_leave(instance *in)
 {
     ms_http_client *c = in->up->c;
     if (in->down)
         ms_http_client__down(c->cfg.metrics, in->up->name, in->name, -1);
     in->down = false;
+    unject(in);
+    if (in->health.down)
+        ms_http_client__unhealthy(in->series, -1);
+    in->health.down = false;
+    ms_http_client__inst_leave(in->series);
+}
+
+static void inst_remove(instance *in)
+{
+    inst_leave(in);
     in->removed = true;
     while (in->idle)
         conn_close(in->idle);
@@ -985,15 +1217,19 @@ void ms_http_client_free(ms_http_client *c)
     if (!c || c->closing)
         return;
     c->closing = true;
-    for (int i = 0; i < c->nups; i++) /* this loop's view of the instances goes away */
-        for (int j = 0; j < c->ups[i].n; j++)
-            if (c->ups[i].inst[j]->down)
-                ms_http_client__down(c->cfg.metrics, c->ups[i].name, c->ups[i].inst[j]->name, -1);
     while (c->calls)
         call_finish(c->calls, MS_ESHUTDOWN);
+    for (int i = 0; i < c->nups; i++) { /* this loop's view of the upstreams goes away */
+        upstream *u = &c->ups[i];
+        for (int j = 0; j < u->n; j++)
+            inst_leave(u->inst[j]);
+        ms_http_client__breaker(u->series, u->br.state, MS_BREAKER_CLOSED);
+        ms_http_client__up_leave(u->series);
+    }
     while (c->conns)
         conn_close(c->conns);
     uv_close((uv_handle_t *)&c->sweep, close_timer_only);
+    uv_close((uv_handle_t *)&c->health, close_timer_only);
     client_unref(c);
 }
 
@@ -1104,6 +1340,8 @@ static void call_start(call *k)
 {
     ms_http_client *c = k->c;
     c->live++;
+    if (!k->check)
+        k->up->calls++;
     k->start_ns = uv_hrtime();
     k->state = S_BACKOFF;
     uv_timer_init(c->loop, &k->timer);
@@ -1113,6 +1351,48 @@ static void call_start(call *k)
         c->calls->prev = k;
     c->calls = k;
     uv_timer_start(&k->timer, on_call_timer, 0, 0);
+}
+
+/* ---- active health checks ---- */
+
+static void on_checked(int err, const ms_http_client_resp *r, void *arg)
+{
+    instance *in = arg; /* alive: the check's call holds it until its timer closed */
+    in->checking = false;
+    if (in->up->c->closing || in->removed)
+        return;
+    if (ms_health_record(&in->health, err == 0 && r->status >= 200 && r->status < 300))
+        ms_http_client__unhealthy(in->series, in->health.down ? 1 : -1);
+}
+
+/* One GET of the health path, pinned to the instance (no retry, no breaker, no metrics). */
+static void check_start(ms_http_client *c, upstream *u, instance *in)
+{
+    ms_http_client_req req = {
+        .upstream = u->name,
+        .method = HTTP_GET,
+        .path = c->cfg.health_path,
+        .deadline = uv_now(c->loop) + c->cfg.health_interval_ms,
+    };
+    call *k;
+    if (call_prepare(c, &req, &k) < 0)
+        return;
+    k->up = u;
+    k->check = true;
+    k->cb = on_checked;
+    k->arg = in;
+    inst_set(&k->inst, in);
+    in->checking = true;
+    call_start(k);
+}
+
+static void on_health(uv_timer_t *t)
+{
+    ms_http_client *c = t->data;
+    for (int i = 0; i < c->nups; i++)
+        for (int j = 0; j < c->ups[i].n; j++)
+            if (!c->ups[i].inst[j]->checking)
+                check_start(c, &c->ups[i], c->ups[i].inst[j]);
 }
 
 static void call_discard(call *k)

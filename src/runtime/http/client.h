@@ -29,7 +29,28 @@
  * call that is not idempotent only on a connect failure (its bytes were never sent). At most
  * max_retries (2) retries, after a full-jitter backoff (random in [0, min(250, 25·2^i)] ms), on
  * another healthy instance when there is one, and never one that could not start before the
- * deadline: then the last answer (a 503) or error is what the callback gets.
+ * deadline: then the last answer (a 503) or error is what the callback gets. Retry budget: the
+ * calls of an upstream that have retried stay under max(3, a fifth of its pending calls); a
+ * retry past it is not made (http_client_retries_skipped_total{reason="budget"}).
+ *
+ * Balancing: round robin (the default), or least-request: the one of two random usable
+ * instances with fewer attempts in flight in this client.
+ *
+ * Outlier ejection (passive, alongside the down-marking): eject_consecutive failures in a row
+ * on an instance (a 5xx, 500 included, a connect failure, a timeout, or an answer slower than
+ * slow_ms) eject it for eject_base_ms × its ejections so far (capped at eject_max_ms), as long
+ * as at most eject_max_percent of the upstream's instances are out (always one may be, never
+ * all). When that time has passed one call probes it: a success lets it back, a failure ejects
+ * it again.
+ *
+ * Active health checks (health_path set): every health_interval_ms each instance's path is
+ * fetched (no retry); 3 failures in a row take it out of rotation, 2 passes bring it back.
+ *
+ * Circuit breaker, per upstream and client: of the last 20 attempts (20 at least), when half
+ * failed or half were slow, it opens for breaker_open_ms: calls fail fast with MS_ECONN,
+ * attempts 0, counted as status "circuit_open" (a retry refused ends with the last answer).
+ * Then half-open: 3 trial attempts; all succeed → closed, one fails → open again. An override
+ * (ms_http_client_breaker_override) forces it open or closed for every loop.
  */
 #ifndef MS_HTTP_CLIENT_H
 #define MS_HTTP_CLIENT_H
@@ -76,9 +97,13 @@ void ms_http_client_metrics_free(ms_http_client_metrics *m);
 /*
  * A collector for ms_metrics_register(ms_http_client_metrics_render, m): writes
  * http_client_requests_total{upstream,status} (status: the HTTP status, or timeout,
- * unreachable, too_big, bad_response, shutdown), http_client_request_duration_seconds{upstream}
- * (a histogram of whole calls, retries included), http_client_retries_total{upstream} and
- * http_client_instances_down{upstream,instance} (how many loops see the instance down now).
+ * unreachable, too_big, bad_response, shutdown, circuit_open),
+ * http_client_request_duration_seconds{upstream} (a histogram of whole calls, retries included),
+ * http_client_retries_total{upstream}, http_client_retries_skipped_total{upstream,reason},
+ * http_client_instances_down{upstream,instance} (how many loops see the instance down now),
+ * http_client_breaker_state{upstream} (0 closed, 1 open, 2 half-open: the highest over the
+ * loops), http_client_ejections_total{upstream,instance}, http_client_instances_ejected{upstream}
+ * and http_client_active_requests{upstream} (attempts in flight, over the loops).
  */
 void ms_http_client_metrics_render(ms_buf *out, void *metrics);
 
@@ -122,6 +147,15 @@ typedef struct ms_http_client_config {
     size_t max_body_bytes;           /* a response body (4 MiB) */
     ms_http_client_metrics *metrics; /* NULL: none recorded */
     ms_http_balance balance;         /* MS_BALANCE_ROUND_ROBIN */
+    uint32_t slow_ms;                /* an attempt answered later is "slow" (1000) */
+    int eject_consecutive;           /* failures (or slow answers) in a row that eject (5) */
+    uint32_t eject_base_ms;          /* an ejection lasts base × times ejected (30000) */
+    uint32_t eject_max_ms;           /* at most (300000) */
+    int eject_max_percent;           /* of an upstream's instances ejected at once (10; at
+                                        least one, never all) */
+    uint32_t breaker_open_ms;        /* an open breaker's time before half-open (5000) */
+    const char *health_path;         /* NULL: no active health checks; else GET it (copied) */
+    uint32_t health_interval_ms;     /* between two checks of an instance (2000) */
 } ms_http_client_config;
 
 /* Fills the defaults above (metrics NULL). A zero field of a config is read as its default. */

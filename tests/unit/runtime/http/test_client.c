@@ -55,7 +55,7 @@ struct tserver {
     int port;
     sconn *conns;
     atomic_int accepts, requests, closed, fail_503_left;
-    atomic_bool close_after_response;
+    atomic_bool close_after_response, unhealthy;
     pthread_mutex_t lock;
     char traceparent[128]; /* the last one received */
 };
@@ -153,6 +153,15 @@ static void handle(sconn *sc)
             respond(sc, 503, "Retry-After: 1\r\n", "busy");
         else
             respond(sc, 200, NULL, "ok");
+    } else if (strcmp(u, "/err") == 0) {
+        respond(sc, atomic_fetch_sub(&s->fail_503_left, 1) > 0 ? 500 : 200, NULL, "err?");
+    } else if (strcmp(u, "/busy") == 0) {
+        if (atomic_fetch_sub(&s->fail_503_left, 1) > 0)
+            respond(sc, 503, NULL, "busy");
+        else
+            uv_timer_start(&sc->timer, on_slow, SLOW_MS, 0);
+    } else if (strcmp(u, "/health") == 0) {
+        respond(sc, atomic_load(&s->unhealthy) ? 503 : 200, NULL, "health");
     } else if (strcmp(u, "/drop") == 0) {
         sconn_close(sc);
     } else if (strcmp(u, "/trace") == 0) {
@@ -1062,6 +1071,244 @@ static void test_set_upstream(void **state)
     assert_int_equal(slow.status, 200);
 }
 
+/* A second client on the fixture's loop and metrics, with its own settings. */
+static ms_http_client *client_with(fixture *f, ms_http_client_config *cfg, const char *name,
+                                   int nservers)
+{
+    cfg->metrics = f->m;
+    ms_http_client *c = ms_http_client_new(&f->loop, cfg);
+    char spec[128];
+    if (nservers == 1)
+        snprintf(spec, sizeof spec, "http://127.0.0.1:%d", f->s[0]->port);
+    else
+        snprintf(spec, sizeof spec, "http://127.0.0.1:%d,http://127.0.0.1:%d", f->s[0]->port,
+                 f->s[1]->port);
+    ms_http_upstream_list l;
+    assert_int_equal(ms_http_upstream_parse(spec, &l), 0);
+    assert_int_equal(ms_http_client_add_upstream(c, name, &l), 0);
+    return c;
+}
+
+static result call_on(fixture *f, ms_http_client *c, ms_http_client_req req)
+{
+    result r = {0};
+    assert_int_equal(ms_http_client_request(c, &req, on_result, &r), 0);
+    run_until(f, &r.done, NULL, NULL);
+    return r;
+}
+
+static bool has_text(char *text, const char *want)
+{
+    bool yes = strstr(text, want) != NULL;
+    free(text);
+    return yes;
+}
+
+static char *status_text(fixture *f)
+{
+    ms_buf b;
+    ms_buf_init(&b, 256);
+    ms_http_client_status_json(f->m, &b);
+    ms_buf_add(&b, "", 1);
+    return b.p;
+}
+
+static result slow_result; /* static: a pending call may be failed after the test returned */
+
+static void test_least_request(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.balance = MS_BALANCE_LEAST_REQUEST;
+    ms_http_client *c = client_with(f, &cfg, "lr", 2);
+    /* one call held by an instance: the other is less busy, so it takes every new call */
+    slow_result = (result){0};
+    ms_http_client_req sreq = req_of("lr", HTTP_GET, "/slow");
+    assert_int_equal(ms_http_client_request(c, &sreq, on_result, &slow_result), 0);
+    for (int i = 0;
+         i < 200 && atomic_load(&f->s[0]->requests) + atomic_load(&f->s[1]->requests) == 0; i++)
+        run_until(f, NULL, time_reached, &(wait_time){f, uv_now(&f->loop) + 10});
+    int busy = atomic_load(&f->s[0]->requests) == 1 ? 0 : 1;
+    for (int i = 0; i < 6; i++) {
+        result r = call_on(f, c, req_of("lr", HTTP_GET, "/ok"));
+        assert_int_equal(r.status, 200);
+    }
+    assert_int_equal(atomic_load(&f->s[1 - busy]->requests), 6);
+    assert_true(has_text(status_text(f), "\"active_requests\":1}"));
+    ms_http_client_free(c);
+    assert_int_equal(slow_result.err, MS_ESHUTDOWN);
+}
+
+static void test_ejection(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.eject_consecutive = 3;
+    cfg.eject_base_ms = 300;
+    ms_http_client *c = client_with(f, &cfg, "ej", 2);
+    atomic_store(&f->s[0]->fail_503_left, 1000); /* s0 answers 500s (not marked down) */
+    int fails = 0;
+    for (int i = 0; i < 12; i++)
+        fails += call_on(f, c, req_of("ej", HTTP_POST, "/err")).status == 500;
+    /* ejected after its third 500 in a row: no traffic since */
+    assert_int_equal(fails, 3);
+    assert_int_equal(atomic_load(&f->s[0]->requests), 3);
+    char want[200];
+    snprintf(want, sizeof want,
+             "http_client_ejections_total{upstream=\"ej\",instance=\"127.0.0.1:%d\"} 1\n",
+             f->s[0]->port);
+    assert_true(has_text(metrics_text(f), want));
+    assert_true(has_text(metrics_text(f), "http_client_instances_ejected{upstream=\"ej\"} 1\n"));
+    snprintf(want, sizeof want,
+             "{\"address\":\"127.0.0.1:%d\",\"state\":\"ejected\",\"ejections\":1", f->s[0]->port);
+    assert_true(has_text(status_text(f), want));
+    /* after its time out, one probe: it fails, so out again (for twice as long) */
+    wait_time w = {f, uv_now(&f->loop) + 300};
+    run_until(f, NULL, time_reached, &w);
+    assert_int_equal(call_on(f, c, req_of("ej", HTTP_POST, "/err")).status, 500);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(call_on(f, c, req_of("ej", HTTP_POST, "/err")).status, 200);
+    assert_int_equal(atomic_load(&f->s[0]->requests), 4);
+    want[strlen(want) - 1] = '2';
+    assert_true(has_text(status_text(f), want));
+    /* recovered: the next probe brings it back */
+    atomic_store(&f->s[0]->fail_503_left, 0);
+    w.until = uv_now(&f->loop) + 600;
+    run_until(f, NULL, time_reached, &w);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(call_on(f, c, req_of("ej", HTTP_POST, "/err")).status, 200);
+    assert_int_equal(atomic_load(&f->s[0]->requests), 6);
+    assert_true(has_text(metrics_text(f), "http_client_instances_ejected{upstream=\"ej\"} 0\n"));
+    ms_http_client_free(c);
+}
+
+static void test_breaker(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.breaker_open_ms = 300;
+    ms_http_client *c = client_with(f, &cfg, "br", 1);
+    atomic_store(&f->s[0]->fail_503_left, 20);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(call_on(f, c, req_of("br", HTTP_POST, "/err")).status, 500);
+    /* 20 of 20 failed: open, calls fail fast without trying */
+    result r = call_on(f, c, req_of("br", HTTP_GET, "/ok"));
+    assert_int_equal(r.err, MS_ECONN);
+    assert_int_equal(r.attempts, 0);
+    assert_int_equal(atomic_load(&f->s[0]->requests), 20);
+    assert_true(has_text(metrics_text(f), "http_client_breaker_state{upstream=\"br\"} 1\n"));
+    assert_true(
+        has_text(metrics_text(f),
+                 "http_client_requests_total{upstream=\"br\",status=\"circuit_open\"} 1\n"));
+    assert_true(has_text(status_text(f), "\"breaker\":{\"state\":\"open\",\"override\":\"auto\"}"));
+    /* forced closed, calls go through; forced open, none does */
+    assert_int_equal(ms_http_client_breaker_override(f->m, "br", MS_BREAKER_FORCE_CLOSED), 0);
+    assert_true(has_text(status_text(f), "\"override\":\"closed\""));
+    assert_int_equal(call_on(f, c, req_of("br", HTTP_GET, "/ok")).status, 200);
+    assert_int_equal(ms_http_client_breaker_override(f->m, "br", MS_BREAKER_AUTO), 0);
+    /* half-open after its time: three trials succeed, it closes */
+    wait_time w = {f, uv_now(&f->loop) + 300};
+    run_until(f, NULL, time_reached, &w);
+    assert_int_equal(call_on(f, c, req_of("br", HTTP_GET, "/ok")).status, 200);
+    assert_true(has_text(metrics_text(f), "http_client_breaker_state{upstream=\"br\"} 2\n"));
+    assert_int_equal(call_on(f, c, req_of("br", HTTP_GET, "/ok")).status, 200);
+    assert_int_equal(call_on(f, c, req_of("br", HTTP_GET, "/ok")).status, 200);
+    assert_true(has_text(metrics_text(f), "http_client_breaker_state{upstream=\"br\"} 0\n"));
+    assert_int_equal(ms_http_client_breaker_override(f->m, "br", MS_BREAKER_FORCE_OPEN), 0);
+    r = call_on(f, c, req_of("br", HTTP_GET, "/ok"));
+    assert_int_equal(r.err, MS_ECONN);
+    assert_int_equal(r.attempts, 0);
+    assert_int_equal(ms_http_client_breaker_override(f->m, "nope", MS_BREAKER_FORCE_OPEN),
+                     MS_ENOTFOUND);
+    ms_http_client_free(c);
+    /* no client has it any more */
+    assert_int_equal(ms_http_client_breaker_override(f->m, "br", MS_BREAKER_AUTO), MS_ENOTFOUND);
+    assert_false(has_text(status_text(f), "\"br\""));
+}
+
+typedef struct {
+    fixture *f;
+    const char *want;
+} status_wait;
+
+static bool status_has(void *arg)
+{
+    status_wait *w = arg;
+    return has_text(status_text(w->f), w->want);
+}
+
+static void test_health_checks(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.health_path = "/health";
+    cfg.health_interval_ms = 20;
+    ms_http_client *c = client_with(f, &cfg, "hc", 2);
+    atomic_store(&f->s[0]->unhealthy, true);
+    char want[200];
+    snprintf(want, sizeof want, "{\"address\":\"127.0.0.1:%d\",\"state\":\"unhealthy\"",
+             f->s[0]->port);
+    status_wait w = {f, want};
+    run_until(f, NULL, status_has, &w);
+    char s1[64];
+    snprintf(s1, sizeof s1, "127.0.0.1:%d", f->s[1]->port);
+    for (int i = 0; i < 6; i++) { /* an instance failing its checks gets no calls */
+        result r = call_on(f, c, req_of("hc", HTTP_POST, "/echo"));
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.instance, s1);
+    }
+    atomic_store(&f->s[0]->unhealthy, false);
+    snprintf(want, sizeof want, "{\"address\":\"127.0.0.1:%d\",\"state\":\"healthy\"",
+             f->s[0]->port);
+    run_until(f, NULL, status_has, &w);
+    ms_http_client_free(c);
+}
+
+typedef struct {
+    int done, status503;
+} many;
+
+static void on_many(int err, const ms_http_client_resp *r, void *arg)
+{
+    many *m = arg;
+    m->done++;
+    m->status503 += err == 0 && r->status == 503;
+}
+
+static bool many_done(void *arg)
+{
+    return ((many *)arg)->done == 10;
+}
+
+static void test_retry_budget(void **state)
+{
+    fixture *f = *state;
+    /* ten calls answered 503, then nothing (a retry waits until its deadline): at most 6 of the
+     * 503s go to retries, so at least 4 calls want one, and only 3 may retry at once */
+    atomic_store(&f->s[0]->fail_503_left, 10);
+    static many m;
+    m = (many){0};
+    ms_http_client_req req = req_of("one", HTTP_GET, "/busy");
+    req.deadline = uv_now(&f->loop) + 1500;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(ms_http_client_request(f->c, &req, on_many, &m), 0);
+    run_until(f, NULL, many_done, &m);
+    assert_true(m.status503 >= 1);
+    char *text = metrics_text(f);
+    const char *p =
+        strstr(text, "http_client_retries_skipped_total{upstream=\"one\",reason=\"budget\"} ");
+    assert_non_null(p);
+    assert_true(
+        atoi(p +
+             strlen("http_client_retries_skipped_total{upstream=\"one\",reason=\"budget\"} ")) >=
+        1);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1085,6 +1332,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_probe_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_cap_and_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_upstream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_least_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ejection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_breaker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
