@@ -88,8 +88,10 @@ static void respond(control_conn *c, int status, const char *type, json_t *doc)
 static void problem(control_conn *c, int status, const char *detail, const char *field,
                     const char *message)
 {
-    json_t *doc = json_pack("{s:s, s:i, s:s}", "title", "control request refused", "status", status,
-                            "detail", detail);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "urn:microshop:problem:control-refused",
+                  "title", "control request refused", "status", status, "detail", detail,
+                  "instance", c->url.p && c->complete ? c->url.p : "");
     if (field)
         json_object_set_new(doc, "errors",
                             json_pack("[{s:s, s:s}]", "field", field, "message", message));
