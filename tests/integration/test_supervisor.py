@@ -209,6 +209,22 @@ def test_scale_order_out_and_back_in(shop):
     checkout(shop)
 
 
+def test_the_order_service_follows_a_scaled_inventory(shop):
+    first = f"127.0.0.1:{shop.base + 3}"
+    second = shop.scale("inventory", 2)[1]
+    try:
+        def second_gets_saga_calls():
+            checkout(shop)
+            # a checkout's calls alternate over the instances: a quote here, a reservation there
+            return (requests_served(second, "/internal/v1/quotes")
+                    + requests_served(second, "/internal/v1/reservations")) > 0
+        poll(second_gets_saga_calls, 30 * SLOW, interval=0.1,
+             what="the order service to reserve stock at the second inventory instance")
+    finally:
+        assert shop.scale("inventory", 1) == [first]
+    checkout(shop)
+
+
 def child_cmd_has(pid, addr):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
