@@ -323,8 +323,10 @@ static void spawn(sup_instance *in)
         ms_buf *b = &vars[nvars++];
         ms_buf_init(b, 128);
         ms_buf_adds(b, "MICROSHOP_");
-        for (const char *c = s->svc->name; *c; c++)
-            ms_buf_add(b, &(char){(char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c)}, 1);
+        for (const char *c = s->svc->name; *c; c++) {
+            char upper = *c >= 'a' && *c <= 'z' ? (char)(*c - 32) : *c;
+            ms_buf_add(b, &upper, 1);
+        }
         ms_buf_adds(b, "_URL=");
         upstream_list(s, b);
         ms_buf_add(b, "", 1);
