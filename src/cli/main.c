@@ -10,7 +10,8 @@ static void usage(FILE *out)
     fprintf(out,
             "microshop %s — a microservices e-commerce system in C\n\n"
             "usage:\n"
-            "  microshop run [--data DIR] [--port-base N]  start every service (embedded)\n"
+            "  microshop run [--data DIR] [--port-base N] [--replicas N|SVC=N,...] [--admin H:P]\n"
+            "                                             start the gateway and every service\n"
             "  microshop serve TARGET [flags]             run one component\n"
             "  microshop migrate TARGET [flags]           apply database migrations\n"
             "  microshop help TARGET                      flags of a target\n"

@@ -11,6 +11,7 @@
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "services/gateway/gateway_admin.h"
 #include "services/payment/payment_flags.h"
 #include "runtime/core/banned.h"
 
@@ -23,6 +24,7 @@ static const struct {
     int (*apply)(char *err, size_t errn);
 } target_flags[] = {
     {&ms_payment_service, payment_flags, &payment_nflags, payment_flags_apply},
+    {&ms_gateway_service, gateway_flags, &gateway_nflags, gateway_flags_apply},
 };
 
 static int make_dirs(const char *path)

@@ -1,232 +1,114 @@
 /*
- * run.c — `microshop run`: the embedded default. A supervisor starts every service target as
- * its own process (`microshop serve NAME`, SQLite under --data), restarts a child that dies
- * (with backoff), stocks the inventory with a demo catalogue (demo_catalogue.c), prints where
- * everything is, and on Ctrl-C stops the children gracefully (SIGTERM, then SIGKILL after the
+ * run.c — `microshop run`: the embedded default. A supervisor (supervisor.c) starts the gateway
+ * (the API, with its admin listener) and every service as processes of their own
+ * (`microshop serve NAME`, SQLite under --data), each with its replicas; restarts a child that
+ * dies (with backoff); scales and restarts on the gateway's admin requests; stocks the
+ * inventory with a demo catalogue (demo_catalogue.c); prints where everything is; and on
+ * Ctrl-C stops the gateway, then the services, gracefully (SIGTERM, then SIGKILL after the
  * drain limit).
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "cli/cli.h"
 #include "cli/demo_catalogue.h"
+#include "cli/supervisor.h"
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
 #include "runtime/core/banned.h"
 
-enum { MAX_CHILDREN = 8, STOP_GRACE_MS = 12000, STABLE_MS = 30000, MAX_QUICK_FAILS = 5 };
-
-typedef struct child {
-    const ms_service *svc;
-    uv_process_t proc;
-    uv_timer_t restart;
-    char listen[32];
-    bool running;
-    uint64_t started_at;
-    int quick_fails;
-    unsigned backoff_ms;
-} child;
-
 static struct {
     uv_loop_t *loop;
-    child children[MAX_CHILDREN];
-    int n;
     const char *data;
-    char exe[4096];
-    bool stopping;
-    int status;
+    char admin[80];
     uv_signal_t sigint, sigterm;
-    uv_timer_t kill_timer, ready_timer;
+    uv_timer_t ready_timer;
     int ready_checks;
-    char **env;
-} sup;
-
-static void start_child(child *c);
+    bool closed;
+} run;
 
 static void on_closed(uv_handle_t *h)
 {
     (void)h;
 }
 
-static void maybe_finish(void)
+/* The supervisor's own handles go once it is stopping and every child is gone. */
+static void close_own_handles(void)
 {
-    for (int i = 0; i < sup.n; i++)
-        if (sup.children[i].running)
-            return;
-    /* every child is gone: let the loop end */
-    uv_close((uv_handle_t *)&sup.sigint, on_closed);
-    uv_close((uv_handle_t *)&sup.sigterm, on_closed);
-    uv_close((uv_handle_t *)&sup.kill_timer, on_closed);
-    uv_close((uv_handle_t *)&sup.ready_timer, on_closed);
-    for (int i = 0; i < sup.n; i++)
-        uv_close((uv_handle_t *)&sup.children[i].restart, on_closed);
-}
-
-static void on_restart(uv_timer_t *t)
-{
-    child *c = t->data;
-    if (!sup.stopping)
-        start_child(c);
-}
-
-static void on_child_exit(uv_process_t *p, int64_t status, int signal)
-{
-    child *c = p->data;
-    c->running = false;
-    uv_close((uv_handle_t *)p, on_closed);
-    if (sup.stopping) {
-        maybe_finish();
+    if (run.closed)
         return;
-    }
-    uint64_t lived = uv_now(sup.loop) - c->started_at;
-    fprintf(stderr, "microshop run: %s exited (status %lld, signal %d) after %.1f s\n",
-            c->svc->name, (long long)status, signal, (double)lived / 1000);
-    c->quick_fails = lived < 2000 ? c->quick_fails + 1 : 0;
-    if (lived > STABLE_MS)
-        c->backoff_ms = 0;
-    if (c->quick_fails >= MAX_QUICK_FAILS) {
-        fprintf(stderr,
-                "microshop run: %s keeps failing at start (is %s already in use?); stopping\n",
-                c->svc->name, c->listen);
-        sup.status = 1;
-        sup.stopping = true;
-        for (int i = 0; i < sup.n; i++)
-            if (sup.children[i].running)
-                uv_process_kill(&sup.children[i].proc, SIGTERM);
-        maybe_finish();
-        return;
-    }
-    c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 100;
-    if (c->backoff_ms > 5000)
-        c->backoff_ms = 5000;
-    uv_timer_start(&c->restart, on_restart, c->backoff_ms, 0);
-}
-
-static void start_child(child *c)
-{
-    char *args[] = {sup.exe,   "serve",  (char *)c->svc->name, "--listen",
-                    c->listen, "--data", (char *)sup.data,     NULL};
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = 1},
-        {.flags = UV_INHERIT_FD, .data.fd = 2},
-    };
-    /* Children get their own session, so a terminal's Ctrl-C reaches only the supervisor,
-     * which then drains them in order; MICROSHOP_PARENT_PID makes them exit if it dies. */
-    uv_process_options_t opts = {
-        .exit_cb = on_child_exit,
-        .file = sup.exe,
-        .args = args,
-        .env = sup.env,
-        .flags = UV_PROCESS_DETACHED,
-        .stdio_count = 3,
-        .stdio = stdio,
-    };
-    c->proc.data = c;
-    c->started_at = uv_now(sup.loop);
-    int rc = uv_spawn(sup.loop, &c->proc, &opts);
-    if (rc < 0) {
-        fprintf(stderr, "microshop run: cannot start %s: %s\n", c->svc->name, uv_strerror(rc));
-        uv_close((uv_handle_t *)&c->proc, on_closed);
-        c->backoff_ms = 1000;
-        uv_timer_start(&c->restart, on_restart, c->backoff_ms, 0);
-        return;
-    }
-    c->running = true;
-}
-
-static void on_kill_timer(uv_timer_t *t)
-{
-    (void)t;
-    for (int i = 0; i < sup.n; i++)
-        if (sup.children[i].running)
-            uv_process_kill(&sup.children[i].proc, SIGKILL);
+    run.closed = true;
+    uv_close((uv_handle_t *)&run.sigint, on_closed);
+    uv_close((uv_handle_t *)&run.sigterm, on_closed);
+    uv_close((uv_handle_t *)&run.ready_timer, on_closed);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
     (void)s;
-    if (sup.stopping) {
-        on_kill_timer(NULL); /* a second Ctrl-C: no more waiting */
-        return;
-    }
-    fprintf(stderr, "\nmicroshop run: stopping (signal %d)...\n", signum);
-    sup.stopping = true;
-    for (int i = 0; i < sup.n; i++) {
-        uv_timer_stop(&sup.children[i].restart);
-        if (sup.children[i].running)
-            uv_process_kill(&sup.children[i].proc, SIGTERM);
-    }
-    uv_timer_start(&sup.kill_timer, on_kill_timer, STOP_GRACE_MS, 0);
-    maybe_finish();
+    if (!sup_stopping())
+        fprintf(stderr, "\nmicroshop run: stopping (signal %d)...\n", signum);
+    sup_stop();
 }
 
-/* True when something accepts connections at "HOST:PORT". */
-static bool port_open(const char *listen)
+static const char *first_addr(const char *name)
 {
-    char host[64];
-    int port;
-    if (ms_config_split_listen(listen, host, &port) < 0)
-        return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, host, &a.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-/* Where the child serving `name` listens, or NULL when there is none. */
-static const char *listen_of(const char *name)
-{
-    for (int i = 0; i < sup.n; i++)
-        if (!strcmp(sup.children[i].svc->name, name))
-            return sup.children[i].listen;
-    return NULL;
+    sup_service *s = sup_service_find(name);
+    return s && s->n ? sup_instance_addr(s->inst[0]) : NULL;
 }
 
 static void print_banner(void)
 {
     char tag[MS_UUID_LEN + 1];
     ms_uuid_new(tag);
-    const char *user = sup.children[0].listen;
-    printf("\nmicroshop %s is running (data in %s)\n\n", MS_VERSION, sup.data);
-    for (int i = 0; i < sup.n; i++)
-        printf("  %-10s http://%s   (/health /ready /metrics)\n", sup.children[i].svc->name,
-               sup.children[i].listen);
-    /* A checkout that works when pasted: a new customer buys two of the demo T-shirts (100 in
-     * stock, so many pastes go by before one is rejected out_of_stock) with the sandbox card
-     * that is always accepted. */
+    const char *api = first_addr("gateway");
+    printf("\nmicroshop %s is running (data in %s)\n\n", MS_VERSION, run.data);
+    printf("  API       http://%s   (every service's /api/v1 routes)\n", api);
+    printf("  admin     http://%s   (/admin/instances /admin/breakers /admin/scale "
+           "/admin/restart /metrics)\n",
+           run.admin);
+    for (int i = 1; sup_service_at(i); i++) {
+        const sup_service *s = sup_service_at(i);
+        printf("  %-10s", s->svc->name);
+        for (int k = 0; k < s->n; k++)
+            printf("%shttp://%s", k ? ", " : "", sup_instance_addr(s->inst[k]));
+        printf("\n");
+    }
+    printf("  (each answers /health /ready /metrics)\n");
+    /* DEMO TOKENS: the lead prints a demo customer's and an admin's tokens here (minted with
+     * the gateway's signing key), and the examples below then send them. */
+
+    /* A checkout that works when pasted, through the gateway: a new customer buys two of the
+     * demo T-shirts (100 in stock, so many pastes go by before one is rejected out_of_stock)
+     * with the sandbox card that is always accepted. */
     printf("\nTry a checkout (copy and paste):\n"
            "  ID=$(curl -s -X POST http://%s/api/v1/users -H 'Content-Type: application/json' \\\n"
            "       -d '{\"email\":\"ada-%.8s@example.com\",\"name\":\"Ada\","
            "\"password\":\"correct horse battery\"}' | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n",
-           user, tag + 28);
-    const char *order = listen_of("order");
-    const char *inventory = listen_of("inventory");
-    if (order && inventory)
-        printf("  curl -s 'http://%s/api/v1/products?limit=3'\n"
-               "  PID=$(curl -s 'http://%s/api/v1/products?limit=100' | "
-               "grep -o '\"id\":\"[^\"]*\",\"sku\":\"MS-TEE-001\"' | cut -d'\"' -f4)\n"
-               "  OID=$(curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
-               "-H 'X-User-Role: customer' \\\n"
-               "       -H 'Content-Type: application/json' -H \"Idempotency-Key: first-$ID\" "
-               "\\\n"
-               "       -d '{\"items\":[{\"product_id\":\"'$PID'\",\"quantity\":2}],"
-               "\"payment\":{\"card_number\":\"4242424242424242\"}}' "
-               "| sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
-               "  curl -s http://%s/api/v1/orders/$OID -H \"X-User-Id: $ID\" "
-               "-H 'X-User-Role: customer'\n",
-               inventory, inventory, order, order);
+           api, tag + 28);
+    printf("  curl -s 'http://%s/api/v1/products?limit=3'\n"
+           "  PID=$(curl -s 'http://%s/api/v1/products?limit=100' | "
+           "grep -o '\"id\":\"[^\"]*\",\"sku\":\"MS-TEE-001\"' | cut -d'\"' -f4)\n"
+           "  OID=$(curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
+           "-H 'X-User-Role: customer' \\\n"
+           "       -H 'Content-Type: application/json' -H \"Idempotency-Key: first-$ID\" "
+           "\\\n"
+           "       -d '{\"items\":[{\"product_id\":\"'$PID'\",\"quantity\":2}],"
+           "\"payment\":{\"card_number\":\"4242424242424242\"}}' "
+           "| sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
+           "  curl -s http://%s/api/v1/orders/$OID -H \"X-User-Id: $ID\" "
+           "-H 'X-User-Role: customer'\n",
+           api, api, api, api);
+    printf("\nScale or restart a service (admin listener):\n"
+           "  curl -s -X POST http://%s/admin/scale -H 'Content-Type: application/json' "
+           "-d '{\"service\":\"order\",\"replicas\":2}'\n"
+           "  curl -s -X POST http://%s/admin/restart -H 'Content-Type: application/json' "
+           "-d '{\"service\":\"order\"}'\n",
+           run.admin, run.admin);
     printf("\nPress Ctrl-C to stop.\n");
     fflush(stdout);
 }
@@ -242,94 +124,140 @@ static void on_seeded(int created, int existing, int failed, void *arg)
     else if (created)
         fprintf(stderr, "microshop run: demo catalogue of %d products added (%d were there)\n",
                 created + existing, existing);
-    if (!sup.stopping)
+    if (!sup_stopping())
         print_banner();
 }
 
 static void on_ready_timer(uv_timer_t *t)
 {
-    for (int i = 0; i < sup.n; i++) {
-        if (!port_open(sup.children[i].listen)) {
-            if (++sup.ready_checks == 100)
-                fprintf(stderr, "microshop run: still waiting for %s on %s...\n",
-                        sup.children[i].svc->name, sup.children[i].listen);
-            return;
+    if (sup_stopping()) {
+        uv_timer_stop(t);
+        return;
+    }
+    for (int i = 0; sup_service_at(i); i++) {
+        const sup_service *s = sup_service_at(i);
+        for (int k = 0; k < s->n; k++) {
+            if (!sup_port_open(sup_instance_addr(s->inst[k]))) {
+                if (++run.ready_checks == 100)
+                    fprintf(stderr, "microshop run: still waiting for %s on %s...\n", s->svc->name,
+                            sup_instance_addr(s->inst[k]));
+                return;
+            }
         }
     }
+    if (!sup_port_open(run.admin))
+        return;
     uv_timer_stop(t);
-    const char *inventory = listen_of("inventory");
-    if (!inventory || demo_catalogue_seed(sup.loop, inventory, on_seeded, NULL) < 0)
+    const char *inventory = first_addr("inventory");
+    if (!inventory || demo_catalogue_seed(run.loop, inventory, on_seeded, NULL) < 0)
         print_banner();
+}
+
+/* Ends the loop's own handles once the supervisor has nothing left running. */
+static void on_check(uv_check_t *c)
+{
+    if (sup_finished()) {
+        close_own_handles();
+        uv_close((uv_handle_t *)c, on_closed);
+    }
+}
+
+/* "3" (every service) or "order=2,inventory=2" into cfg->replicas; false when malformed. */
+static bool parse_replicas(const char *spec, sup_config *cfg, char *err, size_t errn)
+{
+    char *end;
+    long all = strtol(spec, &end, 10);
+    if (end != spec && *end == '\0') {
+        if (all < 1 || all > SUP_MAX_REPLICAS) {
+            snprintf(err, errn, "--replicas must be from 1 to %d", SUP_MAX_REPLICAS);
+            return false;
+        }
+        for (int i = 1; i < SUP_MAX_SERVICES; i++)
+            cfg->replicas[i] = (int)all;
+        return true;
+    }
+    static const char *const names[SUP_MAX_SERVICES] = {"gateway", "user", "order", "inventory",
+                                                        "payment"};
+    const char *p = spec;
+    while (*p) {
+        const char *eq = strchr(p, '=');
+        int i = 1;
+        for (; eq && i < SUP_MAX_SERVICES; i++)
+            if ((size_t)(eq - p) == strlen(names[i]) && strncmp(p, names[i], (size_t)(eq - p)) == 0)
+                break;
+        long n = eq ? strtol(eq + 1, &end, 10) : 0;
+        if (!eq || i == SUP_MAX_SERVICES || end == eq + 1 || (*end && *end != ',') || n < 1 ||
+            n > SUP_MAX_REPLICAS) {
+            snprintf(err, errn,
+                     "--replicas must be N or SERVICE=N,... (services user, order, inventory, "
+                     "payment; N from 1 to %d), not '%s'",
+                     SUP_MAX_REPLICAS, spec);
+            return false;
+        }
+        cfg->replicas[i] = (int)n;
+        p = *end ? end + 1 : end;
+    }
+    return true;
 }
 
 int cmd_run(int argc, char **argv)
 {
-    const char *data = "./data";
+    const char *data = "./data", *admin = NULL, *replicas = "1";
     long base = 8080;
     const ms_option opts[] = {
         {"data", "MICROSHOP_DATA", MS_OPT_STRING, &data, 0, 0, "directory of the SQLite files"},
-        {"port-base", "MICROSHOP_PORT_BASE", MS_OPT_INT, &base, 1, 65000,
+        {"port-base", "MICROSHOP_PORT_BASE", MS_OPT_INT, &base, 1, 64000,
          "gateway port; services take the next ones (user = base+1)"},
+        {"admin", "MICROSHOP_ADMIN_LISTEN", MS_OPT_STRING, &admin, 0, 0,
+         "the gateway's admin listener HOST:PORT (default 127.0.0.1:port-base+1000)"},
+        {"replicas", "MICROSHOP_REPLICAS", MS_OPT_STRING, &replicas, 0, 0,
+         "instances per service: N, or SERVICE=N,... (order=2,inventory=2); more later with "
+         "POST /admin/scale"},
     };
     char err[256];
-    int rc = ms_config_parse(opts, 2, argc, argv, 2, err, sizeof err);
+    int rc = ms_config_parse(opts, sizeof opts / sizeof opts[0], argc, argv, 2, err, sizeof err);
     if (rc == 1)
         return 0;
+    sup_config cfg = {.data = data, .base = (int)base};
+    if (rc == 0 && !parse_replicas(replicas, &cfg, err, sizeof err))
+        rc = MS_EINVAL;
+    if (admin)
+        snprintf(run.admin, sizeof run.admin, "%s", admin);
+    else
+        snprintf(run.admin, sizeof run.admin, "127.0.0.1:%ld", base + 1000);
+    char host[64];
+    int port;
+    if (rc == 0 && (ms_config_split_listen(run.admin, host, &port) < 0 || port == 0)) {
+        snprintf(err, sizeof err, "--admin must be HOST:PORT with a port, not '%s'", run.admin);
+        rc = MS_EINVAL;
+    }
     if (rc < 0) {
         fprintf(stderr, "microshop run: %s\n", err);
         return 2;
     }
-    ssize_t n = readlink("/proc/self/exe", sup.exe, sizeof sup.exe - 1);
-    if (n <= 0) {
-        fprintf(stderr, "microshop run: cannot find my own executable\n");
+    cfg.admin = run.admin;
+    run.data = data;
+    run.loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(run.loop, &run.sigint);
+    uv_signal_init(run.loop, &run.sigterm);
+    uv_signal_start(&run.sigint, on_signal, SIGINT);
+    uv_signal_start(&run.sigterm, on_signal, SIGTERM);
+    uv_timer_init(run.loop, &run.ready_timer);
+    uv_check_t check;
+    uv_check_init(run.loop, &check);
+    uv_check_start(&check, on_check);
+    uv_unref((uv_handle_t *)&check);
+    if (sup_start(run.loop, &cfg) < 0) {
+        close_own_handles();
+        uv_close((uv_handle_t *)&check, on_closed);
+        uv_run(run.loop, UV_RUN_DEFAULT);
+        uv_loop_close(run.loop);
         return 1;
     }
-    sup.exe[n] = '\0';
-    sup.data = data;
-    sup.loop = uv_default_loop();
-    size_t nenv = 0;
-    while (environ[nenv])
-        nenv++;
-    sup.env = ms_xcalloc(nenv + 2 + MAX_CHILDREN, sizeof(char *));
-    memcpy(sup.env, environ, nenv * sizeof(char *));
-    char parent[48];
-    snprintf(parent, sizeof parent, "MICROSHOP_PARENT_PID=%d", (int)getpid());
-    sup.env[nenv++] = parent;
-    signal(SIGPIPE, SIG_IGN);
-    uv_signal_init(sup.loop, &sup.sigint);
-    uv_signal_init(sup.loop, &sup.sigterm);
-    uv_signal_start(&sup.sigint, on_signal, SIGINT);
-    uv_signal_start(&sup.sigterm, on_signal, SIGTERM);
-    uv_timer_init(sup.loop, &sup.kill_timer);
-    uv_timer_init(sup.loop, &sup.ready_timer);
-
-    /* every child learns where the others are (MICROSHOP_USER_URL=http://127.0.0.1:8081, ...);
-     * getenv takes the first match, so these go before the inherited environment and win */
-    char urls[MAX_CHILDREN][96];
-    for (int i = 0; i < MAX_CHILDREN && ms_targets[i]; i++, sup.n++) {
-        child *c = &sup.children[i];
-        c->svc = ms_targets[i];
-        /* the embedded ports keep their offsets from 8080 (user 8081, order 8082, ...) */
-        snprintf(c->listen, sizeof c->listen, "127.0.0.1:%ld",
-                 base + (c->svc->default_port - 8080));
-        int len = snprintf(urls[i], sizeof urls[i], "MICROSHOP_%s_URL=http://%s", c->svc->name,
-                           c->listen);
-        for (int k = 10; k < len && urls[i][k] != '_'; k++) /* the name, upper case */
-            urls[i][k] =
-                (char)(urls[i][k] >= 'a' && urls[i][k] <= 'z' ? urls[i][k] - 32 : urls[i][k]);
-    }
-    memmove(sup.env + sup.n, sup.env, nenv * sizeof(char *));
-    for (int i = 0; i < sup.n; i++)
-        sup.env[i] = urls[i];
-    for (int i = 0; i < sup.n; i++) {
-        child *c = &sup.children[i];
-        uv_timer_init(sup.loop, &c->restart);
-        c->restart.data = c;
-        start_child(c);
-    }
-    uv_timer_start(&sup.ready_timer, on_ready_timer, 50, 100);
-    uv_run(sup.loop, UV_RUN_DEFAULT);
-    uv_loop_close(sup.loop);
-    free(sup.env);
-    return sup.status;
+    uv_timer_start(&run.ready_timer, on_ready_timer, 50, 100);
+    uv_run(run.loop, UV_RUN_DEFAULT);
+    uv_loop_close(run.loop);
+    sup_free();
+    return sup_status();
 }

@@ -476,8 +476,12 @@ def child_serving(pid, target):
 def test_run_supervises_the_user_service():
     data = tempfile.mkdtemp(prefix="ms-it-run-")
     base = free_port_range(6)
+    with socket.socket() as s:  # the gateway's admin listener
+        s.bind(("127.0.0.1", 0))
+        admin_port = s.getsockname()[1]
     log = open(os.path.join(data, "run.log"), "wb")
-    sup = subprocess.Popen([BINARY, "run", "--data", data, "--port-base", str(base)],
+    sup = subprocess.Popen([BINARY, "run", "--data", data, "--port-base", str(base),
+                            "--admin", f"127.0.0.1:{admin_port}"],
                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                            env=clean_env())
     try:
@@ -491,11 +495,12 @@ def test_run_supervises_the_user_service():
                 banner += chunk
         text = banner.decode()
         url = f"http://127.0.0.1:{base + 1}"
-        assert "Ctrl-C" in text and url in text, text
+        api = f"http://127.0.0.1:{base}"
+        assert "Ctrl-C" in text and url in text and api in text, text
 
         # the example lines must work as printed: run them and read the user they print
-        example = text.split("Try a checkout", 1)[1].split("\n", 1)[1].split("Press Ctrl-C")[0]
-        assert f"{url}/api/v1/users" in example and "X-User-Role" in example, example
+        example = text.split("Try a checkout", 1)[1].split("\n", 1)[1].split("\n\n")[0]
+        assert f"{api}/api/v1/users" in example and "X-User-Role" in example, example
         p = subprocess.run(["bash", "-c", example], capture_output=True, text=True,
                            timeout=20 * SLOW)
         assert p.returncode == 0, p.stderr
@@ -535,9 +540,9 @@ def test_run_supervises_the_user_service():
         assert r.status_code == 200, r.text
 
         kids = children_of(sup.pid)
-        for target in ("user", "order", "inventory", "payment"):
+        for target in ("gateway", "user", "order", "inventory", "payment"):
             assert child_serving(sup.pid, target), (target, kids)
-        assert len(kids) == 4, kids
+        assert len(kids) == 5, kids
         sup.send_signal(signal.SIGINT)
         assert sup.wait(30 * SLOW) == 0
         for kid in kids:

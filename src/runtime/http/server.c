@@ -25,8 +25,10 @@
 static struct {
     const ms_server_config *cfg;
     const ms_router *router;
-    ms_loop *loops;
-    int nloops;
+    ms_loop *loops; /* nloops public ones, then the admin loop when there is one */
+    int nloops, nall;
+    ms_server_admin admin; /* router NULL: none */
+    ms_http_metrics *admin_metrics;
     ms_http_metrics **shards;
     const ms_loop_hooks *hooks;
     int signals;
@@ -179,7 +181,15 @@ static void collect_db(ms_buf *out, void *arg)
 
 /* ---- listeners ---- */
 
-static int make_listener(const char *host, int *port)
+void ms_server_set_admin(const ms_server_admin *admin)
+{
+    if (admin)
+        srv.admin = *admin;
+    else
+        memset(&srv.admin, 0, sizeof srv.admin);
+}
+
+static int make_listener(const char *host, int *port, bool shared)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -203,7 +213,8 @@ static int make_listener(const char *host, int *port)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     /* one socket per loop thread: the kernel spreads connections, no accept lock */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (shared)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0) {
         close(fd);
         return MS_EIO;
@@ -356,8 +367,8 @@ static void close_pool(ms_loop *l)
 static void finish_drain(ms_loop *l)
 {
     uv_timer_stop(&l->drain_timer);
-    if (srv.hooks && srv.hooks->close && l->service) {
-        srv.hooks->close(l, close_pool, srv.hooks->arg);
+    if (l->hooks && l->hooks->close && l->service) {
+        l->hooks->close(l, close_pool, l->hooks->arg);
         return;
     }
     close_pool(l);
@@ -419,7 +430,7 @@ static void on_signal(uv_signal_t *s, int signum)
         _exit(128 + signum);
     }
     ms_log(MS_LOG_INFO, "draining", "signal", signum == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
-    for (int i = 0; i < srv.nloops; i++)
+    for (int i = 0; i < srv.nall; i++)
         uv_async_send(&srv.loops[i].wake);
     (void)s;
 }
@@ -428,7 +439,10 @@ static void loop_main(void *arg)
 {
     ms_loop *l = arg;
     char name[16];
-    snprintf(name, sizeof name, "loop-%d", l->index);
+    if (l->index == srv.nloops)
+        snprintf(name, sizeof name, "admin");
+    else
+        snprintf(name, sizeof name, "loop-%d", l->index);
     pthread_setname_np(pthread_self(), name); /* top -H, perf and gdb show who is busy */
     uv_run(&l->uv, UV_RUN_DEFAULT);
     __atomic_store_n(&l->ended, true, __ATOMIC_RELEASE);
@@ -446,14 +460,60 @@ static void set_threadpool_size(const ms_db_config *db)
     setenv("UV_THREADPOOL_SIZE", v, 1);
 }
 
+static void add_builtin_routes(ms_router *router, bool metrics)
+{
+    if (ms_router_add(router, "GET", "/health", ms_server__health) < 0 ||
+        ms_router_add(router, "GET", "/ready", ms_server__ready) < 0 ||
+        (metrics && ms_router_add(router, "GET", "/metrics", ms_server__metrics) < 0))
+        MS_BUG("cannot add the built-in routes");
+}
+
+/* Sets up loop `l` on the listening socket `fd` (taken): its handles, pool and service
+ * state. 0, or 1 after logging why not. */
+static int open_loop(ms_loop *l, int fd, const ms_router *router, const ms_db_config *db,
+                     const ms_loop_hooks *hooks, int max_conns)
+{
+    int rc;
+    l->cfg = srv.cfg;
+    l->router = router;
+    l->hooks = hooks;
+    l->listen_fd = fd;
+    uv_loop_init(&l->uv);
+    uv_async_init(&l->uv, &l->wake, on_wake);
+    l->wake.data = l;
+    uv_timer_init(&l->uv, &l->drain_timer);
+    l->drain_timer.data = l;
+    l->max_conns = max_conns;
+    if (ms_server__listen(l, l->listen_fd) < 0)
+        MS_BUG("cannot poll a listening socket");
+    ms_http_metrics_set_limit(l->metrics, l->max_conns);
+    if (db && (rc = ms_db_pool_new(&l->uv, db, srv.nloops, &l->db)) < 0) {
+        ms_log(MS_LOG_ERROR, "cannot create the database pool", "error", ms_strerror(rc), NULL);
+        return 1;
+    }
+    if (hooks && hooks->open && (rc = hooks->open(l, hooks->arg)) < 0) {
+        ms_log(MS_LOG_ERROR, "cannot set up the service", "error", ms_strerror(rc), NULL);
+        return 1;
+    }
+    return 0;
+}
+
+static int listen_failed(const char *what, const char *host, int port)
+{
+    char addr[80];
+    snprintf(addr, sizeof addr, "%s:%d", host, port);
+    ms_log(MS_LOG_ERROR, what, "addr", addr, "error", strerror(errno), NULL);
+    return 1;
+}
+
 int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_config *db,
                   const ms_loop_hooks *hooks)
 {
     int rc = 0;
-    if (ms_router_add(router, "GET", "/health", ms_server__health) < 0 ||
-        ms_router_add(router, "GET", "/ready", ms_server__ready) < 0 ||
-        ms_router_add(router, "GET", "/metrics", ms_server__metrics) < 0)
-        MS_BUG("cannot add the built-in routes");
+    bool admin = srv.admin.router != NULL;
+    add_builtin_routes(router, !(admin && srv.admin.hide_public_metrics));
+    if (admin)
+        add_builtin_routes(srv.admin.router, true);
     signal(SIGPIPE, SIG_IGN);
     set_threadpool_size(db);
 
@@ -461,49 +521,43 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     srv.router = router;
     srv.hooks = hooks;
     srv.nloops = cfg->threads;
-    srv.loops = ms_xcalloc((size_t)cfg->threads, sizeof(ms_loop));
+    srv.nall = srv.nloops + (admin ? 1 : 0);
+    srv.loops = ms_xcalloc((size_t)srv.nall, sizeof(ms_loop));
     srv.shards = ms_xcalloc((size_t)cfg->threads, sizeof(ms_http_metrics *));
     ms_metrics_register(collect_http, NULL);
     if (db)
         ms_metrics_register(collect_db, NULL);
 
-    int port = cfg->port, started = 0;
+    int port = cfg->port, admin_port = srv.admin.port, opened = 0, started = 0;
     int db_conns = db ? db->pool_size + db->pool_overflow : 0;
     int max_conns =
         cfg->max_connections > 0 ? cfg->max_connections : ms_server_max_connections(db_conns);
-    for (int i = 0; i < srv.nloops; i++) {
-        ms_loop *l = &srv.loops[i];
-        l->index = i;
-        l->cfg = cfg;
-        l->router = router;
-        l->metrics = srv.shards[i] = ms_http_metrics_new();
-        l->listen_fd = make_listener(cfg->host, &port);
-        if (l->listen_fd < 0) {
-            char addr[80];
-            snprintf(addr, sizeof addr, "%s:%d", cfg->host, port);
-            ms_log(MS_LOG_ERROR, "cannot listen", "addr", addr, "error", strerror(errno), NULL);
-            rc = 1;
+    for (int i = 0; i < srv.nall; i++)
+        srv.loops[i].index = i;
+    for (; opened < srv.nloops; opened++) {
+        ms_loop *l = &srv.loops[opened];
+        l->metrics = srv.shards[opened] = ms_http_metrics_new();
+        int fd = make_listener(cfg->host, &port, true);
+        if (fd < 0) {
+            rc = listen_failed("cannot listen", cfg->host, port);
             goto out;
         }
-        uv_loop_init(&l->uv);
-        uv_async_init(&l->uv, &l->wake, on_wake);
-        l->wake.data = l;
-        uv_timer_init(&l->uv, &l->drain_timer);
-        l->drain_timer.data = l;
-        l->max_conns = (max_conns + srv.nloops - 1) / srv.nloops;
-        if (ms_server__listen(l, l->listen_fd) < 0)
-            MS_BUG("cannot poll a listening socket");
-        ms_http_metrics_set_limit(l->metrics, l->max_conns);
-        if (db && (rc = ms_db_pool_new(&l->uv, db, srv.nloops, &l->db)) < 0) {
-            ms_log(MS_LOG_ERROR, "cannot create the database pool", "error", ms_strerror(rc), NULL);
-            rc = 1;
+        if ((rc = open_loop(l, fd, router, db, hooks, (max_conns + srv.nloops - 1) / srv.nloops)))
+            goto out;
+    }
+    if (admin) {
+        /* its metrics shard is not rendered: /metrics shows the public routes' traffic */
+        ms_loop *l = &srv.loops[opened];
+        l->metrics = srv.admin_metrics = ms_http_metrics_new();
+        int fd = make_listener(srv.admin.host, &admin_port, false);
+        if (fd < 0) {
+            rc = listen_failed("cannot listen (admin)", srv.admin.host, admin_port);
             goto out;
         }
-        if (hooks && hooks->open && (rc = hooks->open(l, hooks->arg)) < 0) {
-            ms_log(MS_LOG_ERROR, "cannot set up the service", "error", ms_strerror(rc), NULL);
-            rc = 1;
+        opened++;
+        if ((rc = open_loop(l, fd, srv.admin.router, NULL, srv.admin.hooks,
+                            (max_conns + srv.nloops - 1) / srv.nloops)))
             goto out;
-        }
     }
 
     uv_loop_t main_loop;
@@ -517,7 +571,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
 
-    for (; started < srv.nloops; started++)
+    for (; started < srv.nall; started++)
         uv_thread_create(&srv.loops[started].thread, loop_main, &srv.loops[started]);
     char addr[80], threads[16], conns[16];
     snprintf(addr, sizeof addr, "%s:%d", cfg->host, port);
@@ -525,6 +579,10 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     snprintf(conns, sizeof conns, "%d", srv.loops[0].max_conns * srv.nloops);
     ms_log(MS_LOG_INFO, "listening", "addr", addr, "#threads", threads, "#max_connections", conns,
            NULL);
+    if (admin) {
+        snprintf(addr, sizeof addr, "%s:%d", srv.admin.host, admin_port);
+        ms_log(MS_LOG_INFO, "admin listening", "addr", addr, NULL);
+    }
 
     /* the main thread only waits for signals; it returns when every loop has drained, or
      * leaves a little after the drain limit (on_drain_overdue) */
@@ -544,12 +602,15 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     ms_log(MS_LOG_INFO, "stopped", NULL);
 
 out:
-    for (int i = 0; i < srv.nloops; i++) {
+    for (int i = 0; i < srv.nall; i++) {
         ms_loop *l = &srv.loops[i];
-        if (started == srv.nloops) /* every loop was set up and has run */
+        if (started == srv.nall) /* every loop was set up and has run */
             uv_loop_close(&l->uv);
-        ms_http_metrics_free(l->metrics);
     }
+    for (int i = 0; i < srv.nloops; i++)
+        ms_http_metrics_free(srv.loops[i].metrics);
+    ms_http_metrics_free(srv.admin_metrics);
+    srv.admin_metrics = NULL;
     ms_metrics_reset();
     free(srv.loops);
     free(srv.shards);

@@ -8,6 +8,12 @@
  * descriptors, accepting pauses 100 ms rather than retrying in a loop.
  *
  * Every server answers /health, /ready and /metrics besides the service's own routes.
+ *
+ * A process may add one admin listener (ms_server_set_admin): a second address with a router
+ * of its own, served by one more loop thread with the same limits and timeouts, no database
+ * pool and hooks of its own. It answers /health, /ready and /metrics too; the public listener
+ * may then leave /metrics to it. Its socket is not shared (no SO_REUSEPORT): a second process
+ * asking for the same admin port fails to start instead of taking half of its connections.
  */
 #ifndef MS_SERVER_H
 #define MS_SERVER_H
@@ -74,7 +80,8 @@ struct ms_loop {
     uv_async_t wake;
     uv_timer_t drain_timer;
     uv_thread_t thread;
-    void *conns; /* intrusive list of ms_http_conn */
+    const ms_loop_hooks *hooks; /* the public loops': the service's; the admin loop's: its own */
+    void *conns;                /* intrusive list of ms_http_conn */
     int nconns;
     struct ms_http_metrics *metrics;
     char date[40]; /* cached "Date: ...\r\n" line */
@@ -88,6 +95,19 @@ void ms_server_config_defaults(ms_server_config *cfg);
 /* The automatic connection cap for a process whose database pool may hold `db_conns`
  * connections: what RLIMIT_NOFILE leaves once the process's own descriptors are set aside. */
 int ms_server_max_connections(int db_conns);
+
+/* The admin listener (see the top). Strings, router and hooks must outlive ms_server_run. */
+typedef struct ms_server_admin {
+    const char *host; /* numeric IPv4 or IPv6 address */
+    int port;         /* 0 picks a free one (logged as "admin listening") */
+    ms_router *router;
+    const ms_loop_hooks *hooks; /* may be NULL; open runs on the main thread, as for a loop */
+    bool hide_public_metrics;   /* the public listener answers /health and /ready only */
+} ms_server_admin;
+
+/* Adds the admin listener to the next ms_server_run (start-up only: a service's start). The
+ * struct is copied; NULL removes it. */
+void ms_server_set_admin(const ms_server_admin *admin);
 
 /* Runs until a signal ends it, then drains. `db` and `hooks` may be NULL. Returns 0 after a
  * clean drain, non-zero when the listeners or a loop's state could not be set up (logged). */

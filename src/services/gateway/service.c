@@ -17,7 +17,9 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/http/upstream_watch.h"
 #include "runtime/obs/metrics.h"
+#include "services/gateway/gateway_admin.h"
 #include "services/gateway/gateway_internal.h"
 #include "services/service.h"
 #include "runtime/core/banned.h"
@@ -176,11 +178,14 @@ static int start(const ms_service_env *env)
         rc = gateway_cache_start();
     if (rc == 0)
         rc = gateway_session_start();
+    if (rc == 0)
+        rc = gateway_admin_start();
     return rc;
 }
 
 static void stop(void)
 {
+    gateway_admin_stop();
     gateway_session_stop();
     gateway_cache_stop();
     gateway_auth_stop();
@@ -203,9 +208,26 @@ static int loop_open(ms_loop *l, void *arg)
     return 0;
 }
 
+/* Each loop's client follows the supervisor's instances file (MICROSHOP_INSTANCES_FILE, set
+ * by `microshop run`) when there is one: a scaled service's new instances get traffic. */
+static ms_upstream_watch *watches[64];
+
+static int loop_open_watched(ms_loop *l, void *arg)
+{
+    int rc = loop_open(l, arg);
+    const char *file = getenv("MICROSHOP_INSTANCES_FILE");
+    if (rc == 0 && file && *file && l->index < (int)(sizeof watches / sizeof watches[0]))
+        watches[l->index] = ms_upstream_watch_start(&l->uv, l->service, file, l->index == 0);
+    return rc;
+}
+
 static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
 {
     (void)arg;
+    if (l->index < (int)(sizeof watches / sizeof watches[0])) {
+        ms_upstream_watch_stop(watches[l->index]);
+        watches[l->index] = NULL;
+    }
     ms_http_client_free(l->service); /* calls in flight answer 503; memory goes with the loop */
     l->service = NULL;
     done(l);
@@ -218,5 +240,5 @@ const ms_service ms_gateway_service = {
     .add_routes = add_routes,
     .start = start,
     .stop = stop,
-    .loop_hooks = {.open = loop_open, .close = loop_close},
+    .loop_hooks = {.open = loop_open_watched, .close = loop_close},
 };

@@ -12,6 +12,7 @@
 #include "runtime/core/log.h"
 #include "runtime/obs/metrics.h"
 #include "runtime/http/client.h"
+#include "runtime/http/upstream_watch.h"
 #include "services/common/bus_consumer.h"
 #include "services/common/event_feed.h"
 #include "services/common/outbox_feed.h"
@@ -272,6 +273,9 @@ static void on_projected(uv_async_t *a)
     order_waiters_wake(a->data);
 }
 
+/* Each loop's instances-file watch (MICROSHOP_INSTANCES_FILE), by loop index. */
+static ms_upstream_watch *watches[64];
+
 static int loop_open(ms_loop *l, void *arg)
 {
     (void)arg;
@@ -295,6 +299,10 @@ static int loop_open(ms_loop *l, void *arg)
             ms_http_client_add_upstream(ol->client, upstream_envs[i].name, upstream_envs[i].list) <
                 0)
             MS_BUG("a parsed upstream list was refused");
+    /* under `microshop run`, a scaled user, inventory or payment service's instances */
+    const char *instances = getenv("MICROSHOP_INSTANCES_FILE");
+    if (instances && *instances && l->index < (int)(sizeof watches / sizeof watches[0]))
+        watches[l->index] = ms_upstream_watch_start(&l->uv, ol->client, instances, l->index == 0);
     /* the first loop resumes the sagas a crash or a restart left open (saga.c) */
     if (!order_proc.has_resumer) {
         order_proc.has_resumer = ol->has_resumer = true;
@@ -339,6 +347,10 @@ static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
     order_projector_unwatch(order_proc.projector, ol);
     order_waiters_cancel(ol);
     order_sagas_stop(ol);
+    if (l->index < (int)(sizeof watches / sizeof watches[0])) {
+        ms_upstream_watch_stop(watches[l->index]);
+        watches[l->index] = NULL;
+    }
     ms_http_client_free(ol->client); /* fails the calls in flight: their sagas end */
     ol->client = NULL;
     ol->closing = ol->has_resumer ? 4 : 3;
