@@ -423,7 +423,7 @@ static const char *check_signature(const ms_jwt_keys *k, const rsa_key *rsa, con
         if (hs256(k, token, signed_len, mac) < 0 || sig.n != HS_LEN ||
             CRYPTO_memcmp(mac, sig.p, HS_LEN) != 0)
             why = "the token's signature is invalid";
-    } else if (!rs256_verify(rsa->pkey, token, signed_len, &sig)) {
+    } else if (!rsa || !rs256_verify(rsa->pkey, token, signed_len, &sig)) {
         why = "the token's signature is invalid";
     }
     ms_buf_release(&sig);
