@@ -14,6 +14,8 @@ int cmd_run(int argc, char **argv);
 int cmd_routes(int argc, char **argv);
 /* `microshop order rebuild-projections`: replays the event store into fresh order views. */
 int cmd_order(int argc, char **argv);
+/* `microshop token --sub UUID --role admin|customer [--ttl S]`: prints an access token. */
+int cmd_token(int argc, char **argv);
 
 /* The service targets, NULL-terminated, and a lookup by name (NULL when unknown). */
 extern const ms_service *const ms_targets[];

@@ -14,6 +14,7 @@ static void usage(FILE *out)
             "                                             start the gateway and every service\n"
             "  microshop serve TARGET [flags]             run one component\n"
             "  microshop migrate TARGET [flags]           apply database migrations\n"
+            "  microshop token --sub UUID --role ROLE     mint an access token (dev, ops)\n"
             "  microshop help TARGET                      flags of a target\n"
             "  microshop version\n\n"
             "targets:\n",
@@ -38,6 +39,8 @@ int main(int argc, char **argv)
         return cmd_run(argc, argv);
     if (!strcmp(cmd, "routes"))
         return cmd_routes(argc, argv);
+    if (!strcmp(cmd, "token"))
+        return cmd_token(argc, argv);
     if (!strcmp(cmd, "order"))
         return cmd_order(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -10,13 +10,17 @@ ms_relay *user_relay;
 
 static int start(const ms_service_env *env)
 {
-    return outbox_feed_start(env, "user", NULL, &user_relay);
+    int rc = user_token_start();
+    if (rc == 0)
+        rc = outbox_feed_start(env, "user", NULL, &user_relay);
+    return rc;
 }
 
 static void stop(void)
 {
     ms_relay_stop(user_relay);
     user_relay = NULL;
+    user_token_stop();
 }
 
 static const ms_migration migrations[] = {
@@ -43,6 +47,10 @@ static const ms_migration migrations[] = {
     {2, "outbox",
      /* seq orders the relay; AUTOINCREMENT so a position is never reused */
      MS_OUTBOX_TABLE_SQLITE, MS_OUTBOX_TABLE_POSTGRES},
+    {3, "users' role (customer | admin), the role claim of their tokens",
+     "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'customer'"
+     " CHECK (role IN ('customer', 'admin'))",
+     NULL},
 };
 
 static int add_routes(ms_router *r)
@@ -50,6 +58,7 @@ static int add_routes(ms_router *r)
     int rc = 0;
     rc |= ms_router_add(r, "GET", "/internal/v1/events", event_feed_get);
     rc |= ms_router_add(r, "POST", "/api/v1/users", user_create);
+    rc |= ms_router_add(r, "POST", "/api/v1/auth/token", user_token);
     rc |= ms_router_add(r, "GET", "/api/v1/users/{id}", user_get);
     rc |= ms_router_add(r, "PATCH", "/api/v1/users/{id}", user_patch);
     rc |= ms_router_add(r, "GET", "/api/v1/users/{id}/profile", user_profile_get);

@@ -31,6 +31,11 @@ void user_profile_get(ms_http_request *req);
 void user_profile_put(ms_http_request *req);
 void user_preferences_get(ms_http_request *req);
 void user_preferences_put(ms_http_request *req);
+/* auth_token.c: POST /api/v1/auth/token, and its configuration (read at start; a bad value
+ * exits 2) */
+void user_token(ms_http_request *req);
+int user_token_start(void);
+void user_token_stop(void);
 
 /* validation (validate.c; the rules shared with other services are in services/common/rules.h):
  * each returns NULL when valid, else the message for the field */
