@@ -125,6 +125,13 @@ class Shop:
     def start(self, name):
         return self._start(name)
 
+    def start_gateway(self, name, env=None):
+        """Another gateway in front of the same services (the first one's settings, `env`
+        over them), stopped with the shop."""
+        self._spec(name, "gateway", Database(f"{name}.db"),
+                   env={**self._specs["gateway"][3], **(env or {})})
+        return self.servers[name]
+
     def kill(self, name):
         """kill -9, then the same process again on its port and data."""
         self.servers[name].kill()
