@@ -4,6 +4,7 @@ the gateway drops what it changed at once, an event from the services' feeds dro
 names; Redis going away only sends reads to the services, and it is used again once back; a
 cached user is served only to that user or an admin."""
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -118,6 +119,12 @@ def test_a_product_read_is_a_miss_then_a_hit(start_shop):
     assert (r.status_code, r.headers["X-Cache"], r.content) == (304, "hit", b"")
     r = gw.get(path, headers={"If-None-Match": '"something-else"'})
     assert (r.status_code, r.headers["X-Cache"]) == (200, "hit")
+    if shutil.which("promtool"):  # the cache's families are well-formed
+        text = "".join(line + "\n" for line in gw.metrics().splitlines()
+                       if line.startswith(("cache_", "# HELP cache_", "# TYPE cache_")))
+        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                               capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
     # lists are never cached
     r = gw.get("/api/v1/products", params={"limit": 5})
     assert r.status_code == 200 and "X-Cache" not in r.headers
@@ -204,6 +211,18 @@ def test_reads_go_on_while_redis_is_away_and_use_it_again_when_back(start_shop, 
     path = f"/api/v1/products/{p['id']}"
     read(gw, path)
     poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 20 * SLOW, what="a Redis hit")
+    # a Redis that does not answer (stopped, its socket open): the budget runs out, the
+    # services answer, and the wedged connection is dropped
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(30):
+            r = gw.get(path)
+            assert r.status_code == 200 and r.json()["id"] == p["id"], r.text
+        poll(lambda: metric(gw, "cache_redis_up") == 0, 20 * SLOW, what="Redis seen wedged")
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 30 * SLOW, 0.1,
+         what="a Redis hit once it answers again")
     redis.stop()
     for _ in range(20):
         r = gw.get(path)

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "runtime/core/error.h"
+#include "runtime/core/id.h"
 #include "runtime/core/log.h"
 #include "runtime/http/client.h"
 #include "services/gateway/cache_internal.h"
@@ -72,7 +73,9 @@ static void failed(feed *f, const char *why)
         ms_log(MS_LOG_WARN, "gateway cache: an event feed cannot be followed; retrying", "producer",
                f->producer, "error", why, NULL);
     f->failed = true;
-    uint32_t wait = BACKOFF_MIN_MS + (uint32_t)rand() % f->backoff_ms; /* NOLINT(cert-msc30-c) */
+    uint32_t rnd;
+    ms_random_bytes(&rnd, sizeof rnd);
+    uint32_t wait = BACKOFF_MIN_MS + rnd % f->backoff_ms;
     f->backoff_ms = f->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : f->backoff_ms * 2;
     uv_timer_start(&f->retry, on_retry, wait, 0);
 }
@@ -96,10 +99,9 @@ static void apply(json_t *item)
         return;
     drop_named("products", json_object_get(payload, "product_id"));
     drop_named("users", json_object_get(payload, "user_id"));
-    size_t i;
-    json_t *line;
-    json_array_foreach(json_object_get(payload, "items"), i, line)
-        drop_named("products", json_object_get(line, "product_id"));
+    json_t *lines = json_object_get(payload, "items");
+    for (size_t i = 0; i < json_array_size(lines); i++)
+        drop_named("products", json_object_get(json_array_get(lines, i), "product_id"));
 }
 
 static void flush(feed *f, const char *why)
@@ -136,9 +138,8 @@ static void on_page(int err, const ms_http_client_resp *resp, void *arg)
     } else {
         if (f->failed)
             flush(f, "the feed is reached again");
-        size_t i;
-        json_t *item;
-        json_array_foreach(items, i, item) apply(item);
+        for (size_t i = 0; i < json_array_size(items); i++)
+            apply(json_array_get(items, i));
         f->position = json_integer_value(next);
     }
     f->failed = false;

@@ -109,7 +109,11 @@ static void remove_at(lru_node **p)
 
 static void remove_node(lru_node *e)
 {
-    remove_at(slot_of(e->key, e->hash));
+    lru_node **p = &lru.buckets[e->hash & (lru.nbuckets - 1)];
+    while (*p && *p != e)
+        p = &(*p)->hnext;
+    if (*p)
+        remove_at(p);
 }
 
 bool cache_lru_get(const char *key, ms_arena *a, cache_entry *out)

@@ -23,6 +23,7 @@
 #include <hiredis/hiredis.h>
 
 #include "runtime/core/error.h"
+#include "runtime/core/id.h"
 #include "runtime/core/log.h"
 #include "services/gateway/cache_internal.h"
 #include "runtime/core/banned.h"
@@ -32,6 +33,7 @@ enum {
     BACKOFF_MAX_MS = 5000,
     CONNECT_TIMEOUT_MS = 2000,
     STALL_MS = 1000,
+    HEARTBEAT_MS = 1000,
     MAX_PENDING = 4096, /* commands awaiting an answer: past it, Redis counts as slow */
 };
 
@@ -47,9 +49,12 @@ struct cache_redis {
     uv_loop_t *loop;
     cache_redis_config cfg;
     redisAsyncContext *ac; /* NULL while down */
-    bool connected;        /* the connect completed */
+    bool connected;        /* the connect completed: commands may be queued */
+    bool live;             /* and Redis has answered since: it counts as up */
     bool closing;
     uv_timer_t timer; /* the reconnect backoff, or the connect's timeout */
+    uv_timer_t beat;  /* a PING every HEARTBEAT_MS: a wedged server is noticed while idle */
+    int open_handles; /* the memory goes when both timers have closed */
     uint32_t backoff_ms;
     int pending;            /* commands sent, not yet answered */
     uint64_t last_progress; /* uv_now() of the last answer, or of a first command */
@@ -104,10 +109,15 @@ int cache_redis_parse_url(const char *url, cache_redis_config *out)
 
 static void schedule_retry(uv_timer_t *t, void (*fn)(uv_timer_t *), cache_redis *r)
 {
-    uint32_t wait = BACKOFF_MIN_MS + (uint32_t)rand() % r->backoff_ms; /* NOLINT(cert-msc30-c) */
+    uint32_t rnd;
+    ms_random_bytes(&rnd, sizeof rnd);
+    uint32_t wait = BACKOFF_MIN_MS + rnd % r->backoff_ms;
     r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
     uv_timer_start(t, fn, wait, 0);
 }
+
+static void send_ping(cache_redis *r);
+static void on_beat(uv_timer_t *t);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -116,11 +126,11 @@ static void on_retry(uv_timer_t *t)
 
 static void went_down(cache_redis *r)
 {
-    if (r->connected) {
-        r->connected = false;
+    if (r->live) {
         cache_redis_up_add(-1);
         ms_log(MS_LOG_WARN, "gateway cache: Redis connection lost; reads go to the services", NULL);
     }
+    r->connected = r->live = false;
     r->ac = NULL;
     r->pending = 0;
     if (!r->closing)
@@ -136,10 +146,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     uv_timer_stop(&r->timer);
     r->connected = true;
-    r->backoff_ms = BACKOFF_MIN_MS;
-    cache_redis_up_add(1);
-    if (r->on_up)
-        r->on_up(r, r->arg);
+    r->pending = 0;
+    send_ping(r); /* its answer makes the connection live */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -201,13 +209,19 @@ cache_redis *cache_redis_new(uv_loop_t *loop, const cache_redis_config *cfg,
     r->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
+    uv_timer_init(loop, &r->beat);
+    r->beat.data = r;
+    r->open_handles = 2;
+    uv_timer_start(&r->beat, on_beat, HEARTBEAT_MS, HEARTBEAT_MS);
     connect_now(r);
     return r;
 }
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    cache_redis *r = h->data;
+    if (--r->open_handles == 0)
+        free(r);
 }
 
 void cache_redis_free(cache_redis *r)
@@ -217,18 +231,21 @@ void cache_redis_free(cache_redis *r)
     r->closing = true;
     drop_connection(r);
     uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&r->beat, on_timer_closed);
 }
 
 bool cache_redis_connected(const cache_redis *r)
 {
-    return r && r->connected && r->ac;
+    return r && r->live && r->ac;
 }
 
-/* Whether a command may be sent: connected, and Redis keeping up. A connection that has
- * answered nothing for a while is dropped (a stopped or wedged server keeps the socket). */
-static bool usable(cache_redis *r)
+/* Whether a command may be sent: connected (a get: live), and Redis keeping up. A connection
+ * that has answered nothing for a while is dropped (a stopped or wedged server keeps the
+ * socket open). Writes are queued while the first PING is under way: a delete must not be
+ * lost to a reconnect. */
+static bool usable(cache_redis *r, bool need_live)
 {
-    if (!cache_redis_connected(r))
+    if (!r || !r->ac || !r->connected || (need_live && !r->live))
         return false;
     uint64_t now = uv_now(r->loop);
     if (r->pending > 0 && now - r->last_progress > STALL_MS) {
@@ -258,6 +275,31 @@ static void on_reply_ignored(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)privdata;
     answered(ac, reply);
+}
+
+static void on_pong(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)privdata;
+    answered(ac, reply);
+    cache_redis *r = ac->data;
+    if (!reply || r->live || !r->connected || r->closing)
+        return;
+    r->live = true;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    cache_redis_up_add(1);
+    if (r->on_up)
+        r->on_up(r, r->arg);
+}
+
+static void send_ping(cache_redis *r)
+{
+    if (usable(r, false) && redisAsyncCommand(r->ac, on_pong, NULL, "PING") == REDIS_OK)
+        sent(r);
+}
+
+static void on_beat(uv_timer_t *t)
+{
+    send_ping(t->data); /* finds a stall first */
 }
 
 static void on_budget_closed(uv_handle_t *h)
@@ -293,7 +335,7 @@ static void on_get_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 int cache_redis_get(cache_redis *r, const char *key, cache_redis_get_cb cb, void *arg)
 {
-    if (!usable(r))
+    if (!usable(r, true))
         return MS_ECONN;
     redis_get *g = calloc(1, sizeof *g);
     if (!g)
@@ -315,7 +357,7 @@ int cache_redis_get(cache_redis *r, const char *key, cache_redis_get_cb cb, void
 
 void cache_redis_set(cache_redis *r, const char *key, const char *value, size_t len)
 {
-    if (usable(r) &&
+    if (usable(r, false) &&
         redisAsyncCommand(r->ac, on_reply_ignored, NULL, "EVAL %s 1 %s %s %s %b %u", SET_SCRIPT,
                           GEN_KEY, KEY_PREFIX, key, value, len, (unsigned)r->cfg.ttl_s) == REDIS_OK)
         sent(r);
@@ -323,14 +365,14 @@ void cache_redis_set(cache_redis *r, const char *key, const char *value, size_t 
 
 void cache_redis_del(cache_redis *r, const char *key)
 {
-    if (usable(r) && redisAsyncCommand(r->ac, on_reply_ignored, NULL, "EVAL %s 1 %s %s %s",
-                                       DEL_SCRIPT, GEN_KEY, KEY_PREFIX, key) == REDIS_OK)
+    if (usable(r, false) && redisAsyncCommand(r->ac, on_reply_ignored, NULL, "EVAL %s 1 %s %s %s",
+                                              DEL_SCRIPT, GEN_KEY, KEY_PREFIX, key) == REDIS_OK)
         sent(r);
 }
 
 void cache_redis_bump_generation(cache_redis *r)
 {
-    if (usable(r) &&
+    if (usable(r, false) &&
         redisAsyncCommand(r->ac, on_reply_ignored, NULL, "INCR %s", GEN_KEY) == REDIS_OK)
         sent(r);
 }
