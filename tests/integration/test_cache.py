@@ -176,6 +176,35 @@ def test_a_change_made_behind_the_gateway_is_seen_after_its_event(start_shop):
          what="the gateway to serve the new stock")
 
 
+def test_the_lru_keeps_at_most_its_entries(start_shop):
+    s = start_shop(gateway=True, env={**LONG_TTL, "MICROSHOP_CACHE_ENTRIES": "1"})
+    gw = s.server("gateway")
+    wait_following(gw)
+    p, q = new_product(s, gw), new_product(s, gw)
+    first, second = f"/api/v1/products/{p['id']}", f"/api/v1/products/{q['id']}"
+    assert [read(gw, x).headers["X-Cache"] for x in (first, first, second, second, first)] == [
+        "miss", "hit", "miss", "hit", "miss"]
+
+
+def test_the_follower_flushes_after_losing_a_feed(start_shop):
+    s = start_shop(gateway=True, env=LONG_TTL)
+    gw = s.server("gateway")
+    wait_following(gw)
+    p = new_product(s, gw)
+    path = f"/api/v1/products/{p['id']}"
+    read(gw, path)
+    flushes = metric(gw, "cache_invalidations_total", source="flush")
+    s.stop("inventory")
+    # what is cached still answers while the service is away
+    r = gw.get(path)
+    assert (r.status_code, r.headers["X-Cache"]) == (200, "hit")
+    s.start("inventory")
+    # events may have been missed meanwhile: everything cached before is dropped
+    poll(lambda: metric(gw, "cache_invalidations_total", source="flush") > flushes, 30 * SLOW,
+         0.1, what="a flush once the feed is back")
+    assert read(gw, path).headers["X-Cache"] == "miss"
+
+
 def test_the_redis_tier_is_shared_by_gateways(start_shop, redis):
     # no LRU: every read asks Redis
     s = start_shop(gateway=True, env={"REDIS_URL": redis.url, "MICROSHOP_CACHE_ENTRIES": "0"})

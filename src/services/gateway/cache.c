@@ -9,10 +9,10 @@
  * miss and a hit, so clients can revalidate either way.
  *
  * Lookups go to the LRU (cache_lru.c), then to Redis when REDIS_URL is set (cache_redis.c,
- * one connection per loop, made at the loop's first cacheable read, closed when the loop
- * drains); a Redis hit fills the LRU, a service's 200 fills both. A 2xx write to
- * /api/v1/products/{id}... or /api/v1/users/{id}... drops that resource from both at once;
- * events do the same from the follower (cache_invalidate.c).
+ * one connection per loop, made at the loop's first request, closed when the loop drains); a Redis
+ * hit fills the LRU, a service's 200 fills both. A 2xx write to /api/v1/products/{id}... or
+ * /api/v1/users/{id}... drops that resource from both at once; events do the same from the follower
+ * (cache_invalidate.c).
  *
  * Settings (environment): MICROSHOP_CACHE_TTL_MS (5000), MICROSHOP_CACHE_ENTRIES (10000; 0: no
  * LRU), MICROSHOP_CACHE_MAX_BYTES (64 MiB), REDIS_URL (redis://host:port[/db]; unset: no Redis
@@ -276,6 +276,9 @@ static void on_redis(bool found, const char *value, size_t len, void *arg)
 void gateway_cache_get(gateway_call *c)
 {
     ms_http_request *req = c->req;
+    /* the loop's Redis connection is made at its first request of any kind, so that it is up
+     * by the time a write's answer has a delete to send */
+    cache_loop *cl = loop_state(req->loop);
     const char *resource = cacheable(c);
     const char *id = resource ? ms_http_param(req, "id") : NULL;
     char key[CACHE_KEY_MAX];
@@ -298,7 +301,6 @@ void gateway_cache_get(gateway_call *c)
             return;
         }
     }
-    cache_loop *cl = loop_state(req->loop);
     if (!cl) {
         forward_miss(c);
         return;
@@ -377,8 +379,7 @@ void gateway_cache_observe(gateway_call *c, const ms_http_client_resp *resp)
     const char *resource = written_resource(req->path, id, sizeof id);
     if (!resource)
         return;
-    int i = req->loop->index;
-    cache_loop *cl = i >= 0 && i < MAX_LOOPS ? cache.loops[i] : NULL;
+    cache_loop *cl = loop_state(req->loop);
     cache_invalidate(cl ? cl->redis : NULL, resource, id, CACHE_BY_WRITE);
 }
 

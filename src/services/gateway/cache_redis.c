@@ -146,8 +146,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     uv_timer_stop(&r->timer);
     r->connected = true;
-    r->pending = 0;
-    send_ping(r); /* its answer makes the connection live */
+    r->last_progress = uv_now(r->loop); /* what was queued while connecting goes now */
+    send_ping(r);                       /* its answer makes the connection live */
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -239,16 +239,16 @@ bool cache_redis_connected(const cache_redis *r)
     return r && r->live && r->ac;
 }
 
-/* Whether a command may be sent: connected (a get: live), and Redis keeping up. A connection
- * that has answered nothing for a while is dropped (a stopped or wedged server keeps the
- * socket open). Writes are queued while the first PING is under way: a delete must not be
- * lost to a reconnect. */
+/* Whether a command may be sent: a connection made or under way (a get: live), and Redis
+ * keeping up. A connection that has answered nothing for a while is dropped (a stopped or
+ * wedged server keeps the socket open). Writes are queued while connecting: a delete must
+ * not be lost to a loop's first connection or a reconnect. */
 static bool usable(cache_redis *r, bool need_live)
 {
-    if (!r || !r->ac || !r->connected || (need_live && !r->live))
+    if (!r || !r->ac || (need_live && !r->live))
         return false;
     uint64_t now = uv_now(r->loop);
-    if (r->pending > 0 && now - r->last_progress > STALL_MS) {
+    if (r->connected && r->pending > 0 && now - r->last_progress > STALL_MS) {
         ms_log(MS_LOG_WARN, "gateway cache: Redis stopped answering; reconnecting", NULL);
         drop_connection(r);
         return false;
@@ -299,7 +299,9 @@ static void send_ping(cache_redis *r)
 
 static void on_beat(uv_timer_t *t)
 {
-    send_ping(t->data); /* finds a stall first */
+    cache_redis *r = t->data;
+    if (r->connected)
+        send_ping(r); /* finds a stall first */
 }
 
 static void on_budget_closed(uv_handle_t *h)
@@ -365,9 +367,14 @@ void cache_redis_set(cache_redis *r, const char *key, const char *value, size_t 
 
 void cache_redis_del(cache_redis *r, const char *key)
 {
-    if (usable(r, false) && redisAsyncCommand(r->ac, on_reply_ignored, NULL, "EVAL %s 1 %s %s %s",
-                                              DEL_SCRIPT, GEN_KEY, KEY_PREFIX, key) == REDIS_OK)
-        sent(r);
+    if (!usable(r, false) || redisAsyncCommand(r->ac, on_reply_ignored, NULL, "EVAL %s 1 %s %s %s",
+                                               DEL_SCRIPT, GEN_KEY, KEY_PREFIX, key) != REDIS_OK)
+        return;
+    sent(r);
+    /* out now, not at the loop's next turn: before the write's answer reaches its client, so
+     * that client's next read (on any connection) cannot find the entry */
+    if (r->connected)
+        redisAsyncHandleWrite(r->ac);
 }
 
 void cache_redis_bump_generation(cache_redis *r)
