@@ -3,7 +3,7 @@
  *
  *   cache.c             the stage: which reads are cacheable, the keys, answering a hit,
  *                       filling from a service's 200, invalidating on writes; settings;
- *                       metrics; each loop's Redis connection (made on the loop's first use)
+ *                       metrics; each loop's Redis connection (made at the loop's first request)
  *   cache_lru.c         tier 1: one in-process LRU with TTL for the process, behind a mutex
  *   cache_redis.c       tier 2: a Redis connection on a libuv loop (hiredis), reconnecting by
  *                       itself, every key under microshop:v1:<generation>:
@@ -83,12 +83,14 @@ typedef struct cache_redis_config {
 int cache_redis_parse_url(const char *url, cache_redis_config *out);
 
 /* Connects (in the background) and keeps reconnecting with backoff (100 ms doubling to 5 s)
- * until freed. `on_up`, when set, runs on the loop at each successful connect. */
+ * until freed. `on_up`, when set, runs on the loop each time a connection becomes live (has
+ * answered its first PING). */
 cache_redis *cache_redis_new(uv_loop_t *loop, const cache_redis_config *cfg,
                              void (*on_up)(cache_redis *r, void *arg), void *arg);
 /* Fails pending gets (a miss), closes the connection and its timers; the memory goes with
  * the last close callback, so let the loop run. NULL is fine. */
 void cache_redis_free(cache_redis *r);
+/* Live: gets are sent (false for NULL). */
 bool cache_redis_connected(const cache_redis *r);
 
 /* found: the value (valid during the call), or false for a miss, an error or a timeout. */
@@ -96,7 +98,7 @@ typedef void (*cache_redis_get_cb)(bool found, const char *value, size_t len, vo
 /* Asks for a key; cb runs once, later (within the budget). MS_ECONN when not connected (then
  * no callback comes). */
 int cache_redis_get(cache_redis *r, const char *key, cache_redis_get_cb cb, void *arg);
-/* Fire and forget; nothing happens when not connected. */
+/* Fire and forget: queued while a connection is being made, dropped when there is none. */
 void cache_redis_set(cache_redis *r, const char *key, const char *value, size_t len);
 void cache_redis_del(cache_redis *r, const char *key);
 /* INCR of the generation: every key before it is unreachable (and expires by its TTL). */

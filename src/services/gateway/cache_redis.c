@@ -8,8 +8,11 @@
  *
  * Redis is an optimisation, never a dependency: a get not answered within its budget misses
  * (the caller asks the service); a connection that fails, or that has not answered anything
- * for STALL_MS while commands wait, is dropped and made again after a backoff (100 ms doubling
- * to 5 s, full jitter); while it is down every get misses at once and writes are skipped.
+ * for STALL_MS while commands wait (a PING goes every HEARTBEAT_MS, so an idle one is watched
+ * too), is dropped and made again after a backoff (100 ms doubling to 5 s, full jitter). A
+ * connection is up (live) once it has answered its first PING: until then every get misses
+ * at once; writes are queued while a connection is being made and skipped while there is
+ * none.
  *
  * Threading: a connection belongs to its loop's thread. Ownership: gets and sets copy their
  * arguments (hiredis formats the command at once).
@@ -49,7 +52,7 @@ struct cache_redis {
     uv_loop_t *loop;
     cache_redis_config cfg;
     redisAsyncContext *ac; /* NULL while down */
-    bool connected;        /* the connect completed: commands may be queued */
+    bool connected;        /* the connect completed */
     bool live;             /* and Redis has answered since: it counts as up */
     bool closing;
     uv_timer_t timer; /* the reconnect backoff, or the connect's timeout */
