@@ -2,7 +2,9 @@
  * stock.c — PUT /api/v1/products/{id}/stock: an admin sets the units on hand (a count after a
  * delivery or a stock-take). Never below what is reserved: those units are promised to orders.
  * The update is conditional, so a reservation racing it on another process cannot slip in
- * between a check and the write.
+ * between a check and the write. Every count writes `stock.counted` {product_id, on_hand,
+ * available}: a product's `available` changed, and readers that cache it (the gateway)
+ * learn so from the outbox.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +60,14 @@ static int stock_work(ms_db_conn *c, void *arg)
                         3, p2, NULL);
     if (rc == 0) {
         int64_t reserved = inv_int(r, 0, 1);
-        rc = inv_check_low(c, k->id, inv_int(r, 0, 0) - reserved, on_hand - reserved,
-                           inv_int(r, 0, 2), now);
+        rc = inv_outbox(c, "product", k->id, "stock.counted",
+                        json_pack("{s:s, s:I, s:I}", "product_id", k->id, "on_hand",
+                                  (json_int_t)on_hand, "available",
+                                  (json_int_t)(on_hand - reserved)),
+                        now);
+        if (rc == 0)
+            rc = inv_check_low(c, k->id, inv_int(r, 0, 0) - reserved, on_hand - reserved,
+                               inv_int(r, 0, 2), now);
     }
     ms_db_result_free(r);
     if (rc == 0)

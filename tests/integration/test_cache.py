@@ -1,0 +1,301 @@
+"""The gateway's read cache: GET /api/v1/products/{id} and GET /api/v1/users/{id} answered
+from an in-process LRU, then from Redis (REDIS_URL), else from the service; a write through
+the gateway drops what it changed at once, an event from the services' feeds drops what it
+names; Redis going away only sends reads to the services, and it is used again once back; a
+cached user is served only to that user or an admin."""
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+from conftest import BINARY, SLOW, admin, clean_env, free_port, ident, new_email, poll
+from shop import JSON, start_shop  # noqa: F401 - start_shop is a fixture
+
+LONG_TTL = {"MICROSHOP_CACHE_TTL_MS": "600000"}  # only an invalidation can drop an entry
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port (no persistence) that can stop and start again
+    on the same port."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="ms-redis-")
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        poll(self.ping, 10 * SLOW, 0.05, what="redis-server to answer")
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis():
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    r = RedisServer()
+    r.start()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def metric(gw, name, **labels):
+    return gw.metric(name, **labels) or 0
+
+
+def wait_following(gw, redis=False):
+    """Until the gateway's follower has reached both feeds (each flushes once when reached),
+    and Redis when it has one."""
+    poll(lambda: metric(gw, "cache_invalidations_total", source="flush") >= 2, 20 * SLOW,
+         what="the cache to follow the feeds")
+    if redis:
+        poll(lambda: metric(gw, "cache_redis_up") == 1, 20 * SLOW, what="Redis to be up")
+
+
+def new_product(s, gw, price=1299):
+    """A product made through the gateway, once the gateway has seen its product.created (so
+    the event cannot drop what a test caches next)."""
+    before = metric(gw, "cache_invalidations_total", source="event")
+    r = gw.request("POST", "/api/v1/products", headers=admin(), json={
+        "sku": "SKU-" + uuid.uuid4().hex[:12], "name": "Widget", "price_cents": price,
+        "currency": "EUR", "stock": 10})
+    assert r.status_code == 201, r.text
+    poll(lambda: metric(gw, "cache_invalidations_total", source="event") > before, 20 * SLOW,
+         what="the gateway to see product.created")
+    return r.json()
+
+
+def read(gw, path, **kw):
+    r = gw.get(path, **kw)
+    assert r.status_code in (200, 304), r.text
+    return r
+
+
+def test_a_product_read_is_a_miss_then_a_hit(start_shop):
+    s = start_shop(gateway=True, env=LONG_TTL)
+    gw = s.server("gateway")
+    wait_following(gw)
+    p = new_product(s, gw)
+    path = f"/api/v1/products/{p['id']}"
+    first, second = read(gw, path), read(gw, path)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("miss", "hit")
+    assert first.json() == second.json() and second.json()["price_cents"] == 1299
+    assert second.headers["Content-Type"].startswith("application/json")
+    assert first.headers["ETag"] == second.headers["ETag"]
+    assert metric(gw, "cache_requests_total", tier="lru", result="hit") >= 1
+    assert metric(gw, "cache_requests_total", tier="lru", result="miss") >= 1
+    # a client's copy is still good: 304 from the cache
+    r = gw.get(path, headers={"If-None-Match": second.headers["ETag"]})
+    assert (r.status_code, r.headers["X-Cache"], r.content) == (304, "hit", b"")
+    r = gw.get(path, headers={"If-None-Match": '"something-else"'})
+    assert (r.status_code, r.headers["X-Cache"]) == (200, "hit")
+    if shutil.which("promtool"):  # the cache's families are well-formed
+        text = "".join(line + "\n" for line in gw.metrics().splitlines()
+                       if line.startswith(("cache_", "# HELP cache_", "# TYPE cache_")))
+        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                               capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+    # lists are never cached
+    r = gw.get("/api/v1/products", params={"limit": 5})
+    assert r.status_code == 200 and "X-Cache" not in r.headers
+    # the service's answer to an unknown product is not kept
+    for _ in range(2):
+        r = gw.get(f"/api/v1/products/{uuid.uuid4()}")
+        assert (r.status_code, r.headers["X-Cache"]) == (404, "miss")
+
+
+def test_a_write_through_the_gateway_is_seen_at_once(start_shop):
+    s = start_shop(gateway=True, env=LONG_TTL)
+    gw = s.server("gateway")
+    wait_following(gw)
+    p = new_product(s, gw, price=1000)
+    path = f"/api/v1/products/{p['id']}"
+    read(gw, path)
+    assert read(gw, path).headers["X-Cache"] == "hit"
+    r = gw.request("PUT", f"{path}/price", headers={**admin(), **JSON},
+                   json={"price_cents": 1500})
+    assert r.status_code == 200, r.text
+    assert metric(gw, "cache_invalidations_total", source="write") >= 1
+    assert read(gw, path).json()["price_cents"] == 1500
+    r = gw.request("PUT", f"{path}/stock", headers={**admin(), **JSON}, json={"on_hand": 3})
+    assert r.status_code == 200, r.text
+    assert read(gw, path).json()["available"] == 3
+
+
+def test_a_change_made_behind_the_gateway_is_seen_after_its_event(start_shop):
+    s = start_shop(gateway=True, env=LONG_TTL)
+    gw, inv = s.server("gateway"), s.inventory_svc
+    wait_following(gw)
+    p = new_product(s, gw, price=1000)
+    path = f"/api/v1/products/{p['id']}"
+    read(gw, path)
+    assert read(gw, path).headers["X-Cache"] == "hit"
+    events = metric(gw, "cache_invalidations_total", source="event")
+    # straight to the inventory: the gateway only hears of it through price.changed
+    r = inv.request("PUT", f"{path}/price", headers=admin(), json={"price_cents": 2000})
+    assert r.status_code == 200, r.text
+    poll(lambda: read(gw, path).json()["price_cents"] == 2000, 20 * SLOW,
+         what="the gateway to serve the new price")
+    assert metric(gw, "cache_invalidations_total", source="event") > events
+    for _ in range(3):  # and the old price does not come back
+        assert read(gw, path).json()["price_cents"] == 2000
+    # a stock count writes stock.counted: `available` is not stale for the TTL either
+    r = inv.request("PUT", f"{path}/stock", headers=admin(), json={"on_hand": 4})
+    assert r.status_code == 200, r.text
+    poll(lambda: read(gw, path).json()["available"] == 4, 20 * SLOW,
+         what="the gateway to serve the new stock")
+
+
+def test_the_lru_keeps_at_most_its_entries(start_shop):
+    s = start_shop(gateway=True, env={**LONG_TTL, "MICROSHOP_CACHE_ENTRIES": "1"})
+    gw = s.server("gateway")
+    wait_following(gw)
+    p, q = new_product(s, gw), new_product(s, gw)
+    first, second = f"/api/v1/products/{p['id']}", f"/api/v1/products/{q['id']}"
+    assert [read(gw, x).headers["X-Cache"] for x in (first, first, second, second, first)] == [
+        "miss", "hit", "miss", "hit", "miss"]
+
+
+def test_the_follower_flushes_after_losing_a_feed(start_shop):
+    s = start_shop(gateway=True, env=LONG_TTL)
+    gw = s.server("gateway")
+    wait_following(gw)
+    p = new_product(s, gw)
+    path = f"/api/v1/products/{p['id']}"
+    read(gw, path)
+    flushes = metric(gw, "cache_invalidations_total", source="flush")
+    s.stop("inventory")
+    # what is cached still answers while the service is away
+    r = gw.get(path)
+    assert (r.status_code, r.headers["X-Cache"]) == (200, "hit")
+    s.start("inventory")
+    # events may have been missed meanwhile: everything cached before is dropped
+    poll(lambda: metric(gw, "cache_invalidations_total", source="flush") > flushes, 30 * SLOW,
+         0.1, what="a flush once the feed is back")
+    assert read(gw, path).headers["X-Cache"] == "miss"
+
+
+def test_the_redis_tier_is_shared_by_gateways(start_shop, redis):
+    # no LRU: every read asks Redis
+    s = start_shop(gateway=True, env={"REDIS_URL": redis.url, "MICROSHOP_CACHE_ENTRIES": "0"})
+    gw = s.server("gateway")
+    wait_following(gw, redis=True)
+    p = new_product(s, gw, price=700)
+    path = f"/api/v1/products/{p['id']}"
+    assert read(gw, path).headers["X-Cache"] == "miss"
+    poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 20 * SLOW,
+         what="a read answered from Redis")
+    assert metric(gw, "cache_requests_total", tier="redis", result="hit") >= 1
+    assert metric(gw, "cache_requests_total", tier="lru", result="hit") == 0
+    # a second gateway (its start moves the generation on)
+    gw2 = s.add_gateway("gateway2")
+    wait_following(gw2, redis=True)
+    read(gw, path)  # fills Redis again, under the new generation
+    poll(lambda: read(gw2, path).headers["X-Cache"] == "hit", 20 * SLOW,
+         what="the second gateway to read Redis")
+    assert metric(gw2, "cache_requests_total", tier="redis", result="hit") >= 1
+    # a write through one gateway deletes the Redis entry the other one reads
+    r = gw2.request("PUT", f"{path}/price", headers={**admin(), **JSON},
+                    json={"price_cents": 900})
+    assert r.status_code == 200, r.text
+    assert read(gw, path).json()["price_cents"] == 900
+
+
+def test_reads_go_on_while_redis_is_away_and_use_it_again_when_back(start_shop, redis):
+    s = start_shop(gateway=True, env={"REDIS_URL": redis.url, "MICROSHOP_CACHE_ENTRIES": "0",
+                                      "MICROSHOP_CACHE_TTL_MS": "0"})
+    gw = s.server("gateway")
+    wait_following(gw, redis=True)
+    p = new_product(s, gw)
+    path = f"/api/v1/products/{p['id']}"
+    read(gw, path)
+    poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 20 * SLOW, what="a Redis hit")
+    # a Redis that does not answer (stopped, its socket open): the budget runs out, the
+    # services answer, and the wedged connection is dropped
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(30):
+            r = gw.get(path)
+            assert r.status_code == 200 and r.json()["id"] == p["id"], r.text
+        poll(lambda: metric(gw, "cache_redis_up") == 0, 20 * SLOW, what="Redis seen wedged")
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 30 * SLOW, 0.1,
+         what="a Redis hit once it answers again")
+    redis.stop()
+    for _ in range(20):
+        r = gw.get(path)
+        assert r.status_code == 200 and r.json()["id"] == p["id"], r.text
+    poll(lambda: metric(gw, "cache_redis_up") == 0, 20 * SLOW, what="Redis seen down")
+    r = gw.get(path)
+    assert (r.status_code, r.headers["X-Cache"]) == (200, "miss")
+    hits = metric(gw, "cache_requests_total", tier="redis", result="hit")
+    redis.start()  # the same port, empty
+    poll(lambda: metric(gw, "cache_redis_up") == 1, 30 * SLOW, 0.1, what="Redis seen back")
+    poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 30 * SLOW, 0.1,
+         what="a Redis hit again")
+    assert metric(gw, "cache_requests_total", tier="redis", result="hit") > hits
+
+
+def test_a_cached_user_is_only_served_to_that_user_or_an_admin(start_shop):
+    s = start_shop(gateway=True, env=LONG_TTL)
+    gw = s.server("gateway")
+    wait_following(gw)
+    before = metric(gw, "cache_invalidations_total", source="event")
+    r = gw.request("POST", "/api/v1/users", json={
+        "email": new_email(), "name": "Ada", "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    poll(lambda: metric(gw, "cache_invalidations_total", source="event") > before, 20 * SLOW,
+         what="the gateway to see user.created")
+    path = f"/api/v1/users/{uid}"
+    mine = read(gw, path, headers=ident(uid))
+    assert mine.headers["X-Cache"] == "miss"
+    assert read(gw, path, headers=ident(uid)).headers["X-Cache"] == "hit"
+    other = gw.get(path, headers=ident(str(uuid.uuid4())))
+    assert other.status_code == 403 and other.headers.get("X-Cache") != "hit", other.text
+    assert gw.get(path).status_code == 401
+    by_admin = read(gw, path, headers=admin())
+    assert by_admin.headers["X-Cache"] == "hit" and by_admin.json() == mine.json()
+    # the owner's own change through the gateway is seen at once
+    r = gw.request("PATCH", path, headers={**ident(uid), **JSON}, json={"name": "Grace"})
+    assert r.status_code == 200, r.text
+    assert read(gw, path, headers=ident(uid)).json()["name"] == "Grace"
+
+
+def test_a_bad_redis_url_stops_the_gateway_at_start():
+    p = subprocess.run([BINARY, "serve", "gateway", "--listen", "127.0.0.1:0"],
+                       env=clean_env({"REDIS_URL": "http://127.0.0.1:6379"}),
+                       capture_output=True, timeout=20 * SLOW)
+    assert p.returncode != 0
+    assert b"REDIS_URL" in p.stderr
