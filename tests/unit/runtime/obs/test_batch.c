@@ -174,7 +174,6 @@ static void test_retry_keeps_order(void **state)
     ms_batch *b;
     assert_int_equal(ms_batch_start(&o, &b), 0);
     /* a multiple of max_items: max_wait is ten minutes, so sizes alone flush them all */
-    /* a multiple of max_items: max_wait is ten minutes, so sizes alone flush them all */
     for (intptr_t i = 1; i <= 48; i++)
         assert_int_equal(ms_batch_enqueue(b, (void *)i), 0);
     assert_true(wait_seen(s, 48));
