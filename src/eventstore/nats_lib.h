@@ -27,7 +27,10 @@
     X(js_DeleteConsumer) \
     X(js_GetConsumerInfo) \
     X(js_GetStreamInfo) \
+    X(js_PublishAsyncComplete) \
+    X(js_PublishAsyncGetPendingList) \
     X(js_PublishMsg) \
+    X(js_PublishMsgAsync) \
     X(js_PullSubscribe) \
     X(natsConnection_Close) \
     X(natsConnection_Connect) \

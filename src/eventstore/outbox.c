@@ -1,7 +1,8 @@
 /*
  * outbox.c — marking outbox rows published (contract in outbox.h). Shared by the store's
  * writer (SQLite: the file's only writer runs the relay's marks, ms_es_mark_published) and the
- * relay (its own connection otherwise), so neither calls into the other.
+ * relay (its own connection otherwise), so neither calls into the other. And the outbox
+ * lock that keeps PostgreSQL's commits in seq order (outbox.h says why).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,23 @@ int ms_outbox_mark_runs(ms_db_conn *c, const int64_t *first, const int64_t *last
     return rc;
 }
 
+static int take_lock(ms_db_conn *c)
+{
+    if (ms_db_backend_of(c) != MS_DB_POSTGRES)
+        return 0;
+    return ms_db_exec(c, MS_OUTBOX_LOCK_SQL, 0, NULL, NULL);
+}
+
+int ms_outbox_begin(ms_db_conn *c)
+{
+    int rc = ms_db_begin(c);
+    if (rc < 0)
+        return rc;
+    if ((rc = take_lock(c)) < 0)
+        return ms_db_end(c, rc);
+    return 0;
+}
+
 int ms_outbox_write(ms_db_conn *c, const char *aggregate_type, const char *aggregate_id,
                     const char *type, const json_t *payload, const char *now)
 {
@@ -37,7 +55,9 @@ int ms_outbox_write(ms_db_conn *c, const char *aggregate_type, const char *aggre
     if (!text)
         return MS_ENOMEM;
     const char *params[] = {id, aggregate_type, aggregate_id, type, text, now};
-    int rc = ms_db_exec(c,
+    int rc = take_lock(c);
+    if (rc == 0)
+        rc = ms_db_exec(c,
                         "INSERT INTO outbox (id, aggregate_type, aggregate_id, type, payload, "
                         "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                         6, params, NULL);

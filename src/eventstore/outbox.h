@@ -6,6 +6,12 @@
  * (the store's writer on SQLite, the relay's own connection otherwise), and marks only rows
  * still unpublished, so running it again for the same runs changes nothing. It keeps no state:
  * any thread, one connection at a time.
+ *
+ * Commit order: readers follow the outbox by seq (the relay, the services' feeds), so a row
+ * must never become visible after a row with a higher seq. SQLite has one writer at a time; on
+ * PostgreSQL a sequence value is taken at INSERT and seen at COMMIT, so every transaction that
+ * may write an outbox row holds the outbox's transaction advisory lock from its start
+ * (ms_outbox_begin) to its end: seqs are then taken and committed one transaction at a time.
  */
 #ifndef MS_OUTBOX_H
 #define MS_OUTBOX_H
@@ -42,8 +48,22 @@
     " o.event_position FROM outbox o LEFT JOIN events e ON e.position = o.event_position"
 // clang-format on
 
+/* The lock of the outbox in the current schema (advisory locks are per database; the table's
+ * oid tells two services' outboxes apart if they share one). Taken for the transaction. */
+#define MS_OUTBOX_LOCK_SQL                                                                         \
+    "SELECT pg_advisory_xact_lock(1869968482,"                                                     \
+    " CAST(CAST(CAST('outbox' AS regclass) AS oid) AS integer))"
+
+/* Begins a transaction that may write outbox rows (ms_db_begin) and, on PostgreSQL, takes the
+ * outbox lock first, before any other lock the transaction takes, so that lock order is the
+ * same everywhere and outbox writers cannot deadlock on it. End it with ms_db_end as usual.
+ * 0 or MS_E* (then the transaction is rolled back). */
+int ms_outbox_begin(ms_db_conn *c);
+
 /* Writes one outbox row (a new id, `payload` serialized compact with sorted keys; borrowed) in
- * the caller's transaction, so the event commits with the change it tells of. 0 or MS_E*. */
+ * the caller's transaction, so the event commits with the change it tells of. On PostgreSQL it
+ * takes the outbox lock too (a no-op under ms_outbox_begin): a transaction begun otherwise still
+ * commits in seq order, at the risk of a deadlock PostgreSQL breaks. 0 or MS_E*. */
 int ms_outbox_write(ms_db_conn *c, const char *aggregate_type, const char *aggregate_id,
                     const char *type, const json_t *payload, const char *now);
 

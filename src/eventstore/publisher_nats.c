@@ -3,11 +3,24 @@
  * libnats. Called on the relay thread only; libnats runs its own threads (reading, reconnecting)
  * and calls the connection handlers below on them, which only log.
  *
- * Publishing is one synchronous js_PublishMsg per message: the relay needs to know that every
- * message of the batch is in the stream before it marks the rows, and a synchronous ack per
- * message says exactly that, with no bookkeeping of acks arriving on another thread.
+ * Publishing is pipelined: a batch goes out in windows of up to WINDOW messages published
+ * asynchronously, and each window's acks are all awaited before the next is sent; publish
+ * returns 0 only when every message of the batch was acked. Acks are counted by libnats (its
+ * pending count); the error ones reach on_ack_error, on a libnats thread, before that count
+ * drops, so once js_PublishAsyncComplete returns the window's failures are all in p->failed.
+ *
+ * Order: with many messages in flight, one may be lost (a reconnect drops what was on the
+ * wire) while a later one is stored: the stream would hold them out of seq order after the
+ * retry. So each message says which message must be the stream's last before it
+ * (ExpectLastMsgId, the previous message's outbox id): a message after a lost one is refused,
+ * and the retry resends both in order. The server checks duplicates (Nats-Msg-Id) before that
+ * expectation, so the retried messages already stored are acked as duplicates. When the
+ * stream's last id is not known (the first batch, or after any failure), the batch's first
+ * message goes alone, synchronously, with no expectation: every earlier row was acked, so
+ * whatever the stream holds last, this one belongs after it.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +36,7 @@ enum {
     DEFAULT_TIMEOUT_MS = 5000,
     CONNECT_TIMEOUT_MS = 2000,
     RECONNECT_WAIT_MS = 1000,
+    WINDOW = 100, /* messages in flight at most: a page of the batch */
 };
 
 /* The stream's duplicate window (nanoseconds): a repeat of a Msg-Id inside it is dropped. */
@@ -40,6 +54,13 @@ typedef struct nats_publisher {
     jsCtx *js;
     bool has_stream; /* the stream was seen or made on this connection's server */
     ms_buf subject;
+    char *last_id; /* the outbox id the stream holds last, as far as we know (NULL: unknown) */
+
+    pthread_mutex_t mu; /* guards what on_ack_error writes on a libnats thread */
+    int failed;         /* error acks of the window in flight */
+    natsStatus failed_status;
+    int failed_code;
+    char failed_text[160];
 } nats_publisher;
 
 /* ---- configuration ---- */
@@ -190,12 +211,10 @@ static const char *subject_of(nats_publisher *p, const char *type)
     return b->p;
 }
 
-static int publish_one(nats_publisher *p, const ms_outbox_message *m)
+/* A message for `m`, with its subject and headers (the caller sets the JetStream options). */
+static int make_msg(nats_publisher *p, const ms_outbox_message *m, natsMsg **out)
 {
     natsMsg *msg = NULL;
-    jsPubAck *ack = NULL;
-    jsErrCode jerr = 0;
-    int rc = 0;
     const char *payload = m->payload ? m->payload : "";
     natsStatus s =
         nl->natsMsg_Create(&msg, subject_of(p, m->type), NULL, payload, (int)strlen(payload));
@@ -204,30 +223,127 @@ static int publish_one(nats_publisher *p, const ms_outbox_message *m)
     if (s == NATS_OK && m->type)
         s = nl->natsMsgHeader_Set(msg, "Microshop-Event-Type", m->type);
     if (s != NATS_OK) {
-        rc = MS_EIO;
-        goto out;
+        if (msg)
+            nl->natsMsg_Destroy(msg);
+        return MS_EIO;
     }
+    *out = msg;
+    return 0;
+}
+
+static void pub_options(nats_publisher *p, const ms_outbox_message *m, const char *expect_last,
+                        jsPubOptions *po)
+{
+    nl->jsPubOptions_Init(po);
+    po->MsgId = m->id; /* sets Nats-Msg-Id */
+    po->ExpectStream = p->stream;
+    po->ExpectLastMsgId = expect_last; /* NULL: none */
+    po->MaxWait = p->timeout_ms;
+}
+
+static void not_acked(nats_publisher *p, const char *id, natsStatus s, int code, const char *text)
+{
+    char c[16];
+    snprintf(c, sizeof c, "%d", code);
+    ms_log(MS_LOG_WARN, "event bus: publish not acked", "service", p->service, "id", id ? id : "",
+           "error", text && *text ? text : status_text(s), "#js_error", c, NULL);
+    if (s == NATS_NO_RESPONDERS || s == NATS_NOT_FOUND)
+        p->has_stream = false; /* gone (deleted, or a new server): make it again */
+}
+
+/* Publishes one message and waits for its ack (no expectation of the stream's last id). */
+static int publish_one(nats_publisher *p, const ms_outbox_message *m)
+{
+    natsMsg *msg = NULL;
+    jsPubAck *ack = NULL;
+    jsErrCode jerr = 0;
+    int rc = make_msg(p, m, &msg);
+    if (rc != 0)
+        return rc;
     jsPubOptions po;
-    nl->jsPubOptions_Init(&po);
-    po.MsgId = m->id; /* sets Nats-Msg-Id */
-    po.ExpectStream = p->stream;
-    po.MaxWait = p->timeout_ms;
-    s = nl->js_PublishMsg(&ack, p->js, msg, &po, &jerr);
+    pub_options(p, m, NULL, &po);
+    natsStatus s = nl->js_PublishMsg(&ack, p->js, msg, &po, &jerr);
     if (s != NATS_OK) {
-        char code[16];
-        snprintf(code, sizeof code, "%d", (int)jerr);
-        ms_log(MS_LOG_WARN, "event bus: publish not acked", "service", p->service, "id",
-               m->id ? m->id : "", "error", status_text(s), "#js_error", code, NULL);
-        if (s == NATS_NO_RESPONDERS || s == NATS_NOT_FOUND)
-            p->has_stream = false; /* gone (deleted, or a new server): make it again */
+        not_acked(p, m->id, s, (int)jerr, NULL);
         rc = s == NATS_TIMEOUT ? MS_ETIMEDOUT : MS_EIO;
     }
-out:
     if (ack)
         nl->jsPubAck_Destroy(ack);
-    if (msg)
-        nl->natsMsg_Destroy(msg);
+    nl->natsMsg_Destroy(msg);
     return rc;
+}
+
+/* libnats thread: an async publish was refused (or had no responders). The message is the
+ * library's, destroyed after we return. */
+static void on_ack_error(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    nats_publisher *p = closure;
+    pthread_mutex_lock(&p->mu);
+    if (p->failed++ == 0) {
+        p->failed_status = pae->Err;
+        p->failed_code = (int)pae->ErrCode;
+        snprintf(p->failed_text, sizeof p->failed_text, "%s", pae->ErrText ? pae->ErrText : "");
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/*
+ * Sends msgs[0..n) (n <= WINDOW) asynchronously, each expecting the one before it as the
+ * stream's last (msgs[0]: `prev_id`), and waits for every ack. Whatever happens, nothing of
+ * the window is pending when it returns (late acks are then ignored by libnats).
+ */
+static int publish_window(nats_publisher *p, const ms_outbox_message *msgs, size_t n,
+                          const char *prev_id)
+{
+    int rc = 0;
+    pthread_mutex_lock(&p->mu);
+    p->failed = 0;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        natsMsg *msg = NULL;
+        if ((rc = make_msg(p, &msgs[i], &msg)) != 0)
+            break;
+        jsPubOptions po;
+        pub_options(p, &msgs[i], i ? msgs[i - 1].id : prev_id, &po);
+        natsStatus s = nl->js_PublishMsgAsync(p->js, &msg, &po);
+        if (s != NATS_OK) { /* not sent: the message is still ours */
+            not_acked(p, msgs[i].id, s, 0, NULL);
+            rc = MS_EIO;
+        }
+        if (msg)
+            nl->natsMsg_Destroy(msg);
+    }
+    jsPubOptions wait;
+    nl->jsPubOptions_Init(&wait);
+    wait.MaxWait = p->timeout_ms;
+    natsStatus s = nl->js_PublishAsyncComplete(p->js, &wait);
+    if (s != NATS_OK) {
+        natsMsgList late = {0};
+        if (nl->js_PublishAsyncGetPendingList(&late, p->js) == NATS_OK)
+            nl->natsMsgList_Destroy(&late); /* unacked: the relay sends them again */
+        not_acked(p, NULL, s, 0, "acks missing at the deadline");
+        if (rc == 0)
+            rc = s == NATS_TIMEOUT ? MS_ETIMEDOUT : MS_EIO;
+    }
+    pthread_mutex_lock(&p->mu);
+    int failed = p->failed;
+    natsStatus fs = p->failed_status;
+    int code = p->failed_code;
+    char text[sizeof p->failed_text];
+    memcpy(text, p->failed_text, sizeof text);
+    pthread_mutex_unlock(&p->mu);
+    if (failed > 0) {
+        not_acked(p, NULL, fs, code, text);
+        if (rc == 0)
+            rc = fs == NATS_TIMEOUT ? MS_ETIMEDOUT : MS_EIO;
+    }
+    return rc;
+}
+
+static void set_last_id(nats_publisher *p, const char *id)
+{
+    free(p->last_id);
+    p->last_id = id ? ms_xstrdup(id) : NULL;
 }
 
 static int nats_publish(void *self, const ms_outbox_message *msgs, size_t n)
@@ -238,8 +354,20 @@ static int nats_publish(void *self, const ms_outbox_message *msgs, size_t n)
     if (nl->natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED)
         return MS_ECONN;
     int rc = p->has_stream ? 0 : ensure_stream(p);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = publish_one(p, &msgs[i]);
+    size_t i = 0;
+    if (rc == 0 && n > 0 && !p->last_id) {
+        if ((rc = publish_one(p, &msgs[0])) == 0)
+            set_last_id(p, msgs[0].id);
+        i = 1;
+    }
+    while (rc == 0 && i < n) {
+        size_t k = n - i < WINDOW ? n - i : WINDOW;
+        if ((rc = publish_window(p, &msgs[i], k, p->last_id)) == 0)
+            set_last_id(p, msgs[i + k - 1].id);
+        i += k;
+    }
+    if (rc != 0) /* what the stream holds last is unknown now: the retry starts alone */
+        set_last_id(p, NULL);
     return rc;
 }
 
@@ -251,6 +379,8 @@ static void nats_close(void *self)
     if (p->nc)
         nl->natsConnection_Destroy(p->nc); /* closes first; no handler runs after it */
     ms_buf_release(&p->subject);
+    pthread_mutex_destroy(&p->mu);
+    free(p->last_id);
     free(p->service);
     free(p);
 }
@@ -272,6 +402,7 @@ int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_p
     p->stream[k] = '\0';
     snprintf(p->subjects, sizeof p->subjects, "%s.>", service);
     ms_buf_init(&p->subject, 128);
+    pthread_mutex_init(&p->mu, NULL);
 
     char name[96];
     snprintf(name, sizeof name, "microshop-%s", service);
@@ -311,6 +442,9 @@ int ms_publisher_nats(const char *url, const char *service, int timeout_ms, ms_p
     jsOptions jo;
     nl->jsOptions_Init(&jo);
     jo.Wait = p->timeout_ms;
+    jo.PublishAsync.MaxPending = WINDOW;
+    jo.PublishAsync.ErrHandler = on_ack_error;
+    jo.PublishAsync.ErrHandlerClosure = p;
     if ((s = nl->natsConnection_JetStream(&p->js, p->nc, &jo)) != NATS_OK) {
         ms_log(MS_LOG_ERROR, "event bus: no JetStream context", "error", status_text(s), NULL);
         rc = MS_EIO;

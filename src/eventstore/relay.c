@@ -9,6 +9,13 @@
  * case): a range spanning a gap could mark a row that committed after the select and was never
  * published.
  *
+ * The generic batch processor (runtime/obs/batch.h) is not used here on purpose: the outbox
+ * table is already the relay's durable, ordered queue, read a page at a time; an in-memory
+ * queue in front of the publisher would hold a second copy of rows that are safe where they
+ * are, refuse nothing a producer could act on (the rows are committed), and lose its contents
+ * at a crash instead of leaving them for the next start. The batching that pays is inside the
+ * NATS publisher: a page's messages are pipelined and their acks awaited together.
+ *
  * Threads: `is_stopping`, `is_kicked` and the stats are guarded by r->mu; the connection, the
  * publisher and the batch belong to the relay thread.
  */

@@ -60,8 +60,9 @@ static int read_work(ms_db_conn *c, void *arg)
     int rows = rc == 0 ? ms_db_nrows(r) : 0;
     for (int i = 0; i < rows; i++) {
         int64_t seq = strtoll(ms_db_get(r, i, 0), NULL, 10);
-        /* PostgreSQL: a seq past a gap may be followed by the gap's own row committing later;
-         * a consumer checkpointing past it would never see that row. The relay waits out
+        /* PostgreSQL: the services' writers commit in seq order (ms_outbox_begin's lock), so
+         * a gap is a rollback; still, a writer outside that lock could commit the gap's row
+         * later, and a consumer checkpointing past it would never see it. The relay waits out
          * gaps and publishes in order: a published row has every earlier one decided. */
         if (k->backend == MS_DB_POSTGRES && seq != k->last + 1 && !ms_db_get(r, i, 7))
             break;

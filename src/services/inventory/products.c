@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/http/http_json.h"
 #include "runtime/http/problem.h"
@@ -50,7 +51,7 @@ static int create_work(ms_db_conn *c, void *arg)
 {
     create_call *k = arg;
     const char *now = k->base.now;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     const char *p1[] = {k->id, k->sku, k->name, k->price, k->currency, now};
@@ -235,7 +236,7 @@ static int price_work(ms_db_conn *c, void *arg)
 {
     price_call *k = arg;
     const char *now = k->base.now;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     ms_db_result *r = NULL;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/http/http_json.h"
 #include "runtime/http/problem.h"
@@ -219,7 +220,7 @@ static int take_lines(ms_db_conn *c, res_call *k, const int64_t *prices, const c
 static int reserve_work(ms_db_conn *c, void *arg)
 {
     res_call *k = arg;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     ms_db_result *r = NULL;
@@ -363,7 +364,7 @@ static int insert_tombstone(ms_db_conn *c, res_call *k)
 static int finish_work(ms_db_conn *c, res_call *k, const char *to)
 {
     bool release = !strcmp(to, "released");
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     for (int round = 0; round < 3; round++) {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventstore/outbox.h"
 #include "runtime/core/error.h"
 #include "runtime/http/http_json.h"
 #include "runtime/http/problem.h"
@@ -27,7 +28,7 @@ static int stock_work(ms_db_conn *c, void *arg)
 {
     stock_call *k = arg;
     const char *now = k->base.now;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     ms_db_result *r = NULL;

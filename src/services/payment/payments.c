@@ -220,7 +220,7 @@ static int charge(ms_db_conn *c, create_call *k)
 static int create_work(ms_db_conn *c, void *arg)
 {
     create_call *k = arg;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     char amount[24];

@@ -123,7 +123,7 @@ static int refund_work(ms_db_conn *c, void *arg)
 {
     refund_call *k = arg;
     payment_row *row = &k->base.row;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     rc = payment_load(c, "order_id", k->order_id, &k->base);

@@ -144,7 +144,7 @@ static int email_taken_work(ms_db_conn *c, void *arg)
 static int insert_work(ms_db_conn *c, void *arg)
 {
     create_call *k = arg;
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     const char *params[] = {k->new_id, k->email, k->email_key, k->name, k->encoded, k->base.now};
@@ -312,7 +312,7 @@ static int patch_work(ms_db_conn *c, void *arg)
     const char *id = k->base.id, *now = k->base.now;
     if (!k->name)
         return load_user(c, id, &k->base.result);
-    int rc = ms_db_begin(c);
+    int rc = ms_outbox_begin(c);
     if (rc < 0)
         return rc;
     ms_db_result *r = NULL;
