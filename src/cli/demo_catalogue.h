@@ -1,19 +1,32 @@
 /*
- * demo_catalogue.h — `microshop run` stocks the inventory with a small demo catalogue through
- * the service's public API (POST /api/v1/products as an admin), so that the examples it prints
- * have products to list and buy. A product whose SKU is already there (a second run on the same
- * data) answers 409 and is left as it is. Supervisor loop thread only.
+ * demo_catalogue.h — `microshop run` seeds its services through their public APIs so that the
+ * examples it prints work: a small demo catalogue in the inventory (POST /api/v1/products as
+ * an admin) and a demo customer in the user service (POST /api/v1/users). What is there
+ * already (a second run on the same data) answers 409 and is left as it is; the demo customer's
+ * id is then found by signing in (POST /api/v1/auth/token, the token's subject).
+ * Supervisor loop thread only.
  */
 #ifndef MS_DEMO_CATALOGUE_H
 #define MS_DEMO_CATALOGUE_H
 
 #include <uv.h>
 
-/* `created` products were added, `existing` were there already, `failed` could not be added. */
-typedef void (*demo_catalogue_cb)(int created, int existing, int failed, void *arg);
+#include "runtime/core/id.h"
 
-/* Starts seeding the inventory listening at `listen` ("HOST:PORT"); `done` is called once, on
- * the loop, within about ten seconds. 0, or MS_EINVAL when `listen` is not an address. */
-int demo_catalogue_seed(uv_loop_t *loop, const char *listen, demo_catalogue_cb done, void *arg);
+#define DEMO_CUSTOMER_EMAIL    "demo@microshop.example"
+#define DEMO_CUSTOMER_PASSWORD "microshop-demo-password"
+
+typedef struct demo_result {
+    int created, existing, failed;     /* products added, there already, not added */
+    char customer_id[MS_UUID_LEN + 1]; /* "" when the demo customer is unknown */
+} demo_result;
+
+typedef void (*demo_catalogue_cb)(const demo_result *r, void *arg);
+
+/* Starts seeding the inventory and the user service listening at `inventory` and `user`
+ * ("HOST:PORT"); `done` is called once, on the loop, within about ten seconds. 0, or
+ * MS_EINVAL when an address is malformed. */
+int demo_catalogue_seed(uv_loop_t *loop, const char *inventory, const char *user,
+                        demo_catalogue_cb done, void *arg);
 
 #endif

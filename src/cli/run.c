@@ -3,7 +3,8 @@
  * (the API, with its admin listener) and every service as processes of their own
  * (`microshop serve NAME`, SQLite under --data), each with its replicas; restarts a child that
  * dies (with backoff); scales and restarts on the gateway's admin requests; stocks the
- * inventory with a demo catalogue (demo_catalogue.c); prints where everything is; and on
+ * inventory with a demo catalogue and registers a demo customer (demo_catalogue.c); turns
+ * auth on (below); prints where everything is, with demo tokens; and on
  * Ctrl-C stops the gateway, then the services, gracefully (SIGTERM, then SIGKILL after the
  * drain limit).
  */
@@ -18,8 +19,40 @@
 #include "cli/supervisor.h"
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
+#include "runtime/auth/jwt.h"
 #include "runtime/core/id.h"
 #include "runtime/core/banned.h"
+
+enum { DEMO_TOKEN_TTL_S = 24 * 3600, SECRET_BYTES = 32 };
+
+/*
+ * Auth is on in `microshop run`: unless the environment gives keys, the run makes an HS256
+ * token secret and an identity secret of its own (random, for this run only) and its children
+ * inherit them, so the gateway verifies tokens, the user service issues them, and every service
+ * refuses an identity the gateway did not sign.
+ */
+static void set_secret(const char *name)
+{
+    const char *have = getenv(name);
+    if (have && *have)
+        return;
+    unsigned char b[SECRET_BYTES];
+    char hex[2 * SECRET_BYTES + 1];
+    ms_random_bytes(b, sizeof b);
+    for (int i = 0; i < SECRET_BYTES; i++)
+        snprintf(hex + 2 * i, 3, "%02x", b[i]);
+    setenv(name, hex, 1);
+    explicit_bzero(hex, sizeof hex);
+    explicit_bzero(b, sizeof b);
+}
+
+static void set_secrets(void)
+{
+    const char *jwks = getenv("MICROSHOP_JWKS_FILE"), *pem = getenv("MICROSHOP_JWT_PRIVATE_KEY");
+    if (!(jwks && *jwks) && !(pem && *pem))
+        set_secret("MICROSHOP_JWT_SECRET");
+    set_secret("MICROSHOP_IDENTITY_SECRET");
+}
 
 static struct {
     uv_loop_t *loop;
@@ -61,13 +94,23 @@ static const char *first_addr(const char *name)
     return s && s->n ? sup_instance_addr(s->inst[0]) : NULL;
 }
 
-static void print_banner(void)
+/* A demo token (HS256 with this run's secret), or NULL when tokens are not minted here (the
+ * signing key is RS256, set by the user). */
+static const char *demo_token(const char *sub, const char *role, char *out, size_t cap)
 {
-    char tag[MS_UUID_LEN + 1];
+    const char *secret = getenv("MICROSHOP_JWT_SECRET");
+    return secret && ms_jwt_sign_hs256(secret, sub, role, DEMO_TOKEN_TTL_S, out, cap) == 0 ? out
+                                                                                           : NULL;
+}
+
+static void print_banner(const demo_result *seeded)
+{
+    char tag[MS_UUID_LEN + 1], admin_id[MS_UUID_LEN + 1];
     ms_uuid_new(tag);
+    ms_uuid_new(admin_id);
     const char *api = first_addr("gateway");
     printf("\nmicroshop %s is running (data in %s)\n\n", MS_VERSION, run.data);
-    printf("  API       http://%s   (every service's /api/v1 routes)\n", api);
+    printf("  API       http://%s   (every service's /api/v1 routes; bearer tokens)\n", api);
     printf("  admin     http://%s   (/admin/instances /admin/breakers /admin/scale "
            "/admin/restart /metrics)\n",
            run.admin);
@@ -78,31 +121,44 @@ static void print_banner(void)
             printf("%shttp://%s", k ? ", " : "", sup_instance_addr(s->inst[k]));
         printf("\n");
     }
-    printf("  (each answers /health /ready /metrics)\n");
-    /* DEMO TOKENS: the lead prints a demo customer's and an admin's tokens here (minted with
-     * the gateway's signing key), and the examples below then send them. */
-
-    /* A checkout that works when pasted, through the gateway: a new customer buys two of the
-     * demo T-shirts (100 in stock, so many pastes go by before one is rejected out_of_stock)
-     * with the sandbox card that is always accepted. */
+    printf("  (each answers /health /ready /metrics; identities from the gateway only)\n");
+    static char customer[MS_JWT_MAX_LEN + 1], admin[MS_JWT_MAX_LEN + 1];
+    const char *ct = seeded && seeded->customer_id[0]
+                         ? demo_token(seeded->customer_id, "customer", customer, sizeof customer)
+                         : NULL;
+    const char *at = demo_token(admin_id, "admin", admin, sizeof admin);
+    if (ct || at) {
+        printf("\nTokens (valid 24 h):\n");
+        if (ct)
+            printf("  CUSTOMER=%s\n    (%s, password %s)\n", ct, DEMO_CUSTOMER_EMAIL,
+                   DEMO_CUSTOMER_PASSWORD);
+        if (at)
+            printf("  ADMIN=%s\n", at);
+    }
+    /* A checkout that works when pasted, through the gateway: the demo customer signs in and
+     * buys two of the demo T-shirts (100 in stock, so many pastes go by before one is rejected
+     * out_of_stock) with the sandbox card that is always accepted. */
     printf("\nTry a checkout (copy and paste):\n"
-           "  ID=$(curl -s -X POST http://%s/api/v1/users -H 'Content-Type: application/json' \\\n"
-           "       -d '{\"email\":\"ada-%.8s@example.com\",\"name\":\"Ada\","
-           "\"password\":\"correct horse battery\"}' | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n",
-           api, tag + 28);
+           "  TOKEN=$(curl -s -X POST http://%s/api/v1/auth/token -H 'Content-Type: "
+           "application/json' \\\n"
+           "       -d '{\"email\":\"%s\",\"password\":\"%s\"}' "
+           "| sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\n",
+           api, DEMO_CUSTOMER_EMAIL, DEMO_CUSTOMER_PASSWORD);
     printf("  curl -s 'http://%s/api/v1/products?limit=3'\n"
            "  PID=$(curl -s 'http://%s/api/v1/products?limit=100' | "
            "grep -o '\"id\":\"[^\"]*\",\"sku\":\"MS-TEE-001\"' | cut -d'\"' -f4)\n"
-           "  OID=$(curl -s -X POST http://%s/api/v1/orders -H \"X-User-Id: $ID\" "
-           "-H 'X-User-Role: customer' \\\n"
-           "       -H 'Content-Type: application/json' -H \"Idempotency-Key: first-$ID\" "
+           "  OID=$(curl -s -X POST http://%s/api/v1/orders -H \"Authorization: Bearer $TOKEN\" "
+           "\\\n"
+           "       -H 'Content-Type: application/json' -H \"Idempotency-Key: first-%.8s\" "
            "\\\n"
            "       -d '{\"items\":[{\"product_id\":\"'$PID'\",\"quantity\":2}],"
            "\"payment\":{\"card_number\":\"4242424242424242\"}}' "
            "| sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/')\n"
-           "  curl -s http://%s/api/v1/orders/$OID -H \"X-User-Id: $ID\" "
-           "-H 'X-User-Role: customer'\n",
-           api, api, api, api);
+           "  curl -s http://%s/api/v1/orders/$OID -H \"Authorization: Bearer $TOKEN\"\n",
+           api, api, api, tag + 28, api);
+    printf("\nA customer of your own: POST http://%s/api/v1/users {email, name, password}, then "
+           "POST /api/v1/auth/token {email, password}.\n",
+           api);
     printf("\nScale or restart a service (admin listener):\n"
            "  curl -s -X POST http://%s/admin/scale -H 'Content-Type: application/json' "
            "-d '{\"service\":\"order\",\"replicas\":2}'\n"
@@ -113,19 +169,22 @@ static void print_banner(void)
     fflush(stdout);
 }
 
-static void on_seeded(int created, int existing, int failed, void *arg)
+static void on_seeded(const demo_result *r, void *arg)
 {
     (void)arg;
-    if (failed)
+    if (r->failed)
         fprintf(stderr,
                 "microshop run: %d demo products could not be added (see the inventory's "
                 "log)\n",
-                failed);
-    else if (created)
+                r->failed);
+    else if (r->created)
         fprintf(stderr, "microshop run: demo catalogue of %d products added (%d were there)\n",
-                created + existing, existing);
+                r->created + r->existing, r->existing);
+    if (!r->customer_id[0])
+        fprintf(stderr, "microshop run: the demo customer could not be registered or signed in "
+                        "(see the user service's log)\n");
     if (!sup_stopping())
-        print_banner();
+        print_banner(r);
 }
 
 static void on_ready_timer(uv_timer_t *t)
@@ -148,9 +207,9 @@ static void on_ready_timer(uv_timer_t *t)
     if (!sup_port_open(run.admin))
         return;
     uv_timer_stop(t);
-    const char *inventory = first_addr("inventory");
-    if (!inventory || demo_catalogue_seed(run.loop, inventory, on_seeded, NULL) < 0)
-        print_banner();
+    const char *inventory = first_addr("inventory"), *user = first_addr("user");
+    if (!inventory || !user || demo_catalogue_seed(run.loop, inventory, user, on_seeded, NULL) < 0)
+        print_banner(NULL);
 }
 
 /* Ends the loop's own handles once the supervisor has nothing left running. */
@@ -194,6 +253,12 @@ static bool parse_replicas(const char *spec, sup_config *cfg, char *err, size_t 
                      SUP_MAX_REPLICAS, spec);
             return false;
         }
+        if (i == 2 && n > 1) { /* names[2]: the supervisor's max_replicas says why */
+            snprintf(err, errn,
+                     "--replicas: the order service runs one instance (on SQLite its event "
+                     "store has one writing process; scale it out on PostgreSQL)");
+            return false;
+        }
         cfg->replicas[i] = (int)n;
         p = *end ? end + 1 : end;
     }
@@ -211,8 +276,9 @@ int cmd_run(int argc, char **argv)
         {"admin", "MICROSHOP_ADMIN_LISTEN", MS_OPT_STRING, &admin, 0, 0,
          "the gateway's admin listener HOST:PORT (default 127.0.0.1:port-base+1000)"},
         {"replicas", "MICROSHOP_REPLICAS", MS_OPT_STRING, &replicas, 0, 0,
-         "instances per service: N, or SERVICE=N,... (order=2,inventory=2); more later with "
-         "POST /admin/scale"},
+         "instances per service: N, or SERVICE=N,... (inventory=2,payment=2); more later with "
+         "POST /admin/scale; the order service stays at one (its SQLite event store has one "
+         "writer)"},
     };
     char err[256];
     int rc = ms_config_parse(opts, sizeof opts / sizeof opts[0], argc, argv, 2, err, sizeof err);
@@ -237,6 +303,7 @@ int cmd_run(int argc, char **argv)
     }
     cfg.admin = run.admin;
     run.data = data;
+    set_secrets();
     run.loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     uv_signal_init(run.loop, &run.sigint);

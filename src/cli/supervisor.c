@@ -455,7 +455,7 @@ static void on_scale_poll(uv_timer_t *t)
 
 int sup_scale(sup_service *s, int replicas, void (*done)(int status, void *arg), void *arg)
 {
-    if (!s->scalable || replicas < 1 || replicas > SUP_MAX_REPLICAS)
+    if (!s->scalable || replicas < 1 || replicas > s->max_replicas)
         return MS_EINVAL;
     int from = s->n;
     while (s->n > replicas) {
@@ -543,9 +543,12 @@ int sup_start(uv_loop_t *loop, const sup_config *cfg)
         sup_service *s = &sup.services[sup.nservices++];
         s->svc = all[i];
         s->scalable = i > 0;
+        s->max_replicas = s->scalable && s->svc != &ms_order_service ? SUP_MAX_REPLICAS : 1;
         /* the embedded ports keep their offsets from 8080 (user 8081, order 8082, ...) */
         s->port = cfg->base + (s->svc->default_port - 8080);
-        int replicas = s->scalable && cfg->replicas[i] > 0 ? cfg->replicas[i] : 1;
+        int replicas = cfg->replicas[i] > 0 ? cfg->replicas[i] : 1;
+        if (replicas > s->max_replicas)
+            replicas = s->max_replicas;
         for (int k = 0; k < replicas; k++) {
             int port = k == 0 ? s->port : free_port();
             if (port < 0)

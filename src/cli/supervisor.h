@@ -29,6 +29,9 @@ typedef struct sup_service {
     const ms_service *svc;
     int port;      /* the first instance's */
     bool scalable; /* not the gateway: it owns the well-known ports */
+    /* The order service stays one instance: on SQLite its event store has one writing
+     * process (positions, the projector and sagas rely on it); it scales on PostgreSQL. */
+    int max_replicas;
     sup_instance *inst[SUP_MAX_REPLICAS];
     int n;
 } sup_service;
@@ -62,7 +65,7 @@ const char *sup_instance_addr(const sup_instance *in);
 /* The control endpoint's "http://127.0.0.1:PORT". */
 const char *sup_control_url(void);
 
-/* Sets a service's replicas (1..SUP_MAX_REPLICAS): new instances start on free ports, removed
+/* Sets a service's replicas (1..max_replicas): new instances start on free ports, removed
  * ones leave the instances file first and stop a little later (once the gateway has read it).
  * `done(status, arg)` runs when the new instances accept connections (or have not within the
  * start limit: status MS_ETIMEDOUT); 0 when it was started, MS_EINVAL for a service that does

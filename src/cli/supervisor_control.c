@@ -179,6 +179,12 @@ static void handle(control_conn *c)
             problem(c, 422, "replicas out of range", "replicas", "must be from 1 to 8");
             goto out;
         }
+        if (n > c->svc->max_replicas) {
+            problem(c, 422, "the order service runs one instance here", "replicas",
+                    "must be 1: on SQLite the order service's event store has one writing "
+                    "process; scale it out on PostgreSQL");
+            goto out;
+        }
         c->waiting = true;
         if (sup_scale(c->svc, (int)n, scaled, c) < 0) {
             c->waiting = false;

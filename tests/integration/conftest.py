@@ -209,18 +209,26 @@ class Server:
         self.log_path = os.path.join(db.data_dir, f"server-{uuid.uuid4().hex[:6]}.log")
         self.log = open(self.log_path, "wb")
         self.killed = False  # SIGKILLed on purpose: no exit status to check
+        if target == "gateway" and "--admin" not in args:
+            args = ("--admin", "127.0.0.1:0", *args)  # never the default 9080 another may hold
         cmd = [BINARY, "serve", target, "--listen", "127.0.0.1:0", "--data", db.data_dir, *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
                                      stdin=subprocess.DEVNULL, env=clean_env({**db.env, **(env or {})}))
         self.port = poll(self._listening, 15 * SLOW, what="the 'listening' log line")
         self.url = f"http://127.0.0.1:{self.port}"
+        # a gateway's /metrics and /admin routes are on its admin listener only
+        self.admin_url = None
+        if target == "gateway":
+            self.admin_url = "http://127.0.0.1:%d" % poll(
+                lambda: self._listening("admin listening"), 15 * SLOW,
+                what="the 'admin listening' log line")
         poll(self._healthy, 10 * SLOW, what="GET /health = 200")
 
-    def _listening(self):
+    def _listening(self, msg="listening"):
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
         for line in self.log_text().splitlines():
-            if '"msg":"listening"' in line:
+            if f'"msg":"{msg}"' in line:
                 return int(json.loads(line)["addr"].rsplit(":", 1)[1])
         return None
 
@@ -260,8 +268,13 @@ class Server:
         assert r.status_code == 201, f"{r.status_code} {r.text}"
         return r.json()
 
+    def admin(self, method, path, **kw):
+        """A request to the admin listener (a gateway's), else to the server itself."""
+        kw.setdefault("timeout", 10 * SLOW)
+        return requests.request(method, (self.admin_url or self.url) + path, **kw)
+
     def metrics(self):
-        r = self.get("/metrics")
+        r = self.admin("GET", "/metrics")
         assert r.status_code == 200
         return r.text
 

@@ -60,7 +60,8 @@ def test_internal_routes_and_unknown_paths_end_at_the_gateway(start_shop):
     # the gateway's own health and metrics, with the route templates as endpoints
     assert gw.get("/health").status_code == 200
     gw.get("/api/v1/products")
-    text = gw.get("/metrics").text
+    assert gw.get("/metrics").status_code == 404  # the admin listener's, never public
+    text = gw.metrics()
     assert 'endpoint="/api/v1/products"' in text
     assert "http_client_requests_total" in text
 

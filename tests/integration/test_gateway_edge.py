@@ -65,7 +65,7 @@ def test_a_stopped_service_is_a_504_at_the_routes_deadline(start_shop):
         t = time.monotonic()
         r = gw.get(f"/api/v1/products/{p['id']}", timeout=30)
         assert_problem(r, 504)
-        assert time.monotonic() - t < 10 * SLOW  # the read route's deadline, not the client's
+        assert time.monotonic() - t < 14 * SLOW  # the route's deadline (10 s), not the client's
     finally:
         os.kill(inv.proc.pid, signal.SIGCONT)
     poll(lambda: gw.get(f"/api/v1/products/{p['id']}").status_code == 200, 20 * SLOW,

@@ -500,7 +500,7 @@ def test_run_supervises_the_user_service():
 
         # the example lines must work as printed: run them and read the user they print
         example = text.split("Try a checkout", 1)[1].split("\n", 1)[1].split("\n\n")[0]
-        assert f"{api}/api/v1/users" in example and "X-User-Role" in example, example
+        assert f"{api}/api/v1/auth/token" in example and "Bearer $TOKEN" in example, example
         p = subprocess.run(["bash", "-c", example], capture_output=True, text=True,
                            timeout=20 * SLOW)
         assert p.returncode == 0, p.stderr
@@ -520,8 +520,18 @@ def test_run_supervises_the_user_service():
         assert [i["quantity"] for i in order["items"]] == [2], order
         assert order["total_cents"] == order["subtotal_cents"] + order["shipping_cents"], order
         uid = order["user_id"]
+        # auth is on: the banner's admin token reads the user through the gateway, and an
+        # identity the gateway did not sign is refused by the service itself
+        admin_token = re.search(r"ADMIN=(\S+)", text).group(1)
+        by_admin = {"Authorization": f"Bearer {admin_token}"}
+        r = requests.get(f"{api}/api/v1/users/{uid}", headers=by_admin, timeout=10 * SLOW)
+        assert r.status_code == 200 and r.json()["email"] == "demo@microshop.example", r.text
         r = requests.get(f"{url}/api/v1/users/{uid}", headers=admin(), timeout=10 * SLOW)
-        assert r.status_code == 200 and "@" in r.json()["email"], r.text
+        assert r.status_code == 401, r.text
+        customer_token = re.search(r"CUSTOMER=(\S+)", text).group(1)
+        r = requests.get(f"{api}/api/v1/users/{uid}", timeout=10 * SLOW,
+                         headers={"Authorization": f"Bearer {customer_token}"})
+        assert r.status_code == 200 and r.json()["id"] == uid, r.text
 
         child = child_serving(sup.pid, "user")
         assert child, children_of(sup.pid)
@@ -536,7 +546,7 @@ def test_run_supervises_the_user_service():
             except requests.ConnectionError:
                 return False
         poll(restarted, 15 * SLOW, what="the supervisor to restart the user service")
-        r = requests.get(f"{url}/api/v1/users/{uid}", headers=admin(), timeout=10 * SLOW)
+        r = requests.get(f"{api}/api/v1/users/{uid}", headers=by_admin, timeout=10 * SLOW)
         assert r.status_code == 200, r.text
 
         kids = children_of(sup.pid)

@@ -16,7 +16,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import (BINARY, SLOW, admin, assert_problem, clean_env, ident, new_email, poll,
+from conftest import (BINARY, SLOW, assert_problem, clean_env, new_email, poll,
                       refuses_connections)
 from test_ops import child_serving, children_of, free_port_range
 
@@ -69,6 +69,10 @@ class Run:
                 banner += chunk
         self.banner = banner.decode()
         assert "Ctrl-C" in self.banner, self.banner + self.log_tail()
+        # the demo customer's token, printed for people to paste
+        token = re.search(r"CUSTOMER=(\S+)", self.banner)
+        assert token, self.banner
+        self.customer = {"Authorization": f"Bearer {token.group(1)}"}
 
     def log_tail(self):
         with open(os.path.join(self.data, "run.log"), "rb") as f:
@@ -115,18 +119,31 @@ def shop():
         run.close()
 
 
+TOKENS = {}  # user id -> the Authorization header of its token
+
+
+def auth(user):
+    return TOKENS[user]
+
+
 def checkout(shop):
-    """A new customer buys one demo T-shirt through the gateway; the order's id."""
+    """A new customer signs up, signs in and buys one demo T-shirt through the gateway (auth is
+    on in `microshop run`); the customer's and the order's ids."""
+    email = new_email()
     r = requests.post(f"{shop.api}/api/v1/users", json={
-        "email": new_email(), "name": "Ada", "password": "correct horse battery"},
+        "email": email, "name": "Ada", "password": "correct horse battery"},
         timeout=10 * SLOW)
     assert r.status_code == 201, r.text
     user = r.json()["id"]
+    r = requests.post(f"{shop.api}/api/v1/auth/token", json={
+        "email": email, "password": "correct horse battery"}, timeout=10 * SLOW)
+    assert r.status_code == 200 and r.json()["token_type"] == "Bearer", r.text
+    TOKENS[user] = {"Authorization": f"Bearer {r.json()['access_token']}"}
     items = requests.get(f"{shop.api}/api/v1/products", params={"limit": 100},
                          timeout=10 * SLOW).json()["items"]
     tee = next(p for p in items if p["sku"] == "MS-TEE-001")
     r = requests.post(f"{shop.api}/api/v1/orders",
-                      headers={**ident(user), "Idempotency-Key": str(uuid.uuid4())},
+                      headers={**auth(user), "Idempotency-Key": str(uuid.uuid4())},
                       json={"items": [{"product_id": tee["id"], "quantity": 1}],
                             "payment": {"card_number": "4242424242424242"}},
                       timeout=20 * SLOW)
@@ -152,7 +169,7 @@ def test_every_process_is_up_and_the_banner_says_where(shop):
 
 def test_a_checkout_through_the_gateway(shop):
     user, order = checkout(shop)
-    r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=ident(user), timeout=10 * SLOW)
+    r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=auth(user), timeout=10 * SLOW)
     assert r.status_code == 200 and r.json()["user_id"] == user
 
 
@@ -176,37 +193,50 @@ def test_the_status_view_names_every_upstream(shop):
     assert set(SERVICES) <= {b["upstream"] for b in breakers}, breakers
 
 
-def test_scale_order_out_and_back_in(shop):
+def test_scale_payment_out_and_back_in(shop):
     user, order = checkout(shop)
-    first = f"127.0.0.1:{shop.base + 2}"
-    instances = shop.scale("order", 2)
+    pay = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=auth(user),
+                       timeout=10 * SLOW).json()["payment_id"]
+    first = f"127.0.0.1:{shop.base + 4}"
+    instances = shop.scale("payment", 2)
     assert instances[0] == first
     second = instances[1]
     assert healthy(second)
-    endpoint = "/api/v1/orders/{id}"
+    endpoint = "/api/v1/payments/{id}"
+
+    def read():
+        r = requests.get(f"{shop.api}/api/v1/payments/{pay}", headers=auth(user),
+                         timeout=10 * SLOW)
+        assert r.status_code == 200 and r.json()["order_id"] == order, r.text
 
     def second_gets_traffic():
         for _ in range(10):
-            r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=ident(user),
-                             timeout=10 * SLOW)
-            assert r.status_code == 200, r.text
+            read()
         return requests_served(second, endpoint) > 0
     poll(second_gets_traffic, 20 * SLOW, interval=0.1,
-         what="the gateway to send reads to the second order instance")
+         what="the gateway to send reads to the second payment instance")
     assert requests_served(first, endpoint) > 0
     pid2 = next(p for p in children_of(shop.proc.pid)
                 if child_cmd_has(p, second))
 
-    assert shop.scale("order", 1) == [first]
+    assert shop.scale("payment", 1) == [first]
     poll(lambda: not os.path.exists(f"/proc/{pid2}") or zombie(pid2), 30 * SLOW,
-         what="the second order process to stop")
+         what="the second payment process to stop")
     poll(lambda: refuses_connections(int(second.rsplit(":", 1)[1])), 10 * SLOW,
-         what="the second order instance's port to close")
+         what="the second payment instance's port to close")
     for _ in range(20):
-        r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=ident(user),
-                         timeout=10 * SLOW)
-        assert r.status_code == 200, r.text
+        read()
     checkout(shop)
+
+
+def test_the_order_service_stays_one_instance_on_sqlite(shop):
+    r = requests.post(f"{shop.admin}/admin/scale", json={"service": "order", "replicas": 2},
+                      timeout=10 * SLOW)
+    assert_problem(r, 422, "replicas")
+    assert "PostgreSQL" in r.json()["errors"][0]["message"], r.text
+    doc = requests.get(f"{shop.admin}/admin/instances", timeout=5 * SLOW).json()
+    order = next(u for u in doc["upstreams"] if u["name"] == "order")
+    assert [i["address"] for i in order["instances"]] == [f"127.0.0.1:{shop.base + 2}"], doc
 
 
 def test_the_order_service_follows_a_scaled_inventory(shop):
@@ -255,7 +285,7 @@ def test_restart_order_through_the_admin_listener(shop):
     poll(restarted, 30 * SLOW, interval=0.1, what="a new order process")
 
     def reads():
-        r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=ident(user),
+        r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=auth(user),
                          timeout=10 * SLOW)
         return r.status_code == 200
     poll(reads, 15 * SLOW, interval=0.1, what="reads through the gateway to recover")
@@ -322,7 +352,7 @@ def test_breaker_override_opens_and_releases(shop):
     assert r.status_code == 200, r.text
     try:
         r = requests.get(f"{shop.api}/api/v1/payments/{uuid.uuid4()}",
-                         headers=ident(str(uuid.uuid4())), timeout=10 * SLOW)
+                         headers=shop.customer, timeout=10 * SLOW)
         assert r.status_code == 503, r.text
         view = requests.get(f"{shop.admin}/admin/breakers", timeout=5 * SLOW).json()
         payment = next(b for b in view["breakers"] if b["upstream"] == "payment")
@@ -332,7 +362,7 @@ def test_breaker_override_opens_and_releases(shop):
                           timeout=10 * SLOW)
         assert r.status_code == 200, r.text
     r = requests.get(f"{shop.api}/api/v1/payments/{uuid.uuid4()}",
-                     headers=ident(str(uuid.uuid4())), timeout=10 * SLOW)
+                     headers=shop.customer, timeout=10 * SLOW)
     assert r.status_code == 404, r.text
 
 
@@ -346,6 +376,7 @@ def test_admin_listener_refuses_a_public_address():
 @pytest.mark.parametrize("args,mention", [(["--replicas", "0"], "--replicas"),
                                           (["--replicas", "order=x"], "--replicas"),
                                           (["--replicas", "gateway=2"], "--replicas"),
+                                          (["--replicas", "order=2"], "PostgreSQL"),
                                           (["--admin", "nowhere"], "--admin")])
 def test_bad_run_flags_exit_2(args, mention):
     p = subprocess.run([BINARY, "run", "--data", tempfile.gettempdir(), *args],

@@ -96,6 +96,21 @@ int ms_identity_sign(int64_t t, const char *user_id, const char *role, const cha
                                  cap);
 }
 
+int ms_identity_headers(const char *user_id, const char *role, const char *method,
+                        const char *path_query, char *sig, ms_http_header out[3])
+{
+    out[0] = (ms_http_header){"X-User-Id", user_id};
+    out[1] = (ms_http_header){"X-User-Role", role};
+    if (!ms_identity_signed())
+        return 2;
+    int rc = ms_identity_sign((int64_t)time(NULL), user_id, role, method, path_query, sig,
+                              MS_IDENTITY_SIG_MAX);
+    if (rc < 0)
+        return rc;
+    out[2] = (ms_http_header){MS_IDENTITY_SIG_HEADER, sig};
+    return 3;
+}
+
 /* Why a request's signature does not vouch for its identity, or NULL when it does. */
 static const char *check_signature(ms_http_request *req, const char *id, const char *role)
 {

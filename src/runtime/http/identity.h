@@ -49,6 +49,15 @@ bool ms_identity_signed(void);
  * secret, t the unix time in seconds. 0, MS_EINVAL (no valid secret) or MS_ETOOBIG. */
 int ms_identity_sign(int64_t t, const char *user_id, const char *role, const char *method,
                      const char *path_query, char *out, size_t cap);
+/*
+ * The identity headers of a call made as user_id / role (a service calling another, a tool):
+ * X-User-Id, X-User-Role and, when identities are signed, X-Identity-Signature for method
+ * ("GET") and path_query, signed now. sig must hold MS_IDENTITY_SIG_MAX bytes; the headers
+ * point at the arguments and sig, which must outlive them. Returns how many headers (2 or 3)
+ * were written, or MS_EINVAL.
+ */
+int ms_identity_headers(const char *user_id, const char *role, const char *method,
+                        const char *path_query, char *sig, ms_http_header out[3]);
 /* The same with an explicit secret (tests, tools). */
 int ms_identity_sign_with(const void *secret, size_t n, int64_t t, const char *user_id,
                           const char *role, const char *method, const char *path_query, char *out,

@@ -128,21 +128,18 @@ static void identify_by_headers(gateway_call *c, const char **role)
 static int forward_identity(gateway_call *c, const char *role)
 {
     ms_http_request *req = c->req;
-    gateway_call_add_header(c, "X-User-Id", c->user_id);
-    gateway_call_add_header(c, "X-User-Role", role);
-    if (!ms_identity_signed())
-        return 0;
     const char *path =
         req->query[0] ? ms_arena_printf(&req->arena, "%s?%s", req->path, req->query) : req->path;
     char *sig = ms_arena_alloc(&req->arena, MS_IDENTITY_SIG_MAX);
-    int rc = ms_identity_sign((int64_t)time(NULL), c->user_id, role,
-                              http_method_str((enum http_method)req->method), path, sig,
-                              MS_IDENTITY_SIG_MAX);
-    if (rc < 0) {
+    ms_http_header h[3];
+    int n = ms_identity_headers(c->user_id, role, http_method_str((enum http_method)req->method),
+                                path, sig, h);
+    if (n < 0) {
         ms_problem_from_error(req, MS_EINTERNAL, "the caller's identity could not be signed");
         return MS_EINTERNAL;
     }
-    gateway_call_add_header(c, MS_IDENTITY_SIG_HEADER, sig);
+    for (int i = 0; i < n; i++)
+        gateway_call_add_header(c, h[i].name, h[i].value);
     return 0;
 }
 

@@ -55,7 +55,7 @@ typedef struct gateway_call {
     const char *request_id;
     const char *user_id; /* the caller once auth has run; NULL: anonymous */
     bool is_admin;
-    uint64_t deadline;   /* uv_now() ms: the earlier of the request's and the route's */
+    uint64_t deadline;   /* uv_now() ms: the route's deadline from the request's arrival */
     ms_http_header *fwd; /* headers to forward; room for GATEWAY_MAX_FORWARDED */
     int nfwd;
 } gateway_call;

@@ -134,8 +134,8 @@ void gateway_proxy(ms_http_request *req)
         c->request_id = id;
     }
     ms_http_set_header(req, "X-Request-Id", c->request_id);
-    uint64_t route_deadline = uv_now(&req->loop->uv) + c->route->deadline_ms;
-    c->deadline = route_deadline < req->deadline ? route_deadline : req->deadline;
+    /* the route's deadline, not the listener's: a checkout may outwait the service's own */
+    c->deadline = uv_now(&req->loop->uv) + c->route->deadline_ms;
     /* the request's headers are the runtime's (http.h): read here, copied by the client */
     c->fwd = ms_arena_alloc(&req->arena, sizeof *c->fwd * GATEWAY_MAX_FORWARDED);
     for (int i = 0; i < req->nheaders; i++)

@@ -281,15 +281,22 @@ static void prepare_calls(checkout *k)
         .traceparent = tp,
     }};
     int n = 1;
-    ms_http_header who[] = {{"X-User-Id", k->user_id}, {"X-User-Role", "customer"}};
+    ms_http_header who[3];
     if (!k->user_known && order_proc.user_up.n > 0) {
         k->user_path = ms_arena_printf(&req->arena, "/api/v1/users/%s", k->user_id);
+        /* the customer's own read of itself, as the gateway would have sent it */
+        int nwho = ms_identity_headers(k->user_id, "customer", "GET", k->user_path,
+                                       ms_arena_alloc(&req->arena, MS_IDENTITY_SIG_MAX), who);
+        if (nwho < 0) {
+            fail(k, MS_EINTERNAL, "the caller's identity could not be signed");
+            return;
+        }
         calls[1] = (ms_http_client_req){
             .upstream = "user",
             .method = HTTP_GET,
             .path = k->user_path,
             .headers = who,
-            .nheaders = 2,
+            .nheaders = nwho,
             .deadline = req->deadline,
             .traceparent = tp,
         };
