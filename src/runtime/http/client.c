@@ -827,7 +827,18 @@ static void send_request(call *k)
     k->state = S_SENT;
     uint64_t now = uv_now(c->loop);
     uv_timer_start(&k->timer, on_call_timer, k->deadline > now ? k->deadline - now : 0, 0);
+    /* A request nearly always fits the socket's buffer: written at once, it costs no write
+     * request, whose completion made libuv re-arm the socket in epoll (a syscall per call) */
     uv_buf_t b = uv_buf_init(cn->out.p, (unsigned)cn->out.n);
+    int n = uv_try_write((uv_stream_t *)&cn->tcp, &b, 1);
+    if (n == (int)b.len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        attempt_failed(k, MS_ECONN, false, !cn->reused);
+        return;
+    }
+    if (n > 0)
+        b = uv_buf_init(cn->out.p + n, b.len - (unsigned)n);
     cn->write.data = cn;
     if (uv_write(&cn->write, (uv_stream_t *)&cn->tcp, &b, 1, on_written) < 0) {
         attempt_failed(k, MS_ECONN, false, !cn->reused);
