@@ -125,7 +125,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         {"request-timeout-ms", "MICROSHOP_REQUEST_TIMEOUT_MS", MS_OPT_INT, &o->request_timeout_ms,
          1, H, "deadline of a request's answer"},
         {"headers-timeout-ms", "MICROSHOP_HEADERS_TIMEOUT_MS", MS_OPT_INT, &o->headers_timeout_ms,
-         1, H, "time to receive a request's headers (then 408)"},
+         1, H, "time to receive a request's headers (then 408), or to finish a TLS handshake"},
         {"idle-timeout-ms", "MICROSHOP_IDLE_TIMEOUT_MS", MS_OPT_INT, &o->idle_timeout_ms, 1, H,
          "keep-alive connection idle limit"},
         {"body-timeout-ms", "MICROSHOP_BODY_TIMEOUT_MS", MS_OPT_INT, &o->body_timeout_ms, 1, H,
