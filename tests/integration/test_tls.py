@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 
 import pytest
 import requests
@@ -160,6 +161,29 @@ def test_a_large_request_and_answer_span_many_records(tls_server, certs):
             c.send(raw_request("GET", path))
             r = c.response()
             assert r.status_code == 404 and r.json()["instance"] == path
+
+
+def test_parallel_sessions_on_every_loop(tls_server, certs):
+    """One SSL_CTX serves both loop threads: many sessions at once, each with several
+    requests."""
+    cert = certs["good"][0]
+    errors = []
+
+    def client():
+        try:
+            with requests.Session() as s:
+                for _ in range(10):
+                    r = s.get(tls_server.url + "/health", verify=cert, timeout=10 * SLOW)
+                    assert r.status_code == 200 and r.json()["status"] == "healthy"
+        except Exception as e:  # reported below, on the test's thread
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 def test_the_header_deadline_covers_the_handshake(start_server, certs):

@@ -16,7 +16,8 @@
  * asking for the same admin port fails to start instead of taking half of its connections.
  *
  * With a certificate (tls_cert, tls_key) the public listener speaks TLS 1.3 only; the same
- * deadlines hold, the header one from the first byte of the handshake.
+ * deadlines hold, the header one covering the handshake; connections over the cap are closed
+ * without the 503 (plain text would mean nothing to a TLS client).
  */
 #ifndef MS_SERVER_H
 #define MS_SERVER_H
