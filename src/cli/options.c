@@ -11,6 +11,7 @@
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/http/http_tls.h"
 #include "services/gateway/gateway_admin.h"
 #include "services/payment/payment_flags.h"
 #include "runtime/core/banned.h"
@@ -43,6 +44,25 @@ static int make_dirs(const char *path)
         }
     }
     return mkdir(tmp, 0750) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Both files or neither; loaded once here so that a bad one exits 2 before anything starts. */
+static int check_tls(const serve_options *o, char *err, size_t errn)
+{
+    bool cert = o->tls_cert && *o->tls_cert, key = o->tls_key && *o->tls_key;
+    if (cert != key) {
+        snprintf(err, errn,
+                 "--tls-cert and --tls-key (MICROSHOP_TLS_CERT, MICROSHOP_TLS_KEY) "
+                 "go together: %s is missing",
+                 cert ? "the key" : "the certificate");
+        return MS_EINVAL;
+    }
+    if (!cert)
+        return 0;
+    ms_http_tls_ctx *ctx = NULL;
+    int rc = ms_http_tls_ctx_new(o->tls_cert, o->tls_key, &ctx, err, errn);
+    ms_http_tls_ctx_free(ctx);
+    return rc;
 }
 
 int options_parse(serve_options *o, const ms_service *svc, bool with_http, int argc, char **argv,
@@ -105,7 +125,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         {"request-timeout-ms", "MICROSHOP_REQUEST_TIMEOUT_MS", MS_OPT_INT, &o->request_timeout_ms,
          1, H, "deadline of a request's answer"},
         {"headers-timeout-ms", "MICROSHOP_HEADERS_TIMEOUT_MS", MS_OPT_INT, &o->headers_timeout_ms,
-         1, H, "time to receive a request's headers (then 408)"},
+         1, H, "time to receive a request's headers (then 408), or to finish a TLS handshake"},
         {"idle-timeout-ms", "MICROSHOP_IDLE_TIMEOUT_MS", MS_OPT_INT, &o->idle_timeout_ms, 1, H,
          "keep-alive connection idle limit"},
         {"body-timeout-ms", "MICROSHOP_BODY_TIMEOUT_MS", MS_OPT_INT, &o->body_timeout_ms, 1, H,
@@ -127,6 +147,10 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
          "most header fields (then 431)"},
         {"access-log", "MICROSHOP_ACCESS_LOG", MS_OPT_BOOL, &o->access_log, 0, 0,
          "log every request"},
+        {"tls-cert", "MICROSHOP_TLS_CERT", MS_OPT_STRING, &o->tls_cert, 0, 0,
+         "PEM certificate chain: the listener speaks TLS 1.3 only (with --tls-key)"},
+        {"tls-key", "MICROSHOP_TLS_KEY", MS_OPT_STRING, &o->tls_key, 0, 0,
+         "PEM private key of --tls-cert"},
     };
     size_t n = with_http ? sizeof all / sizeof all[0] : 9;
     ms_option opts[sizeof all / sizeof all[0] + 8];
@@ -169,6 +193,8 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
                  "NATS_URL must be nats://HOST:PORT (a comma-separated list for a cluster)");
         rc = MS_EINVAL;
     }
+    if (rc == 0 && with_http)
+        rc = check_tls(o, err, sizeof err);
     if (rc == 0 && apply)
         rc = apply(err, sizeof err);
     /* the data directory holds the SQLite files, and on any backend the outbox feed */
@@ -205,6 +231,10 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
     server->max_header_bytes = (size_t)o->max_header_bytes;
     server->max_headers = (int)o->max_headers;
     server->access_log = o->access_log;
+    if (o->tls_cert && *o->tls_cert) {
+        server->tls_cert = o->tls_cert;
+        server->tls_key = o->tls_key;
+    }
 
     *db = (ms_db_config){
         .backend = o->database_url ? MS_DB_POSTGRES : MS_DB_SQLITE,

@@ -215,7 +215,10 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
                                      stdin=subprocess.DEVNULL, env=clean_env({**db.env, **(env or {})}))
         self.port = poll(self._listening, 15 * SLOW, what="the 'listening' log line")
-        self.url = f"http://127.0.0.1:{self.port}"
+        # with --tls-cert the public listener speaks HTTPS; its certificate verifies it
+        self.verify = args[args.index("--tls-cert") + 1] if "--tls-cert" in args else True
+        scheme = "http" if self.verify is True else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         # a gateway's /metrics and /admin routes are on its admin listener only
         self.admin_url = None
         if target == "gateway":
@@ -234,7 +237,8 @@ class Server:
 
     def _healthy(self):
         try:
-            return requests.get(self.url + "/health", timeout=2 * SLOW).status_code == 200
+            return requests.get(self.url + "/health", timeout=2 * SLOW,
+                                verify=self.verify).status_code == 200
         except requests.ConnectionError:
             return False
 
@@ -257,6 +261,7 @@ class Server:
         if user:
             h.update(ident(user, role))
         kw.setdefault("timeout", 10 * SLOW)
+        kw.setdefault("verify", self.verify)
         return requests.request(method, self.url + path, headers=h, **kw)
 
     def get(self, path, **kw):

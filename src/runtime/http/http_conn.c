@@ -11,6 +11,10 @@
  * may pause at most body_timeout_ms and must arrive whole by body_deadline_ms after its
  * headers, plus a second per body_min_rate bytes received (408 and close).
  *
+ * TLS (a listener with a certificate): the bytes of a connection pass through http_tls.c where
+ * they enter (on_read) and leave (conn_send); everything between sees plaintext. The header
+ * deadline runs from the connection's start until its handshake is done.
+ *
  * One request at a time per connection: the parser is paused at the end of each message and
  * resumed after its answer, so pipelined requests are answered strictly in order.
  */
@@ -24,6 +28,7 @@
 #include "runtime/core/log.h"
 #include "runtime/http/http_internal.h"
 #include "runtime/http/http_metrics.h"
+#include "runtime/http/http_tls.h"
 #include "runtime/http/problem.h"
 #include "runtime/http/router.h"
 #include "runtime/core/banned.h"
@@ -62,6 +67,7 @@ struct ms_http_conn {
     bool message_done, in_dispatch, keep_alive, eof, reading, timer_is_header;
     bool write_blocked; /* answers pile up unread: no more requests until they drain */
     int refs;           /* tcp handle + timer handle + the request being handled */
+    ms_http_tls *tls;   /* NULL: plain */
 };
 
 typedef struct {
@@ -82,6 +88,7 @@ enum {
 static void process(ms_http_conn *c);
 static int start_reading(ms_http_conn *c);
 static void conn_close(ms_http_conn *c);
+static void conn_send_raw(ms_http_conn *c, ms_buf *out);
 static void fail(ms_http_conn *c, int status, const char *detail);
 
 /* ---- lifetime ---- */
@@ -103,6 +110,7 @@ static void conn_unref(ms_http_conn *c)
     ms_buf_release(&c->body);
     ms_buf_release(&c->req.resp_headers);
     ms_arena_release(&c->req.arena);
+    ms_http_tls_free(c->tls);
     free(c);
     ms_server__conns_gone(l);
 }
@@ -116,6 +124,16 @@ static void conn_close(ms_http_conn *c)
 {
     if (uv_is_closing((uv_handle_t *)&c->tcp))
         return;
+    if (c->tls) {
+        /* best effort: a close_notify lets the client tell this close from a truncation */
+        ms_buf bye = {0};
+        ms_http_tls_close_notify(c->tls, &bye);
+        if (bye.n) {
+            uv_buf_t b = uv_buf_init(bye.p, (unsigned)bye.n);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+        ms_buf_release(&bye);
+    }
     c->phase = PH_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -142,7 +160,9 @@ static uint64_t body_deadline(const ms_http_conn *c)
 static void on_header_timeout(uv_timer_t *t)
 {
     ms_http_conn *c = t->data;
-    if (c->phase != PH_BODY)
+    if (c->tls && !ms_http_tls_established(c->tls))
+        conn_close(c); /* no session to carry a 408 */
+    else if (c->phase != PH_BODY)
         fail(c, 408, "the request headers did not arrive in time");
     else if (uv_now(&c->loop->uv) >= body_deadline(c))
         fail(c, 408, "the request body did not arrive in time");
@@ -212,6 +232,13 @@ static void start_shutdown(ms_http_conn *c)
 {
     if (uv_is_closing((uv_handle_t *)&c->tcp))
         return;
+    if (c->tls) {
+        ms_buf bye = {0};
+        ms_http_tls_close_notify(c->tls, &bye);
+        conn_send_raw(c, &bye); /* queued before the shutdown, which waits for it */
+        if (uv_is_closing((uv_handle_t *)&c->tcp))
+            return;
+    }
     uv_shutdown_t *s = ms_xmalloc(sizeof *s);
     s->data = c;
     c->phase = PH_CLOSING;
@@ -241,10 +268,10 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-/* Sends `out` (taking its storage). */
-static void conn_send(ms_http_conn *c, ms_buf *out)
+/* Sends the bytes in `out` as they are (taking its storage). */
+static void conn_send_raw(ms_http_conn *c, ms_buf *out)
 {
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) {
+    if (out->n == 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
         ms_buf_release(out);
         return;
     }
@@ -275,6 +302,16 @@ static void conn_send(ms_http_conn *c, ms_buf *out)
         free(w);
         conn_close(c);
     }
+}
+
+/* Sends the plaintext `out` (taking its storage). */
+static void conn_send(ms_http_conn *c, ms_buf *out)
+{
+    if (c->tls && !uv_is_closing((uv_handle_t *)&c->tcp) && ms_http_tls_seal(c->tls, out) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_send_raw(c, out);
 }
 
 /* ---- answering ---- */
@@ -1213,14 +1250,52 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     ms_http_conn *c = h->data;
     (void)suggested;
+    if (c->tls) { /* ciphertext: decrypted into c->in by on_read */
+        size_t len;
+        char *p = ms_http_tls_read_buf(&len);
+        *buf = uv_buf_init(p, (unsigned)len);
+        return;
+    }
     char *p = ms_buf_reserve(&c->in, READ_CHUNK);
     *buf = uv_buf_init(p, (unsigned)(c->in.cap - c->in.n));
+}
+
+/* The client will send no more. */
+static void peer_done(ms_http_conn *c)
+{
+    c->eof = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+    if (c->phase == PH_HANDLING)
+        return; /* answer first: a half-closed client still reads */
+    process(c);
+}
+
+/* Takes the ciphertext a read delivered: plaintext goes to c->in, the handshake's and the
+ * session's own bytes back to the socket. 1 when there is news for process(), else 0
+ * (the connection may have closed). */
+static int tls_read(ms_http_conn *c, const char *p, size_t n)
+{
+    ms_buf out = {0};
+    size_t before = c->in.n;
+    bool was_up = ms_http_tls_established(c->tls);
+    int rc = ms_http_tls_input(c->tls, p, n, &c->in, &out);
+    conn_send_raw(c, &out); /* an alert too, when the session failed */
+    if (rc < 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
+        conn_close(c);
+        return 0;
+    }
+    if (rc == MS_HTTP_TLS_CLOSED) {
+        peer_done(c);
+        return 0;
+    }
+    /* a finished handshake without a request yet starts the idle wait (in process) */
+    return c->in.n > before || (!was_up && ms_http_tls_established(c->tls));
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     ms_http_conn *c = s->data;
-    (void)buf;
     if (nread == 0)
         return; /* EAGAIN: not EOF */
     if (nread < 0) {
@@ -1228,15 +1303,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_close(c);
             return;
         }
-        c->eof = true;
-        uv_read_stop(s);
-        c->reading = false;
-        if (c->phase == PH_HANDLING)
-            return; /* answer first: a half-closed client still reads */
-        process(c);
+        peer_done(c);
         return;
     }
-    c->in.n += (size_t)nread;
+    if (!c->tls)
+        c->in.n += (size_t)nread;
+    else if (!tls_read(c, buf->base, (size_t)nread))
+        return;
     if (c->phase == PH_HEADERS || c->phase == PH_BODY) {
         process(c);
     } else if (c->phase == PH_HANDLING && c->in.n >= MAX_BUFFERED) {
@@ -1274,11 +1347,18 @@ void ms_http__adopt(ms_loop *l, int fd)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (l->tls && !(c->tls = ms_http_tls_new(l->tls))) {
+        conn_close(c);
+        return;
+    }
     if (start_reading(c) < 0) {
         conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_idle_timeout, l->cfg->idle_timeout_ms, 0);
+    if (c->tls) /* the handshake must finish by the header deadline */
+        uv_timer_start(&c->timer, on_header_timeout, l->cfg->headers_timeout_ms, 0);
+    else
+        uv_timer_start(&c->timer, on_idle_timeout, l->cfg->idle_timeout_ms, 0);
 }
 
 void ms_http__drain(ms_loop *l)

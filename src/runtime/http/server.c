@@ -19,6 +19,7 @@
 #include "runtime/core/log.h"
 #include "runtime/http/http_internal.h"
 #include "runtime/http/http_metrics.h"
+#include "runtime/http/http_tls.h"
 #include "runtime/http/problem.h"
 #include "runtime/core/banned.h"
 
@@ -268,6 +269,10 @@ static void shed(ms_loop *l, int fd)
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                "Content-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
     ms_http_metrics_rejected(l->metrics, MS_HTTP_REJECT_LIMIT);
+    if (l->tls) { /* plain text would only be a protocol error to a TLS client */
+        close(fd);
+        return;
+    }
     ssize_t sent = send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)sent; /* a full or reset socket only loses the courtesy */
     close(fd);
@@ -529,6 +534,15 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
         ms_metrics_register(collect_db, NULL);
 
     int port = cfg->port, admin_port = srv.admin.port, opened = 0, started = 0;
+    ms_http_tls_ctx *tls = NULL;
+    if (cfg->tls_cert) {
+        char err[512];
+        if (ms_http_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err, sizeof err) < 0) {
+            ms_log(MS_LOG_ERROR, "cannot set up TLS", "error", err, NULL);
+            rc = 1;
+            goto out;
+        }
+    }
     int db_conns = db ? db->pool_size + db->pool_overflow : 0;
     int max_conns =
         cfg->max_connections > 0 ? cfg->max_connections : ms_server_max_connections(db_conns);
@@ -537,6 +551,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     for (; opened < srv.nloops; opened++) {
         ms_loop *l = &srv.loops[opened];
         l->metrics = srv.shards[opened] = ms_http_metrics_new();
+        l->tls = tls;
         int fd = make_listener(cfg->host, &port, true);
         if (fd < 0) {
             rc = listen_failed("cannot listen", cfg->host, port);
@@ -578,7 +593,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     snprintf(threads, sizeof threads, "%d", cfg->threads);
     snprintf(conns, sizeof conns, "%d", srv.loops[0].max_conns * srv.nloops);
     ms_log(MS_LOG_INFO, "listening", "addr", addr, "#threads", threads, "#max_connections", conns,
-           NULL);
+           "tls", tls ? "1.3" : "off", NULL);
     if (admin) {
         snprintf(addr, sizeof addr, "%s:%d", srv.admin.host, admin_port);
         ms_log(MS_LOG_INFO, "admin listening", "addr", addr, NULL);
@@ -614,5 +629,6 @@ out:
     ms_metrics_reset();
     free(srv.loops);
     free(srv.shards);
+    ms_http_tls_ctx_free(tls);
     return rc;
 }

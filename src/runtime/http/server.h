@@ -14,6 +14,10 @@
  * pool and hooks of its own. It answers /health, /ready and /metrics too; the public listener
  * may then leave /metrics to it. Its socket is not shared (no SO_REUSEPORT): a second process
  * asking for the same admin port fails to start instead of taking half of its connections.
+ *
+ * With a certificate (tls_cert, tls_key) the public listener speaks TLS 1.3 only; the same
+ * deadlines hold, the header one covering the handshake; connections over the cap are closed
+ * without the 503 (plain text would mean nothing to a TLS client).
  */
 #ifndef MS_SERVER_H
 #define MS_SERVER_H
@@ -48,6 +52,11 @@ typedef struct ms_server_config {
     int max_headers;             /* 100 */
     size_t max_body_bytes;       /* 1 MiB */
     bool access_log;             /* one log line per request */
+    /* PEM files of the public listener's certificate chain and private key: both set, it
+     * speaks TLS 1.3 only (http_tls.h); both NULL, plain HTTP. The admin listener stays
+     * plain. */
+    const char *tls_cert;
+    const char *tls_key;
 } ms_server_config;
 
 typedef struct ms_loop ms_loop;
@@ -87,6 +96,7 @@ struct ms_loop {
     char date[40]; /* cached "Date: ...\r\n" line */
     uint64_t date_sec;
     int listen_fd;
+    struct ms_http_tls_ctx *tls; /* the public loops' when cfg->tls_cert is set, else NULL */
 };
 
 /* Fills the documented defaults. */
