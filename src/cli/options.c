@@ -141,8 +141,9 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
          "graceful drain limit on SIGTERM"},
         {"max-body-bytes", "MICROSHOP_MAX_BODY_BYTES", MS_OPT_INT, &o->max_body_bytes, 0, 64L << 20,
          "largest request body (then 413)"},
+        /* at most 64 KiB: http-parser refuses a head over its own 80 KiB as malformed (400) */
         {"max-header-bytes", "MICROSHOP_MAX_HEADER_BYTES", MS_OPT_INT, &o->max_header_bytes, 1024,
-         1L << 20, "largest request head (then 431)"},
+         64L * 1024, "largest request head (then 431)"},
         {"max-headers", "MICROSHOP_MAX_HEADERS", MS_OPT_INT, &o->max_headers, 1, 10000,
          "most header fields (then 431)"},
         {"access-log", "MICROSHOP_ACCESS_LOG", MS_OPT_BOOL, &o->access_log, 0, 0,

@@ -182,6 +182,21 @@ def test_header_block_of_16k_is_served_and_one_byte_more_is_431(server):
         assert_closed_after(c, c.response(), 431)
 
 
+def test_the_largest_header_limit_is_served_whole():
+    # the input buffer's backpressure (64 KiB) applies while a handler works, never to a
+    # header block still arriving: a head at the largest limit allowed (64 KiB) is served
+    servers = ServerSet()
+    try:
+        big = servers.start("--max-header-bytes", str(64 * 1024))
+        with RawConn(big) as c:
+            c.send(head_of_size(64 * 1024))
+            assert c.response().status_code == 200
+            c.send(head_of_size(64 * 1024 + 1))
+            assert_closed_after(c, c.response(), 431)
+    finally:
+        servers.close()
+
+
 def test_huge_header_block_is_431(server):
     with RawConn(server) as c:
         try:

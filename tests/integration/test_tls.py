@@ -45,7 +45,7 @@ def tls_server(certs):
     cert, key = certs["good"]
     try:
         yield servers.start("--tls-cert", cert, "--tls-key", key, "--threads", "2",
-                            "--max-header-bytes", "262144")
+                            "--max-header-bytes", "65536")
     finally:
         servers.close()
 

@@ -1233,8 +1233,9 @@ static void process(ms_http_conn *c)
     c->in_dispatch = false;
     if (c->phase == PH_CLOSING)
         return;
-    /* backpressure: stop reading while a handler works on a full buffer */
-    bool want = c->in.n < MAX_BUFFERED;
+    /* backpressure: stop reading while a handler works on a full buffer (a header block or a
+     * body being read is bounded by its own limits, and needs its bytes to end) */
+    bool want = c->phase != PH_HANDLING || c->in.n < MAX_BUFFERED;
     if (want != c->reading && !c->eof) {
         if (want) {
             if (start_reading(c) < 0)
