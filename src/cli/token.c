@@ -26,14 +26,6 @@ static void usage(FILE *out)
                  "  900 seconds, at most 604800\n");
 }
 
-static const char *claim_setting(const char *name)
-{
-    const char *v = getenv(name);
-    if (!v)
-        return "microshop";
-    return *v ? v : NULL;
-}
-
 /* The key set of the environment; NULL after printing why. */
 static ms_jwt_keys *env_keys(void)
 {
@@ -96,8 +88,8 @@ int cmd_token(int argc, char **argv)
     static char token[MS_JWT_MAX_LEN + 1];
     ms_jwt_mint_opts o = {.sub = sub,
                           .role = role,
-                          .iss = claim_setting("MICROSHOP_JWT_ISSUER"),
-                          .aud = claim_setting("MICROSHOP_JWT_AUDIENCE"),
+                          .iss = ms_jwt_claim_setting("MICROSHOP_JWT_ISSUER"),
+                          .aud = ms_jwt_claim_setting("MICROSHOP_JWT_AUDIENCE"),
                           .ttl_s = ttl_s};
     int rc = ms_jwt_mint(k, &o, token, sizeof token);
     ms_jwt_keys_free(k);

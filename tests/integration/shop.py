@@ -154,14 +154,22 @@ class Shop:
 
     # ---- the user service ----
 
-    def customer(self):
-        """A registered customer's id (a random one when the shop has no user service)."""
+    def customer(self, via=None):
+        """A registered customer's id (a random one when the shop has no user service),
+        registered through `via` (a gateway) or straight at the user service."""
         if not self.with_user:
             return str(uuid.uuid4())
-        r = self.servers["user"].request("POST", "/api/v1/users", json={
+        r = (via or self.servers["user"]).request("POST", "/api/v1/users", json={
             "email": new_email(), "name": "Ada Lovelace", "password": "correct horse battery"})
         assert r.status_code == 201, f"{r.status_code} {r.text}"
         return r.json()["id"]
+
+    def known_customer(self, via=None):
+        """customer(via), once the order service knows it (its directory of users)."""
+        user = self.customer(via)
+        poll(lambda: self.order_svc.db.count("user_directory", "WHERE user_id = ?", [user]) == 1,
+             20 * SLOW, what="the order service to know the user")
+        return user
 
     # ---- the inventory ----
 

@@ -77,23 +77,12 @@ def _cookie(user, position):
     return f"ms_pos={position}.{base64.urlsafe_b64encode(mac[:16]).rstrip(b'=').decode()}"
 
 
-def _customer(s, gw):
-    r = gw.request("POST", "/api/v1/users", json={
-        "email": f"c-{os.urandom(6).hex()}@example.com", "name": "Ada",
-        "password": "correct horse battery"})
-    assert r.status_code == 201, r.text
-    user = r.json()["id"]
-    poll(lambda: s.order_svc.db.count("user_directory", "WHERE user_id = ?", [user]) == 1, 20 * SLOW,
-         what="the order service to know the user")
-    return user
-
-
 def test_a_client_reads_its_own_writes_in_its_list_through_the_gateway(start_shop):
     env = {"MICROSHOP_IDENTITY_SECRET": SECRET}
     s = start_shop(gateway=True, gateway_env=env)
     gw = s.server("gateway")
     gw2 = s.add_gateway("gateway2", env)
-    user = _customer(s, gw)
+    user = s.known_customer(gw)
     p = s.stocked()
     session = requests.Session()  # keeps the gateway's cookie, as a browser does
     for i in range(15):
@@ -113,7 +102,7 @@ def test_a_client_reads_its_own_writes_in_its_list_through_the_gateway(start_sho
 def test_the_position_cookie_is_honoured_only_when_signed_for_its_caller(start_shop):
     s = start_shop(gateway=True, gateway_env={"MICROSHOP_IDENTITY_SECRET": SECRET})
     gw = s.server("gateway")
-    user, other = _customer(s, gw), _customer(s, gw)
+    user, other = s.known_customer(gw), s.known_customer(gw)
     far = 10 ** 12  # a position the store will not reach: a list read must wait for it
 
     def listing(cookie, who=user):

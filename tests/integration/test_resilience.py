@@ -12,7 +12,6 @@ gateway's cache is off for those reads, which must reach an instance."""
 import signal
 import subprocess
 import threading
-import uuid
 
 import pytest
 import requests
@@ -42,14 +41,8 @@ def two_inventories(start_shop, **env):
 
 def customer_and_order(s, gw):
     """A customer the order service knows, a product, and one confirmed order."""
-    r = gw.request("POST", "/api/v1/users", json={
-        "email": f"r-{uuid.uuid4().hex[:8]}@example.com", "name": "Ada",
-        "password": "correct horse battery"})
-    assert r.status_code == 201, r.text
-    user = r.json()["id"]
+    user = s.known_customer(gw)
     p = s.product(stock=10 ** 6, price=100)
-    poll(lambda: s.order_svc.db.count("user_directory", "WHERE user_id = ?", [user]) == 1, 20 * SLOW,
-         what="the order service to know the user")
     oid = checkout(gw, user, p, "first").json()["id"]
     return user, p, oid
 

@@ -528,3 +528,11 @@ out:
     }
     return 0;
 }
+
+const char *ms_jwt_claim_setting(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v)
+        return "microshop";
+    return *v ? v : NULL;
+}

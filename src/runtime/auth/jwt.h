@@ -84,6 +84,10 @@ typedef struct ms_jwt_claims {
     int64_t iat, exp, nbf; /* 0 when absent (exp never is) */
 } ms_jwt_claims;
 
+/* The issuer or audience a deployment requires and issues, from its variable (name):
+ * "microshop" when unset, none (NULL) when set empty. Start-up only. */
+const char *ms_jwt_claim_setting(const char *name);
+
 /* Verifies token[0..n) (not NUL-terminated necessarily). 0 with *out filled, or
  * MS_EUNAUTHENTICATED with *why set to a static sentence saying why (never the token's text). */
 int ms_jwt_verify(const ms_jwt_keys *k, const char *token, size_t n, const ms_jwt_verify_opts *o,

@@ -7,6 +7,7 @@
 
 #include "runtime/core/config.h"
 #include "runtime/core/error.h"
+#include "runtime/core/log.h"
 #include "runtime/core/banned.h"
 
 static int set_value(const ms_option *o, const char *v, const char *source, char *err, size_t errn)
@@ -131,6 +132,12 @@ int ms_config_env_long(const char *name, long def, long min, long max, long *out
     }
     *out = n;
     return 0;
+}
+
+void ms_config_refuse(const char *what, const char *why)
+{
+    ms_log(MS_LOG_ERROR, what, "error", why, NULL);
+    exit(2);
 }
 
 int ms_config_split_listen(const char *s, char host[64], int *port)

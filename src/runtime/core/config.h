@@ -38,6 +38,10 @@ void ms_config_usage(FILE *out, const ms_option *opts, size_t n);
 int ms_config_env_long(const char *name, long def, long min, long max, long *out, char *err,
                        size_t errn);
 
+/* A configuration error found at start: logs `what` with `why` and exits with status 2 before
+ * anything runs. */
+void ms_config_refuse(const char *what, const char *why) __attribute__((noreturn));
+
 /* Splits "HOST:PORT" or "[V6]:PORT"; "localhost" means 127.0.0.1. host must hold 64 bytes. */
 int ms_config_split_listen(const char *s, char host[64], int *port);
 

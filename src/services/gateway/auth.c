@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "runtime/auth/jwt.h"
+#include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
 #include "runtime/core/log.h"
@@ -172,22 +173,6 @@ int gateway_auth(gateway_call *c)
     return 0;
 }
 
-/* A configuration error: logged, and the process stops before anything starts. */
-static void refuse_to_start(const char *what, const char *why)
-{
-    ms_log(MS_LOG_ERROR, what, "error", why, NULL);
-    exit(2);
-}
-
-/* An issuer or audience to require: the default when unset, none when set empty. */
-static const char *claim_setting(const char *name)
-{
-    const char *v = getenv(name);
-    if (!v)
-        return "microshop";
-    return *v ? v : NULL;
-}
-
 int gateway_auth_start(void)
 {
     const char *secret = getenv("MICROSHOP_JWT_SECRET");
@@ -198,18 +183,18 @@ int gateway_auth_start(void)
     if (jwks && !*jwks)
         jwks = NULL;
     if (ms_identity_config() < 0)
-        refuse_to_start("gateway: MICROSHOP_IDENTITY_SECRET is invalid",
-                        "must be 32 to 1024 bytes");
+        ms_config_refuse("gateway: MICROSHOP_IDENTITY_SECRET is invalid",
+                         "must be 32 to 1024 bytes");
     if (secret && jwks)
-        refuse_to_start(
+        ms_config_refuse(
             "gateway: token configuration is ambiguous",
             "set MICROSHOP_JWT_SECRET (HS256) or MICROSHOP_JWKS_FILE (RS256), not both");
     if (secret && ms_jwt_keys_hs256(secret, strlen(secret), &auth.keys) < 0)
-        refuse_to_start("gateway: MICROSHOP_JWT_SECRET is invalid", "must be at least 32 bytes");
+        ms_config_refuse("gateway: MICROSHOP_JWT_SECRET is invalid", "must be at least 32 bytes");
     if (jwks && ms_jwt_keys_jwks_file(jwks, &auth.keys, &why) < 0)
-        refuse_to_start("gateway: MICROSHOP_JWKS_FILE is invalid", why);
-    auth.opts.iss = claim_setting("MICROSHOP_JWT_ISSUER");
-    auth.opts.aud = claim_setting("MICROSHOP_JWT_AUDIENCE");
+        ms_config_refuse("gateway: MICROSHOP_JWKS_FILE is invalid", why);
+    auth.opts.iss = ms_jwt_claim_setting("MICROSHOP_JWT_ISSUER");
+    auth.opts.aud = ms_jwt_claim_setting("MICROSHOP_JWT_AUDIENCE");
     if (!auth.keys)
         ms_log(MS_LOG_WARN, "gateway: no token configuration; callers are who they say they are",
                NULL);

@@ -74,8 +74,7 @@ int gateway_ratelimit_start(void)
             0 ||
         ms_config_env_long("MICROSHOP_RATE_LIMIT_BURST", 2 * rate, 1, 2000000, &burst, err,
                            sizeof err) < 0) {
-        ms_log(MS_LOG_ERROR, "gateway: bad rate limit", "error", err, NULL);
-        exit(2); /* a usage error, caught before anything starts */
+        ms_config_refuse("gateway: bad rate limit", err);
     }
     rl.rate = (double)rate;
     rl.burst = (double)(burst < 1 ? 1 : burst);

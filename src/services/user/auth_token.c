@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "runtime/auth/jwt.h"
+#include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
 #include "runtime/core/log.h"
@@ -50,21 +51,6 @@ static struct {
     char dummy_hash[ENCODED_MAX];
 } tok;
 
-/* A configuration error: logged, and the process stops before anything starts. */
-static void refuse_to_start(const char *what, const char *why)
-{
-    ms_log(MS_LOG_ERROR, what, "error", why, NULL);
-    exit(2);
-}
-
-static const char *claim_setting(const char *name)
-{
-    const char *v = getenv(name);
-    if (!v)
-        return "microshop";
-    return *v ? v : NULL;
-}
-
 static const char *nonempty_env(const char *name)
 {
     const char *v = getenv(name);
@@ -79,30 +65,30 @@ int user_token_start(void)
     const char *ttl = nonempty_env("MICROSHOP_JWT_TTL");
     const char *why = NULL;
     if (ms_identity_config() < 0)
-        refuse_to_start("user: MICROSHOP_IDENTITY_SECRET is invalid", "must be 32 to 1024 bytes");
+        ms_config_refuse("user: MICROSHOP_IDENTITY_SECRET is invalid", "must be 32 to 1024 bytes");
     if (secret && pem)
-        refuse_to_start("user: token configuration is ambiguous",
-                        "set MICROSHOP_JWT_SECRET (HS256) or MICROSHOP_JWT_PRIVATE_KEY (RS256), "
-                        "not both");
+        ms_config_refuse("user: token configuration is ambiguous",
+                         "set MICROSHOP_JWT_SECRET (HS256) or MICROSHOP_JWT_PRIVATE_KEY (RS256), "
+                         "not both");
     if (secret && ms_jwt_keys_hs256(secret, strlen(secret), &tok.keys) < 0)
-        refuse_to_start("user: MICROSHOP_JWT_SECRET is invalid", "must be at least 32 bytes");
+        ms_config_refuse("user: MICROSHOP_JWT_SECRET is invalid", "must be at least 32 bytes");
     if (pem && !kid)
-        refuse_to_start("user: MICROSHOP_JWT_KID is missing",
-                        "an RS256 key needs the kid the gateway's JWKS names it by");
+        ms_config_refuse("user: MICROSHOP_JWT_KID is missing",
+                         "an RS256 key needs the kid the gateway's JWKS names it by");
     if (pem && ms_jwt_keys_rs256_pem_file(pem, kid, &tok.keys, &why) < 0)
-        refuse_to_start("user: MICROSHOP_JWT_PRIVATE_KEY is invalid", why);
+        ms_config_refuse("user: MICROSHOP_JWT_PRIVATE_KEY is invalid", why);
     tok.ttl_s = DEFAULT_TTL;
     if (ttl) {
         char *end;
         errno = 0;
         long long v = strtoll(ttl, &end, 10);
         if (errno || *end || v < 1 || v > MAX_TTL)
-            refuse_to_start("user: MICROSHOP_JWT_TTL is invalid",
-                            "must be a whole number of seconds from 1 to 604800");
+            ms_config_refuse("user: MICROSHOP_JWT_TTL is invalid",
+                             "must be a whole number of seconds from 1 to 604800");
         tok.ttl_s = v;
     }
-    tok.iss = claim_setting("MICROSHOP_JWT_ISSUER");
-    tok.aud = claim_setting("MICROSHOP_JWT_AUDIENCE");
+    tok.iss = ms_jwt_claim_setting("MICROSHOP_JWT_ISSUER");
+    tok.aud = ms_jwt_claim_setting("MICROSHOP_JWT_AUDIENCE");
     if (!tok.keys) {
         ms_log(MS_LOG_WARN, "user: no token key; POST /api/v1/auth/token answers 503", NULL);
         return 0;
