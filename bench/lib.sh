@@ -51,29 +51,34 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-# nginx `return 200` with the same number of workers; sets nport.
-bench_start_nginx() {
+# nginx with the same number of workers; sets nport. By default `return 200` (the HTTP
+# ceiling); a NAME, the body of its `location /` and further http-level lines make another
+# (a reverse proxy, for instance).
+bench_start_nginx() { # [name] [location body] [http lines]
+    local name=${1:-nginx} location=${2:-"return 200 '{\"status\":\"ok\"}';"} extra=${3:-}
     nport=$(free_port)
-    mkdir -p "$work/nginx"
-    cat >"$work/nginx/nginx.conf" <<NGINX
+    mkdir -p "$work/$name"
+    cat >"$work/$name/nginx.conf" <<NGINX
 worker_processes $workers;
 daemon off;
-error_log $work/nginx/error.log warn;
-pid $work/nginx/nginx.pid;
+error_log $work/$name/error.log warn;
+pid $work/$name/nginx.pid;
 events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    client_body_temp_path $work/nginx;
+    client_body_temp_path $work/$name;
+    proxy_temp_path $work/$name;
+    $extra
     server {
         listen 127.0.0.1:$nport reuseport;
-        location / { return 200 '{"status":"ok"}'; }
+        location / { $location }
     }
 }
 NGINX
-    nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+    nginx -c "$work/$name/nginx.conf" -p "$work/$name" &
     pids+=($!)
-    wait_port "$nport" || { echo "nginx did not start" >&2; exit 1; }
+    wait_port "$nport" || { echo "nginx ($name) did not start" >&2; exit 1; }
 }
 
 # On PostgreSQL every service gets a database of its own (named NAME) in one throwaway server

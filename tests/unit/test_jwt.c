@@ -463,7 +463,11 @@ static void test_rs256_refusals(void **state)
     assert_int_equal(PEM_write_bio_PUBKEY(mem, rsa.pkey), 1);
     char *pub;
     long publen = BIO_get_mem_data(mem, &pub);
-    hmac_secret = strndup(pub, (size_t)publen);
+    char *secret = malloc((size_t)publen + 1); /* the BIO's text is not NUL-terminated */
+    assert_non_null(secret);
+    memcpy(secret, pub, (size_t)publen);
+    secret[publen] = '\0';
+    hmac_secret = secret;
     t = raw_token("{\"alg\":\"HS256\",\"kid\":\"k1\"}", c, true, NULL);
     assert_refused(v, t, "algorithm is not the one configured");
     free(t);
