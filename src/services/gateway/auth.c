@@ -29,6 +29,7 @@
 #include "runtime/http/identity.h"
 #include "runtime/http/problem.h"
 #include "services/gateway/gateway_internal.h"
+#include "services/gateway/token_cache.h"
 #include "runtime/core/banned.h"
 
 static const char INVALID_TOKEN[] = "Bearer error=\"invalid_token\"";
@@ -105,8 +106,12 @@ static int identify_by_token(gateway_call *c, const char **role)
         return rc;
     ms_jwt_claims claims;
     const char *why;
-    if (ms_jwt_verify(auth.keys, token, strlen(token), &auth.opts, &claims, &why) < 0)
-        return unauthenticated(req, INVALID_TOKEN, why);
+    size_t n = strlen(token);
+    if (!gateway_token_cache_get(token, n, (int64_t)time(NULL), &claims)) {
+        if (ms_jwt_verify(auth.keys, token, n, &auth.opts, &claims, &why) < 0)
+            return unauthenticated(req, INVALID_TOKEN, why);
+        gateway_token_cache_put(token, n, &claims);
+    }
     c->user_id = ms_arena_strndup(&req->arena, claims.sub, strlen(claims.sub));
     c->is_admin = strcmp(claims.role, "admin") == 0;
     *role = c->is_admin ? "admin" : "customer";
