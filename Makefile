@@ -29,6 +29,7 @@ bench:
 	bash bench/http.sh
 	bash bench/orders.sh
 	bash bench/checkout.sh
+	bash bench/gateway.sh
 	bash bench/eventstore.sh
 
 format:
