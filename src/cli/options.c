@@ -120,7 +120,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
          "debug, info, warn or error"},
         /* HTTP flags follow: migrate stops before them */
         {"listen", "MICROSHOP_LISTEN", MS_OPT_STRING, &o->listen, 0, 0, "HOST:PORT to serve on"},
-        {"threads", "MICROSHOP_THREADS", MS_OPT_INT, &o->threads, 1, 64,
+        {"threads", "MICROSHOP_THREADS", MS_OPT_INT, &o->threads, 1, MS_SERVER_MAX_THREADS,
          "event-loop threads (default: cores)"},
         {"request-timeout-ms", "MICROSHOP_REQUEST_TIMEOUT_MS", MS_OPT_INT, &o->request_timeout_ms,
          1, H, "deadline of a request's answer"},

@@ -30,6 +30,8 @@
 #include "runtime/db/db.h"
 #include "runtime/http/router.h"
 
+enum { MS_SERVER_MAX_THREADS = 64 }; /* loop threads of a process, at most */
+
 typedef struct ms_server_config {
     const char *service; /* "user", ... */
     const char *host;    /* numeric IPv4 or IPv6 address */

@@ -120,9 +120,11 @@ static void on_tick(uv_timer_t *t)
     apply(w);
 }
 
-ms_upstream_watch *ms_upstream_watch_start(uv_loop_t *loop, ms_http_client *client,
-                                           const char *path, bool announce)
+ms_upstream_watch *ms_upstream_watch_start(uv_loop_t *loop, ms_http_client *client, bool announce)
 {
+    const char *path = getenv("MICROSHOP_INSTANCES_FILE");
+    if (!path || !*path)
+        return NULL;
     ms_upstream_watch *w = ms_xcalloc(1, sizeof *w);
     w->client = client;
     w->path = ms_xstrdup(path);

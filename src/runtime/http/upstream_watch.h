@@ -22,12 +22,12 @@
 
 typedef struct ms_upstream_watch ms_upstream_watch;
 
-/* Starts watching `path` for `client` on `loop`; the file as it is now is applied at the first
- * tick. `announce`: log each applied change (one loop of a process says it, not all). Never
- * NULL. */
-ms_upstream_watch *ms_upstream_watch_start(uv_loop_t *loop, ms_http_client *client,
-                                           const char *path, bool announce);
-/* Stops it (before its client is freed); the memory goes with the timer's close callback. */
+/* Starts watching the file MICROSHOP_INSTANCES_FILE names for `client` on `loop`, or returns
+ * NULL when the variable is unset (no supervisor). The file as it is now is applied at the
+ * first tick. `announce`: log each applied change (one loop of a process says it, not all). */
+ms_upstream_watch *ms_upstream_watch_start(uv_loop_t *loop, ms_http_client *client, bool announce);
+/* Stops it (before its client is freed; NULL: nothing); the memory goes with the timer's
+ * close callback. */
 void ms_upstream_watch_stop(ms_upstream_watch *w);
 
 /* Reads an instances file into `lists` for the services named in `names` (n of them); a

@@ -4,9 +4,10 @@
  * route a service adds is public at once and `/internal/...` is never reachable: an unknown
  * path is a 404 here, before any service sees it, and metrics carry the route template.
  *
- * Each route is forwarded (proxy.c) to the service that owns it, through the service client:
- * per-loop keep-alive pools, round robin over the instances of MICROSHOP_<SERVICE>_URL, an
- * instance that fails is down for a while and probed back, the request's deadline on the call.
+ * Each route is forwarded (proxy.c, after the stages of gateway_internal.h) to the service
+ * that owns it, through the service client: per-loop keep-alive pools over the instances of
+ * MICROSHOP_<SERVICE>_URL, least-request balancing, ejection, health checks and a breaker
+ * per service (MICROSHOP_GATEWAY_*), the route's deadline on the call.
  *
  * Threading: the route table and the upstream lists are written at start, then read-only; a
  * client belongs to its loop.
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/http/upstream_watch.h"
@@ -92,24 +94,14 @@ const char *gateway_backend_name(int backend)
 /* The service client's settings for every loop, read from the environment at start. */
 static ms_http_client_config client_cfg;
 
-/* A usage error in the environment: said, then exit 2 before anything starts. */
-static void bad_env(const char *name, const char *value, const char *want)
-{
-    ms_log(MS_LOG_ERROR, "gateway: a setting is malformed", "variable", name, "value", value,
-           "expected", want, NULL);
-    exit(2);
-}
-
-/* An unsigned number from the environment within [1, max], or `dflt` when unset. */
+/* A whole number from the environment within [1, max], or `dflt` when unset; a bad one stops
+ * the gateway before anything starts. */
 static uint32_t env_number(const char *name, uint32_t dflt, uint32_t max)
 {
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return dflt;
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    if (*end || n < 1 || n > max || v[0] == '-')
-        bad_env(name, v, "a whole number in range");
+    long n;
+    char err[160];
+    if (ms_config_env_long(name, (long)dflt, 1, (long)max, &n, err, sizeof err) < 0)
+        ms_config_refuse("gateway: a setting is malformed", err);
     return (uint32_t)n;
 }
 
@@ -128,7 +120,8 @@ static void client_config_from_env(void)
     else if (strcmp(b, "round_robin") == 0)
         c->balance = MS_BALANCE_ROUND_ROBIN;
     else
-        bad_env("MICROSHOP_GATEWAY_BALANCE", b, "least_request or round_robin");
+        ms_config_refuse("gateway: a setting is malformed",
+                         "MICROSHOP_GATEWAY_BALANCE must be least_request or round_robin");
     c->slow_ms = env_number("MICROSHOP_GATEWAY_SLOW_MS", c->slow_ms, 3600000);
     c->eject_consecutive = (int)env_number("MICROSHOP_GATEWAY_EJECT_CONSECUTIVE",
                                            (uint32_t)c->eject_consecutive, 1000);
@@ -148,7 +141,8 @@ static void client_config_from_env(void)
     else if (hp[0] == '/')
         c->health_path = hp;
     else
-        bad_env("MICROSHOP_GATEWAY_HEALTH_PATH", hp, "a path starting with /, or off");
+        ms_config_refuse("gateway: a setting is malformed",
+                         "MICROSHOP_GATEWAY_HEALTH_PATH must be a path starting with /, or off");
 }
 
 static int start(const ms_service_env *env)
@@ -161,8 +155,7 @@ static int start(const ms_service_env *env)
         if (url && *url && ms_http_upstream_parse(url, list) < 0) {
             char what[64];
             snprintf(what, sizeof what, "%s is malformed", backends[b].env);
-            ms_log(MS_LOG_ERROR, what, "error", list->error, NULL);
-            exit(2); /* a usage error, caught before anything starts */
+            ms_config_refuse(what, list->error);
         }
         if (list->n == 0)
             ms_log(MS_LOG_WARN, "gateway: no instances of a service; its routes answer 503",
@@ -194,6 +187,11 @@ static void stop(void)
     gateway_proc.client_metrics = NULL;
 }
 
+/* Each loop's client; under `microshop run` it follows the supervisor's instances file, so a
+ * scaled service's new instances get traffic. The watch is kept by loop index (the loop's
+ * service state is the client itself). */
+static ms_upstream_watch *watches[MS_SERVER_MAX_THREADS];
+
 static int loop_open(ms_loop *l, void *arg)
 {
     (void)arg;
@@ -205,29 +203,15 @@ static int loop_open(ms_loop *l, void *arg)
             ms_http_client_add_upstream(c, backends[b].svc->name, &gateway_proc.upstreams[b]) < 0)
             MS_BUG("a parsed upstream list was refused");
     l->service = c;
+    watches[l->index] = ms_upstream_watch_start(&l->uv, c, l->index == 0);
     return 0;
-}
-
-/* Each loop's client follows the supervisor's instances file (MICROSHOP_INSTANCES_FILE, set
- * by `microshop run`) when there is one: a scaled service's new instances get traffic. */
-static ms_upstream_watch *watches[64];
-
-static int loop_open_watched(ms_loop *l, void *arg)
-{
-    int rc = loop_open(l, arg);
-    const char *file = getenv("MICROSHOP_INSTANCES_FILE");
-    if (rc == 0 && file && *file && l->index < (int)(sizeof watches / sizeof watches[0]))
-        watches[l->index] = ms_upstream_watch_start(&l->uv, l->service, file, l->index == 0);
-    return rc;
 }
 
 static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
 {
     (void)arg;
-    if (l->index < (int)(sizeof watches / sizeof watches[0])) {
-        ms_upstream_watch_stop(watches[l->index]);
-        watches[l->index] = NULL;
-    }
+    ms_upstream_watch_stop(watches[l->index]);
+    watches[l->index] = NULL;
     ms_http_client_free(l->service); /* calls in flight answer 503; memory goes with the loop */
     l->service = NULL;
     done(l);
@@ -240,5 +224,5 @@ const ms_service ms_gateway_service = {
     .add_routes = add_routes,
     .start = start,
     .stop = stop,
-    .loop_hooks = {.open = loop_open_watched, .close = loop_close},
+    .loop_hooks = {.open = loop_open, .close = loop_close},
 };

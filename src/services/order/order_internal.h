@@ -17,6 +17,7 @@
 #include "eventstore/eventstore.h"
 #include "runtime/db/db.h"
 #include "runtime/http/client.h"
+#include "runtime/http/upstream_watch.h"
 #include "runtime/http/http.h"
 #include "runtime/http/server.h"
 #include "services/order/order_aggregate.h"
@@ -38,9 +39,10 @@ typedef struct order_loop {
     ms_db_pool *read_pool;
     uv_async_t projected; /* the projector moved on: look at the waiters */
     order_waiter *waiters;
-    ms_http_client *client; /* the saga's calls: upstreams user, inventory, payment */
-    order_saga *sagas;      /* running on this loop */
-    uv_timer_t resumer;     /* the first loop only (has_resumer) */
+    ms_http_client *client;   /* the saga's calls: upstreams user, inventory, payment */
+    ms_upstream_watch *watch; /* under `microshop run`: the scaled services' instances */
+    order_saga *sagas;        /* running on this loop */
+    uv_timer_t resumer;       /* the first loop only (has_resumer) */
     bool has_resumer, is_closing;
     struct order_loop *next; /* in the projector's list of loops to wake */
     void (*on_closed)(ms_loop *l);

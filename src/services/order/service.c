@@ -273,9 +273,6 @@ static void on_projected(uv_async_t *a)
     order_waiters_wake(a->data);
 }
 
-/* Each loop's instances-file watch (MICROSHOP_INSTANCES_FILE), by loop index. */
-static ms_upstream_watch *watches[64];
-
 static int loop_open(ms_loop *l, void *arg)
 {
     (void)arg;
@@ -300,9 +297,7 @@ static int loop_open(ms_loop *l, void *arg)
                 0)
             MS_BUG("a parsed upstream list was refused");
     /* under `microshop run`, a scaled user, inventory or payment service's instances */
-    const char *instances = getenv("MICROSHOP_INSTANCES_FILE");
-    if (instances && *instances && l->index < (int)(sizeof watches / sizeof watches[0]))
-        watches[l->index] = ms_upstream_watch_start(&l->uv, ol->client, instances, l->index == 0);
+    ol->watch = ms_upstream_watch_start(&l->uv, ol->client, l->index == 0);
     /* the first loop resumes the sagas a crash or a restart left open (saga.c) */
     if (!order_proc.has_resumer) {
         order_proc.has_resumer = ol->has_resumer = true;
@@ -347,10 +342,8 @@ static void loop_close(ms_loop *l, void (*done)(ms_loop *l), void *arg)
     order_projector_unwatch(order_proc.projector, ol);
     order_waiters_cancel(ol);
     order_sagas_stop(ol);
-    if (l->index < (int)(sizeof watches / sizeof watches[0])) {
-        ms_upstream_watch_stop(watches[l->index]);
-        watches[l->index] = NULL;
-    }
+    ms_upstream_watch_stop(ol->watch);
+    ol->watch = NULL;
     ms_http_client_free(ol->client); /* fails the calls in flight: their sagas end */
     ol->client = NULL;
     ol->closing = ol->has_resumer ? 4 : 3;
