@@ -71,15 +71,17 @@ def all_orders(shop, users):
 
 
 def feed_head(server):
-    """The last seq of a service's outbox feed."""
+    """The last seq of a service's outbox feed once it serves every row written, else None: on
+    PostgreSQL the feed holds rows behind a gap until the relay has taken the gap for a rollback
+    (up to a second), so the last seq served is not yet the end."""
     after, last = 0, 0
     while True:
         r = server.get("/internal/v1/events", params={"after": after, "limit": 1000})
         assert r.status_code == 200, r.text
-        items = r.json()["items"]
-        if not items:
-            return last
-        last = after = items[-1]["seq"]
+        page = r.json()
+        if not page["items"]:
+            return last if last == page["head"] else None
+        last = after = page["items"][-1]["seq"]
 
 
 def test_kill_9_of_each_service_under_checkout_load_reconciles(start_shop):
@@ -161,8 +163,9 @@ def test_kill_9_of_each_service_under_checkout_load_reconciles(start_shop):
         cps = dict(s.order_svc.db.query(
             "SELECT producer, last_seq FROM bus_checkpoints WHERE consumer IN "
             "('order.user_directory', 'order.low_stock')"))
-        return cps if cps.get("user") == feed_head(s.user_svc) and \
-            cps.get("inventory") == feed_head(s.inventory_svc) else None
+        user, inventory = feed_head(s.user_svc), feed_head(s.inventory_svc)
+        return cps if user is not None and cps.get("user") == user and \
+            inventory is not None and cps.get("inventory") == inventory else None
     poll(delivered, 30 * SLOW, interval=0.2, what="the consumers to reach the feeds' heads")
     received = s.order_svc.db.query(
         "SELECT consumer, COUNT(*), COUNT(DISTINCT event_id) FROM bus_received GROUP BY consumer")

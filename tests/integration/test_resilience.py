@@ -96,7 +96,9 @@ def test_a_killed_instance_costs_almost_no_errors(start_shop):
     run_threads(threads, work)
     killer.join()
     assert s.server("order2").killed
-    assert len(errors) <= total // 1000, errors
+    # on failure, the client's view says why: instances down or ejected, the breaker's state
+    assert len(errors) <= total // 1000, (len(errors), errors[:3], requests.get(
+        f"{gw.admin_url}/admin/instances", timeout=5 * SLOW).text)
 
 
 def test_a_stopped_instance_is_ejected(start_shop):
@@ -130,7 +132,7 @@ def test_the_breaker_opens_and_closes_again(start_shop):
     assert gw.metric("http_client_breaker_state", upstream="order") == 0
     s.stop("order")
     s.stop("order2")
-    # every attempt fails: after 20 of them the breaker opens and calls fail fast (503)
+    # every call fails: after 20 of them the breaker opens and calls fail fast (503)
     for _ in range(30):
         r = gw.get(f"/api/v1/orders/{oid}", headers=ident(user))
         assert r.status_code == 503, r.text

@@ -123,14 +123,15 @@ struct call {
     uint64_t deadline, start_ns;
     bool idempotent;
     int attempts;
-    instance *inst; /* of the current or last attempt */
-    bool probe;     /* this attempt is its instance's probe */
-    bool trying;    /* an attempt is in flight on inst (counted in its active requests) */
-    bool trial;     /* the attempt is one of the half-open breaker's trials */
-    bool retrying;  /* counted in the upstream's retries in flight */
-    bool refused;   /* the breaker refused the first attempt */
-    bool check;     /* an active health check, pinned to inst: no retry, breaker or metrics */
-    int last_err;   /* of the attempt before a planned retry (0: an answer) */
+    instance *inst;     /* of the current or last attempt */
+    bool probe;         /* this attempt is its instance's probe */
+    bool trying;        /* an attempt is in flight on inst (counted in its active requests) */
+    bool trial;         /* the call is one of the half-open breaker's trials */
+    ms_outcome outcome; /* of the last attempt ended: what the breaker records for the call */
+    bool retrying;      /* counted in the upstream's retries in flight */
+    bool refused;       /* the breaker refused the first attempt */
+    bool check;         /* an active health check, pinned to inst: no retry, breaker or metrics */
+    int last_err;       /* of the attempt before a planned retry (0: an answer) */
     uint64_t attempt_at;
     conn *conn;
     uv_timer_t timer;
@@ -354,16 +355,21 @@ static void unject(instance *in)
     ms_http_client__ejected(in->up->series, in->series, -1);
 }
 
-/* Whether the upstream's breaker lets the call's next attempt go (a health check always goes). */
+/*
+ * Whether the upstream's breaker lets the call's next attempt go (a health check always goes).
+ * A call is admitted once, before its first attempt; a retry only stops when the breaker has
+ * opened meanwhile.
+ */
 static bool breaker_admit(call *k)
 {
     upstream *u = k->up;
-    k->trial = false;
     if (k->check)
         return true;
     ms_breaker_override o = ms_http_client__override(u->series);
     if (o != MS_BREAKER_AUTO)
         return o == MS_BREAKER_FORCE_CLOSED;
+    if (k->attempts > 0)
+        return u->br.state != MS_BREAKER_OPEN;
     ms_breaker_state before = u->br.state;
     bool ok = ms_breaker_admit(&u->br, uv_now(u->c->loop), &k->trial);
     ms_http_client__breaker(u->series, before, u->br.state);
@@ -372,7 +378,8 @@ static bool breaker_admit(call *k)
 
 /*
  * The attempt in flight ended with outcome `o` (a success slower than slow_ms becomes SLOW):
- * passive health (`passive` -1: down, +1: up, 0: no word), ejection, the breaker's window.
+ * passive health (`passive` -1: down, +1: up, 0: no word), ejection; the outcome is kept for the
+ * breaker, which call_finish tells.
  */
 static void attempt_end(call *k, ms_outcome o, int passive)
 {
@@ -409,11 +416,19 @@ static void attempt_end(call *k, ms_outcome o, int passive)
                 unject(in);
         }
     }
-    ms_breaker_state before = u->br.state;
-    ms_breaker_record(&u->br, k->trial, o, now, c->cfg.breaker_open_ms);
-    ms_http_client__breaker(u->series, before, u->br.state);
-    k->trial = false;
+    k->outcome = o;
     end_probe(k);
+}
+
+/* The call ended: the breaker judges it by its last attempt (a refused call was never tried). */
+static void breaker_record(call *k)
+{
+    upstream *u = k->up;
+    if (k->check || k->refused || k->c->closing)
+        return;
+    ms_breaker_state before = u->br.state;
+    ms_breaker_record(&u->br, k->trial, k->outcome, uv_now(k->c->loop), k->c->cfg.breaker_open_ms);
+    ms_http_client__breaker(u->series, before, u->br.state);
 }
 
 /* ---- connections ---- */
@@ -705,6 +720,7 @@ static void call_finish(call *k, int err)
         conn_close(k->conn);
     attempt_end(k, MS_OUTCOME_NEUTRAL, 0);
     end_probe(k);
+    breaker_record(k);
     if (!k->check) {
         k->up->calls--;
         if (k->retrying)

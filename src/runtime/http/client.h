@@ -46,11 +46,13 @@
  * Active health checks (health_path set): every health_interval_ms each instance's path is
  * fetched (no retry); 3 failures in a row take it out of rotation, 2 passes bring it back.
  *
- * Circuit breaker, per upstream and client: of the last 20 attempts (20 at least), when half
- * failed or half were slow, it opens for breaker_open_ms: calls fail fast with MS_ECONN,
- * attempts 0, counted as status "circuit_open" (a retry refused ends with the last answer).
- * Then half-open: 3 trial attempts; all succeed → closed, one fails → open again. An override
- * (ms_http_client_breaker_override) forces it open or closed for every loop.
+ * Circuit breaker, per upstream and client: it judges calls, not attempts (one dead instance
+ * among live ones is the ejection's business: its failures retried elsewhere must not open the
+ * breaker on the live ones). Of the last 20 calls (20 at least), each judged by its last
+ * attempt, when half failed or half were slow, it opens for breaker_open_ms: calls fail fast
+ * with MS_ECONN, attempts 0, counted as status "circuit_open" (a retry finding it open ends
+ * with the last answer). Then half-open: 3 trial calls; all succeed → closed, one fails → open
+ * again. An override (ms_http_client_breaker_override) forces it open or closed for every loop.
  */
 #ifndef MS_HTTP_CLIENT_H
 #define MS_HTTP_CLIENT_H

@@ -1229,6 +1229,36 @@ static void test_breaker(void **state)
     assert_false(has_text(status_text(f), "\"br\""));
 }
 
+/* The breaker judges calls: a dead instance's failures that retries hide must not open it. */
+static void test_breaker_judges_calls(void **state)
+{
+    fixture *f = *state;
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.down_base_ms = cfg.down_max_ms = 1; /* the dead one is tried again by nearly every call */
+    cfg.eject_consecutive = 1000;
+    cfg.metrics = f->m;
+    ms_http_client *c = ms_http_client_new(&f->loop, &cfg);
+    char spec[128];
+    snprintf(spec, sizeof spec, "http://127.0.0.1:%d,http://127.0.0.1:%d", dead_port(),
+             f->s[0]->port);
+    ms_http_upstream_list l;
+    assert_int_equal(ms_http_upstream_parse(spec, &l), 0);
+    assert_int_equal(ms_http_client_add_upstream(c, "half", &l), 0);
+    int retried = 0;
+    for (int i = 0; i < 40; i++) {
+        wait_time w = {f, uv_now(&f->loop) + 2};
+        run_until(f, NULL, time_reached, &w);
+        result r = call_on(f, c, req_of("half", HTTP_GET, "/ok"));
+        assert_int_equal(r.status, 200);
+        retried += r.attempts > 1;
+    }
+    assert_true(retried >= 20); /* half the attempts or more failed... */
+    /* ...and the breaker, which saw 40 calls succeed, stayed closed */
+    assert_true(has_text(metrics_text(f), "http_client_breaker_state{upstream=\"half\"} 0\n"));
+    ms_http_client_free(c);
+}
+
 typedef struct {
     fixture *f;
     const char *want;
@@ -1335,6 +1365,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_least_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ejection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breaker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_breaker_judges_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
     };
