@@ -1,0 +1,31 @@
+/* The calling thread's current trace context; see trace.h. */
+#include "runtime/obs/trace.h"
+
+#include "runtime/core/banned.h"
+
+static _Thread_local const ms_trace_ctx *current;
+
+const ms_trace_ctx *ms_trace_current(void)
+{
+    return current && current->valid ? current : NULL;
+}
+
+void ms_trace_set_current(const ms_trace_ctx *ctx)
+{
+    current = ctx;
+}
+
+void ms_trace_ids_hex(const ms_trace_ctx *ctx, char trace_id[MS_TRACE_ID_HEX + 1],
+                      char span_id[MS_SPAN_ID_HEX + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        trace_id[2 * i] = digits[ctx->trace_id[i] >> 4];
+        trace_id[2 * i + 1] = digits[ctx->trace_id[i] & 15];
+    }
+    for (int i = 0; i < 8; i++) {
+        span_id[2 * i] = digits[ctx->span_id[i] >> 4];
+        span_id[2 * i + 1] = digits[ctx->span_id[i] & 15];
+    }
+    trace_id[MS_TRACE_ID_HEX] = span_id[MS_SPAN_ID_HEX] = '\0';
+}
