@@ -87,7 +87,6 @@ typedef struct ms_http_upstream_list {
 int ms_http_upstream_parse(const char *spec, ms_http_upstream_list *out);
 
 /* ---- traceparent ---- */
-enum { MS_TRACEPARENT_LEN = 55 };
 /* Writes the traceparent to send: a child of `incoming` (its trace id and flags, a new span id)
  * when it is a valid version-00 header, else the start of a new trace (flags 01). */
 void ms_http_traceparent_child(const char *incoming, char out[MS_TRACEPARENT_LEN + 1]);

@@ -17,6 +17,7 @@
 
 #include "runtime/core/arena.h"
 #include "runtime/core/buf.h"
+#include "runtime/obs/trace.h"
 
 typedef struct ms_loop ms_loop;
 typedef struct ms_route ms_route;
@@ -41,6 +42,7 @@ struct ms_http_request {
     uint64_t deadline;     /* uv_now() in ms by which the answer is due */
     const ms_route *route; /* the matched route, NULL when none */
     ms_arena arena;        /* free-for-all per-request memory */
+    ms_trace_ctx trace;    /* the request's own span context (valid once the runtime traced it) */
     /* private to the runtime */
     ms_http_header *headers;
     int nheaders, headers_cap;
