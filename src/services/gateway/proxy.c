@@ -72,6 +72,8 @@ static void answered(int err, const ms_http_client_resp *resp, void *arg)
 {
     gateway_call *c = arg;
     ms_http_request *req = c->req;
+    if (resp->instance)
+        c->upstream = ms_arena_strndup(&req->arena, resp->instance, strlen(resp->instance));
     if (err < 0) {
         int code = err == MS_ETIMEDOUT ? MS_ETIMEDOUT : MS_ECONN;
         ms_problem_from_error(req, code,
@@ -126,6 +128,7 @@ void gateway_proxy(ms_http_request *req)
     gateway_call *c = ms_arena_alloc(&req->arena, sizeof *c);
     memset(c, 0, sizeof *c);
     c->req = req;
+    req->handler_data = c; /* for the access line */
     c->route = &gateway_proc.routes[req->route->index];
     c->request_id = ms_http_header_get(req, "X-Request-Id");
     if (!sane_request_id(c->request_id)) {
