@@ -11,11 +11,13 @@
  * one that has not answered by the route's deadline a 504; retries follow the client's rules
  * (idempotent methods, or a request with an Idempotency-Key).
  */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
+#include "runtime/core/log.h"
 #include "runtime/http/problem.h"
 #include "runtime/http/server.h"
 #include "services/gateway/gateway_internal.h"
@@ -81,6 +83,14 @@ static void answered(int err, const ms_http_client_resp *resp, void *arg)
                                   ? "the service did not answer within the route's deadline"
                                   : "the service cannot be reached");
         return;
+    }
+    if (ms_log_enabled(MS_LOG_DEBUG)) {
+        char st[8], tries[8];
+        snprintf(st, sizeof st, "%d", resp->status);
+        snprintf(tries, sizeof tries, "%d", resp->attempts);
+        ms_log(MS_LOG_DEBUG, "upstream answered", "service",
+               gateway_backend_name(c->route->backend), "instance", c->upstream, "#status", st,
+               "#attempts", tries, NULL);
     }
     gateway_cache_observe(c, resp);
     gateway_session_observe(c, resp);
