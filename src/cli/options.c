@@ -12,6 +12,7 @@
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/http/http_tls.h"
+#include "runtime/obs/trace.h"
 #include "services/gateway/gateway_admin.h"
 #include "services/payment/payment_flags.h"
 #include "runtime/core/banned.h"
@@ -97,6 +98,8 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         .max_header_bytes = (long)server->max_header_bytes,
         .max_headers = server->max_headers,
         .pre_ping = true,
+        /* the gateway's access line is the edge's record of every call: on unless turned off */
+        .access_log = svc == &ms_gateway_service,
     };
     const long H = 3600L * 1000;
     const ms_option all[] = {
@@ -147,7 +150,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         {"max-headers", "MICROSHOP_MAX_HEADERS", MS_OPT_INT, &o->max_headers, 1, 10000,
          "most header fields (then 431)"},
         {"access-log", "MICROSHOP_ACCESS_LOG", MS_OPT_BOOL, &o->access_log, 0, 0,
-         "log every request"},
+         "log every request (on or off; the gateway's default is on)"},
         {"tls-cert", "MICROSHOP_TLS_CERT", MS_OPT_STRING, &o->tls_cert, 0, 0,
          "PEM certificate chain: the listener speaks TLS 1.3 only (with --tls-key)"},
         {"tls-key", "MICROSHOP_TLS_KEY", MS_OPT_STRING, &o->tls_key, 0, 0,
@@ -215,6 +218,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         return 2;
     }
     ms_log_init(svc->name, level);
+    ms_trace_log_hook_install();
 
     server->service = svc->name;
     server->host = o->host;
@@ -231,7 +235,10 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
     server->max_body_bytes = (size_t)o->max_body_bytes;
     server->max_header_bytes = (size_t)o->max_header_bytes;
     server->max_headers = (int)o->max_headers;
-    server->access_log = o->access_log;
+    /* the gateway writes its own access line (access_log.c) in place of the runtime's */
+    server->access_log = o->access_log && svc != &ms_gateway_service;
+    if (svc == &ms_gateway_service)
+        gateway_access_log_enable(o->access_log);
     if (o->tls_cert && *o->tls_cert) {
         server->tls_cert = o->tls_cert;
         server->tls_key = o->tls_key;

@@ -93,8 +93,12 @@ int cmd_routes(int argc, char **argv)
         MS_BUG("a service route template is malformed");
     for (int i = 0; i < ms_router_count(router); i++)
         printf("%s %s\n", ms_router_route(router, i)->method, ms_router_route(router, i)->template);
-    /* the gateway's /metrics is on its admin listener, never the public one */
-    printf("GET /health\nGET /ready\n%s", svc == &ms_gateway_service ? "" : "GET /metrics\n");
+    /* the gateway's /metrics and /admin/log-level are on its admin listener, never the public
+     * one */
+    printf("GET /health\nGET /ready\n%s",
+           svc == &ms_gateway_service
+               ? ""
+               : "GET /metrics\nGET /admin/log-level\nPUT /admin/log-level\n");
     ms_router_free(router);
     return 0;
 }

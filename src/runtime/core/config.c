@@ -17,15 +17,15 @@ static int set_value(const ms_option *o, const char *v, const char *source, char
         *(const char **)o->target = v;
         return 0;
     case MS_OPT_BOOL:
-        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes")) {
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on")) {
             *(bool *)o->target = true;
             return 0;
         }
-        if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no")) {
+        if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off")) {
             *(bool *)o->target = false;
             return 0;
         }
-        snprintf(err, errn, "%s must be true or false, not '%s'", source, v);
+        snprintf(err, errn, "%s must be on or off (true or false), not '%s'", source, v);
         return MS_EINVAL;
     case MS_OPT_INT: {
         char *end;

@@ -1,4 +1,6 @@
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -9,13 +11,35 @@
 #include "runtime/core/banned.h"
 
 static const char *log_service = "microshop";
-static ms_log_level log_min = MS_LOG_INFO;
+/* relaxed: a line racing a change may go either way, and nothing else depends on it */
+static atomic_int log_min = MS_LOG_INFO;
+static ms_log_context_fn log_context;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void ms_log_init(const char *service, ms_log_level min_level)
 {
     log_service = service;
-    log_min = min_level;
+    ms_log_set_level(min_level);
+}
+
+void ms_log_set_level(ms_log_level level)
+{
+    atomic_store_explicit(&log_min, (int)level, memory_order_relaxed);
+}
+
+ms_log_level ms_log_get_level(void)
+{
+    return (ms_log_level)atomic_load_explicit(&log_min, memory_order_relaxed);
+}
+
+const char *ms_log_level_name(ms_log_level level)
+{
+    return (unsigned)level < 4 ? level_names[level] : "info";
+}
+
+void ms_log_set_context_fn(ms_log_context_fn fn)
+{
+    log_context = fn;
 }
 
 int ms_log_level_parse(const char *s, ms_log_level *out)
@@ -31,48 +55,109 @@ int ms_log_level_parse(const char *s, ms_log_level *out)
 
 int ms_log_enabled(ms_log_level level)
 {
-    return level >= log_min;
+    return (int)level >= atomic_load_explicit(&log_min, memory_order_relaxed);
 }
 
 typedef struct {
     char *p;
-    size_t n, cap;
+    size_t n, cap; /* cap leaves room for the closing "}\n" */
+    bool full;     /* a put did not fit: the field being written is to be dropped */
 } line_buf;
 
 static void put(line_buf *b, const char *s, size_t n)
 {
-    if (b->n + n >= b->cap)
-        n = b->cap - b->n - 1; /* truncate rather than split a line in two writes */
+    if (b->full || b->n + n > b->cap) {
+        b->full = true;
+        return;
+    }
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
 
+/* The length of the valid UTF-8 sequence at `c` (1 to 4), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *c)
+{
+    size_t n = *c >= 0xc2 && *c < 0xe0   ? 2
+               : *c >= 0xe0 && *c < 0xf0 ? 3
+               : *c >= 0xf0 && *c < 0xf5 ? 4
+                                         : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((c[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && ((*c == 0xe0 && c[1] < 0xa0) || (*c == 0xed && c[1] > 0x9f))) ||
+        (n == 4 && ((*c == 0xf0 && c[1] < 0x90) || (*c == 0xf4 && c[1] > 0x8f))))
+        return 0; /* overlong, a surrogate, or past U+10FFFF */
+    return n;
+}
+
+/* A JSON string. A value longer than the line is cut (at a character), never the line's
+ * syntax; bytes that are not UTF-8 become U+FFFD, so the line always parses. */
 static void put_escaped(line_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     put(b, "\"", 1);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    for (const unsigned char *c = (const unsigned char *)s; *c && !b->full;) {
+        char e[6];
+        const char *out = e;
+        size_t n = 1, adv = 1;
         if (*c == '"' || *c == '\\') {
-            char e[2] = {'\\', (char)*c};
-            put(b, e, 2);
+            e[0] = '\\';
+            e[1] = (char)*c;
+            n = 2;
         } else if (*c == '\n') {
-            put(b, "\\n", 2);
+            memcpy(e, "\\n", 2);
+            n = 2;
         } else if (*c < 0x20 || *c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 15]};
-            put(b, e, 6);
+            memcpy(e, "\\u00", 4);
+            e[4] = hex[*c >> 4];
+            e[5] = hex[*c & 15];
+            n = 6;
+        } else if (*c < 0x80) {
+            out = (const char *)c;
+        } else if ((adv = utf8_len(c)) > 0) {
+            out = (const char *)c;
+            n = adv;
         } else {
-            put(b, (const char *)c, 1);
+            out = "\\ufffd";
+            n = 6;
+            adv = 1;
         }
+        if (b->n + n + 1 > b->cap) /* keep room for the closing quote */
+            break;
+        put(b, out, n);
+        c += adv;
     }
     put(b, "\"", 1);
 }
 
-void ms_logv(ms_log_level level, const char *msg, va_list fields)
+/* The next key and value: from `ap` when kv is NULL, else from kv (n pairs). */
+typedef struct {
+    va_list *ap;
+    const char *const *kv;
+    size_t n, i;
+} field_src;
+
+static bool next_field(field_src *f, const char **key, const char **val)
 {
-    if (level < log_min)
-        return;
+    if (!f->kv) {
+        *key = va_arg(*f->ap, const char *);
+        if (!*key)
+            return false;
+        *val = va_arg(*f->ap, const char *);
+        return true;
+    }
+    if (f->i >= f->n)
+        return false;
+    *key = f->kv[2 * f->i];
+    *val = f->kv[2 * f->i + 1];
+    f->i++;
+    return true;
+}
+
+static void write_line(ms_log_level level, const char *msg, field_src *f)
+{
     char storage[4096];
-    line_buf b = {storage, 0, sizeof storage - 2}; /* room for the closing "}\n" */
+    line_buf b = {storage, 0, sizeof storage - 2, false};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -88,11 +173,16 @@ void ms_logv(ms_log_level level, const char *msg, va_list fields)
     put_escaped(&b, log_service);
     put(&b, ",\"msg\":", 7);
     put_escaped(&b, msg);
-    for (;;) {
-        const char *key = va_arg(fields, const char *);
-        if (!key)
-            break;
-        const char *val = va_arg(fields, const char *);
+    char trace_id[33], span_id[17];
+    if (log_context && log_context(trace_id, span_id)) {
+        put(&b, ",\"trace_id\":", 12);
+        put_escaped(&b, trace_id);
+        put(&b, ",\"span_id\":", 11);
+        put_escaped(&b, span_id);
+    }
+    const char *key, *val;
+    while (!b.full && next_field(f, &key, &val)) {
+        size_t mark = b.n;
         int raw = key[0] == '#';
         put(&b, ",", 1);
         put_escaped(&b, raw ? key + 1 : key);
@@ -103,11 +193,32 @@ void ms_logv(ms_log_level level, const char *msg, va_list fields)
             put(&b, val, strlen(val));
         else
             put_escaped(&b, val);
+        if (b.full)
+            b.n = mark; /* a field that does not fit is left out, with those after it */
     }
     memcpy(b.p + b.n, "}\n", 2);
     b.n += 2;
     ssize_t w = write(STDERR_FILENO, b.p, b.n);
     (void)w;
+}
+
+void ms_logv(ms_log_level level, const char *msg, va_list fields)
+{
+    if (!ms_log_enabled(level))
+        return;
+    va_list ap;
+    va_copy(ap, fields);
+    field_src f = {&ap, NULL, 0, 0};
+    write_line(level, msg, &f);
+    va_end(ap);
+}
+
+void ms_log_fields(ms_log_level level, const char *msg, const char *const *fields, size_t n)
+{
+    if (!ms_log_enabled(level))
+        return;
+    field_src f = {NULL, fields, n, 0};
+    write_line(level, msg, &f);
 }
 
 void ms_log(ms_log_level level, const char *msg, ...)

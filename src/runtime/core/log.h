@@ -1,12 +1,16 @@
 /*
  * log.h — structured logs: one JSON object per line on stderr
- * (`ts`, `level`, `service`, `msg`, then fields). Thread-safe: each line is built in a local
- * buffer and written with one write(2). Never pass secrets or passwords as fields.
+ * (`ts`, `level`, `service`, `msg`, then `trace_id` and `span_id` when the thread is inside a
+ * traced request, then fields). Thread-safe: each line is built in a local buffer and written
+ * with one write(2); the minimum level is an atomic that may change at any time. Never pass
+ * secrets or passwords as fields.
  */
 #ifndef MS_LOG_H
 #define MS_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 typedef enum { MS_LOG_DEBUG, MS_LOG_INFO, MS_LOG_WARN, MS_LOG_ERROR } ms_log_level;
 
@@ -14,7 +18,20 @@ typedef enum { MS_LOG_DEBUG, MS_LOG_INFO, MS_LOG_WARN, MS_LOG_ERROR } ms_log_lev
 void ms_log_init(const char *service, ms_log_level min_level);
 /* Parses "debug|info|warn|error"; returns 0 or MS_EINVAL. */
 int ms_log_level_parse(const char *s, ms_log_level *out);
+/* The name of a level ("debug"...). */
+const char *ms_log_level_name(ms_log_level level);
 int ms_log_enabled(ms_log_level level);
+/* The lowest level written, changeable while running (any thread; takes effect at once). */
+void ms_log_set_level(ms_log_level level);
+ms_log_level ms_log_get_level(void);
+
+/*
+ * Where lines find the calling thread's trace context: `fn` fills both ids (lower-case hex,
+ * NUL-terminated) and returns true inside a traced request, false elsewhere. Set once at start
+ * by the tracing layer (core cannot see it), before threads; NULL: no ids.
+ */
+typedef bool (*ms_log_context_fn)(char trace_id[33], char span_id[17]);
+void ms_log_set_context_fn(ms_log_context_fn fn);
 
 /*
  * Writes one line. `fields` are key/value pairs of strings ending with NULL:
@@ -23,5 +40,9 @@ int ms_log_enabled(ms_log_level level);
  */
 void ms_log(ms_log_level level, const char *msg, ...) __attribute__((sentinel));
 void ms_logv(ms_log_level level, const char *msg, va_list fields);
+/* The same with `n` key/value pairs in an array (fields[2i], fields[2i+1]): for lines whose
+ * fields vary. A line is at most 4 KiB: a long value is cut (at a character) and
+ * the fields that no longer fit are left out. */
+void ms_log_fields(ms_log_level level, const char *msg, const char *const *fields, size_t n);
 
 #endif

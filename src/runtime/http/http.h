@@ -43,6 +43,7 @@ struct ms_http_request {
     const ms_route *route; /* the matched route, NULL when none */
     ms_arena arena;        /* free-for-all per-request memory */
     ms_trace_ctx trace;    /* the request's own span context (valid once the runtime traced it) */
+    void *handler_data;    /* the handler's own (NULL at first), for ms_loop_hooks.answered */
     /* private to the runtime */
     ms_http_header *headers;
     int nheaders, headers_cap;

@@ -463,6 +463,10 @@ void ms_http_respond(ms_http_request *req, int status, const char *content_type,
     bool dead = uv_is_closing((uv_handle_t *)&c->tcp);
     conn_send(c, &out);
     finish_request(c, status);
+    const ms_loop_hooks *hooks = c->loop->hooks;
+    if (hooks && hooks->answered)
+        hooks->answered(req, status, no_body || req->method == HTTP_HEAD ? 0 : len,
+                        uv_hrtime() - req->start_ns, hooks->arg);
     if (dead) {
         /* The connection died while the handler worked. Free it on the next loop turn: the
          * handler may still touch the request's memory on its way out. */
@@ -598,6 +602,7 @@ static void start_message(ms_http_conn *c)
     r->body = "";
     r->body_len = 0;
     r->route = NULL;
+    r->handler_data = NULL;
     r->headers = NULL;
     r->nheaders = r->headers_cap = 0;
     r->nparams = 0;

@@ -27,5 +27,8 @@ void ms_server__conns_gone(ms_loop *l);
 void ms_server__health(ms_http_request *req);
 void ms_server__ready(ms_http_request *req);
 void ms_server__metrics(ms_http_request *req);
+/* GET and PUT /admin/log-level (log_level.c), routed beside /metrics. */
+void ms_server__log_level_get(ms_http_request *req);
+void ms_server__log_level_put(ms_http_request *req);
 
 #endif

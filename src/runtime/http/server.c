@@ -469,7 +469,10 @@ static void add_builtin_routes(ms_router *router, bool metrics)
 {
     if (ms_router_add(router, "GET", "/health", ms_server__health) < 0 ||
         ms_router_add(router, "GET", "/ready", ms_server__ready) < 0 ||
-        (metrics && ms_router_add(router, "GET", "/metrics", ms_server__metrics) < 0))
+        (metrics &&
+         (ms_router_add(router, "GET", "/metrics", ms_server__metrics) < 0 ||
+          ms_router_add(router, "GET", "/admin/log-level", ms_server__log_level_get) < 0 ||
+          ms_router_add(router, "PUT", "/admin/log-level", ms_server__log_level_put) < 0)))
         MS_BUG("cannot add the built-in routes");
 }
 

@@ -70,6 +70,11 @@ typedef struct ms_loop_hooks {
     /* Releases it on the loop's thread once the loop's connections are gone during a drain;
      * must call done(l) when finished (before or after returning). */
     void (*close)(ms_loop *l, void (*done)(ms_loop *l), void *arg);
+    /* Sees every answer of the listener once it is sent, whoever gave it (a handler, the
+     * router's 404, a refused request), on the loop's thread: an access log. `body_bytes` is
+     * the body sent, `elapsed_ns` the time since the request began. */
+    void (*answered)(ms_http_request *req, int status, size_t body_bytes, uint64_t elapsed_ns,
+                     void *arg);
     void *arg;
 } ms_loop_hooks;
 

@@ -55,6 +55,9 @@ void ms_trace_ids_hex(const ms_trace_ctx *ctx, char trace_id[MS_TRACE_ID_HEX + 1
 /* The calling thread's current context, or NULL. Set borrows `ctx` until it is set again. */
 const ms_trace_ctx *ms_trace_current(void);
 void ms_trace_set_current(const ms_trace_ctx *ctx);
+/* Makes every log line written inside a current context carry its trace_id and span_id
+ * (ms_log_set_context_fn). Call once at start, before threads. */
+void ms_trace_log_hook_install(void);
 
 /* ---- spans ---- */
 

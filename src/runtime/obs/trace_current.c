@@ -1,6 +1,8 @@
 /* The calling thread's current trace context; see trace.h. */
 #include "runtime/obs/trace.h"
 
+#include "runtime/core/log.h"
+
 #include "runtime/core/banned.h"
 
 static _Thread_local const ms_trace_ctx *current;
@@ -28,4 +30,18 @@ void ms_trace_ids_hex(const ms_trace_ctx *ctx, char trace_id[MS_TRACE_ID_HEX + 1
         span_id[2 * i + 1] = digits[ctx->span_id[i] & 15];
     }
     trace_id[MS_TRACE_ID_HEX] = span_id[MS_SPAN_ID_HEX] = '\0';
+}
+
+static bool log_context(char trace_id[33], char span_id[17])
+{
+    const ms_trace_ctx *ctx = ms_trace_current();
+    if (!ctx)
+        return false;
+    ms_trace_ids_hex(ctx, trace_id, span_id);
+    return true;
+}
+
+void ms_trace_log_hook_install(void)
+{
+    ms_log_set_context_fn(log_context);
 }

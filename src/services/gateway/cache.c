@@ -211,6 +211,7 @@ static const char *cacheable(const gateway_call *c)
 static void answer_hit(gateway_call *c, const cache_entry *e)
 {
     ms_http_request *req = c->req;
+    c->cache = "HIT";
     ms_http_set_header(req, "X-Cache", "hit");
     if (e->etag) {
         ms_http_set_header(req, "ETag", e->etag);
@@ -224,6 +225,7 @@ static void answer_hit(gateway_call *c, const cache_entry *e)
 
 static void forward_miss(gateway_call *c)
 {
+    c->cache = "MISS";
     ms_http_set_header(c->req, "X-Cache", "miss");
     gateway_forward(c);
 }

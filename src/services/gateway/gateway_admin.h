@@ -6,6 +6,7 @@
 #ifndef MS_GATEWAY_ADMIN_H
 #define MS_GATEWAY_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "runtime/core/config.h"
@@ -21,5 +22,9 @@ int gateway_flags_apply(char *err, size_t errn);
  * MS_EINVAL when MICROSHOP_SUPERVISOR_URL is malformed (logged). */
 int gateway_admin_start(void);
 void gateway_admin_stop(void);
+
+/* Turns the gateway's access line (access_log.c) on or off: --access-log, MICROSHOP_ACCESS_LOG
+ * (on unless set to off). Start-up only. */
+void gateway_access_log_enable(bool on);
 
 #endif

@@ -55,8 +55,10 @@ typedef struct gateway_call {
     const char *request_id;
     const char *user_id; /* the caller once auth has run; NULL: anonymous */
     bool is_admin;
-    uint64_t deadline;   /* uv_now() ms: the route's deadline from the request's arrival */
-    ms_http_header *fwd; /* headers to forward; room for GATEWAY_MAX_FORWARDED */
+    const char *cache;    /* "HIT" or "MISS" for a cacheable read; NULL: not one */
+    const char *upstream; /* the instance that answered ("host:port"); NULL: none */
+    uint64_t deadline;    /* uv_now() ms: the route's deadline from the request's arrival */
+    ms_http_header *fwd;  /* headers to forward; room for GATEWAY_MAX_FORWARDED */
     int nfwd;
 } gateway_call;
 
@@ -105,5 +107,12 @@ void gateway_session_stop(void);
 
 /* proxy.c: sends the call to its service; the answer goes back to the client. */
 void gateway_forward(gateway_call *c);
+
+/* access_log.c: one INFO line "access" per answer of the public listener, whoever gave it (a
+ * stage, a service, the router's 404): the ms_loop_hooks.answered of the gateway's loops. The
+ * request's gateway_call, when it reached the stages, is its handler_data. Never logs headers,
+ * the query string or bodies (they carry tokens). */
+void gateway_access_log(ms_http_request *req, int status, size_t body_bytes, uint64_t elapsed_ns,
+                        void *arg);
 
 #endif

@@ -11,11 +11,13 @@
  * one that has not answered by the route's deadline a 504; retries follow the client's rules
  * (idempotent methods, or a request with an Idempotency-Key).
  */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
+#include "runtime/core/log.h"
 #include "runtime/http/problem.h"
 #include "runtime/http/server.h"
 #include "services/gateway/gateway_internal.h"
@@ -72,6 +74,8 @@ static void answered(int err, const ms_http_client_resp *resp, void *arg)
 {
     gateway_call *c = arg;
     ms_http_request *req = c->req;
+    if (resp->instance)
+        c->upstream = ms_arena_strndup(&req->arena, resp->instance, strlen(resp->instance));
     if (err < 0) {
         int code = err == MS_ETIMEDOUT ? MS_ETIMEDOUT : MS_ECONN;
         ms_problem_from_error(req, code,
@@ -79,6 +83,14 @@ static void answered(int err, const ms_http_client_resp *resp, void *arg)
                                   ? "the service did not answer within the route's deadline"
                                   : "the service cannot be reached");
         return;
+    }
+    if (ms_log_enabled(MS_LOG_DEBUG)) {
+        char st[8], tries[8];
+        snprintf(st, sizeof st, "%d", resp->status);
+        snprintf(tries, sizeof tries, "%d", resp->attempts);
+        ms_log(MS_LOG_DEBUG, "upstream answered", "service",
+               gateway_backend_name(c->route->backend), "instance", c->upstream, "#status", st,
+               "#attempts", tries, NULL);
     }
     gateway_cache_observe(c, resp);
     gateway_session_observe(c, resp);
@@ -126,6 +138,7 @@ void gateway_proxy(ms_http_request *req)
     gateway_call *c = ms_arena_alloc(&req->arena, sizeof *c);
     memset(c, 0, sizeof *c);
     c->req = req;
+    req->handler_data = c; /* for the access line */
     c->route = &gateway_proc.routes[req->route->index];
     c->request_id = ms_http_header_get(req, "X-Request-Id");
     if (!sane_request_id(c->request_id)) {

@@ -224,5 +224,5 @@ const ms_service ms_gateway_service = {
     .add_routes = add_routes,
     .start = start,
     .stop = stop,
-    .loop_hooks = {.open = loop_open, .close = loop_close},
+    .loop_hooks = {.open = loop_open, .close = loop_close, .answered = gateway_access_log},
 };
