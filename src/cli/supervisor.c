@@ -50,6 +50,7 @@ static struct {
     char exe[4096];
     char control[64];
     char instances_file[4200];
+    char targets_file[4200]; /* DATA/prometheus-targets.json, Prometheus file_sd */
     bool stopping, services_stopping, finished;
     int status;
     uv_timer_t kill_timer;
@@ -136,7 +137,62 @@ static void upstream_list(const sup_service *s, ms_buf *out)
     }
 }
 
-/* Replaces the instances file (temp + rename: a reader sees the old or the new one). */
+/* Replaces `path` with b's bytes (temp + rename: a reader sees the old or the new one). */
+static void replace_file(const char *path, const ms_buf *b)
+{
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fwrite(b->p, 1, b->n, f) == b->n;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok || rename(tmp, path) < 0)
+        fprintf(stderr, "microshop run: cannot write %s: %s\n", path, strerror(errno));
+}
+
+/* One Prometheus file_sd group: a process's metrics address and its labels. */
+static void add_target(ms_buf *b, bool first, const char *addr, const char *service, int k)
+{
+    ms_buf_printf(b,
+                  "%s{\"targets\":[\"%s\"],\"labels\":{\"service\":\"%s\","
+                  "\"instance_name\":\"%s-%d\"}}",
+                  first ? "" : ",\n ", addr, service, service, k + 1);
+}
+
+/* The Prometheus targets file: every service instance's own listener and the gateway's admin
+ * listener (its /metrics is there only); a wildcard address is scraped on loopback. */
+static void write_targets_file(void)
+{
+    ms_buf b;
+    ms_buf_init(&b, 1024);
+    ms_buf_adds(&b, "[");
+    bool first = true;
+    for (int i = 0; i < sup.nservices; i++) {
+        const sup_service *s = &sup.services[i];
+        if (!s->scalable) {
+            char host[64], addr[96];
+            int port;
+            if (ms_config_split_listen(sup.cfg.admin, host, &port) < 0)
+                continue;
+            if (strcmp(host, "0.0.0.0") == 0)
+                snprintf(host, sizeof host, "127.0.0.1");
+            else if (strcmp(host, "::") == 0)
+                snprintf(host, sizeof host, "::1");
+            bool v6 = strchr(host, ':') != NULL;
+            snprintf(addr, sizeof addr, v6 ? "[%s]:%d" : "%s:%d", host, port);
+            add_target(&b, first, addr, s->svc->name, 0);
+            first = false;
+            continue;
+        }
+        for (int k = 0; k < s->n; k++, first = false)
+            add_target(&b, first, s->inst[k]->addr, s->svc->name, k);
+    }
+    ms_buf_adds(&b, "]\n");
+    replace_file(sup.targets_file, &b);
+    ms_buf_release(&b);
+}
+
+/* Replaces the instances file, and the targets file beside it. */
 static void write_instances_file(void)
 {
     ms_buf b;
@@ -152,16 +208,9 @@ static void write_instances_file(void)
         ms_buf_adds(&b, "\"");
     }
     ms_buf_adds(&b, "}}\n");
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", sup.instances_file);
-    FILE *f = fopen(tmp, "w");
-    bool ok = f && fwrite(b.p, 1, b.n, f) == b.n;
-    if (f && fclose(f) != 0)
-        ok = false;
-    if (!ok || rename(tmp, sup.instances_file) < 0)
-        fprintf(stderr, "microshop run: cannot write %s: %s\n", sup.instances_file,
-                strerror(errno));
+    replace_file(sup.instances_file, &b);
     ms_buf_release(&b);
+    write_targets_file();
 }
 
 static void on_closed(uv_handle_t *h)
@@ -529,6 +578,8 @@ int sup_start(uv_loop_t *loop, const sup_config *cfg)
     sup.exe[n] = '\0';
     char *abs = realpath(cfg->data, NULL);
     snprintf(sup.instances_file, sizeof sup.instances_file, "%s/instances.json",
+             abs ? abs : cfg->data);
+    snprintf(sup.targets_file, sizeof sup.targets_file, "%s/prometheus-targets.json",
              abs ? abs : cfg->data);
     free(abs);
     uv_timer_init(loop, &sup.kill_timer);

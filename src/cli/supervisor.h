@@ -6,7 +6,9 @@
  * Every process learns where the others are from MICROSHOP_<SERVICE>_URL (every instance) at
  * its start and from the instances file (MICROSHOP_INSTANCES_FILE, DATA/instances.json,
  * replaced by rename) afterwards; the gateway reaches the control endpoint through
- * MICROSHOP_SUPERVISOR_URL.
+ * MICROSHOP_SUPERVISOR_URL. Beside the instances file, DATA/prometheus-targets.json (Prometheus
+ * file_sd: every instance and the gateway's admin listener, labelled service and
+ * instance_name) is replaced with it, for a Prometheus to find every process to scrape.
  *
  * Threading: everything runs on the supervisor's one libuv loop (sup_loop()).
  */
