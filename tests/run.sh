@@ -72,7 +72,7 @@ integration() { # binary, backend, label, pytest arguments...
 # the ASan build already runs on SQLite and the release build on PostgreSQL; skipping them keeps
 # CI well under its time.
 same_on_both=(test_http test_http_lockup test_gateway test_gateway_edge test_cache test_resilience
-    test_tls test_auth test_openapi test_supervisor)
+    test_tls test_auth test_openapi test_supervisor test_monitoring)
 integration build/microshop sqlite release
 integration build/microshop postgres release
 integration build-asan/microshop sqlite asan
