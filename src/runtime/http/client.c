@@ -1343,16 +1343,24 @@ static int call_prepare(ms_http_client *c, const ms_http_client_req *req, call *
     k->idempotent = req->idempotent || req->method == HTTP_GET || req->method == HTTP_HEAD ||
                     req->method == HTTP_PUT || req->method == HTTP_DELETE ||
                     req->method == HTTP_OPTIONS;
+    ms_trace_ctx parent, ctx;
+    ms_traceparent_parse(req->traceparent, &parent);
+    ms_trace_child(&parent, &ctx);
     ms_buf_init(&k->tail, 256 + req->body_len);
-    for (int i = 0; i < req->nheaders; i++)
-        ms_buf_printf(&k->tail, "%s: %s\r\n", req->headers[i].name, req->headers[i].value);
+    for (int i = 0; i < req->nheaders; i++) {
+        const ms_http_header *h = &req->headers[i];
+        /* a tracestate goes on only with the valid traceparent it belongs to */
+        if (strcasecmp(h->name, "tracestate") == 0 && !ms_tracestate_pass(h->value, &parent))
+            continue;
+        ms_buf_printf(&k->tail, "%s: %s\r\n", h->name, h->value);
+    }
     if (req->content_type)
         ms_buf_printf(&k->tail, "Content-Type: %s\r\n", req->content_type);
     if (req->body_len || req->method == HTTP_POST || req->method == HTTP_PUT ||
         req->method == HTTP_PATCH)
         ms_buf_printf(&k->tail, "Content-Length: %zu\r\n", req->body_len);
     char tp[MS_TRACEPARENT_LEN + 1];
-    ms_http_traceparent_child(req->traceparent, tp);
+    ms_traceparent_format(&ctx, tp);
     ms_buf_printf(&k->tail, "traceparent: %s\r\n\r\n", tp);
     if (req->body_len)
         ms_buf_add(&k->tail, req->body, req->body_len);

@@ -4,7 +4,7 @@
  * instance, deadlines, retries of idempotent calls, passive health checks, W3C traceparent.
  *
  * Threading: share-nothing. A client belongs to the loop it was made with; every function
- * below (but the upstream parser, the traceparent helper and the metrics object) is called on
+ * below (but the upstream parser and the metrics object) is called on
  * that loop's thread only, and every callback runs there. A process with N loop threads makes
  * N clients (they may share one ms_http_client_metrics, which is thread-safe).
  *
@@ -85,11 +85,6 @@ typedef struct ms_http_upstream_list {
  * naming the bad entry. Thread-safe.
  */
 int ms_http_upstream_parse(const char *spec, ms_http_upstream_list *out);
-
-/* ---- traceparent ---- */
-/* Writes the traceparent to send: a child of `incoming` (its trace id and flags, a new span id)
- * when it is a valid version-00 header, else the start of a new trace (flags 01). */
-void ms_http_traceparent_child(const char *incoming, char out[MS_TRACEPARENT_LEN + 1]);
 
 /* ---- metrics (one object for the process, shared by the clients of every loop) ---- */
 typedef struct ms_http_client_metrics ms_http_client_metrics;

@@ -568,8 +568,12 @@ void order_saga_start(order_loop *ol, ms_http_request *req, int done_status, ord
         g->answer_by = req->deadline > now + ORDER_SAGA_ANSWER_MARGIN_MS
                            ? req->deadline - ORDER_SAGA_ANSWER_MARGIN_MS
                            : now;
-        const char *tp = ms_http_header_get(req, "traceparent");
-        ms_http_traceparent_child(tp, g->traceparent);
+        /* the saga's calls are children of the request's span (they outlive the request) */
+        ms_trace_ctx parent = req->trace;
+        if (!parent.valid)
+            ms_traceparent_parse(ms_http_header_get(req, "traceparent"), &parent);
+        if (parent.valid)
+            ms_traceparent_format(&parent, g->traceparent);
     }
     order_decision_init(&g->decision);
     uv_timer_init(&ol->loop->uv, &g->timer);
