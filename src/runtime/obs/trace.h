@@ -109,7 +109,9 @@ void ms_span_end(ms_span *s);
  * bad setting, logged naming it). Call once at start, before threads.
  */
 int ms_trace_init(const char *service);
-/* Exports what is queued (within timeout_ms) and stops the exporter. */
+/* Exports what is queued (within timeout_ms, at most 5 s) and stops the exporter; what is left
+ * is dropped and counted. Call after the threads that end spans have stopped. A later
+ * ms_trace_init starts again (tests). */
 void ms_trace_shutdown(int timeout_ms);
 /* Appends the tracer's metrics (spans started, exported, dropped; export failures). */
 void ms_trace_collect(ms_buf *out);
