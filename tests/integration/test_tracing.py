@@ -148,6 +148,14 @@ def test_a_checkout_is_one_trace_over_every_service(start_shop, receiver):
     assert clients and all(c["attrs"]["server.address"] == "127.0.0.1" for c in clients)
     assert all(c["attrs"]["http.response.status_code"].startswith("2") for c in clients)
     assert {sp["service"] for sp in spans if sp["kind"] == 2} >= {"inventory", "payment"}
+    # the checkout's steps: INTERNAL spans under the order service's SERVER span, each the
+    # parent of its call
+    steps = {sp["name"]: sp for sp in spans if sp["service"] == "order" and sp["kind"] == 1}
+    assert {"check_inventory", "save_order", "reserve", "pay"} <= set(steps), sorted(steps)
+    for name in ("check_inventory", "save_order", "reserve", "pay"):
+        assert steps[name]["parentSpanId"] == order_server[0]["spanId"], name
+    for name in ("check_inventory", "reserve", "pay"):
+        assert [c for c in clients if c["parentSpanId"] == steps[name]["spanId"]], name
     # spans are counted on /metrics
     poll(lambda: (s.order_svc.metric("trace_spans_exported_total") or 0) >= 1, 20 * SLOW,
          what="exported spans counted")
