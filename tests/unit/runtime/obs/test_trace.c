@@ -414,6 +414,35 @@ static void test_export_retries(void **state)
     collector_stop(&c);
 }
 
+static void test_refused_for_good(void **state)
+{
+    (void)state;
+    collector c;
+    collector_start(&c);
+    c.script[0] = 400; /* a 4xx but 429: dropped, counted, not sent again */
+    c.nscript = 1;
+    set_endpoint(c.port);
+    setenv("OTEL_BSP_SCHEDULE_DELAY", "10", 1);
+    assert_int_equal(ms_trace_init("test"), 0);
+    double dropped = metric("trace_spans_dropped_total");
+    double exported = metric("trace_spans_exported_total");
+    ms_trace_ctx ctx;
+    ms_span_end(ms_span_start("refused", MS_SPAN_INTERNAL, NULL, &ctx));
+    for (int waited = 0; waited < DEADLINE_MS && metric("trace_spans_dropped_total") == dropped;
+         waited += 5)
+        usleep(5000);
+    assert_true(metric("trace_spans_dropped_total") == dropped + 1);
+    ms_span_end(ms_span_start("next", MS_SPAN_INTERNAL, NULL, &ctx)); /* the next goes out */
+    assert_true(wait_spans(&c, 1));
+    ms_trace_shutdown(2000);
+    pthread_mutex_lock(&c.mu);
+    assert_int_equal(c.requests, 2);
+    assert_string_equal(c.last_span, "next");
+    pthread_mutex_unlock(&c.mu);
+    assert_true(metric("trace_spans_exported_total") == exported + 1);
+    collector_stop(&c);
+}
+
 static void test_queue_full_drops(void **state)
 {
     (void)state;
@@ -510,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_encode),
         cmocka_unit_test(test_export_retries),
+        cmocka_unit_test(test_refused_for_good),
         cmocka_unit_test(test_queue_full_drops),
         cmocka_unit_test(test_off_records_nothing),
         cmocka_unit_test(test_promtool_accepts_metrics),
