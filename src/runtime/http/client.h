@@ -197,7 +197,11 @@ typedef struct ms_http_client_req {
     uint64_t deadline;       /* absolute uv_now() ms (the incoming request's deadline);
                                 0: now + default_timeout_ms */
     bool idempotent;         /* retry a POST/PATCH too (an internal POST keyed by order id) */
-    const char *traceparent; /* the incoming request's, or NULL to start a trace */
+    const char *traceparent; /* the caller's span context: the incoming request's header (the
+                                server made it the request's own span), or NULL to start a
+                                trace. The call is a CLIENT span under it and sends its own
+                                context; a tracestate header goes along only when this is
+                                valid and it is at most 512 bytes. */
 } ms_http_client_req;
 
 typedef struct ms_http_client_resp {
