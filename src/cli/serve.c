@@ -11,6 +11,7 @@
 #include "cli/options.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/obs/trace.h"
 #include "runtime/core/banned.h"
 
 static const ms_service *target_arg(const char *cmd, int argc, char **argv)
@@ -115,6 +116,8 @@ int cmd_serve(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     follow_supervisor();
+    if (ms_trace_init(svc->name) < 0)
+        return 2; /* the setting was logged by name */
     /* Large blocks (a password hash takes 19 MiB) must go back to the system when freed, not
      * stay in a heap: a fixed mmap threshold stops glibc from raising it after the first one. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
@@ -139,6 +142,7 @@ int cmd_serve(int argc, char **argv)
     rc = ms_server_run(&server, router, &db, &svc->loop_hooks);
     if (svc->stop)
         svc->stop();
+    ms_trace_shutdown(2000); /* after every thread that ends spans */
     ms_router_free(router);
     return rc;
 }

@@ -149,6 +149,8 @@ struct call {
     ms_http_header *headers;
     int nheaders, headers_cap;
     ms_buf body;
+    ms_trace_ctx parent; /* the caller's (from its traceparent): current in the callback */
+    ms_span *span;       /* the call's CLIENT span, NULL when not recorded */
     call *prev, *next;
 };
 
@@ -709,6 +711,29 @@ static void join_done(join *j, int index, int err, const ms_http_client_resp *re
 }
 
 /* Ends a call: its callback, its metrics, then its timer closes and takes the call with it. */
+/* The CLIENT span's outcome: the last instance tried, retries, the status or the failure. */
+static void span_end(call *k, int err)
+{
+    ms_span *s = k->span;
+    if (!s)
+        return;
+    k->span = NULL;
+    if (k->inst) {
+        ms_span_set_str(s, "server.address", k->inst->addr.host);
+        ms_span_set_int(s, "server.port", k->inst->addr.port);
+    }
+    if (k->attempts > 1)
+        ms_span_set_int(s, "http.request.resend_count", k->attempts - 1);
+    if (err) {
+        ms_span_error(s, k->refused ? "circuit open" : ms_strerror(err));
+    } else {
+        ms_span_set_int(s, "http.response.status_code", k->status);
+        if (k->status >= 500)
+            ms_span_error(s, ms_http_reason(k->status));
+    }
+    ms_span_end(s);
+}
+
 static void call_finish(call *k, int err)
 {
     if (k->state == S_DONE)
@@ -744,6 +769,7 @@ static void call_finish(call *k, int err)
                                 (double)(uv_hrtime() - k->start_ns) / 1e9);
     ms_buf_add(&k->body, "", 1); /* the NUL the contract promises, not counted */
     k->body.n--;
+    span_end(k, err);
     ms_http_client_resp resp = {
         .status = k->status,
         .headers = err ? NULL : k->headers,
@@ -753,10 +779,13 @@ static void call_finish(call *k, int err)
         .attempts = k->attempts,
         .instance = k->inst ? k->inst->name : NULL,
     };
+    const ms_trace_ctx *was = ms_trace_current();
+    ms_trace_set_current(&k->parent);
     if (k->join)
         join_done(k->join, k->join_index, err, &resp, k);
     else
         k->cb(err, &resp, k->arg);
+    ms_trace_set_current(was);
     ms_arena_release(&k->arena);
     ms_buf_release(&k->body);
     uv_close((uv_handle_t *)&k->timer, on_call_closed);
@@ -1313,7 +1342,7 @@ static upstream *find_upstream(ms_http_client *c, const char *name)
 }
 
 /* Checks and copies a request into a new call, not started yet. */
-static int call_prepare(ms_http_client *c, const ms_http_client_req *req, call **out)
+static int call_prepare(ms_http_client *c, const ms_http_client_req *req, bool check, call **out)
 {
     if (c->closing)
         return MS_ESHUTDOWN;
@@ -1343,16 +1372,36 @@ static int call_prepare(ms_http_client *c, const ms_http_client_req *req, call *
     k->idempotent = req->idempotent || req->method == HTTP_GET || req->method == HTTP_HEAD ||
                     req->method == HTTP_PUT || req->method == HTTP_DELETE ||
                     req->method == HTTP_OPTIONS;
+    /* the traceparent sent is the CLIENT span's context; a health check has no span */
+    ms_trace_ctx parent, ctx;
+    ms_traceparent_parse(req->traceparent, &parent);
+    k->parent = parent;
+    if (check) {
+        ms_trace_child(&parent, &ctx);
+    } else if ((k->span =
+                    ms_span_start(http_method_str(req->method), MS_SPAN_CLIENT, &parent, &ctx))) {
+        ms_span_set_str(k->span, "http.request.method", http_method_str(req->method));
+        const char *q = strchr(req->path, '?');
+        int plen = q ? (int)(q - req->path) : (int)strlen(req->path);
+        char path[512];
+        snprintf(path, sizeof path, "%.*s", plen, req->path);
+        ms_span_set_str(k->span, "url.path", path);
+    }
     ms_buf_init(&k->tail, 256 + req->body_len);
-    for (int i = 0; i < req->nheaders; i++)
-        ms_buf_printf(&k->tail, "%s: %s\r\n", req->headers[i].name, req->headers[i].value);
+    for (int i = 0; i < req->nheaders; i++) {
+        const ms_http_header *h = &req->headers[i];
+        /* a tracestate goes on only with the valid traceparent it belongs to */
+        if (strcasecmp(h->name, "tracestate") == 0 && !ms_tracestate_pass(h->value, &parent))
+            continue;
+        ms_buf_printf(&k->tail, "%s: %s\r\n", h->name, h->value);
+    }
     if (req->content_type)
         ms_buf_printf(&k->tail, "Content-Type: %s\r\n", req->content_type);
     if (req->body_len || req->method == HTTP_POST || req->method == HTTP_PUT ||
         req->method == HTTP_PATCH)
         ms_buf_printf(&k->tail, "Content-Length: %zu\r\n", req->body_len);
     char tp[MS_TRACEPARENT_LEN + 1];
-    ms_http_traceparent_child(req->traceparent, tp);
+    ms_traceparent_format(&ctx, tp);
     ms_buf_printf(&k->tail, "traceparent: %s\r\n\r\n", tp);
     if (req->body_len)
         ms_buf_add(&k->tail, req->body, req->body_len);
@@ -1402,7 +1451,7 @@ static void check_start(ms_http_client *c, upstream *u, instance *in)
         .deadline = uv_now(c->loop) + c->cfg.health_interval_ms,
     };
     call *k;
-    if (call_prepare(c, &req, &k) < 0)
+    if (call_prepare(c, &req, true, &k) < 0)
         return;
     k->up = u;
     k->check = true;
@@ -1424,6 +1473,8 @@ static void on_health(uv_timer_t *t)
 
 static void call_discard(call *k)
 {
+    ms_span_error(k->span, "not started: another call of its fan-out was invalid");
+    ms_span_end(k->span);
     free(k->path);
     ms_buf_release(&k->tail);
     ms_arena_release(&k->arena);
@@ -1435,7 +1486,7 @@ int ms_http_client_request(ms_http_client *c, const ms_http_client_req *req, ms_
                            void *arg)
 {
     call *k;
-    int rc = call_prepare(c, req, &k);
+    int rc = call_prepare(c, req, false, &k);
     if (rc < 0)
         return rc;
     k->cb = cb;
@@ -1452,7 +1503,7 @@ int ms_http_client_all(ms_http_client *c, const ms_http_client_req *reqs, int n,
     int rc = 0;
     call **ks = ms_xcalloc((size_t)n, sizeof *ks);
     for (int i = 0; i < n && rc == 0; i++)
-        rc = call_prepare(c, &reqs[i], &ks[i]);
+        rc = call_prepare(c, &reqs[i], false, &ks[i]);
     if (rc < 0) {
         for (int i = 0; i < n; i++)
             if (ks[i])

@@ -4,7 +4,7 @@
  * instance, deadlines, retries of idempotent calls, passive health checks, W3C traceparent.
  *
  * Threading: share-nothing. A client belongs to the loop it was made with; every function
- * below (but the upstream parser, the traceparent helper and the metrics object) is called on
+ * below (but the upstream parser and the metrics object) is called on
  * that loop's thread only, and every callback runs there. A process with N loop threads makes
  * N clients (they may share one ms_http_client_metrics, which is thread-safe).
  *
@@ -85,11 +85,6 @@ typedef struct ms_http_upstream_list {
  * naming the bad entry. Thread-safe.
  */
 int ms_http_upstream_parse(const char *spec, ms_http_upstream_list *out);
-
-/* ---- traceparent ---- */
-/* Writes the traceparent to send: a child of `incoming` (its trace id and flags, a new span id)
- * when it is a valid version-00 header, else the start of a new trace (flags 01). */
-void ms_http_traceparent_child(const char *incoming, char out[MS_TRACEPARENT_LEN + 1]);
 
 /* ---- metrics (one object for the process, shared by the clients of every loop) ---- */
 typedef struct ms_http_client_metrics ms_http_client_metrics;
@@ -202,7 +197,11 @@ typedef struct ms_http_client_req {
     uint64_t deadline;       /* absolute uv_now() ms (the incoming request's deadline);
                                 0: now + default_timeout_ms */
     bool idempotent;         /* retry a POST/PATCH too (an internal POST keyed by order id) */
-    const char *traceparent; /* the incoming request's, or NULL to start a trace */
+    const char *traceparent; /* the caller's span context: the incoming request's header (the
+                                server made it the request's own span), or NULL to start a
+                                trace. The call is a CLIENT span under it and sends its own
+                                context; a tracestate header goes along only when this is
+                                valid and it is at most 512 bytes. */
 } ms_http_client_req;
 
 typedef struct ms_http_client_resp {

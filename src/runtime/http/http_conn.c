@@ -68,6 +68,7 @@ struct ms_http_conn {
     bool write_blocked; /* answers pile up unread: no more requests until they drain */
     int refs;           /* tcp handle + timer handle + the request being handled */
     ms_http_tls *tls;   /* NULL: plain */
+    ms_span *span;      /* the request's SERVER span, NULL when not recorded */
 };
 
 typedef struct {
@@ -111,6 +112,7 @@ static void conn_unref(ms_http_conn *c)
     ms_buf_release(&c->req.resp_headers);
     ms_arena_release(&c->req.arena);
     ms_http_tls_free(c->tls);
+    ms_span_end(c->span); /* never answered: the span still tells how long it lived */
     free(c);
     ms_server__conns_gone(l);
 }
@@ -400,6 +402,13 @@ static void finish_request(ms_http_conn *c, int status)
     double secs = (double)(uv_hrtime() - r->start_ns) / 1e9;
     ms_http_metrics_observe(c->loop->metrics, r->route ? r->route->index : -1, r->method, status,
                             secs);
+    if (c->span) {
+        ms_span_set_int(c->span, "http.response.status_code", status);
+        if (status >= 500)
+            ms_span_error(c->span, ms_http_reason(status));
+        ms_span_end(c->span);
+        c->span = NULL;
+    }
     if (c->loop->cfg->access_log || status >= 500) {
         char st[8], ms[32];
         snprintf(st, sizeof st, "%d", status);
@@ -603,6 +612,7 @@ static void start_message(ms_http_conn *c)
     r->body_len = 0;
     r->route = NULL;
     r->handler_data = NULL;
+    r->trace = (ms_trace_ctx){0};
     r->headers = NULL;
     r->nheaders = r->headers_cap = 0;
     r->nparams = 0;
@@ -1106,6 +1116,77 @@ static int decode_chunked(ms_http_conn *c)
     return rc;
 }
 
+/* Probes and scrapes are not traced: they would drown the requests that matter. */
+static bool untraced(const char *path)
+{
+    return strcmp(path, "/health") == 0 || strcmp(path, "/ready") == 0 ||
+           strcmp(path, "/metrics") == 0;
+}
+
+/*
+ * From here on the request's traceparent header is its own span's context: a handler that
+ * passes it on (ms_http_client_req.traceparent) makes its calls children of this request's
+ * span, not of the caller's, and a request that came without one still starts one trace.
+ */
+static void own_traceparent(ms_http_request *r, const ms_trace_ctx *incoming)
+{
+    /* a tracestate belongs to the valid traceparent it came with: else it goes */
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, "tracestate") == 0 &&
+            !ms_tracestate_pass(r->headers[i].value, incoming)) {
+            memmove(&r->headers[i], &r->headers[i + 1],
+                    (size_t)(r->nheaders - i - 1) * sizeof *r->headers);
+            r->nheaders--;
+            i--;
+        }
+    char *tp = ms_arena_alloc(&r->arena, MS_TRACEPARENT_LEN + 1);
+    ms_traceparent_format(&r->trace, tp);
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, "traceparent") == 0) {
+            r->headers[i].value = tp;
+            return;
+        }
+    if (r->nheaders == r->headers_cap) {
+        int cap = r->headers_cap ? r->headers_cap * 2 : 16;
+        ms_http_header *h = ms_arena_alloc(&r->arena, (size_t)cap * sizeof *h);
+        if (r->nheaders)
+            memcpy(h, r->headers, (size_t)r->nheaders * sizeof *h);
+        r->headers = h;
+        r->headers_cap = cap;
+    }
+    r->headers[r->nheaders++] = (ms_http_header){"traceparent", tp};
+}
+
+/* The request's context (a child of its traceparent, or a new trace) and its SERVER span. */
+static void start_span(ms_http_conn *c)
+{
+    ms_http_request *r = &c->req;
+    const char *path = r->path ? r->path : "";
+    if (untraced(path))
+        return;
+    ms_trace_ctx parent;
+    ms_traceparent_parse(ms_http_header_get(r, "traceparent"), &parent);
+    const char *method = http_method_str((enum http_method)r->method);
+    char name[256];
+    if (r->route)
+        snprintf(name, sizeof name, "%s %s", method, r->route->template);
+    else
+        snprintf(name, sizeof name, "%s", method);
+    ms_span *s = ms_span_start(name, MS_SPAN_SERVER, &parent, &r->trace);
+    own_traceparent(r, &parent);
+    if (!s)
+        return;
+    ms_span_set_str(s, "http.request.method", method);
+    ms_span_set_str(s, "url.path", path);
+    if (r->route)
+        ms_span_set_str(s, "http.route", r->route->template);
+    char ip[64];
+    if (ms_http_peer_ip(r, ip, sizeof ip) == 0)
+        ms_span_set_str(s, "client.address", ip);
+    ms_span_set_str(s, "user_agent.original", ms_http_header_get(r, "User-Agent"));
+    c->span = s;
+}
+
 static void dispatch(ms_http_conn *c)
 {
     ms_http_request *r = &c->req;
@@ -1121,9 +1202,13 @@ static void dispatch(ms_http_conn *c)
     c->refs++;
     char allow[128];
     const ms_route *route = NULL;
-    switch (ms_router_match(l->router, r, &route, allow, sizeof allow)) {
-    case MS_ROUTE_FOUND:
+    ms_route_result m = ms_router_match(l->router, r, &route, allow, sizeof allow);
+    if (m == MS_ROUTE_FOUND)
         r->route = route;
+    start_span(c);
+    ms_trace_set_current(&r->trace);
+    switch (m) {
+    case MS_ROUTE_FOUND:
         route->handler(r);
         break;
     case MS_ROUTE_BAD_METHOD:
@@ -1134,6 +1219,7 @@ static void dispatch(ms_http_conn *c)
         ms_problem(r, 404, "no such resource");
         break;
     }
+    ms_trace_set_current(NULL);
 }
 
 static void feed_error(ms_http_conn *c)

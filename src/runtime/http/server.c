@@ -123,6 +123,13 @@ void ms_server__metrics(ms_http_request *req)
     ms_buf_release(&out);
 }
 
+/* The tracer's spans and exports (trace.h), on every process's /metrics. */
+static void collect_trace(ms_buf *out, void *arg)
+{
+    (void)arg;
+    ms_trace_collect(out);
+}
+
 static void collect_http(ms_buf *out, void *arg)
 {
     (void)arg;
@@ -533,6 +540,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     srv.loops = ms_xcalloc((size_t)srv.nall, sizeof(ms_loop));
     srv.shards = ms_xcalloc((size_t)cfg->threads, sizeof(ms_http_metrics *));
     ms_metrics_register(collect_http, NULL);
+    ms_metrics_register(collect_trace, NULL);
     if (db)
         ms_metrics_register(collect_db, NULL);
 

@@ -1,10 +1,9 @@
-/* Upstream lists and traceparent headers for the service client; see client.h. */
+/* Upstream lists for the service client; see client.h. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "runtime/core/error.h"
-#include "runtime/core/id.h"
 #include "runtime/http/client.h"
 #include "runtime/core/banned.h"
 
@@ -102,55 +101,4 @@ int ms_http_upstream_parse(const char *spec, ms_http_upstream_list *out)
         p = comma + 1;
     }
     return 0;
-}
-
-static bool lower_hex(const char *s, size_t n, bool nonzero)
-{
-    bool any = false;
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-        any |= s[i] != '0';
-    }
-    return any || !nonzero;
-}
-
-static void hex(char *out, const unsigned char *b, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
-    }
-}
-
-/* Random ids, never all zero (W3C: an all-zero id is invalid). */
-static void random_id(char *out, size_t bytes)
-{
-    unsigned char b[16];
-    do {
-        ms_random_pooled(b, bytes);
-        hex(out, b, bytes);
-    } while (!lower_hex(out, 2 * bytes, true));
-}
-
-void ms_http_traceparent_child(const char *in, char out[MS_TRACEPARENT_LEN + 1])
-{
-    /* version 00 only: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
-    bool valid = in && strlen(in) == MS_TRACEPARENT_LEN && memcmp(in, "00-", 3) == 0 &&
-                 lower_hex(in + 3, 32, true) && in[35] == '-' && lower_hex(in + 36, 16, true) &&
-                 in[52] == '-' && lower_hex(in + 53, 2, false);
-    memcpy(out, "00-", 3);
-    if (valid)
-        memcpy(out + 3, in + 3, 32);
-    else
-        random_id(out + 3, 16);
-    out[35] = '-';
-    random_id(out + 36, 8);
-    out[52] = '-';
-    if (valid)
-        memcpy(out + 53, in + 53, 2);
-    else
-        memcpy(out + 53, "01", 2);
-    out[MS_TRACEPARENT_LEN] = '\0';
 }

@@ -32,6 +32,7 @@ enum {
     MS_TRACESTATE_MAX = 512, /* a longer tracestate is dropped, not truncated */
     MS_TRACE_ID_HEX = 32,
     MS_SPAN_ID_HEX = 16,
+    MS_TRACE_SAMPLED = 1, /* the flags' sampled bit */
 };
 
 typedef struct ms_trace_ctx {
@@ -48,6 +49,20 @@ void ms_traceparent_format(const ms_trace_ctx *ctx, char out[MS_TRACEPARENT_LEN 
 /* A child of `parent` (same trace and flags, a new span id); a root when parent is NULL or not
  * valid (new trace id, flags from the ratio sampler). */
 void ms_trace_child(const ms_trace_ctx *parent, ms_trace_ctx *out);
+/* True when `ctx` is valid and sampled (its spans are recorded). */
+static inline bool ms_trace_sampled(const ms_trace_ctx *ctx)
+{
+    return ctx && ctx->valid && (ctx->flags & MS_TRACE_SAMPLED);
+}
+/* The tracestate to send on: `tracestate` when `parent` (the incoming traceparent's context) is
+ * valid and it is at most MS_TRACESTATE_MAX bytes, else NULL (dropped, never truncated). */
+const char *ms_tracestate_pass(const char *tracestate, const ms_trace_ctx *parent);
+/* The sampler (ms_trace_init sets it from the environment; tests call it directly, before
+ * threads): parent-based, or every span decided by its trace id; `ratio` 0 never, 1 always. */
+void ms_trace_sampler_set(bool parent_based, double ratio);
+/* The ratio sampler's decision for a trace id: its low 8 bytes (big-endian) < ratio x 2^64, so
+ * every process decides the same for one trace. */
+bool ms_trace_ratio_sampled(const uint8_t trace_id[16]);
 /* The ids as lower-case hex (NUL-terminated). */
 void ms_trace_ids_hex(const ms_trace_ctx *ctx, char trace_id[MS_TRACE_ID_HEX + 1],
                       char span_id[MS_SPAN_ID_HEX + 1]);
@@ -97,7 +112,9 @@ void ms_span_end(ms_span *s);
  * bad setting, logged naming it). Call once at start, before threads.
  */
 int ms_trace_init(const char *service);
-/* Exports what is queued (within timeout_ms) and stops the exporter. */
+/* Exports what is queued (within timeout_ms, at most 5 s) and stops the exporter; what is left
+ * is dropped and counted. Call after the threads that end spans have stopped. A later
+ * ms_trace_init starts again (tests). */
 void ms_trace_shutdown(int timeout_ms);
 /* Appends the tracer's metrics (spans started, exported, dropped; export failures). */
 void ms_trace_collect(ms_buf *out);

@@ -48,7 +48,18 @@ typedef struct checkout {
     ms_es_outbox_row outbox[ORDER_MAX_DECIDED];
     ms_es_append_req append;
     char *quote_body, *user_path;
+    /* the steps' INTERNAL spans, children of the request's (NULL: not recorded) */
+    ms_span *quote_span, *user_span, *save_span;
 } checkout;
+
+/* Ends a step's span: an error when `why` is not NULL. */
+static void step_end(ms_span **s, const char *why)
+{
+    if (why)
+        ms_span_error(*s, why);
+    ms_span_end(*s);
+    *s = NULL;
+}
 
 static void wipe(char *s)
 {
@@ -70,6 +81,10 @@ static void checkout_release(void *arg)
     order_decision_release(&k->decision);
     free(k->first_metadata);
     free(k->quote_body);
+    /* a step's span outliving its request is ended here, not leaked */
+    ms_span_end(k->quote_span);
+    ms_span_end(k->user_span);
+    ms_span_end(k->save_span);
 }
 
 static void fail(checkout *k, int rc, const char *detail)
@@ -138,6 +153,7 @@ static void find_by_key(checkout *k)
 static void created(int rc, ms_es_append_req *a, void *arg)
 {
     checkout *k = arg;
+    step_end(&k->save_span, rc < 0 && rc != MS_ECONFLICT ? ms_strerror(rc) : NULL);
     if ((rc == MS_ECONFLICT || (rc == 0 && a->is_replay)) && k->keyed) {
         find_by_key(k); /* the same key, concurrently or before: answer that order */
         return;
@@ -211,6 +227,9 @@ static void create(checkout *k, json_t *quote)
     }
     order_fill_append(k->stream, k->id, &k->decision, k->keyed ? k->event_id : NULL,
                       k->keyed ? k->metadata : NULL, k->events, k->outbox, 0, &k->append);
+    ms_trace_ctx ctx;
+    k->save_span = ms_span_start("save_order", MS_SPAN_INTERNAL, &req->trace, &ctx);
+    ms_span_set_str(k->save_span, "order.id", k->id);
     ms_es_append(order_loop_of(req)->port, &k->append, created, k);
 }
 
@@ -229,6 +248,10 @@ static void prepared(const ms_http_client_result *results, int n, void *arg)
     if (!results || n < 1)
         MS_BUG("a fan-out answered no calls");
     const ms_http_client_result *quote = &results[0], *user = n > 1 ? &results[1] : NULL;
+    step_end(&k->quote_span, quote->err < 0 || quote->resp.status >= 500 ? "no quote" : NULL);
+    step_end(&k->user_span, user && (user->err < 0 || user->resp.status >= 500)
+                                ? "the user could not be confirmed"
+                                : NULL);
     if (user && user->err == 0 && user->resp.status == 404) {
         ms_problem_reason(req, MS_EVALIDATION, "user_invalid",
                           "the user placing this order does not exist", NULL);
@@ -268,7 +291,11 @@ static void prepare_calls(checkout *k)
     json_t *qbody = json_pack("{s:o}", "items", items);
     k->quote_body = json_dumps(qbody, JSON_COMPACT);
     json_decref(qbody);
-    const char *tp = ms_http_header_get(req, "traceparent");
+    /* each call is the child of its step's span */
+    ms_trace_ctx quote_ctx, user_ctx;
+    char quote_tp[MS_TRACEPARENT_LEN + 1], user_tp[MS_TRACEPARENT_LEN + 1];
+    k->quote_span = ms_span_start("check_inventory", MS_SPAN_INTERNAL, &req->trace, &quote_ctx);
+    ms_traceparent_format(&quote_ctx, quote_tp);
     ms_http_client_req calls[2] = {{
         .upstream = "inventory",
         .method = HTTP_POST,
@@ -278,7 +305,7 @@ static void prepare_calls(checkout *k)
         .body_len = strlen(k->quote_body),
         .deadline = req->deadline,
         .idempotent = true, /* a quote reads only */
-        .traceparent = tp,
+        .traceparent = quote_tp,
     }};
     int n = 1;
     ms_http_header who[3];
@@ -288,9 +315,12 @@ static void prepare_calls(checkout *k)
         int nwho = ms_identity_headers(k->user_id, "customer", "GET", k->user_path,
                                        ms_arena_alloc(&req->arena, MS_IDENTITY_SIG_MAX), who);
         if (nwho < 0) {
+            step_end(&k->quote_span, "not called");
             fail(k, MS_EINTERNAL, "the caller's identity could not be signed");
             return;
         }
+        k->user_span = ms_span_start("validate_user", MS_SPAN_INTERNAL, &req->trace, &user_ctx);
+        ms_traceparent_format(&user_ctx, user_tp);
         calls[1] = (ms_http_client_req){
             .upstream = "user",
             .method = HTTP_GET,
@@ -298,13 +328,16 @@ static void prepare_calls(checkout *k)
             .headers = who,
             .nheaders = nwho,
             .deadline = req->deadline,
-            .traceparent = tp,
+            .traceparent = user_tp,
         };
         n = 2;
     }
     int rc = ms_http_client_all(order_loop_of(req)->client, calls, n, prepared, k);
-    if (rc < 0)
+    if (rc < 0) {
+        step_end(&k->quote_span, ms_strerror(rc));
+        step_end(&k->user_span, ms_strerror(rc));
         fail(k, MS_ECONN, "the checkout's services cannot be called");
+    }
 }
 
 static int directory_work(ms_db_conn *c, void *arg)

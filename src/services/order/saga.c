@@ -56,7 +56,8 @@ struct order_saga {
     unsigned failures;
     int64_t position; /* of the last append, for X-Position */
     uint64_t call_started_ns;
-    char traceparent[MS_TRACEPARENT_LEN + 1];
+    char traceparent[MS_TRACEPARENT_LEN + 1]; /* the checkout request's span ("": none) */
+    ms_span *span;                            /* the step in flight's INTERNAL span */
     uv_timer_t timer;
     order_decision decision;
     ms_es_event events[ORDER_MAX_DECIDED];
@@ -434,6 +435,10 @@ static void called(int err, const ms_http_client_resp *resp, void *arg)
         read_answer(resp, &doc, &a);
     bool ok = err == 0 && outcome_of(s, &a, &outcome);
     count_step(s, uv_hrtime() - g->call_started_ns, ok);
+    if (!ok)
+        ms_span_error(g->span, err < 0 ? ms_strerror(err) : "unexpected answer");
+    ms_span_end(g->span);
+    g->span = NULL;
     if (!ok) {
         if (err == 0 && a.status < 500)
             ms_log(MS_LOG_WARN, "checkout step answered unexpectedly", "order_id", g->id, "step",
@@ -506,16 +511,27 @@ static void call(order_saga *g, order_saga_step s)
         .body_len = text ? strlen(text) : 0,
         .deadline = g->req && g->answer_by > now ? g->answer_by : now + ORDER_SAGA_CALL_MS,
         .idempotent = true, /* every step is keyed by the order id */
-        .traceparent = g->traceparent[0] ? g->traceparent : NULL,
     };
+    /* each step's call is the child of a span named after the step, under the request's */
+    ms_trace_ctx parent, ctx;
+    ms_traceparent_parse(g->traceparent[0] ? g->traceparent : NULL, &parent);
+    g->span = ms_span_start(order_saga_step_name(s), MS_SPAN_INTERNAL, &parent, &ctx);
+    ms_span_set_str(g->span, "order.id", g->id);
+    char tp[MS_TRACEPARENT_LEN + 1];
+    ms_traceparent_format(&ctx, tp);
+    r.traceparent = tp;
     g->call_started_ns = uv_hrtime();
     int rc = ms_http_client_request(g->ol->client, &r, called, g);
     if (text) { /* the call copied it; the card in it is wiped here */
         wipe(text);
         free(text);
     }
-    if (rc < 0)
+    if (rc < 0) {
+        ms_span_error(g->span, ms_strerror(rc));
+        ms_span_end(g->span);
+        g->span = NULL;
         retry_later(g, order_saga_step_name(s), rc);
+    }
 }
 
 /* ---- the driver ---- */
@@ -568,8 +584,12 @@ void order_saga_start(order_loop *ol, ms_http_request *req, int done_status, ord
         g->answer_by = req->deadline > now + ORDER_SAGA_ANSWER_MARGIN_MS
                            ? req->deadline - ORDER_SAGA_ANSWER_MARGIN_MS
                            : now;
-        const char *tp = ms_http_header_get(req, "traceparent");
-        ms_http_traceparent_child(tp, g->traceparent);
+        /* the saga's calls are children of the request's span (they outlive the request) */
+        ms_trace_ctx parent = req->trace;
+        if (!parent.valid)
+            ms_traceparent_parse(ms_http_header_get(req, "traceparent"), &parent);
+        if (parent.valid)
+            ms_traceparent_format(&parent, g->traceparent);
     }
     order_decision_init(&g->decision);
     uv_timer_init(&ol->loop->uv, &g->timer);
