@@ -106,4 +106,18 @@ void gateway_session_stop(void);
 /* proxy.c: sends the call to its service; the answer goes back to the client. */
 void gateway_forward(gateway_call *c);
 
+/* ---- the ops console (admin listener) ---- */
+/* trace_store.c: POST /v1/traces (OTLP/HTTP JSON), GET /ops/api/traces and
+ * /ops/api/traces/{trace_id}; start registers its metrics, stop forgets every span. */
+void gateway_otlp_receive(ms_http_request *req);
+void gateway_traces_list(ms_http_request *req);
+void gateway_trace_get(ms_http_request *req);
+void gateway_traces_start(void);
+void gateway_traces_stop(void);
+/* console.c: GET /ops, /ops/app.js, /ops/app.css, /ops/chart.js, embedded in the binary. */
+void gateway_console_page(ms_http_request *req);
+void gateway_console_app_js(ms_http_request *req);
+void gateway_console_app_css(ms_http_request *req);
+void gateway_console_chart_js(ms_http_request *req);
+
 #endif
