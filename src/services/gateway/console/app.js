@@ -196,7 +196,13 @@
         responsive: true,
         maintainAspectRatio: false,
         spanGaps: true,
-        elements: {point: {radius: 0}, line: {borderWidth: 1.5, tension: 0.2}},
+        /* no dots but the latest value's, which also shows a series of one point */
+        elements: {
+          point: {radius: function (ctx) {
+            return ctx.dataIndex === ctx.dataset.data.length - 1 ? 2.5 : 0;
+          }},
+          line: {borderWidth: 1.5, tension: 0.2}
+        },
         interaction: {mode: 'index', intersect: false},
         plugins: {legend: {labels: {boxWidth: 10, font: {size: 11}}}},
         scales: {
@@ -313,9 +319,10 @@
       if (t.trace_id === state.selected) tr.className = 'selected';
       tr.appendChild(el('td', null, clock(t.start_ms)));
       var root = el('td', 'root', t.root_name);
+      root.title = t.root_service + ': ' + t.root_name;
       if (t.error) root.appendChild(el('span', 'err-mark', '!'));
       tr.appendChild(root);
-      var svc = el('td');
+      var svc = el('td', 'svcs');
       t.services.forEach(function (s) { svc.appendChild(chip(s)); });
       tr.appendChild(svc);
       tr.appendChild(el('td', 'num', fmtNum(t.duration_ms, 1)));
@@ -380,7 +387,12 @@
       bar.style.width = Math.max(width, 0.2) + '%';
       bar.style.background = serviceColor(s.service);
       var dur = el('span', 'wf-dur', fmtMs(s.duration_ms));
-      dur.style.left = Math.min(left + width + 0.5, 88) + '%';
+      if (left + width > 85) { /* no room after the bar: inside its end */
+        dur.className = 'wf-dur inside';
+        dur.style.right = Math.max(100 - left - width, 0) + '%';
+      } else {
+        dur.style.left = (left + width + 0.5) + '%';
+      }
       track.appendChild(bar);
       track.appendChild(dur);
       row.appendChild(label);
