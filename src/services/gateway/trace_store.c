@@ -566,7 +566,8 @@ void gateway_traces_list(ms_http_request *req)
     for (int i = 0; i < store.n; i++)
         if (!service || involves(&store.traces[i], service))
             order[n++] = &store.traces[i];
-    qsort(order, (size_t)n, sizeof order[0], by_start_desc);
+    if (n > 1)
+        qsort(order, (size_t)n, sizeof order[0], by_start_desc);
     json_t *list = json_array();
     for (int i = 0; i < n && i < limit; i++)
         json_array_append_new(list, summary(order[i]));
