@@ -414,3 +414,24 @@ def test_an_order_through_the_api_is_traced_across_the_services(browser, shop, g
     assert want <= drawn, drawn
     browser.screenshot("order-trace.png", tmp_path)
     assert browser.errors == [], browser.errors
+
+
+def test_microshop_run_points_every_process_at_its_console(monkeypatch):
+    """`microshop run` sets OTEL_EXPORTER_OTLP_ENDPOINT to the gateway's admin listener for
+    every child (the user had none), and the banner names /ops."""
+    from test_supervisor import Run
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    run = Run()
+    try:
+        assert "/ops" in run.banner, run.banner
+        want = f"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{run.admin_port}".encode()
+        for target in ("gateway", *SERVICES):
+            pid = run.child(target)
+            assert pid, f"no child serves {target}"
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                assert want in f.read().split(b"\0"), target
+        r = requests.get(run.admin + "/ops", timeout=10 * SLOW)
+        assert r.status_code == 200 and "microshop ops" in r.text
+        assert run.stop() == 0, run.log_tail()
+    finally:
+        run.close()
