@@ -172,6 +172,15 @@ def test_the_receiver_refuses_what_is_not_otlp_json(gw):
     assert partial["rejectedSpans"] == 1 and "spans[1].spanId" in partial["errorMessage"]
     names = [s["name"] for s in gw.admin("GET", f"/ops/api/traces/{tid}").json()["spans"]]
     assert names == ["kept"]
+    # the root spans of probes, scrapes, exports and the console's own polling are not kept
+    ops_tid = secrets.token_hex(16)
+    noise = [span(ops_tid, secrets.token_hex(8), n) for n in (
+        "POST /v1/traces", "GET /admin/instances", "GET /ops/api/traces", "GET /health")]
+    noise[0]["attributes"] = [{"key": "http.route", "value": {"stringValue": "/v1/traces"}}]
+    r = post_otlp(gw, export("gateway", noise))
+    assert r.status_code == 200 and r.json() == {}, r.text
+    assert_problem(gw.admin("GET", f"/ops/api/traces/{ops_tid}"), 404)
+    assert gw.metric("otlp_receiver_spans_total", outcome="ignored") >= 4
     # an empty export is fine
     r = post_otlp(gw, {})
     assert r.status_code == 200 and r.json() == {}

@@ -9,6 +9,9 @@
  * dropped whole (a trace still receiving spans stays). A span's attributes and strings are
  * capped too (ATTRS_MAX, STRING_MAX), so one exporter cannot fill the store with one span.
  *
+ * Root SERVER spans of operations routes (/health, /ready, /metrics, /v1/traces, /admin/...,
+ * /ops...) are accepted but not kept (see operational).
+ *
  * A request is answered per OTLP/HTTP: 200 {} when every span was kept; 200 with
  * partialSuccess {rejectedSpans, errorMessage} when some were malformed and the rest kept; 400
  * problem+json naming the fields when the document's shape is wrong or every span is; 415 for
@@ -60,7 +63,7 @@ static struct {
     int n;
     size_t spans, bytes;
     uint64_t clock;
-    uint64_t accepted, rejected, evicted_traces; /* since start, for /metrics */
+    uint64_t accepted, ignored, rejected, evicted_traces; /* since start, for /metrics */
 } store = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- the OTLP document ---- */
@@ -347,6 +350,31 @@ static bool keep(json_t *doc, size_t bytes, uint64_t start, uint64_t end)
 
 /* ---- POST /v1/traces ---- */
 
+/* A root SERVER span of operations traffic: probes, scrapes, this console's own polling and the
+ * exports themselves (an export traced and exported would feed itself forever). Kept, such
+ * spans would push the traces a person looks for out of the store within minutes. */
+static bool operational(json_t *doc)
+{
+    static const char *const exact[] = {"/health", "/ready", "/metrics", "/v1/traces", "/ops"};
+    static const char *const prefix[] = {"/admin/", "/ops/"};
+    if (!json_is_null(json_object_get(doc, "parent_span_id")) ||
+        strcmp(json_string_value(json_object_get(doc, "kind")), "server") != 0)
+        return false;
+    const char *route =
+        json_string_value(json_object_get(json_object_get(doc, "attributes"), "http.route"));
+    if (!route) { /* the name is "METHOD /route" by the semantic conventions */
+        const char *name = json_string_value(json_object_get(doc, "name"));
+        route = strchr(name, ' ') ? strchr(name, ' ') + 1 : name;
+    }
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(route, exact[i]) == 0)
+            return true;
+    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (strncmp(route, prefix[i], strlen(prefix[i])) == 0)
+            return true;
+    return false;
+}
+
 /* The resource's service.name ("unknown_service" as the SDKs say when it has none). */
 static const char *resource_attr(json_t *resource, const char *key)
 {
@@ -376,7 +404,7 @@ void gateway_otlp_receive(ms_http_request *req)
     if (ms_http_json_body(req, &body) < 0)
         return;
     json_t *errors = json_array();
-    size_t total = 0, kept = 0;
+    size_t total = 0, kept = 0, ignored = 0;
     json_t *rs_list = json_object_get(body, "resourceSpans");
     if (!array_or_absent(rs_list))
         ms_field_error(errors, "resourceSpans", "must be a list");
@@ -436,7 +464,10 @@ void gateway_otlp_receive(ms_http_request *req)
                 json_t *d = span_doc(s, service ? service : "unknown_service", instance, at,
                                      json_array_size(errors) < ERRORS_SHOWN ? errors : NULL, &bytes,
                                      &times[2 * n], &times[2 * n + 1]);
-                if (d) {
+                if (d && operational(d)) {
+                    json_decref(d);
+                    ignored++;
+                } else if (d) {
                     sizes[n] = bytes;
                     json_array_append_new(docs, d);
                 }
@@ -448,9 +479,10 @@ void gateway_otlp_receive(ms_http_request *req)
         kept +=
             keep(json_incref(json_array_get(docs, n)), sizes[n], times[2 * n], times[2 * n + 1]);
     store.accepted += kept;
-    store.rejected += total - kept;
+    store.ignored += ignored;
+    store.rejected += total - kept - ignored;
     pthread_mutex_unlock(&store.lock);
-    size_t malformed = total - json_array_size(docs);
+    size_t malformed = total - ignored - json_array_size(docs);
     json_decref(docs);
     free(times);
     free(sizes);
@@ -458,7 +490,7 @@ void gateway_otlp_receive(ms_http_request *req)
         ms_problem_fields(req, 400, "no span of the export is well-formed", errors);
         return;
     }
-    if (kept == total) {
+    if (kept + ignored == total) {
         json_decref(errors);
         ms_http_respond_json(req, 200, json_object());
         return;
@@ -473,7 +505,7 @@ void gateway_otlp_receive(ms_http_request *req)
     json_decref(errors);
     ms_http_respond_json(req, 200,
                          json_pack("{s:{s:I, s:s}}", "partialSuccess", "rejectedSpans",
-                                   (json_int_t)(total - kept), "errorMessage", why));
+                                   (json_int_t)(total - kept - ignored), "errorMessage", why));
 }
 
 /* ---- the console's queries ---- */
@@ -625,10 +657,13 @@ static void render(ms_buf *out, void *arg)
     (void)arg;
     pthread_mutex_lock(&store.lock);
     ms_metrics_family(out, "otlp_receiver_spans_total", "counter",
-                      "Spans received at POST /v1/traces, by outcome (rejected: malformed, or "
-                      "past a trace's span limit).");
+                      "Spans received at POST /v1/traces, by outcome (ignored: the root span of "
+                      "a probe, scrape, export or console request; rejected: malformed, or past "
+                      "a trace's span limit).");
     ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.accepted, "outcome",
                       "accepted", NULL);
+    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.ignored, "outcome", "ignored",
+                      NULL);
     ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.rejected, "outcome",
                       "rejected", NULL);
     ms_metrics_family(out, "otlp_receiver_traces_evicted_total", "counter",
@@ -653,6 +688,6 @@ void gateway_traces_stop(void)
         json_decref(store.traces[i].spans);
     store.n = 0;
     store.spans = store.bytes = 0;
-    store.accepted = store.rejected = store.evicted_traces = 0;
+    store.accepted = store.ignored = store.rejected = store.evicted_traces = 0;
     pthread_mutex_unlock(&store.lock);
 }
