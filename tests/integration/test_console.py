@@ -140,6 +140,16 @@ def test_the_receiver_keeps_spans_and_the_queries_answer(gw):
     assert tid2 not in [t["trace_id"] for t in only_pay] and tid in [
         t["trace_id"] for t in only_pay]
     assert len(gw.admin("GET", "/ops/api/traces", params={"limit": 1}).json()["traces"]) == 1
+    # work no request began (a root CLIENT span: a feed's poll) is left out on demand
+    tid3 = secrets.token_hex(16)
+    post_otlp(gw, export("order", [span(tid3, secrets.token_hex(8), "GET", kind=3)]))
+
+    def ids(**params):
+        return [t["trace_id"] for t in gw.admin("GET", "/ops/api/traces", params={
+            "limit": 1000, **params}).json()["traces"]]
+    assert tid3 in ids() and tid3 in ids(background=1) and tid in ids(background=0)
+    assert tid3 not in ids(background=0)
+    assert t["root_kind"] == "server" and t["background"] is False
 
 
 def test_the_receiver_refuses_what_is_not_otlp_json(gw):
@@ -199,6 +209,8 @@ def test_trace_queries_check_their_parameters(gw):
     assert_problem(gw.admin("GET", f"/ops/api/traces/{secrets.token_hex(16)}"), 404)
     for bad in ("0", "1001", "x", ""):
         assert_problem(gw.admin("GET", "/ops/api/traces", params={"limit": bad}), 400, "limit")
+    assert_problem(gw.admin("GET", "/ops/api/traces", params={"background": "yes"}), 400,
+                   "background")
 
 
 def test_the_console_files_come_from_the_binary_under_a_strict_policy(gw):

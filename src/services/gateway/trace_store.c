@@ -1,7 +1,8 @@
 /*
  * trace_store.c — the gateway's OTLP/HTTP JSON receiver (POST /v1/traces on the admin listener)
  * and the bounded memory of the spans it received, for the ops console to list and draw:
- *   GET /ops/api/traces?service=&limit=   newest first (by start), one summary per trace
+ *   GET /ops/api/traces?service=&limit=&background=   newest first (by start), a summary
+ *                                         each; background=0: only traces a request began
  *   GET /ops/api/traces/{trace_id}        every span of one trace, by start
  *
  * Bounds: TRACES_MAX traces, SPANS_MAX spans, BYTES_MAX bytes (roughly: strings plus a fixed
@@ -522,14 +523,11 @@ static bool involves(const trace_rec *t, const char *service)
     return false;
 }
 
-/* {trace_id, root_name, root_service, services[], start_unix_nano, start_ms, duration_ms,
- * span_count, error}; the root is the span without a parent, else (its root not received
- * yet) the earliest. */
-static json_t *summary(const trace_rec *t)
+/* The span without a parent, else (its root not received yet) the earliest. */
+static json_t *root_of(const trace_rec *t)
 {
-    json_t *root = NULL, *services = json_array();
-    size_t i, j;
-    json_t *s, *have;
+    json_t *root = NULL, *s;
+    size_t i;
     json_array_foreach(t->spans, i, s)
     {
         bool is_root = json_is_null(json_object_get(s, "parent_span_id"));
@@ -538,6 +536,28 @@ static json_t *summary(const trace_rec *t)
             (is_root == had_root && json_real_value(json_object_get(s, "start_ms")) <
                                         json_real_value(json_object_get(root, "start_ms"))))
             root = s;
+    }
+    return root;
+}
+
+/* Work no request asked for: a trace whose root is a call or a step of a process's own (a
+ * feed's long poll, a relay), not a SERVER or CONSUMER span. */
+static bool is_background(json_t *root)
+{
+    const char *kind = json_string_value(json_object_get(root, "kind"));
+    return json_is_null(json_object_get(root, "parent_span_id")) && strcmp(kind, "server") != 0 &&
+           strcmp(kind, "consumer") != 0;
+}
+
+/* {trace_id, root_name, root_service, root_kind, background, services[] (in order of first
+ * span), start_unix_nano, start_ms, duration_ms, span_count, error} */
+static json_t *summary(const trace_rec *t)
+{
+    json_t *root = root_of(t), *services = json_array();
+    size_t i, j;
+    json_t *s, *have;
+    json_array_foreach(t->spans, i, s)
+    {
         json_t *svc = json_object_get(s, "service");
         bool seen = false;
         json_array_foreach(services, j, have)
@@ -549,9 +569,10 @@ static json_t *summary(const trace_rec *t)
     }
     char start[24];
     snprintf(start, sizeof start, "%" PRIu64, t->start_ns);
-    return json_pack("{s:s, s:O, s:O, s:o, s:s, s:f, s:f, s:I, s:b}", "trace_id", t->id,
+    return json_pack("{s:s, s:O, s:O, s:O, s:b, s:o, s:s, s:f, s:f, s:I, s:b}", "trace_id", t->id,
                      "root_name", json_object_get(root, "name"), "root_service",
-                     json_object_get(root, "service"), "services", services, "start_unix_nano",
+                     json_object_get(root, "service"), "root_kind", json_object_get(root, "kind"),
+                     "background", is_background(root), "services", services, "start_unix_nano",
                      start, "start_ms", (double)t->start_ns / 1e6, "duration_ms",
                      (double)(t->end_ns - t->start_ns) / 1e6, "span_count",
                      (json_int_t)json_array_size(t->spans), "error", t->error);
@@ -590,13 +611,22 @@ void gateway_traces_list(ms_http_request *req)
             return;
         }
     }
+    const char *bg = ms_http_query_param(req, "background");
+    if (bg && strcmp(bg, "0") != 0 && strcmp(bg, "1") != 0) {
+        json_t *errors = json_array();
+        ms_field_error(errors, "background", "must be 0 (requests only) or 1");
+        ms_problem_fields(req, 400, "background is neither 0 nor 1", errors);
+        return;
+    }
+    bool requests_only = bg && strcmp(bg, "0") == 0;
     if (service && !*service)
         service = NULL;
     pthread_mutex_lock(&store.lock);
     trace_rec *order[TRACES_MAX];
     int n = 0;
     for (int i = 0; i < store.n; i++)
-        if (!service || involves(&store.traces[i], service))
+        if ((!service || involves(&store.traces[i], service)) &&
+            !(requests_only && is_background(root_of(&store.traces[i]))))
             order[n++] = &store.traces[i];
     if (n > 1)
         qsort(order, (size_t)n, sizeof order[0], by_start_desc);

@@ -43,6 +43,15 @@
     return PALETTE[h % PALETTE.length];
   }
 
+  /* the shop's services in the order a request meets them, then any other by name */
+  function byFlow(names) {
+    return names.slice().sort(function (a, b) {
+      var x = KNOWN.indexOf(a), y = KNOWN.indexOf(b);
+      if (x < 0 && y < 0) return a < b ? -1 : a > b ? 1 : 0;
+      return (x < 0 ? KNOWN.length : x) - (y < 0 ? KNOWN.length : y);
+    });
+  }
+
   function chip(name) {
     var c = el('span', 'chip', name);
     c.style.background = serviceColor(name);
@@ -316,6 +325,7 @@
       var tr = el('tr');
       tr.dataset.traceId = t.trace_id;
       tr.dataset.services = t.services.join(',');
+      tr.dataset.background = t.background ? '1' : '0';
       if (t.trace_id === state.selected) tr.className = 'selected';
       tr.appendChild(el('td', null, clock(t.start_ms)));
       var root = el('td', 'root', t.root_name);
@@ -323,7 +333,7 @@
       if (t.error) root.appendChild(el('span', 'err-mark', '!'));
       tr.appendChild(root);
       var svc = el('td', 'svcs');
-      t.services.forEach(function (s) { svc.appendChild(chip(s)); });
+      byFlow(t.services).forEach(function (s) { svc.appendChild(chip(s)); });
       tr.appendChild(svc);
       tr.appendChild(el('td', 'num', fmtNum(t.duration_ms, 1)));
       tr.appendChild(el('td', 'num', t.span_count));
@@ -366,7 +376,7 @@
     $('waterfall-title').textContent = 'Trace ' + doc.trace_id.slice(0, 12) + '… ' +
       fmtMs(doc.duration_ms);
     var head = el('div', 'wf-head');
-    doc.services.forEach(function (s) { head.appendChild(chip(s)); });
+    byFlow(doc.services).forEach(function (s) { head.appendChild(chip(s)); });
     head.appendChild(el('span', 'muted', spans.length + ' spans, root ' + doc.root_name));
     frag.appendChild(head);
     treeOrder(spans).forEach(function (item) {
@@ -439,7 +449,8 @@
     state.polling = true;
     var t = Date.now();
     var svc = $('trace-service').value;
-    var traceUrl = '/ops/api/traces?limit=50' + (svc ? '&service=' + encodeURIComponent(svc) : '');
+    var traceUrl = '/ops/api/traces?limit=50' + (svc ? '&service=' + encodeURIComponent(svc) : '') +
+      ($('trace-background').checked ? '' : '&background=0');
     Promise.all([getJSON('/admin/instances'), getText('/metrics'), getJSON(traceUrl)])
       .then(function (r) {
         state.latest = rates(parseMetrics(r[1]), t);
@@ -465,6 +476,7 @@
       if (tr && tr.dataset.traceId) showTrace(tr.dataset.traceId);
     });
     $('trace-service').addEventListener('change', poll);
+    $('trace-background').addEventListener('change', poll);
     poll();
     setInterval(poll, POLL_MS);
   });
