@@ -203,6 +203,41 @@ def test_the_receiver_refuses_what_is_not_otlp_json(gw):
         assert c.response().status_code == 413
 
 
+def test_the_store_is_bounded_and_drops_the_oldest_traces(start_server):
+    """1000 traces, 20000 spans, 2000 spans a trace: past them the trace updated longest ago
+    goes (on a gateway of its own: the module's store stays as the other tests left it)."""
+    gw = start_server(target="gateway")
+    first = secrets.token_hex(16)
+    t0 = time.time_ns() - 10 ** 12  # older than anything else
+    spans = [span(first, secrets.token_hex(8), "first", start=t0)] + [
+        span(secrets.token_hex(16), secrets.token_hex(8), f"t{i}", start=t0 + i + 1)
+        for i in range(1000)]
+    r = post_otlp(gw, export("order", spans))
+    assert r.status_code == 200 and r.json() == {}, r.text
+    doc = gw.admin("GET", "/ops/api/traces", params={"limit": 1000}).json()
+    assert doc["stored_traces"] == 1000 and len(doc["traces"]) == 1000
+    assert_problem(gw.admin("GET", f"/ops/api/traces/{first}"), 404)
+    assert doc["traces"][-1]["root_name"] == "t0" and doc["traces"][0]["root_name"] == "t999"
+    assert gw.metric("otlp_receiver_traces_evicted_total") == 1
+    # a trace holds 2000 spans at most: the rest are refused, as a partial success
+    big = secrets.token_hex(16)
+    r = post_otlp(gw, export("order", [span(big, secrets.token_hex(8), f"s{i}", start=t0)
+                                       for i in range(2001)]))
+    assert r.status_code == 200, r.text
+    assert r.json()["partialSuccess"]["rejectedSpans"] == 1, r.text
+    assert gw.admin("GET", f"/ops/api/traces/{big}").json()["span_count"] == 2000
+    # 20000 spans in all: ten more full traces push out what came before them
+    for _ in range(10):
+        tid = secrets.token_hex(16)
+        r = post_otlp(gw, export("order", [span(tid, secrets.token_hex(8), f"s{i}")
+                                           for i in range(2000)]))
+        assert r.status_code == 200 and r.json() == {}, r.text
+    doc = gw.admin("GET", "/ops/api/traces", params={"limit": 1000}).json()
+    assert doc["stored_spans"] == 20000 and doc["stored_traces"] == 10, doc["stored_traces"]
+    assert gw.admin("GET", f"/ops/api/traces/{tid}").json()["span_count"] == 2000
+    assert gw.metric("otlp_receiver_stored_spans") == 20000
+
+
 def test_trace_queries_check_their_parameters(gw):
     for bad in ("ABCDEF0123456789ABCDEF0123456789", "abc", "0af7651916cd43dd8448eb211c80319cz"):
         assert_problem(gw.admin("GET", f"/ops/api/traces/{bad}"), 400, "trace_id")
