@@ -238,6 +238,18 @@ def test_the_store_is_bounded_and_drops_the_oldest_traces(start_server):
     assert gw.metric("otlp_receiver_stored_spans") == 20000
 
 
+def test_an_export_past_4_mib_is_refused_whatever_the_listener_allows(start_server):
+    gw = start_server("--max-body-bytes", str(8 << 20), target="gateway")
+    tid = secrets.token_hex(16)
+    one = span(tid, secrets.token_hex(8), "x" * 1000)
+    n = (4 << 20) // len(json.dumps(one)) + 10
+    doc = export("order", [one] * n)
+    assert len(json.dumps(doc)) > 4 << 20
+    doc = assert_problem(post_otlp(gw, doc), 413)
+    assert "4 MiB" in doc["detail"]
+    assert_problem(gw.admin("GET", f"/ops/api/traces/{tid}"), 404)
+
+
 def test_trace_queries_check_their_parameters(gw):
     for bad in ("ABCDEF0123456789ABCDEF0123456789", "abc", "0af7651916cd43dd8448eb211c80319cz"):
         assert_problem(gw.admin("GET", f"/ops/api/traces/{bad}"), 400, "trace_id")
