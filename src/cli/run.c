@@ -111,7 +111,7 @@ static void print_banner(const demo_result *seeded)
     const char *api = first_addr("gateway");
     printf("\nmicroshop %s is running (data in %s)\n\n", MS_VERSION, run.data);
     printf("  API       http://%s   (every service's /api/v1 routes; bearer tokens)\n", api);
-    printf("  admin     http://%s   (/admin/instances /admin/breakers /admin/scale "
+    printf("  admin     http://%s   (/ops /admin/instances /admin/breakers /admin/scale "
            "/admin/restart /metrics)\n",
            run.admin);
     for (int i = 1; sup_service_at(i); i++) {
@@ -304,6 +304,14 @@ int cmd_run(int argc, char **argv)
     cfg.admin = run.admin;
     run.data = data;
     set_secrets();
+    /* every process exports its spans to the gateway's receiver, for the ops console (/ops),
+     * unless the user sends them to a collector of their own */
+    const char *otlp = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if (!(otlp && *otlp)) {
+        char endpoint[96];
+        snprintf(endpoint, sizeof endpoint, "http://%s", run.admin);
+        setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, 1);
+    }
     run.loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     uv_signal_init(run.loop, &run.sigint);

@@ -115,4 +115,18 @@ void gateway_forward(gateway_call *c);
 void gateway_access_log(ms_http_request *req, int status, size_t body_bytes, uint64_t elapsed_ns,
                         void *arg);
 
+/* ---- the ops console (admin listener) ---- */
+/* trace_store.c: POST /v1/traces (OTLP/HTTP JSON), GET /ops/api/traces and
+ * /ops/api/traces/{trace_id}; start registers its metrics, stop forgets every span. */
+void gateway_otlp_receive(ms_http_request *req);
+void gateway_traces_list(ms_http_request *req);
+void gateway_trace_get(ms_http_request *req);
+void gateway_traces_start(void);
+void gateway_traces_stop(void);
+/* console.c: GET /ops, /ops/app.js, /ops/app.css, /ops/chart.js, embedded in the binary. */
+void gateway_console_page(ms_http_request *req);
+void gateway_console_app_js(ms_http_request *req);
+void gateway_console_app_css(ms_http_request *req);
+void gateway_console_chart_js(ms_http_request *req);
+
 #endif

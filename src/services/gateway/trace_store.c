@@ -1,0 +1,723 @@
+/*
+ * trace_store.c — the gateway's OTLP/HTTP JSON receiver (POST /v1/traces on the admin listener)
+ * and the bounded memory of the spans it received, for the ops console to list and draw:
+ *   GET /ops/api/traces?service=&limit=&background=   newest first (by start), a summary
+ *                                         each; background=0: only traces a request began
+ *   GET /ops/api/traces/{trace_id}        every span of one trace, by start
+ *
+ * Bounds: TRACES_MAX traces, SPANS_MAX spans, BYTES_MAX bytes (roughly: strings plus a fixed
+ * cost per span), TRACE_SPANS_MAX spans per trace; past them the trace updated longest ago is
+ * dropped whole (a trace still receiving spans stays). A span's attributes and strings are
+ * capped too (ATTRS_MAX, STRING_MAX), so one exporter cannot fill the store with one span.
+ *
+ * Root SERVER spans of operations routes (/health, /ready, /metrics, /v1/traces, /admin/...,
+ * /ops...) are accepted but not kept (see operational).
+ *
+ * A request is answered per OTLP/HTTP: 200 {} when every span was kept; 200 with
+ * partialSuccess {rejectedSpans, errorMessage} when some were malformed and the rest kept; 400
+ * problem+json naming the fields when the document's shape is wrong or every span is; 415 for
+ * anything but JSON (protobuf is not spoken); 413 past BODY_MAX (or the listener's own body
+ * limit, --max-body-bytes, when that is lower).
+ *
+ * Threading: the handlers run on the admin loop and the metrics collector on the scraping
+ * thread; the store is behind one mutex, and the JSON it holds is touched only under it.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/core/error.h"
+#include "runtime/http/http_json.h"
+#include "runtime/http/problem.h"
+#include "runtime/obs/metrics.h"
+#include "services/gateway/gateway_internal.h"
+#include "runtime/core/banned.h"
+
+enum {
+    TRACES_MAX = 1000,
+    SPANS_MAX = 20000,
+    TRACE_SPANS_MAX = 2000,
+    BYTES_MAX = 48 << 20,
+    BODY_MAX = 4 << 20,
+    ATTRS_MAX = 64,
+    STRING_MAX = 1024,
+    VALUE_DEPTH_MAX = 4,
+    ERRORS_SHOWN = 10,
+    SPAN_COST = 256, /* bytes of a span besides its strings: its objects and slot */
+    LIST_DEFAULT = 50,
+};
+
+typedef struct trace_rec {
+    char id[33];
+    uint64_t touched; /* store.clock when a span last arrived: the oldest goes first */
+    uint64_t start_ns, end_ns;
+    json_t *spans; /* array of span documents (see span_doc) */
+    size_t bytes;
+    bool error;
+} trace_rec;
+
+static struct {
+    pthread_mutex_t lock;
+    trace_rec traces[TRACES_MAX];
+    int n;
+    size_t spans, bytes;
+    uint64_t clock;
+    uint64_t accepted, ignored, rejected, evicted_traces; /* since start, for /metrics */
+} store = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---- the OTLP document ---- */
+
+static bool is_hex(const char *s, size_t n)
+{
+    if (!s || strlen(s) != n)
+        return false;
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+        nonzero |= c != '0';
+    }
+    return nonzero; /* all zeros is the invalid id (W3C trace context) */
+}
+
+static void lower_hex(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'F' ? src[i] - 'A' + 'a' : src[i]);
+    dst[n] = '\0';
+}
+
+/* A fixed64 of OTLP JSON: a decimal string (the encoding's rule) or a plain integer. */
+static bool get_u64(json_t *v, uint64_t *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = (uint64_t)json_integer_value(v);
+        return true;
+    }
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) > 20)
+        return false;
+    uint64_t x = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        uint64_t d = (uint64_t)(*p - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
+    }
+    *out = x;
+    return true;
+}
+
+/* `s` cut to at most STRING_MAX bytes on a character boundary, as a new JSON string. */
+static json_t *capped_string(const char *s, size_t *bytes)
+{
+    size_t n = strlen(s);
+    if (n > STRING_MAX) {
+        n = STRING_MAX;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    *bytes += n;
+    return json_stringn(s, n);
+}
+
+/* An OTLP AnyValue as plain JSON (strings capped); NULL when it has no known member. */
+static json_t *any_value(json_t *v, int depth, size_t *bytes)
+{
+    json_t *x;
+    if (!json_is_object(v) || depth > VALUE_DEPTH_MAX)
+        return NULL;
+    if ((x = json_object_get(v, "stringValue")) && json_is_string(x))
+        return capped_string(json_string_value(x), bytes);
+    if ((x = json_object_get(v, "boolValue")) && json_is_boolean(x))
+        return json_boolean(json_is_true(x));
+    if ((x = json_object_get(v, "intValue"))) {
+        if (json_is_integer(x))
+            return json_integer(json_integer_value(x));
+        const char *s = json_string_value(x);
+        char *end;
+        long long i = s ? strtoll(s, &end, 10) : 0;
+        return s && *s && !*end ? json_integer(i) : NULL;
+    }
+    if ((x = json_object_get(v, "doubleValue")) && json_is_number(x))
+        return json_real(json_number_value(x));
+    if ((x = json_object_get(v, "bytesValue")) && json_is_string(x))
+        return capped_string(json_string_value(x), bytes);
+    if ((x = json_object_get(v, "arrayValue"))) {
+        json_t *out = json_array();
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(x, "values"), i, e)
+        {
+            if (i >= ATTRS_MAX)
+                break;
+            json_t *c = any_value(e, depth + 1, bytes);
+            json_array_append_new(out, c ? c : json_null());
+        }
+        return out;
+    }
+    if ((x = json_object_get(v, "kvlistValue"))) {
+        json_t *out = json_object();
+        size_t i;
+        json_t *kv;
+        json_array_foreach(json_object_get(x, "values"), i, kv)
+        {
+            const char *k = json_string_value(json_object_get(kv, "key"));
+            json_t *c = k && i < ATTRS_MAX
+                            ? any_value(json_object_get(kv, "value"), depth + 1, bytes)
+                            : NULL;
+            if (c)
+                json_object_set_new(out, k, c);
+        }
+        return out;
+    }
+    return NULL;
+}
+
+/* OTLP's KeyValue list as a JSON object; false when it is not a list of {key, value}. */
+static bool attributes(json_t *list, json_t *out, size_t *bytes)
+{
+    if (!list)
+        return true;
+    if (!json_is_array(list))
+        return false;
+    size_t i;
+    json_t *kv;
+    json_array_foreach(list, i, kv)
+    {
+        const char *k = json_string_value(json_object_get(kv, "key"));
+        if (!k)
+            return false;
+        if (i >= ATTRS_MAX)
+            continue;
+        json_t *v = any_value(json_object_get(kv, "value"), 0, bytes);
+        *bytes += strlen(k);
+        json_object_set_new(out, k, v ? v : json_null());
+    }
+    return true;
+}
+
+static const char *kind_name(json_int_t k)
+{
+    static const char *const names[] = {"unspecified", "internal", "server",
+                                        "client",      "producer", "consumer"};
+    return k >= 0 && k <= 5 ? names[k] : "unspecified";
+}
+
+/*
+ * One OTLP span as the console's document:
+ *   {trace_id, span_id, parent_span_id (null for a root), service, instance, name, kind,
+ *    start_unix_nano, end_unix_nano (decimal strings), start_ms (since the epoch, a number for
+ *    scripts), duration_ms, attributes {}, status {code: unset|ok|error, message}, error}
+ * Or NULL with the problem appended to `errors` under `at`.
+ */
+static json_t *span_doc(json_t *s, const char *service, const char *instance, const char *at,
+                        json_t *errors, size_t *bytes, uint64_t *start, uint64_t *end)
+{
+    const char *tid = json_string_value(json_object_get(s, "traceId"));
+    const char *sid = json_string_value(json_object_get(s, "spanId"));
+    json_t *pj = json_object_get(s, "parentSpanId");
+    const char *pid = json_string_value(pj);
+    const char *name = json_string_value(json_object_get(s, "name"));
+    json_t *kind = json_object_get(s, "kind");
+    json_t *status = json_object_get(s, "status");
+    char field[200];
+    const char *bad = NULL, *why = NULL;
+    if (!json_is_object(s))
+        bad = "", why = "must be an object";
+    else if (!is_hex(tid, 32))
+        bad = "traceId", why = "must be 32 hex digits, not all zero";
+    else if (!is_hex(sid, 16))
+        bad = "spanId", why = "must be 16 hex digits, not all zero";
+    else if (pj && !json_is_null(pj) && !(pid && (!*pid || is_hex(pid, 16))))
+        bad = "parentSpanId", why = "must be empty or 16 hex digits";
+    else if (!name)
+        bad = "name", why = "must be a string";
+    else if (kind && !(json_is_integer(kind) && json_integer_value(kind) >= 0 &&
+                       json_integer_value(kind) <= 5))
+        bad = "kind", why = "must be an integer from 0 to 5";
+    else if (!get_u64(json_object_get(s, "startTimeUnixNano"), start))
+        bad = "startTimeUnixNano", why = "must be a decimal string of nanoseconds";
+    else if (!get_u64(json_object_get(s, "endTimeUnixNano"), end))
+        bad = "endTimeUnixNano", why = "must be a decimal string of nanoseconds";
+    else if (*end < *start)
+        bad = "endTimeUnixNano", why = "must not be before startTimeUnixNano";
+    else if (status && !json_is_object(status))
+        bad = "status", why = "must be an object";
+    if (bad) {
+        snprintf(field, sizeof field, "%s%s%s", at, *bad ? "." : "", bad);
+        ms_field_error(errors, field, "%s", why);
+        return NULL;
+    }
+    json_t *attrs = json_object();
+    if (!attributes(json_object_get(s, "attributes"), attrs, bytes)) {
+        json_decref(attrs);
+        snprintf(field, sizeof field, "%s.attributes", at);
+        ms_field_error(errors, field, "must be a list of {key, value}");
+        return NULL;
+    }
+    char t[33], sp[17], p[17];
+    lower_hex(t, tid, 32);
+    lower_hex(sp, sid, 16);
+    if (pid && *pid)
+        lower_hex(p, pid, 16);
+    json_int_t code = json_integer_value(json_object_get(status, "code"));
+    const char *msg = json_string_value(json_object_get(status, "message"));
+    char s_start[24], s_end[24];
+    snprintf(s_start, sizeof s_start, "%" PRIu64, *start);
+    snprintf(s_end, sizeof s_end, "%" PRIu64, *end);
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s?, s:o, s:o, s:o, s:s, s:s, s:s, s:f, s:f, s:o, s:{s:s, s:o}, s:b}",
+        "trace_id", t, "span_id", sp, "parent_span_id", pid && *pid ? p : NULL, "service",
+        capped_string(service, bytes), "instance",
+        instance ? capped_string(instance, bytes) : json_null(), "name", capped_string(name, bytes),
+        "kind", kind_name(json_integer_value(kind)), "start_unix_nano", s_start, "end_unix_nano",
+        s_end, "start_ms", (double)*start / 1e6, "duration_ms", (double)(*end - *start) / 1e6,
+        "attributes", attrs, "status", "code",
+        code == 1   ? "ok"
+        : code == 2 ? "error"
+                    : "unset",
+        "message", msg ? capped_string(msg, bytes) : json_string(""), "error", code == 2);
+    *bytes += SPAN_COST;
+    return doc;
+}
+
+/* ---- the store (under store.lock) ---- */
+
+static void drop_trace(int i)
+{
+    trace_rec *t = &store.traces[i];
+    store.spans -= json_array_size(t->spans);
+    store.bytes -= t->bytes;
+    json_decref(t->spans);
+    store.traces[i] = store.traces[--store.n];
+    store.evicted_traces++;
+}
+
+static void drop_oldest(void)
+{
+    int oldest = 0;
+    for (int i = 1; i < store.n; i++)
+        if (store.traces[i].touched < store.traces[oldest].touched)
+            oldest = i;
+    drop_trace(oldest);
+}
+
+static trace_rec *find_trace(const char *id)
+{
+    for (int i = 0; i < store.n; i++)
+        if (memcmp(store.traces[i].id, id, 32) == 0)
+            return &store.traces[i];
+    return NULL;
+}
+
+/* Keeps one span document (consumed); false when its trace is full. */
+static bool keep(json_t *doc, size_t bytes, uint64_t start, uint64_t end)
+{
+    const char *id = json_string_value(json_object_get(doc, "trace_id"));
+    trace_rec *t = find_trace(id);
+    if (t && json_array_size(t->spans) >= TRACE_SPANS_MAX) {
+        json_decref(doc);
+        return false;
+    }
+    while (store.n > 0 && (store.spans + 1 > SPANS_MAX || store.bytes + bytes > BYTES_MAX ||
+                           (!t && store.n == TRACES_MAX))) {
+        drop_oldest();
+        t = find_trace(id); /* the oldest may have been this one, and slots move */
+    }
+    if (!t) {
+        t = &store.traces[store.n++];
+        memset(t, 0, sizeof *t);
+        memcpy(t->id, id, 33);
+        t->spans = json_array();
+        t->start_ns = start;
+        t->end_ns = end;
+    }
+    t->touched = ++store.clock;
+    t->start_ns = start < t->start_ns ? start : t->start_ns;
+    t->end_ns = end > t->end_ns ? end : t->end_ns;
+    t->error |= json_is_true(json_object_get(doc, "error"));
+    t->bytes += bytes;
+    store.bytes += bytes;
+    store.spans++;
+    json_array_append_new(t->spans, doc);
+    return true;
+}
+
+/* ---- POST /v1/traces ---- */
+
+/* A root SERVER span of operations traffic: probes, scrapes, this console's own polling and the
+ * exports themselves (an export traced and exported would feed itself forever). Kept, such
+ * spans would push the traces a person looks for out of the store within minutes. */
+static bool operational(json_t *doc)
+{
+    static const char *const exact[] = {"/health", "/ready", "/metrics", "/v1/traces", "/ops"};
+    static const char *const prefix[] = {"/admin/", "/ops/"};
+    if (!json_is_null(json_object_get(doc, "parent_span_id")) ||
+        strcmp(json_string_value(json_object_get(doc, "kind")), "server") != 0)
+        return false;
+    const char *route =
+        json_string_value(json_object_get(json_object_get(doc, "attributes"), "http.route"));
+    if (!route) { /* the name is "METHOD /route" by the semantic conventions */
+        const char *name = json_string_value(json_object_get(doc, "name"));
+        route = strchr(name, ' ') ? strchr(name, ' ') + 1 : name;
+    }
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(route, exact[i]) == 0)
+            return true;
+    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (strncmp(route, prefix[i], strlen(prefix[i])) == 0)
+            return true;
+    return false;
+}
+
+/* The resource's service.name ("unknown_service" as the SDKs say when it has none). */
+static const char *resource_attr(json_t *resource, const char *key)
+{
+    size_t i;
+    json_t *kv;
+    json_array_foreach(json_object_get(resource, "attributes"), i, kv)
+    {
+        if (json_is_string(json_object_get(kv, "key")) &&
+            strcmp(json_string_value(json_object_get(kv, "key")), key) == 0)
+            return json_string_value(json_object_get(json_object_get(kv, "value"), "stringValue"));
+    }
+    return NULL;
+}
+
+static bool array_or_absent(json_t *v)
+{
+    return !v || json_is_array(v);
+}
+
+void gateway_otlp_receive(ms_http_request *req)
+{
+    if (req->body_len > BODY_MAX) {
+        ms_problem(req, 413, "an OTLP export may carry at most 4 MiB: send smaller batches");
+        return;
+    }
+    json_t *body;
+    if (ms_http_json_body(req, &body) < 0)
+        return;
+    json_t *errors = json_array();
+    size_t total = 0, kept = 0, ignored = 0;
+    json_t *rs_list = json_object_get(body, "resourceSpans");
+    if (!array_or_absent(rs_list))
+        ms_field_error(errors, "resourceSpans", "must be a list");
+    /* the shape first: nothing is kept from a document that is not OTLP */
+    size_t i, j;
+    json_t *rs, *ss;
+    json_array_foreach(rs_list, i, rs)
+    {
+        char at[128];
+        json_t *res = json_object_get(rs, "resource");
+        if (!json_is_object(rs) || (res && !json_is_object(res)) ||
+            !array_or_absent(json_object_get(res, "attributes"))) {
+            snprintf(at, sizeof at, "resourceSpans[%zu].resource", i);
+            ms_field_error(errors, at, "must be an object with a list of attributes");
+            continue;
+        }
+        if (!array_or_absent(json_object_get(rs, "scopeSpans"))) {
+            snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans", i);
+            ms_field_error(errors, at, "must be a list");
+            continue;
+        }
+        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
+        {
+            if (!json_is_object(ss) || !array_or_absent(json_object_get(ss, "spans"))) {
+                snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans[%zu].spans", i, j);
+                ms_field_error(errors, at, "must be a list");
+                continue;
+            }
+            total += json_array_size(json_object_get(ss, "spans"));
+        }
+    }
+    if (json_array_size(errors)) {
+        ms_problem_fields(req, 400,
+                          "the body is not an OTLP trace export (resourceSpans[]."
+                          "scopeSpans[].spans[])",
+                          errors);
+        return;
+    }
+    /* then each span: the well-formed ones are kept, the others named */
+    json_t *docs = json_array();
+    uint64_t *times = malloc(2 * (total ? total : 1) * sizeof *times);
+    size_t *sizes = malloc((total ? total : 1) * sizeof *sizes);
+    json_array_foreach(rs_list, i, rs)
+    {
+        json_t *res = json_object_get(rs, "resource");
+        const char *service = resource_attr(res, "service.name");
+        const char *instance = resource_attr(res, "service.instance.id");
+        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
+        {
+            size_t k;
+            json_t *s;
+            json_array_foreach(json_object_get(ss, "spans"), k, s)
+            {
+                char at[128];
+                snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans[%zu].spans[%zu]", i, j, k);
+                size_t n = json_array_size(docs), bytes = 0;
+                json_t *d = span_doc(s, service ? service : "unknown_service", instance, at,
+                                     json_array_size(errors) < ERRORS_SHOWN ? errors : NULL, &bytes,
+                                     &times[2 * n], &times[2 * n + 1]);
+                if (d && operational(d)) {
+                    json_decref(d);
+                    ignored++;
+                } else if (d) {
+                    sizes[n] = bytes;
+                    json_array_append_new(docs, d);
+                }
+            }
+        }
+    }
+    pthread_mutex_lock(&store.lock);
+    for (size_t n = 0; n < json_array_size(docs); n++)
+        kept +=
+            keep(json_incref(json_array_get(docs, n)), sizes[n], times[2 * n], times[2 * n + 1]);
+    store.accepted += kept;
+    store.ignored += ignored;
+    store.rejected += total - kept - ignored;
+    pthread_mutex_unlock(&store.lock);
+    size_t malformed = total - ignored - json_array_size(docs);
+    json_decref(docs);
+    free(times);
+    free(sizes);
+    if (total > 0 && malformed == total) {
+        ms_problem_fields(req, 400, "no span of the export is well-formed", errors);
+        return;
+    }
+    if (kept + ignored == total) {
+        json_decref(errors);
+        ms_http_respond_json(req, 200, json_object());
+        return;
+    }
+    char why[300];
+    json_t *first = json_array_get(errors, 0);
+    if (first)
+        snprintf(why, sizeof why, "%s %s", json_string_value(json_object_get(first, "field")),
+                 json_string_value(json_object_get(first, "message")));
+    else
+        snprintf(why, sizeof why, "a trace holds at most %d spans", TRACE_SPANS_MAX);
+    json_decref(errors);
+    ms_http_respond_json(req, 200,
+                         json_pack("{s:{s:I, s:s}}", "partialSuccess", "rejectedSpans",
+                                   (json_int_t)(total - kept - ignored), "errorMessage", why));
+}
+
+/* ---- the console's queries ---- */
+
+static bool involves(const trace_rec *t, const char *service)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(t->spans, i, s)
+    {
+        if (strcmp(json_string_value(json_object_get(s, "service")), service) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The span without a parent, else (its root not received yet) the earliest. */
+static json_t *root_of(const trace_rec *t)
+{
+    json_t *root = NULL, *s;
+    size_t i;
+    json_array_foreach(t->spans, i, s)
+    {
+        bool is_root = json_is_null(json_object_get(s, "parent_span_id"));
+        bool had_root = root && json_is_null(json_object_get(root, "parent_span_id"));
+        if (!root || (is_root && !had_root) ||
+            (is_root == had_root && json_real_value(json_object_get(s, "start_ms")) <
+                                        json_real_value(json_object_get(root, "start_ms"))))
+            root = s;
+    }
+    return root;
+}
+
+/* Work no request asked for: a trace whose root is a call or a step of a process's own (a
+ * feed's long poll, a relay), not a SERVER or CONSUMER span. */
+static bool is_background(json_t *root)
+{
+    const char *kind = json_string_value(json_object_get(root, "kind"));
+    return json_is_null(json_object_get(root, "parent_span_id")) && strcmp(kind, "server") != 0 &&
+           strcmp(kind, "consumer") != 0;
+}
+
+/* {trace_id, root_name, root_service, root_kind, background, services[] (in order of first
+ * span), start_unix_nano, start_ms, duration_ms, span_count, error} */
+static json_t *summary(const trace_rec *t)
+{
+    json_t *root = root_of(t), *services = json_array();
+    size_t i, j;
+    json_t *s, *have;
+    json_array_foreach(t->spans, i, s)
+    {
+        json_t *svc = json_object_get(s, "service");
+        bool seen = false;
+        json_array_foreach(services, j, have)
+        {
+            seen |= json_equal(have, svc);
+        }
+        if (!seen)
+            json_array_append(services, svc);
+    }
+    char start[24];
+    snprintf(start, sizeof start, "%" PRIu64, t->start_ns);
+    return json_pack("{s:s, s:O, s:O, s:O, s:b, s:o, s:s, s:f, s:f, s:I, s:b}", "trace_id", t->id,
+                     "root_name", json_object_get(root, "name"), "root_service",
+                     json_object_get(root, "service"), "root_kind", json_object_get(root, "kind"),
+                     "background", is_background(root), "services", services, "start_unix_nano",
+                     start, "start_ms", (double)t->start_ns / 1e6, "duration_ms",
+                     (double)(t->end_ns - t->start_ns) / 1e6, "span_count",
+                     (json_int_t)json_array_size(t->spans), "error", t->error);
+}
+
+static int by_start_desc(const void *a, const void *b)
+{
+    const trace_rec *x = *(const trace_rec *const *)a, *y = *(const trace_rec *const *)b;
+    if (x->start_ns != y->start_ns)
+        return x->start_ns < y->start_ns ? 1 : -1;
+    return strcmp(x->id, y->id);
+}
+
+static void respond_locked_doc(ms_http_request *req, json_t *doc)
+{
+    /* serialised under the lock: the stored documents are shared with the store */
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    pthread_mutex_unlock(&store.lock);
+    ms_http_respond(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
+void gateway_traces_list(ms_http_request *req)
+{
+    const char *service = ms_http_query_param(req, "service");
+    const char *limit_s = ms_http_query_param(req, "limit");
+    long limit = LIST_DEFAULT;
+    if (limit_s) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (!*limit_s || *end || limit < 1 || limit > TRACES_MAX) {
+            json_t *errors = json_array();
+            ms_field_error(errors, "limit", "must be an integer from 1 to %d", TRACES_MAX);
+            ms_problem_fields(req, 400, "limit is out of range", errors);
+            return;
+        }
+    }
+    const char *bg = ms_http_query_param(req, "background");
+    if (bg && strcmp(bg, "0") != 0 && strcmp(bg, "1") != 0) {
+        json_t *errors = json_array();
+        ms_field_error(errors, "background", "must be 0 (requests only) or 1");
+        ms_problem_fields(req, 400, "background is neither 0 nor 1", errors);
+        return;
+    }
+    bool requests_only = bg && strcmp(bg, "0") == 0;
+    if (service && !*service)
+        service = NULL;
+    pthread_mutex_lock(&store.lock);
+    trace_rec *order[TRACES_MAX];
+    int n = 0;
+    for (int i = 0; i < store.n; i++)
+        if ((!service || involves(&store.traces[i], service)) &&
+            !(requests_only && is_background(root_of(&store.traces[i]))))
+            order[n++] = &store.traces[i];
+    if (n > 1)
+        qsort(order, (size_t)n, sizeof order[0], by_start_desc);
+    json_t *list = json_array();
+    for (int i = 0; i < n && i < limit; i++)
+        json_array_append_new(list, summary(order[i]));
+    respond_locked_doc(req,
+                       json_pack("{s:o, s:I, s:I}", "traces", list, "stored_traces",
+                                 (json_int_t)store.n, "stored_spans", (json_int_t)store.spans));
+}
+
+static int by_start(const void *a, const void *b)
+{
+    double x = json_real_value(json_object_get(*(json_t *const *)a, "start_ms"));
+    double y = json_real_value(json_object_get(*(json_t *const *)b, "start_ms"));
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+void gateway_trace_get(ms_http_request *req)
+{
+    const char *id = ms_http_param(req, "trace_id");
+    bool ok = strlen(id) == 32;
+    for (const char *p = id; ok && *p; p++)
+        ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    if (!ok) {
+        json_t *errors = json_array();
+        ms_field_error(errors, "trace_id", "must be 32 lowercase hex digits");
+        ms_problem_fields(req, 400, "trace_id is malformed", errors);
+        return;
+    }
+    pthread_mutex_lock(&store.lock);
+    trace_rec *t = find_trace(id);
+    if (!t) {
+        pthread_mutex_unlock(&store.lock);
+        ms_problem_from_error(req, MS_ENOTFOUND,
+                              "no trace with that id was received, or it was dropped to make "
+                              "room for newer ones");
+        return;
+    }
+    size_t n = json_array_size(t->spans);
+    json_t **spans = malloc(n * sizeof *spans);
+    for (size_t i = 0; i < n; i++)
+        spans[i] = json_array_get(t->spans, i);
+    qsort(spans, n, sizeof *spans, by_start);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append(list, spans[i]);
+    free(spans);
+    json_t *doc = summary(t);
+    json_object_set_new(doc, "spans", list);
+    respond_locked_doc(req, doc);
+}
+
+/* ---- metrics and life ---- */
+
+static void render(ms_buf *out, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&store.lock);
+    ms_metrics_family(out, "otlp_receiver_spans_total", "counter",
+                      "Spans received at POST /v1/traces, by outcome (ignored: the root span of "
+                      "a probe, scrape, export or console request; rejected: malformed, or past "
+                      "a trace's span limit).");
+    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.accepted, "outcome",
+                      "accepted", NULL);
+    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.ignored, "outcome", "ignored",
+                      NULL);
+    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.rejected, "outcome",
+                      "rejected", NULL);
+    ms_metrics_family(out, "otlp_receiver_traces_evicted_total", "counter",
+                      "Traces dropped from the console's store to make room for newer ones.");
+    ms_metrics_sample(out, "otlp_receiver_traces_evicted_total", (double)store.evicted_traces,
+                      NULL);
+    ms_metrics_family(out, "otlp_receiver_stored_spans", "gauge",
+                      "Spans the console's store holds now.");
+    ms_metrics_sample(out, "otlp_receiver_stored_spans", (double)store.spans, NULL);
+    pthread_mutex_unlock(&store.lock);
+}
+
+void gateway_traces_start(void)
+{
+    ms_metrics_register(render, NULL);
+}
+
+void gateway_traces_stop(void)
+{
+    pthread_mutex_lock(&store.lock);
+    for (int i = 0; i < store.n; i++)
+        json_decref(store.traces[i].spans);
+    store.n = 0;
+    store.spans = store.bytes = 0;
+    store.accepted = store.ignored = store.rejected = store.evicted_traces = 0;
+    pthread_mutex_unlock(&store.lock);
+}
