@@ -1162,7 +1162,7 @@ static void start_span(ms_http_conn *c)
 {
     ms_http_request *r = &c->req;
     const char *path = r->path ? r->path : "";
-    if (untraced(path))
+    if (c->loop->is_admin || untraced(path))
         return;
     ms_trace_ctx parent;
     ms_traceparent_parse(ms_http_header_get(r, "traceparent"), &parent);

@@ -575,6 +575,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
         /* its metrics shard is not rendered: /metrics shows the public routes' traffic */
         ms_loop *l = &srv.loops[opened];
         l->metrics = srv.admin_metrics = ms_http_metrics_new();
+        l->is_admin = true;
         int fd = make_listener(srv.admin.host, &admin_port, false);
         if (fd < 0) {
             rc = listen_failed("cannot listen (admin)", srv.admin.host, admin_port);

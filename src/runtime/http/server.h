@@ -104,6 +104,8 @@ struct ms_loop {
     uint64_t date_sec;
     int listen_fd;
     struct ms_http_tls_ctx *tls; /* the public loops' when cfg->tls_cert is set, else NULL */
+    bool is_admin; /* the admin listener's: its requests are operations (scrapes, span exports,
+                      the console's polling) and are not traced */
 };
 
 /* Fills the documented defaults. */
