@@ -655,20 +655,26 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* Appends a header to the request (the table grows in the arena). */
+static void add_header(ms_http_request *r, const char *name, const char *value)
+{
+    if (r->nheaders == r->headers_cap) {
+        int cap = r->headers_cap ? r->headers_cap * 2 : 16;
+        ms_http_header *h = ms_arena_alloc(&r->arena, (size_t)cap * sizeof *h);
+        if (r->nheaders)
+            memcpy(h, r->headers, (size_t)r->nheaders * sizeof *h);
+        r->headers = h;
+        r->headers_cap = cap;
+    }
+    r->headers[r->nheaders++] = (ms_http_header){name, value};
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     ms_http_conn *c = p->data;
     ms_http_request *r = &c->req;
     if (c->last_header_cb != 1) {
-        if (r->nheaders == r->headers_cap) {
-            int cap = r->headers_cap ? r->headers_cap * 2 : 16;
-            ms_http_header *h = ms_arena_alloc(&r->arena, (size_t)cap * sizeof *h);
-            if (r->nheaders)
-                memcpy(h, r->headers, (size_t)r->nheaders * sizeof *h);
-            r->headers = h;
-            r->headers_cap = cap;
-        }
-        r->headers[r->nheaders++] = (ms_http_header){"", ""};
+        add_header(r, "", "");
     }
     ms_http_header *h = &r->headers[r->nheaders - 1];
     h->name = arena_append(&r->arena, h->name, strlen(h->name), at, n);
@@ -1146,15 +1152,7 @@ static void own_traceparent(ms_http_request *r, const ms_trace_ctx *incoming)
             r->headers[i].value = tp;
             return;
         }
-    if (r->nheaders == r->headers_cap) {
-        int cap = r->headers_cap ? r->headers_cap * 2 : 16;
-        ms_http_header *h = ms_arena_alloc(&r->arena, (size_t)cap * sizeof *h);
-        if (r->nheaders)
-            memcpy(h, r->headers, (size_t)r->nheaders * sizeof *h);
-        r->headers = h;
-        r->headers_cap = cap;
-    }
-    r->headers[r->nheaders++] = (ms_http_header){"traceparent", tp};
+    add_header(r, "traceparent", tp);
 }
 
 /* The request's context (a child of its traceparent, or a new trace) and its SERVER span. */
