@@ -30,6 +30,7 @@ bench:
 	bash bench/orders.sh
 	bash bench/checkout.sh
 	bash bench/gateway.sh
+	bash bench/observability.sh
 	bash bench/eventstore.sh
 
 format:
