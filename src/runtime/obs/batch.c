@@ -107,8 +107,11 @@ static void flush_failed(ms_batch *b, int rc)
     char attempt[16], queued[24];
     snprintf(attempt, sizeof attempt, "%u", b->attempt + 1);
     snprintf(queued, sizeof queued, "%zu", b->count);
-    ms_log(MS_LOG_WARN, "batch: flush failed, will retry", "batch", b->name, "error",
-           ms_errname(rc), "#attempt", attempt, "#queued", queued, NULL);
+    /* once per outage, not per attempt: a collector down for minutes would flood the log
+     * (attempts and failures are in the batch's metrics) */
+    if (b->attempt == 0)
+        ms_log(MS_LOG_WARN, "batch: flush failed, will retry", "batch", b->name, "error",
+               ms_errname(rc), "#attempt", attempt, "#queued", queued, NULL);
     uint64_t until = now_ms() + backoff_ms(b);
     for (;;) { /* a stop shortens the wait to its deadline, nothing else does */
         uint64_t end = until;
