@@ -103,18 +103,15 @@ bool ms_uuid_valid(const char *s)
 static __thread time_t second_cached = -1;
 static __thread char second_text[20]; /* "2026-11-25T06:15:47" */
 
-void ms_time_now(char out[MS_TIME_LEN + 1])
+static void format_time(time_t secs, int ms, char out[MS_TIME_LEN + 1])
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (ts.tv_sec != second_cached) {
+    if (secs != second_cached) {
         struct tm tm;
-        gmtime_r(&ts.tv_sec, &tm);
+        gmtime_r(&secs, &tm);
         if (strftime(second_text, sizeof second_text, "%Y-%m-%dT%H:%M:%S", &tm) != 19)
             MS_BUG("a timestamp out of range");
-        second_cached = ts.tv_sec;
+        second_cached = secs;
     }
-    int ms = (int)(ts.tv_nsec / 1000000) % 1000;
     memcpy(out, second_text, 19);
     out[19] = '.';
     out[20] = (char)('0' + ms / 100);
@@ -122,4 +119,16 @@ void ms_time_now(char out[MS_TIME_LEN + 1])
     out[22] = (char)('0' + ms % 10);
     out[23] = 'Z';
     out[24] = '\0';
+}
+
+void ms_time_now(char out[MS_TIME_LEN + 1])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    format_time(ts.tv_sec, (int)(ts.tv_nsec / 1000000) % 1000, out);
+}
+
+void ms_time_format(uint64_t ms, char out[MS_TIME_LEN + 1])
+{
+    format_time((time_t)(ms / 1000), (int)(ms % 1000), out);
 }

@@ -7,6 +7,8 @@
 #define MS_ID_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 enum { MS_UUID_LEN = 36, MS_TIME_LEN = 24 };
 
@@ -16,6 +18,8 @@ void ms_uuid_new(char out[MS_UUID_LEN + 1]);
 bool ms_uuid_valid(const char *s);
 /* Writes now as "2026-11-25T06:15:47.123Z" into out[25]. */
 void ms_time_now(char out[MS_TIME_LEN + 1]);
+/* The same for `ms` milliseconds since the epoch (a wall-clock time, UTC). */
+void ms_time_format(uint64_t ms, char out[MS_TIME_LEN + 1]);
 /* Fills buf with cryptographically random bytes (getrandom). */
 void ms_random_bytes(void *buf, size_t n);
 /* The same from a per-thread pool refilled by one getrandom call for many takes: for ids made

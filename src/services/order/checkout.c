@@ -61,17 +61,12 @@ static void step_end(ms_span **s, const char *why)
     *s = NULL;
 }
 
-static void wipe(char *s)
-{
-    for (volatile char *p = s; p && *p; p++)
-        *p = 0;
-}
-
 /* Registered after the body, so it runs before the body goes (cleanups run newest first). */
 static void wipe_card(void *arg)
 {
     checkout *k = arg;
-    wipe((char *)k->card); /* the body's copy (jansson's string, owned by the request) */
+    if (k->card) /* the body's copy (jansson's string, owned by the request) */
+        explicit_bzero((char *)k->card, strlen(k->card));
 }
 
 static void checkout_release(void *arg)

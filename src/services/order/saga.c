@@ -208,15 +208,10 @@ void order_saga_unclaim(const char *order_id)
 
 /* ---- life ---- */
 
-static void wipe(char *s)
-{
-    for (volatile char *p = s; p && *p; p++)
-        *p = 0;
-}
-
 static void drop_card(order_saga *g)
 {
-    wipe(g->card);
+    if (g->card)
+        explicit_bzero(g->card, strlen(g->card));
     free(g->card);
     g->card = NULL;
 }
@@ -523,7 +518,7 @@ static void call(order_saga *g, order_saga_step s)
     g->call_started_ns = uv_hrtime();
     int rc = ms_http_client_request(g->ol->client, &r, called, g);
     if (text) { /* the call copied it; the card in it is wiped here */
-        wipe(text);
+        explicit_bzero(text, strlen(text));
         free(text);
     }
     if (rc < 0) {
@@ -625,17 +620,6 @@ typedef struct resume_scan {
     int n;
 } resume_scan;
 
-/* ms (since the epoch, UTC) as the views' timestamp text. */
-static void format_time(uint64_t ms, char out[MS_TIME_LEN + 1])
-{
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, MS_TIME_LEN + 1, "%.19s.%03uZ", date, (unsigned)(ms % 1000));
-}
-
 static int scan_work(ms_db_conn *c, void *arg)
 {
     resume_scan *r = arg;
@@ -720,7 +704,7 @@ void order_saga_resume_tick(uv_timer_t *t)
     uint64_t ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
     /* every saga left open before this process started (nothing here runs them), and later
      * those idle for long (their runner, another instance, is gone) */
-    format_time(ms - ORDER_SAGA_STALE_MS, r->before);
+    ms_time_format(ms - ORDER_SAGA_STALE_MS, r->before);
     if (strcmp(r->before, order_proc.started_at) < 0)
         snprintf(r->before, sizeof r->before, "%s", order_proc.started_at);
     ms_db_pool_run(ol->read_pool, MS_DB_READ, uv_now(&ol->loop->uv) + ORDER_SAGA_CALL_MS, scan_work,

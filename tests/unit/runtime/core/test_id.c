@@ -52,6 +52,20 @@ static int compare_ids(const void *a, const void *b)
     return strcmp(a, b);
 }
 
+/* A given time, also right after ms_time_now cached another second on this thread. */
+static void test_time_of_given_milliseconds(void **state)
+{
+    (void)state;
+    char out[MS_TIME_LEN + 1], now[MS_TIME_LEN + 1];
+    ms_time_now(now);
+    ms_time_format(0, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    ms_time_format(1764979200123ULL, out);
+    assert_string_equal(out, "2025-12-06T00:00:00.123Z");
+    ms_time_format(1764979259009ULL, out);
+    assert_string_equal(out, "2025-12-06T00:00:59.009Z");
+}
+
 static void test_uuids_valid_and_distinct(void **state)
 {
     (void)state;
@@ -72,6 +86,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_time_format_and_order),
+        cmocka_unit_test(test_time_of_given_milliseconds),
         cmocka_unit_test(test_uuids_valid_and_distinct),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
