@@ -9,12 +9,12 @@ import time
 import uuid
 
 import pytest
-import requests
 
 from conftest import SLOW, assert_problem, free_port, poll, unchanged
 from shop import start_shop  # noqa: F401
+from user_directory import (CONSUMER, checkpoint, directory, kill_9_while_registering, received,
+                            wait_directory)
 
-CONSUMER = "order.user_directory"
 
 
 def feed(s, **params):
@@ -162,29 +162,8 @@ def test_order_feed_serves_its_event_store_outbox(start_shop):
 
 # ---- the consumer: the order service's user directory ----
 
-def directory(order):
-    return {r[0]: (r[1], r[2]) for r in
-            order.db.query("SELECT user_id, email, name FROM user_directory")}
-
-
-def received(order):
-    return order.db.count("bus_received", "WHERE consumer = ?", (CONSUMER,))
-
-
-def checkpoint(order):
-    rows = order.db.query("SELECT last_seq FROM bus_checkpoints WHERE consumer = ? AND "
-                          "producer = 'user'", (CONSUMER,))
-    return rows[0][0] if rows else 0
-
-
 def outbox_events(user):
     return user.db.query("SELECT seq, id FROM outbox ORDER BY seq")
-
-
-def wait_directory(order, users, timeout=20):
-    want = {u["id"]: (u["email"], u["name"]) for u in users}
-    poll(lambda: directory(order) == want, timeout * SLOW,
-         what=f"the order's user directory to hold {len(want)} users")
 
 
 def start_user(start_server, port, db=None):
@@ -221,21 +200,8 @@ def test_kill_9_mid_way_applies_each_event_once(start_server):
     order = start_order(start_server, port)
     users = register(user, 5)
     wait_directory(order, users)
-    more, stop = [], threading.Event()
-
-    def keep_registering():
-        while not stop.is_set() and len(more) < 40:
-            more.append(user.create_user())
-
-    t = threading.Thread(target=keep_registering)
-    t.start()
-    try:
-        poll(lambda: checkpoint(order) >= 5 + 3, 20 * SLOW, what="some of the load applied")
-        order.kill()
-        order = start_order(start_server, port, db=order.db)
-    finally:
-        stop.set()
-        t.join(60 * SLOW)
+    order, more = kill_9_while_registering(
+        user, order, lambda db: start_order(start_server, port, db=db))
     users += more
     wait_directory(order, users, timeout=30)
     events = outbox_events(user)

@@ -8,16 +8,16 @@ Skipped when nats-server is not installed (scripts/bootstrap.sh test installs it
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 
 import pytest
 import requests
 
-from conftest import BINARY, SLOW, clean_env, poll
+from conftest import BINARY, SLOW, clean_env, free_port, poll
 from shop import DECLINED, start_shop  # noqa: F401 - start_shop is a fixture
+from user_directory import (CONSUMER, checkpoint, kill_9_while_registering, outbox_ids, received_ids,
+                            wait_directory)
 
 STREAM = "MICROSHOP_USER"
 
@@ -28,19 +28,13 @@ def _server_binary():
         None)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class NatsServer:
     """nats-server -js on free ports; `stream(name)` reads a stream's state from /jsz."""
 
     def __init__(self, binary):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="ms-nats-")
-        self.port, self.mon_port = _free_port(), _free_port()
+        self.port, self.mon_port = free_port(), free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.proc = None
 
@@ -169,7 +163,6 @@ def test_bad_nats_url_exits_2(url):
 
 # ---- the consumer: the order service follows the user stream with a durable pull consumer ----
 
-CONSUMER = "order.user_directory"
 DURABLE = "order_user_directory"
 
 
@@ -190,32 +183,6 @@ def consumer_state(nats, stream, durable):
     return None
 
 
-def directory(order):
-    return {r[0]: (r[1], r[2]) for r in
-            order.db.query("SELECT user_id, email, name FROM user_directory")}
-
-
-def wait_directory(order, users, timeout=30):
-    want = {u["id"]: (u["email"], u["name"]) for u in users}
-    poll(lambda: directory(order) == want, timeout * SLOW, 0.05,
-         what=f"the order's user directory to hold {len(want)} users")
-
-
-def received_ids(order):
-    return sorted(r[0] for r in order.db.query(
-        "SELECT event_id FROM bus_received WHERE consumer = ?", (CONSUMER,)))
-
-
-def checkpoint(order):
-    rows = order.db.query("SELECT last_seq FROM bus_checkpoints WHERE consumer = ? AND "
-                          "producer = 'user'", (CONSUMER,))
-    return rows[0][0] if rows else 0
-
-
-def outbox_ids(user):
-    return sorted(r[0] for r in user.db.query("SELECT id FROM outbox"))
-
-
 def start_user(start_server, nats, port, db=None):
     return start_server("--listen", f"127.0.0.1:{port}", db=db, env={"NATS_URL": nats.url})
 
@@ -229,7 +196,7 @@ def start_order(start_server, nats, user_port, db=None, bus=True):
 
 def test_order_follows_the_user_stream_with_a_durable_consumer(nats, start_server):
     nats.start()
-    port = _free_port()
+    port = free_port()
     # the order service first: the user stream does not exist yet, the consumer keeps trying
     order = start_order(start_server, nats, port)
     assert order.get("/health").status_code == 200
@@ -273,7 +240,7 @@ def test_switching_from_the_feed_to_the_bus_applies_nothing_twice(nats, start_se
     """The HTTP feed's event ids and the stream's Nats-Msg-Id are both the outbox id: a consumer
     that followed the feed and now follows the stream skips what it had (counted as duplicates)."""
     nats.start()
-    port = _free_port()
+    port = free_port()
     user = start_user(start_server, nats, port)
     order = start_order(start_server, nats, port, bus=False)
     users = [user.create_user() for _ in range(3)]
@@ -293,26 +260,13 @@ def test_switching_from_the_feed_to_the_bus_applies_nothing_twice(nats, start_se
 
 def test_kill_9_mid_stream_applies_each_event_once(nats, start_server):
     nats.start()
-    port = _free_port()
+    port = free_port()
     user = start_user(start_server, nats, port)
     order = start_order(start_server, nats, port)
     users = [user.create_user() for _ in range(5)]
     wait_directory(order, users)
-    more, stop = [], threading.Event()
-
-    def keep_registering():
-        while not stop.is_set() and len(more) < 40:
-            more.append(user.create_user())
-
-    t = threading.Thread(target=keep_registering)
-    t.start()
-    try:
-        poll(lambda: checkpoint(order) >= 5 + 3, 20 * SLOW, what="some of the load applied")
-        order.kill()
-        order = start_order(start_server, nats, port, db=order.db)
-    finally:
-        stop.set()
-        t.join(60 * SLOW)
+    order, more = kill_9_while_registering(
+        user, order, lambda db: start_order(start_server, nats, port, db=db))
     users += more
     wait_directory(order, users, timeout=60)
     poll(lambda: received_ids(order) == outbox_ids(user), 20 * SLOW, 0.05,
@@ -325,7 +279,7 @@ def test_kill_9_mid_stream_applies_each_event_once(nats, start_server):
 
 def test_nats_down_then_back_the_consumer_catches_up(nats, start_server):
     nats.start()
-    port = _free_port()
+    port = free_port()
     user = start_user(start_server, nats, port)
     order = start_order(start_server, nats, port)
     users = [user.create_user() for _ in range(2)]
@@ -354,7 +308,7 @@ def test_failing_transactions_nak_and_keep_the_order_across_kill_9(nats, start_s
     fetched again; a kill -9 then leaves messages unacked, which the next process gets before
     newer ones: a user's rename is never overwritten by its older creation."""
     nats.start()
-    port = _free_port()
+    port = free_port()
     user = start_user(start_server, nats, port)
     order = start_order(start_server, nats, port)
     users = [user.create_user()]

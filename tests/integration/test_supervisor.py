@@ -7,7 +7,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,18 +15,12 @@ import uuid
 import pytest
 import requests
 
-from conftest import (BINARY, SLOW, assert_problem, clean_env, new_email, poll,
+from conftest import (BINARY, SLOW, assert_problem, clean_env, free_port, new_email, poll,
                       refuses_connections)
 from test_ops import child_serving, children_of, free_port_range
 
 SERVICES = ("user", "order", "inventory", "payment")
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def requests_served(addr, endpoint):
