@@ -189,9 +189,17 @@ void ms_db__sql_sanitize(const char *sql, char *out, size_t size)
         if (!*p)
             break;
     }
-    if (*p) /* cut: not inside a UTF-8 sequence */
-        while (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0x80)
-            n--;
+    if (*p) { /* cut: drop a character cut in two (UTF-8) */
+        size_t lead = n;
+        while (lead > 0 && ((unsigned char)out[lead - 1] & 0xC0) == 0x80)
+            lead--;
+        if (lead > 0 && (unsigned char)out[lead - 1] >= 0xC0) {
+            unsigned char b = (unsigned char)out[lead - 1];
+            size_t want = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2;
+            if (n - (lead - 1) < want)
+                n = lead - 1;
+        }
+    }
     out[n] = '\0';
 }
 
