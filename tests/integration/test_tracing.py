@@ -1,9 +1,11 @@
 """Distributed tracing: every process exports its spans as OTLP/HTTP JSON to
 OTEL_EXPORTER_OTLP_ENDPOINT. A checkout through the gateway is one trace over the gateway, the
 order service, the inventory and the payment service, with parent links that hold together; a
-caller's valid traceparent is continued and an invalid one starts a new trace; sampled out, no
-span leaves but requests work; a collector that refuses for a while still gets the spans; none
-at all costs the requests nothing and is counted."""
+caller's valid traceparent is continued and an invalid one starts a new trace; the database
+statements of a request are CLIENT spans under its spans, with the SQL but no values;
+OTEL_SERVICE_NAME names the resource; sampled out, no span leaves but requests work; a collector
+that refuses for a while still gets the spans; none at all costs the requests nothing and is
+counted."""
 import json
 import threading
 import uuid
@@ -11,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SLOW, ident, poll
+from conftest import BACKEND, SLOW, ident, poll
 from shop import ADDRESS, CARD, JSON, line, start_shop  # noqa: F401 - start_shop is a fixture
 
 
@@ -143,8 +145,10 @@ def test_a_checkout_is_one_trace_over_every_service(start_shop, receiver):
     o = order_server[0]["attrs"]
     assert o["http.request.method"] == "POST" and o["url.path"] == "/api/v1/orders"
     assert o["http.response.status_code"] == "201" and o["client.address"] == "127.0.0.1"
-    # the order service's calls to the inventory and the payment service
-    clients = [sp for sp in spans if sp["service"] == "order" and sp["kind"] == 3]
+    # the order service's calls to the inventory and the payment service (its other CLIENT
+    # spans are database statements, checked below)
+    clients = [sp for sp in spans if sp["service"] == "order" and sp["kind"] == 3
+               and "db.system.name" not in sp["attrs"]]
     assert clients and all(c["attrs"]["server.address"] == "127.0.0.1" for c in clients)
     assert all(c["attrs"]["http.response.status_code"].startswith("2") for c in clients)
     assert {sp["service"] for sp in spans if sp["kind"] == 2} >= {"inventory", "payment"}
@@ -156,10 +160,87 @@ def test_a_checkout_is_one_trace_over_every_service(start_shop, receiver):
         assert steps[name]["parentSpanId"] == order_server[0]["spanId"], name
     for name in ("check_inventory", "reserve", "pay"):
         assert [c for c in clients if c["parentSpanId"] == steps[name]["spanId"]], name
+    # the database statements of each service's request: CLIENT spans under its spans
+    check_db_spans(receiver, root["traceId"], {"order", "inventory", "payment"})
     # spans are counted on /metrics
     poll(lambda: (s.order_svc.metric("trace_spans_exported_total") or 0) >= 1, 20 * SLOW,
          what="exported spans counted")
     assert s.order_svc.metric("trace_spans_started_total") >= 1
+
+
+SYSTEM = {"sqlite": "sqlite", "postgres": "postgresql"}[BACKEND]
+
+
+def check_db_spans(rx, trace_id, services):
+    """Every service in `services` has database spans in the trace, each a CLIENT span whose
+    parent is a span of the same service, with the semantic-convention attributes."""
+    def arrived():
+        spans = rx.trace(trace_id)
+        have = {sp["service"] for sp in spans if "db.system.name" in sp["attrs"]}
+        ids = {sp["spanId"] for sp in spans}
+        parents = all(sp["parentSpanId"] in ids for sp in spans if "db.system.name" in sp["attrs"])
+        return spans if have >= services and parents else None
+    spans = poll(arrived, 20 * SLOW, interval=0.05, what=f"the database spans of {services}")
+    by_id = {sp["spanId"]: sp for sp in spans}
+    db = [sp for sp in spans if "db.system.name" in sp["attrs"]]
+    for sp in db:
+        a = sp["attrs"]
+        assert sp["kind"] == 3, sp
+        parent = by_id[sp["parentSpanId"]]
+        assert parent["service"] == sp["service"] and parent["kind"] in (1, 2), (sp, parent)
+        assert a["db.system.name"] == SYSTEM
+        op = a["db.operation.name"]
+        assert op.isupper() and a["db.query.text"].upper().lstrip().startswith(op), a
+        assert sp["name"] == (f"{op} {a['db.collection.name']}"
+                              if "db.collection.name" in a else op), sp["name"]
+        if SYSTEM == "postgresql":
+            assert a["server.address"] and int(a["server.port"]) > 0, a
+        else:
+            assert "server.address" not in a
+    # at least one statement names its table, and the order service's read one
+    assert any("db.collection.name" in sp["attrs"] for sp in db)
+    assert any(sp["service"] == "order" and sp["attrs"]["db.operation.name"] == "SELECT"
+               for sp in db)
+
+
+def test_database_spans_carry_no_values(start_shop, receiver):
+    s = start_shop(env=otel_env(receiver.url))
+    user = s.customer()
+    name = f"Tracy {uuid.uuid4().hex}"
+    r = s.server("user").request("PATCH", f"/api/v1/users/{user}", user=user,
+                                 headers=JSON, json={"name": name})
+    assert r.status_code == 200, r.text
+
+    def updated():
+        return [sp for sp in receiver.all() if sp["service"] == "user"
+                and sp["attrs"].get("db.operation.name") == "UPDATE"] or None
+    update = poll(updated, 20 * SLOW, interval=0.05, what="the user's UPDATE span")[0]
+    server = poll(lambda: next((sp for sp in receiver.trace(update["traceId"])
+                                if sp["kind"] == 2), None), 20 * SLOW, interval=0.05,
+                  what="the request's span")
+    assert server["name"] == "PATCH /api/v1/users/{id}"
+    assert update["parentSpanId"] == server["spanId"] and update["kind"] == 3
+    assert update["name"] == "UPDATE users"
+    assert update["attrs"]["db.collection.name"] == "users"
+    assert update["attrs"]["db.query.text"].startswith("UPDATE users SET name = $2")
+    # BEGIN and COMMIT of its transaction beside it; nowhere the values
+    poll(lambda: {"BEGIN", "COMMIT"} <= {sp["attrs"].get("db.operation.name")
+                                         for sp in receiver.trace(update["traceId"])},
+         20 * SLOW, interval=0.05, what="BEGIN and COMMIT")
+    assert name not in json.dumps(receiver.trace(update["traceId"]))
+
+
+def test_otel_service_name_names_the_resource(start_shop, receiver):
+    s = start_shop(env=otel_env(receiver.url, OTEL_SERVICE_NAME="shop-eu",
+                                OTEL_RESOURCE_ATTRIBUTES="service.name=ignored,team=shop"))
+    user = s.customer()
+    r = s.server("user").get(f"/api/v1/users/{user}", headers=ident(user))
+    assert r.status_code == 200
+    got = poll(lambda: [sp for sp in receiver.all()
+                        if sp["kind"] == 2 and sp["name"] == "GET /api/v1/users/{id}"] or None,
+               20 * SLOW, interval=0.05, what="the user service's span")
+    assert {sp["service"] for sp in got} == {"shop-eu"}
+    assert {sp["service"] for sp in receiver.all()} == {"shop-eu"}
 
 
 def test_a_valid_traceparent_is_continued_and_an_invalid_one_is_not(start_shop, receiver):

@@ -1,6 +1,8 @@
 /*
  * db.c — the backend-neutral half of db.h: dispatch to SQLite or PostgreSQL, the result type,
  * transactions and versioned migrations (serialized across processes, see ms_db_migrate).
+ * Every statement run through ms_db_exec, ms_db_each or ms_db_insert_rowid is a span when the
+ * thread's trace context is sampled (db_trace.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,28 +46,42 @@ void ms_db_set_deadline(ms_db_conn *c, uint64_t deadline_ms)
     c->deadline_ms = deadline_ms;
 }
 
+/* The deadline check of every statement: MS_ETIMEDOUT (with errmsg) once it has passed. */
+static int check_deadline(ms_db_conn *c)
+{
+    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
+        ms_db__set_error(c, "the request's deadline passed");
+        return MS_ETIMEDOUT;
+    }
+    return 0;
+}
+
+/* Each statement is a span of its own (db_trace.c), one with its deadline check: a statement
+ * refused because the request ran out of time shows in the waterfall as a failed one. */
 int ms_db_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
                ms_db_result **out)
 {
     if (out)
         *out = NULL;
     c->errmsg[0] = '\0';
-    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
-        ms_db__set_error(c, "the request's deadline passed");
-        return MS_ETIMEDOUT;
-    }
-    return c->ops->exec(c, sql, nparams, params, out);
+    ms_span *s = ms_db__span_start(c, sql);
+    int rc = check_deadline(c);
+    if (rc == 0)
+        rc = c->ops->exec(c, sql, nparams, params, out);
+    ms_db__span_end(s, c, rc);
+    return rc;
 }
 
 int ms_db_each(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
                ms_db_row_fn fn, void *arg)
 {
     c->errmsg[0] = '\0';
-    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
-        ms_db__set_error(c, "the request's deadline passed");
-        return MS_ETIMEDOUT;
-    }
-    return c->ops->each(c, sql, nparams, params, fn, arg);
+    ms_span *s = ms_db__span_start(c, sql);
+    int rc = check_deadline(c);
+    if (rc == 0)
+        rc = c->ops->each(c, sql, nparams, params, fn, arg);
+    ms_db__span_end(s, c, rc);
+    return rc;
 }
 
 int ms_db_insert_rowid(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
@@ -77,11 +93,12 @@ int ms_db_insert_rowid(ms_db_conn *c, const char *sql, int nparams, const char *
         ms_db__set_error(c, "no rowids on this backend");
         return MS_EINVAL;
     }
-    if (c->deadline_ms && ms_db__now_ms() >= c->deadline_ms) {
-        ms_db__set_error(c, "the request's deadline passed");
-        return MS_ETIMEDOUT;
-    }
-    return c->ops->insert_rowid(c, sql, nparams, params, rowid);
+    ms_span *s = ms_db__span_start(c, sql);
+    int rc = check_deadline(c);
+    if (rc == 0)
+        rc = c->ops->insert_rowid(c, sql, nparams, params, rowid);
+    ms_db__span_end(s, c, rc);
+    return rc;
 }
 
 int ms_db_row_ncols(const ms_db_row *row)
@@ -103,12 +120,22 @@ int64_t ms_db_row_int(const ms_db_row *row, int col)
     return row->integer(row, col);
 }
 
+/* No span: scripts are migrations at start-up and the pool's own read snapshots, never a
+ * request's statements. */
 int ms_db_exec_script(ms_db_conn *c, const char *sql)
 {
     c->errmsg[0] = '\0';
     return c->ops->exec_script(c, sql);
 }
 
+/*
+ * BEGIN, COMMIT and ROLLBACK are spans of their own, like any statement, rather than one span
+ * around the transaction: in a waterfall they are where the time of a write goes that no
+ * statement shows (SQLite's BEGIN IMMEDIATE waits for the write lock, its COMMIT syncs the WAL;
+ * PostgreSQL's COMMIT waits for the WAL flush), and a flat row of statements under the
+ * request's span reads as what happened in order. A transaction span would only nest them one
+ * level deeper, and would need the connection to hold a span between calls.
+ */
 int ms_db_begin(ms_db_conn *c)
 {
     return ms_db_exec(c, c->ops->begin_sql, 0, NULL, NULL);

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 
 #include "runtime/db/db.h"
+#include "runtime/obs/trace.h"
 
 typedef struct ms_db_ops {
     int (*exec)(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
@@ -30,6 +31,10 @@ struct ms_db_conn {
     ms_db_backend backend;
     uint64_t deadline_ms; /* see ms_db_set_deadline; 0: none */
     char errmsg[512];
+    /* PostgreSQL: the server as libpq resolved it (a host, an address or a socket directory),
+     * for spans; "" and 0 when unknown, and for SQLite */
+    char server_address[128];
+    int server_port;
 };
 
 /* A row being walked by ms_db_each: the backend's handle and its accessors. */
@@ -63,6 +68,19 @@ ms_db_result *ms_db__result_new(int ncols);
 /* Appends the next cell, row by row; v == NULL is SQL NULL. */
 void ms_db__result_push(ms_db_result *r, const char *v, size_t n);
 void ms_db__set_error(ms_db_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Spans (db_trace.c): a CLIENT span for one statement on `c` when the calling thread's current
+ * context is sampled and spans are recorded, else NULL at the cost of a thread-local read. End
+ * it with the statement's return code (0, a positive stop from ms_db_each's fn, or MS_E*). */
+ms_span *ms_db__span_start(const ms_db_conn *c, const char *sql);
+void ms_db__span_end(ms_span *s, const ms_db_conn *c, int rc);
+/* What a span says of `sql`: its first keyword in upper case ("" when none), and the one table
+ * it reads or writes ("" when it names none, or several). Tests call it directly. */
+void ms_db__sql_summary(const char *sql, char *op, size_t op_size, char *table, size_t table_size);
+/* `sql` as a span's db.query.text: at most `size` - 1 bytes (cut at a character boundary), with
+ * every '...' string literal replaced by '?', so that a value written into the text instead of
+ * passed as a parameter never leaves the process either. */
+void ms_db__sql_sanitize(const char *sql, char *out, size_t size);
 
 int ms_db__sqlite_open(const ms_db_config *cfg, bool readonly, ms_db_conn **out);
 /* SQLite in WAL mode: a value that changes whenever any connection of any process commits,

@@ -6,6 +6,10 @@
  *
  * Everything here is touched only by the loop thread, except a slot and its connection while
  * its work item runs (uv_queue_work orders those accesses) and the published stats (mutex).
+ *
+ * The trace context current when work is queued travels with it: current on the worker while
+ * the work runs (its statements are spans under it, its log lines carry its ids) and again
+ * around the done callback on the loop, which may queue the next work of the same request.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +50,7 @@ typedef struct request {
     bool reconnected;
     uint64_t queued_ms, expires_ms;
     uint64_t deadline_ms; /* the request's: statements stop at it */
+    ms_trace_ctx trace;   /* the queuing thread's current context (a copy); not valid: none */
     struct request *next; /* waiter FIFO */
 } request;
 
@@ -127,7 +132,10 @@ static void work_cb(uv_work_t *w)
         s->opened_ns = uv_hrtime();
     }
     ms_db_set_deadline(s->db, r->deadline_ms);
+    const ms_trace_ctx *was = ms_trace_current(); /* none on a pool thread, unless shared */
+    ms_trace_set_current(r->trace.valid ? &r->trace : NULL);
     r->rc = r->fn(s->db, r->arg);
+    ms_trace_set_current(was);
     ms_db_set_deadline(s->db, 0);
     s->used_ns = uv_hrtime();
     if (r->rc == MS_ECONN) { /* closed here, not on the loop: closing may block */
@@ -137,6 +145,15 @@ static void work_cb(uv_work_t *w)
 }
 
 /* ---- the loop side ---- */
+
+/* Calls `done` inside the context its work was queued in. */
+static void call_done(ms_db_done_fn done, int rc, void *arg, const ms_trace_ctx *trace)
+{
+    const ms_trace_ctx *was = ms_trace_current();
+    ms_trace_set_current(trace->valid ? trace : NULL);
+    done(rc, arg);
+    ms_trace_set_current(was);
+}
 
 static void after_work_cb(uv_work_t *w, int status);
 static void timer_cb(uv_timer_t *t);
@@ -304,7 +321,7 @@ static void timer_cb(uv_timer_t *t)
     while (expired) {
         request *r = expired;
         expired = r->next;
-        r->done(MS_EPOOLTIMEOUT, r->arg);
+        call_done(r->done, MS_EPOOLTIMEOUT, r->arg, &r->trace);
         free(r);
     }
 }
@@ -369,8 +386,9 @@ static void after_work_cb(uv_work_t *w, int status)
     ms_db_done_fn done = r->done;
     void *arg = r->arg;
     int rc = r->rc;
+    ms_trace_ctx trace = r->trace;
     free(r);
-    done(rc, arg);
+    call_done(done, rc, arg, &trace);
     maybe_finish(p);
 }
 
@@ -477,6 +495,9 @@ void ms_db_pool_run(ms_db_pool *p, int flags, uint64_t deadline, ms_db_work_fn w
     r->queued_ms = uv_now(p->loop);
     r->expires_ms = deadline;
     r->deadline_ms = deadline;
+    const ms_trace_ctx *trace = ms_trace_current();
+    if (trace)
+        r->trace = *trace;
     if (p->cfg.pool_timeout_ms > 0 && r->queued_ms + (uint64_t)p->cfg.pool_timeout_ms < deadline)
         r->expires_ms = r->queued_ms + (uint64_t)p->cfg.pool_timeout_ms;
     slot *s;
@@ -522,7 +543,7 @@ void ms_db_pool_close(ms_db_pool *p, void (*on_closed)(void *arg), void *arg)
     while (waiters) {
         request *r = waiters;
         waiters = r->next;
-        r->done(MS_ESHUTDOWN, r->arg);
+        call_done(r->done, MS_ESHUTDOWN, r->arg, &r->trace);
         free(r);
     }
 }

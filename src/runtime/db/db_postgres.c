@@ -35,8 +35,10 @@
     X(PQgetisnull) \
     X(PQgetlength) \
     X(PQgetvalue) \
+    X(PQhost) \
     X(PQnfields) \
     X(PQntuples) \
+    X(PQport) \
     X(PQprepare) \
     X(PQresultErrorField) \
     X(PQresultStatus) \
@@ -327,6 +329,10 @@ int ms_db__pg_open(const ms_db_config *cfg, ms_db_conn **out)
         goto out;
     }
     pq.PQsetNoticeReceiver(p->pg, ignore_notice, NULL);
+    /* for spans' server.address/server.port: the server libpq actually reached */
+    const char *host = pq.PQhost(p->pg), *port = pq.PQport(p->pg);
+    snprintf(p->base.server_address, sizeof p->base.server_address, "%s", host ? host : "");
+    p->base.server_port = port ? atoi(port) : 0;
     p->statement_timeout_ms = cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : 0;
     p->session_timeout_ms = -1; /* unknown: the first fit sets it */
     if ((rc = fit_statement_timeout(p)) == 0 && cfg->is_derived)

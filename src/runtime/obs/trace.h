@@ -13,8 +13,9 @@
  * owned by its caller until ms_span_end, which hands it to the exporter and never blocks: when
  * the exporter's bounded queue is full the span is dropped and counted.
  *
- * Current context: a thread-local pointer set around a request's handler and a client call's
- * callback, read by the logs (trace_id/span_id in every line inside a request).
+ * Current context: a thread-local pointer set around a request's handler, a client call's
+ * callback, and a database pool's work (on its worker) and done callback; read by the logs
+ * (trace_id/span_id in every line inside a request) and by the database's statement spans.
  *
  * Threading: everything may be called from any thread; a span is used by one thread at a time.
  */
@@ -93,6 +94,10 @@ typedef struct ms_span ms_span;
  */
 ms_span *ms_span_start(const char *name, ms_span_kind kind, const ms_trace_ctx *parent,
                        ms_trace_ctx *ctx);
+/* Whether spans are recorded at all (tracing on, with an endpoint). A caller whose span's
+ * context goes nowhere else (a database statement's) checks it, with ms_trace_sampled, before
+ * it spends anything on naming and describing a span that ms_span_start would not record. */
+bool ms_trace_recording(void);
 /* Attributes (key and value copied); a span keeps at most 32, later ones are dropped. */
 void ms_span_set_str(ms_span *s, const char *key, const char *value);
 void ms_span_set_int(ms_span *s, const char *key, int64_t value);
@@ -104,10 +109,11 @@ void ms_span_end(ms_span *s);
 /* ---- the process's tracer ---- */
 
 /*
- * Starts tracing for `service` (service.name). Reads OTEL_SDK_DISABLED, OTEL_TRACES_SAMPLER
- * (parentbased_traceidratio, parentbased_always_on, parentbased_always_off, always_on,
- * always_off), OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_ENDPOINT (no endpoint: spans are
- * sampled and propagated but not exported), OTEL_BSP_MAX_QUEUE_SIZE (2048),
+ * Starts tracing for `service` (service.name, unless OTEL_SERVICE_NAME or a service.name in
+ * OTEL_RESOURCE_ATTRIBUTES names it otherwise; OTEL_SERVICE_NAME wins). Reads OTEL_SDK_DISABLED,
+ * OTEL_TRACES_SAMPLER (parentbased_traceidratio, parentbased_always_on, parentbased_always_off,
+ * always_on, always_off), OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_ENDPOINT (no endpoint: spans
+ * are sampled and propagated but not exported), OTEL_BSP_MAX_QUEUE_SIZE (2048),
  * OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BSP_SCHEDULE_DELAY (5000 ms). 0 or MS_EINVAL (a
  * bad setting, logged naming it). Call once at start, before threads.
  */

@@ -1,9 +1,12 @@
-/* W3C trace context (traceparent, tracestate) and the sampler; see trace.h. */
+/* W3C trace context (traceparent, tracestate), the sampler and the resource's service name; see
+ * trace.h. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
-#include "runtime/obs/trace.h"
+#include "runtime/obs/trace_internal.h"
 #include "runtime/core/banned.h"
 
 /* Set once by ms_trace_init (before threads) or by a test; read by every thread after. */
@@ -125,4 +128,58 @@ const char *ms_tracestate_pass(const char *tracestate, const ms_trace_ctx *paren
     if (!tracestate || !parent || !parent->valid || strlen(tracestate) > MS_TRACESTATE_MAX)
         return NULL;
     return tracestate;
+}
+
+/* ---- the resource ---- */
+
+static int hex_digit(char ch)
+{
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return unhex(ch);
+}
+
+/* s[0..n) without the blanks around it, percent-decoded, into out[size] (cut to fit). */
+static void resource_value(const char *s, size_t n, char *out, size_t size)
+{
+    while (n > 0 && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < size; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
+            (lo = hex_digit(s[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+}
+
+void ms_trace_service_name(const char *fallback, char *out, size_t size)
+{
+    const char *name = getenv("OTEL_SERVICE_NAME");
+    if (name && *name) {
+        snprintf(out, size, "%s", name);
+        return;
+    }
+    snprintf(out, size, "%s", fallback ? fallback : "");
+    const char *attrs = getenv("OTEL_RESOURCE_ATTRIBUTES");
+    for (const char *p = attrs; p && *p;) {
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        if (eq) {
+            char key[32];
+            resource_value(p, (size_t)(eq - p), key, sizeof key);
+            char value[256];
+            resource_value(eq + 1, len - (size_t)(eq + 1 - p), value, sizeof value);
+            if (strcmp(key, "service.name") == 0 && value[0])
+                snprintf(out, size, "%s", value); /* the last one wins, as for any key */
+        }
+        p += len + (p[len] == ',');
+    }
 }

@@ -492,7 +492,7 @@ int ms_trace_init(const char *service)
         return 0;
     if ((rc = parse_endpoint(endpoint)) < 0)
         return rc;
-    snprintf(tr.service, sizeof tr.service, "%s", service ? service : "microshop");
+    ms_trace_service_name(service ? service : "microshop", tr.service, sizeof tr.service);
     ms_uuid_new(tr.instance);
     ms_buf_init(&tr.body, 4096);
     ms_buf_init(&tr.resp, 4096);

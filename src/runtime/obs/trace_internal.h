@@ -29,12 +29,17 @@ struct ms_span {
     char text[MS_SPAN_TEXT];
 };
 
-/* The exporter: whether spans are recorded at all (tracing on with an endpoint), and handing
- * an ended span over (it owns it after). */
-bool ms_trace_recording(void);
+/* The exporter: handing an ended span over (it owns it after); whether spans are recorded at
+ * all is ms_trace_recording (trace.h). */
 void ms_trace_export_span(ms_span *s);
 /* Counts a started span. */
 void ms_trace_count_started(void);
+
+/* The resource's service.name into out[size]: OTEL_SERVICE_NAME when set and not empty, else
+ * a service.name in OTEL_RESOURCE_ATTRIBUTES (key=value pairs split by commas, values
+ * percent-decoded), else `fallback` (the service's own name). Reads the environment: call it
+ * from ms_trace_init. */
+void ms_trace_service_name(const char *fallback, char *out, size_t size);
 
 /* Appends an OTLP/HTTP JSON ExportTraceServiceRequest of spans[0..n) (ms_span *). */
 void ms_trace_encode(ms_buf *out, const char *service, const char *instance, void *const *spans,
