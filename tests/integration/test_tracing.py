@@ -228,6 +228,14 @@ def test_database_spans_carry_no_values(start_shop, receiver):
                                          for sp in receiver.trace(update["traceId"])},
          20 * SLOW, interval=0.05, what="BEGIN and COMMIT")
     assert name not in json.dumps(receiver.trace(update["traceId"]))
+    # the registration's INSERT, queued from the password hash's callback, is in its trace too
+    insert = poll(lambda: [sp for sp in receiver.all() if sp["service"] == "user"
+                           and sp["name"] == "INSERT users"] or None, 20 * SLOW, interval=0.05,
+                  what="the registration's INSERT span")[0]
+    parent = poll(lambda: next((sp for sp in receiver.trace(insert["traceId"])
+                                if sp["spanId"] == insert["parentSpanId"]), None), 20 * SLOW,
+                  interval=0.05, what="the INSERT's parent")
+    assert parent["name"] == "POST /api/v1/users" and parent["kind"] == 2
 
 
 def test_otel_service_name_names_the_resource(start_shop, receiver):

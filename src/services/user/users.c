@@ -193,8 +193,11 @@ static void hash_done(uv_work_t *w, int status)
         ms_log(MS_LOG_ERROR, "password hashing failed", "error",
                status < 0 ? "cancelled" : argon2_error_message(k->rc), NULL);
         ms_problem_from_error(req, MS_EINTERNAL, "the password could not be hashed");
-    } else {
+    } else { /* a thread-pool callback runs outside the request: its insert joins its trace */
+        const ms_trace_ctx *was = ms_trace_current();
+        ms_trace_set_current(req->trace.valid ? &req->trace : NULL);
         ms_db_pool_run(req->loop->db, MS_DB_WRITE, req->deadline, insert_work, insert_done, k);
+        ms_trace_set_current(was);
     }
 }
 
