@@ -154,10 +154,12 @@ static bool next_field(field_src *f, const char **key, const char **val)
     return true;
 }
 
-static void write_line(ms_log_level level, const char *msg, field_src *f)
+/* Builds one line into out[MS_LOG_LINE_MAX] (with the thread's trace ids when `context`): its
+ * length, the newline included. */
+static size_t format_line(char *out, ms_log_level level, const char *msg, field_src *f,
+                          bool context)
 {
-    char storage[4096];
-    line_buf b = {storage, 0, sizeof storage - 2, false};
+    line_buf b = {out, 0, MS_LOG_LINE_MAX - 2, false};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -174,7 +176,7 @@ static void write_line(ms_log_level level, const char *msg, field_src *f)
     put(&b, ",\"msg\":", 7);
     put_escaped(&b, msg);
     char trace_id[33], span_id[17];
-    if (log_context && log_context(trace_id, span_id)) {
+    if (context && log_context && log_context(trace_id, span_id)) {
         put(&b, ",\"trace_id\":", 12);
         put_escaped(&b, trace_id);
         put(&b, ",\"span_id\":", 11);
@@ -197,9 +199,22 @@ static void write_line(ms_log_level level, const char *msg, field_src *f)
             b.n = mark; /* a field that does not fit is left out, with those after it */
     }
     memcpy(b.p + b.n, "}\n", 2);
-    b.n += 2;
-    ssize_t w = write(STDERR_FILENO, b.p, b.n);
+    return b.n + 2;
+}
+
+static void write_line(ms_log_level level, const char *msg, field_src *f)
+{
+    char storage[MS_LOG_LINE_MAX];
+    size_t n = format_line(storage, level, msg, f, true);
+    ssize_t w = write(STDERR_FILENO, storage, n);
     (void)w;
+}
+
+size_t ms_log_format_fields(char *out, ms_log_level level, const char *msg,
+                            const char *const *fields, size_t n)
+{
+    field_src f = {NULL, fields, n, 0};
+    return format_line(out, level, msg, &f, false);
 }
 
 void ms_logv(ms_log_level level, const char *msg, va_list fields)
