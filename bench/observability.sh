@@ -18,7 +18,7 @@
 #                          [--rounds N] [--backend sqlite|postgres]
 #
 # Default modes: off,on. Set BENCH_PERF=DIR to `perf record -g` the gateway and the order
-# service during every `on` turn (DIR/gateway.N.data, DIR/order.N.data; perf must be installed).
+# service during every turn (DIR/gateway.MODE.N.data, DIR/order.MODE.N.data; needs perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -38,7 +38,7 @@ for m in "${mode_list[@]}"; do
 done
 bench_setup
 bench_start_nginx sink 'return 200;'
-sink_port=$nport
+sink_port=$nport sink_pid=${pids[-1]}
 bench_start_nginx
 bench_start_shop
 bench_seed_shop 3 1
@@ -83,20 +83,35 @@ bench_before_run() { # label
         -H "Authorization: Bearer $token")
     [ "$code" = 200 ] || { echo "GET $path through the gateway answered $code" >&2; exit 1; }
     last_mode=$mode access_before=$(grep -c '"msg":"access"' "$work/gateway.log" || true)
-    if [ -n "${BENCH_PERF:-}" ] && [ "$mode" = on ]; then
+    cpu_before=$(turn_cpu)
+    if [ -n "${BENCH_PERF:-}" ]; then
         perf_turn=$((perf_turn + 1))
         mkdir -p "$BENCH_PERF"
-        perf record -g -q -o "$BENCH_PERF/gateway.$perf_turn.data" -p "$gw_pid" 2>/dev/null &
+        perf record -g -q -o "$BENCH_PERF/gateway.$mode.$perf_turn.data" -p "$gw_pid" 2>/dev/null &
         perf_pids=($!)
-        perf record -g -q -o "$BENCH_PERF/order.$perf_turn.data" -p "$order_pid" 2>/dev/null &
+        perf record -g -q -o "$BENCH_PERF/order.$mode.$perf_turn.data" -p "$order_pid" 2>/dev/null &
         perf_pids+=($!)
     fi
 }
 
+# CPU ticks (user + system) of the gateway, the order service and the sink (its workers)
+turn_cpu() {
+    local sink=0 p
+    for p in $sink_pid $(pgrep -P "$sink_pid"); do sink=$((sink + $(cpu_ticks "$p"))); done
+    echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$order_pid") $sink"
+}
+
+# after a gateway turn: the CPU each process spent per request, in µs, into $work/cpu.MODE
 bench_after_run() { # label
-    local p
+    local p mode=${1#gateway -> order, }
     for p in ${perf_pids[@]+"${perf_pids[@]}"}; do kill -INT "$p" && wait "$p" || true; done
     perf_pids=()
+    [ "$mode" != "$1" ] || return 0
+    # $i is bench_rounds' turn index: its result file's last line is this turn's wrk run
+    awk -v b="$cpu_before" -v a="$(turn_cpu)" -v rps="$(tail -1 "$work/result.$i" | cut -d' ' -f1)" \
+        -v d="$duration" -v hz="$(getconf CLK_TCK)" 'BEGIN { split(b, x); split(a, y)
+            for (k = 1; k <= 3; k++) printf "%.1f ", (y[k] - x[k]) * 1e6 / hz / (rps * d); print "" }' \
+        >>"$work/cpu.$mode"
 }
 
 path=/api/v1/orders/$first_order
@@ -116,6 +131,12 @@ if [ -n "$off_rps" ]; then
             'BEGIN { printf "%-6s %.3f of all off (cost %+.1f %%)\n", m, r / off, 100 * (1 - r / off) }'
     done
 fi
+
+echo "CPU per request (µs, median over the rounds): gateway, order service, OTLP sink"
+for m in "${mode_list[@]}"; do
+    printf '%-6s %6.1f %6.1f %6.1f\n' "$m" "$(cut -d' ' -f1 "$work/cpu.$m" | median)" \
+        "$(cut -d' ' -f2 "$work/cpu.$m" | median)" "$(cut -d' ' -f3 "$work/cpu.$m" | median)"
+done
 
 metric() { curl -s "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 echo "last turn ($last_mode): spans exported by the gateway $(metric trace_spans_exported_total)," \
