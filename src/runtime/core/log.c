@@ -97,6 +97,19 @@ static void put_escaped(line_buf *b, const char *s)
     static const char hex[] = "0123456789abcdef";
     put(b, "\"", 1);
     for (const unsigned char *c = (const unsigned char *)s; *c && !b->full;) {
+        /* a run of printable ASCII goes in one copy (most values are all of it) */
+        const unsigned char *run = c;
+        while (*c >= 0x20 && *c < 0x7f && *c != '"' && *c != '\\')
+            c++;
+        if (c > run) {
+            size_t n = (size_t)(c - run), room = b->cap > b->n + 1 ? b->cap - b->n - 1 : 0;
+            if (n > room) /* keep room for the closing quote */
+                n = room;
+            put(b, (const char *)run, n);
+            if (n < (size_t)(c - run))
+                break;
+            continue;
+        }
         char e[6];
         const char *out = e;
         size_t n = 1, adv = 1;
@@ -112,8 +125,6 @@ static void put_escaped(line_buf *b, const char *s)
             e[4] = hex[*c >> 4];
             e[5] = hex[*c & 15];
             n = 6;
-        } else if (*c < 0x80) {
-            out = (const char *)c;
         } else if ((adv = utf8_len(c)) > 0) {
             out = (const char *)c;
             n = adv;

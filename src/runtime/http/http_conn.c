@@ -1182,11 +1182,19 @@ static void start_span(ms_http_conn *c)
     ms_trace_ctx parent;
     ms_traceparent_parse(ms_http_header_get(r, "traceparent"), &parent);
     const char *method = http_method_str((enum http_method)r->method);
-    char name[256];
-    if (r->route)
-        snprintf(name, sizeof name, "%s %s", method, r->route->template);
-    else
-        snprintf(name, sizeof name, "%s", method);
+    char name[256]; /* "METHOD /route/{template}", cut to fit; no snprintf on this path */
+    size_t mn = strlen(method), tn = r->route ? strlen(r->route->template) : 0;
+    if (mn > 32)
+        mn = 32;
+    if (tn > sizeof name - mn - 2)
+        tn = sizeof name - mn - 2;
+    memcpy(name, method, mn);
+    if (r->route) {
+        name[mn] = ' ';
+        memcpy(name + mn + 1, r->route->template, tn);
+        mn += tn + 1;
+    }
+    name[mn] = '\0';
     ms_span *s = ms_span_start(name, MS_SPAN_SERVER, &parent, &r->trace);
     own_traceparent(r, &parent);
     if (!s)

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -110,6 +111,25 @@ void gateway_access_log_enable(bool on)
     access_on = on;
 }
 
+/* v in decimal into out, with `frac` digits after a point (v in units of 10^-frac). */
+static void decimal(char *out, size_t cap, uint64_t v, int frac)
+{
+    char tmp[32], *p = tmp + sizeof tmp;
+    int digits = 0;
+    do {
+        if (frac && digits == frac)
+            *--p = '.';
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+        digits++;
+    } while (v != 0 || digits <= frac);
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
 void gateway_access_log(ms_http_request *req, int status, size_t body_bytes, uint64_t elapsed_ns,
                         void *arg)
 {
@@ -122,10 +142,11 @@ void gateway_access_log(ms_http_request *req, int status, size_t body_bytes, uin
 #define FIELD(k, v) (kv[2 * n] = (k), kv[2 * n + 1] = (v), n++)
     char st[16], ms[32], in[24], out[24], ip[64], trace_id[MS_TRACE_ID_HEX + 1],
         span_id[MS_SPAN_ID_HEX + 1];
-    snprintf(st, sizeof st, "%d", status);
-    snprintf(ms, sizeof ms, "%.3f", (double)elapsed_ns / 1e6);
-    snprintf(in, sizeof in, "%zu", req->body_len);
-    snprintf(out, sizeof out, "%zu", body_bytes);
+    /* by hand: four snprintf calls (one of a double) were a fifth of the line's cost */
+    decimal(st, sizeof st, (uint64_t)(status < 0 ? 0 : status), 0);
+    decimal(ms, sizeof ms, elapsed_ns / 1000, 3);
+    decimal(in, sizeof in, req->body_len, 0);
+    decimal(out, sizeof out, body_bytes, 0);
     FIELD("method", req->method < 0 ? "-" : http_method_str((enum http_method)req->method));
     FIELD("path", req->path ? req->path : "");
     if (req->route)
