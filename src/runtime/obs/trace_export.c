@@ -43,7 +43,16 @@ static struct {
 } tr = {.fd = -1};
 
 /* Process lifetime: they survive a shutdown so the last scrape still reports them. */
-static atomic_ullong started, exported, dropped, failures;
+static atomic_ullong exported, dropped, failures;
+/* Spans started, striped: every loop bumps it for every span, and one shared counter bounced
+ * its cache line between the loops (~0.7 % of a process's CPU). A thread takes a stripe on its
+ * first span; the collector adds them up. */
+enum { STARTED_STRIPES = 16 };
+static struct {
+    _Alignas(64) atomic_ullong n;
+} started[STARTED_STRIPES];
+static atomic_uint started_next;
+static _Thread_local int started_stripe = -1;
 
 static uint64_t now_ms(void)
 {
@@ -59,7 +68,10 @@ bool ms_trace_recording(void)
 
 void ms_trace_count_started(void)
 {
-    atomic_fetch_add_explicit(&started, 1, memory_order_relaxed);
+    if (started_stripe < 0)
+        started_stripe = (int)(atomic_fetch_add_explicit(&started_next, 1, memory_order_relaxed) %
+                               STARTED_STRIPES);
+    atomic_fetch_add_explicit(&started[started_stripe].n, 1, memory_order_relaxed);
 }
 
 void ms_trace_export_span(ms_span *s)
@@ -570,7 +582,10 @@ void ms_trace_collect(ms_buf *out)
 {
     ms_metrics_family(out, "trace_spans_started_total", "counter",
                       "Spans started and recorded (sampled).");
-    ms_metrics_sample(out, "trace_spans_started_total", (double)atomic_load(&started), NULL);
+    unsigned long long n = 0;
+    for (int i = 0; i < STARTED_STRIPES; i++)
+        n += atomic_load_explicit(&started[i].n, memory_order_relaxed);
+    ms_metrics_sample(out, "trace_spans_started_total", (double)n, NULL);
     ms_metrics_family(out, "trace_spans_exported_total", "counter",
                       "Spans the collector accepted.");
     ms_metrics_sample(out, "trace_spans_exported_total", (double)atomic_load(&exported), NULL);
