@@ -97,6 +97,19 @@ static void put_escaped(line_buf *b, const char *s)
     static const char hex[] = "0123456789abcdef";
     put(b, "\"", 1);
     for (const unsigned char *c = (const unsigned char *)s; *c && !b->full;) {
+        /* a run of printable ASCII goes in one copy (most values are all of it) */
+        const unsigned char *run = c;
+        while (*c >= 0x20 && *c < 0x7f && *c != '"' && *c != '\\')
+            c++;
+        if (c > run) {
+            size_t n = (size_t)(c - run), room = b->cap > b->n + 1 ? b->cap - b->n - 1 : 0;
+            if (n > room) /* keep room for the closing quote */
+                n = room;
+            put(b, (const char *)run, n);
+            if (n < (size_t)(c - run))
+                break;
+            continue;
+        }
         char e[6];
         const char *out = e;
         size_t n = 1, adv = 1;
@@ -112,8 +125,6 @@ static void put_escaped(line_buf *b, const char *s)
             e[4] = hex[*c >> 4];
             e[5] = hex[*c & 15];
             n = 6;
-        } else if (*c < 0x80) {
-            out = (const char *)c;
         } else if ((adv = utf8_len(c)) > 0) {
             out = (const char *)c;
             n = adv;
@@ -154,10 +165,12 @@ static bool next_field(field_src *f, const char **key, const char **val)
     return true;
 }
 
-static void write_line(ms_log_level level, const char *msg, field_src *f)
+/* Builds one line into out[MS_LOG_LINE_MAX] (with the thread's trace ids when `context`): its
+ * length, the newline included. */
+static size_t format_line(char *out, ms_log_level level, const char *msg, field_src *f,
+                          bool context)
 {
-    char storage[4096];
-    line_buf b = {storage, 0, sizeof storage - 2, false};
+    line_buf b = {out, 0, MS_LOG_LINE_MAX - 2, false};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -174,7 +187,7 @@ static void write_line(ms_log_level level, const char *msg, field_src *f)
     put(&b, ",\"msg\":", 7);
     put_escaped(&b, msg);
     char trace_id[33], span_id[17];
-    if (log_context && log_context(trace_id, span_id)) {
+    if (context && log_context && log_context(trace_id, span_id)) {
         put(&b, ",\"trace_id\":", 12);
         put_escaped(&b, trace_id);
         put(&b, ",\"span_id\":", 11);
@@ -197,9 +210,22 @@ static void write_line(ms_log_level level, const char *msg, field_src *f)
             b.n = mark; /* a field that does not fit is left out, with those after it */
     }
     memcpy(b.p + b.n, "}\n", 2);
-    b.n += 2;
-    ssize_t w = write(STDERR_FILENO, b.p, b.n);
+    return b.n + 2;
+}
+
+static void write_line(ms_log_level level, const char *msg, field_src *f)
+{
+    char storage[MS_LOG_LINE_MAX];
+    size_t n = format_line(storage, level, msg, f, true);
+    ssize_t w = write(STDERR_FILENO, storage, n);
     (void)w;
+}
+
+size_t ms_log_format_fields(char *out, ms_log_level level, const char *msg,
+                            const char *const *fields, size_t n)
+{
+    field_src f = {NULL, fields, n, 0};
+    return format_line(out, level, msg, &f, false);
 }
 
 void ms_logv(ms_log_level level, const char *msg, va_list fields)

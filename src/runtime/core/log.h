@@ -45,4 +45,11 @@ void ms_logv(ms_log_level level, const char *msg, va_list fields);
  * the fields that no longer fit are left out. */
 void ms_log_fields(ms_log_level level, const char *msg, const char *const *fields, size_t n);
 
+enum { MS_LOG_LINE_MAX = 4096 };
+/* Builds the line ms_log_fields would write (level not checked), without the thread's trace
+ * ids (pass them as fields), into out[MS_LOG_LINE_MAX]: its length, the newline included. For
+ * a writer that gathers its lines into fewer write(2)s (the gateway's access log). */
+size_t ms_log_format_fields(char *out, ms_log_level level, const char *msg,
+                            const char *const *fields, size_t n);
+
 #endif

@@ -43,7 +43,16 @@ static struct {
 } tr = {.fd = -1};
 
 /* Process lifetime: they survive a shutdown so the last scrape still reports them. */
-static atomic_ullong started, exported, dropped, failures;
+static atomic_ullong exported, dropped, failures;
+/* Spans started, striped: every loop bumps it for every span, and one shared counter bounced
+ * its cache line between the loops (~0.7 % of a process's CPU). A thread takes a stripe on its
+ * first span; the collector adds them up. */
+enum { STARTED_STRIPES = 16 };
+static struct {
+    _Alignas(64) atomic_ullong n;
+} started[STARTED_STRIPES];
+static atomic_uint started_next;
+static _Thread_local int started_stripe = -1;
 
 static uint64_t now_ms(void)
 {
@@ -59,7 +68,10 @@ bool ms_trace_recording(void)
 
 void ms_trace_count_started(void)
 {
-    atomic_fetch_add_explicit(&started, 1, memory_order_relaxed);
+    if (started_stripe < 0)
+        started_stripe = (int)(atomic_fetch_add_explicit(&started_next, 1, memory_order_relaxed) %
+                               STARTED_STRIPES);
+    atomic_fetch_add_explicit(&started[started_stripe].n, 1, memory_order_relaxed);
 }
 
 void ms_trace_export_span(ms_span *s)
@@ -73,80 +85,115 @@ void ms_trace_export_span(ms_span *s)
 
 /* ---- OTLP JSON ---- */
 
+/* The encoder runs on the flusher thread for every span (~80k a second at 100 % sampling on
+ * the gateway's path): it appends runs of bytes and writes numbers and ids by hand, never a
+ * printf or a byte-by-byte append (they made encoding three times costlier). */
+
+#define ADD_LIT(out, lit) ms_buf_add((out), (lit), sizeof(lit) - 1)
+
 static void json_str(ms_buf *out, const char *s)
 {
     static const char digits[] = "0123456789abcdef";
-    ms_buf_adds(out, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    ms_buf_add(out, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+    for (; *p; p++) {
+        if (*p != '"' && *p != '\\' && *p >= 0x20)
+            continue;
+        ms_buf_add(out, run, (size_t)(p - run));
+        run = p + 1;
         if (*p == '"' || *p == '\\') {
             char e[2] = {'\\', (char)*p};
             ms_buf_add(out, e, 2);
-        } else if (*p < 0x20) {
+        } else {
             char e[6] = {'\\', 'u', '0', '0', digits[*p >> 4], digits[*p & 15]};
             ms_buf_add(out, e, 6);
-        } else {
-            ms_buf_add(out, p, 1);
         }
     }
-    ms_buf_adds(out, "\"");
+    ms_buf_add(out, run, (size_t)(p - run));
+    ms_buf_add(out, "\"", 1);
 }
 
 static void json_kv_str(ms_buf *out, const char *key, const char *value)
 {
-    ms_buf_adds(out, "{\"key\":");
+    ADD_LIT(out, "{\"key\":");
     json_str(out, key);
-    ms_buf_adds(out, ",\"value\":{\"stringValue\":");
+    ADD_LIT(out, ",\"value\":{\"stringValue\":");
     json_str(out, value);
-    ms_buf_adds(out, "}}");
+    ADD_LIT(out, "}}");
+}
+
+/* An int64 as OTLP JSON writes one: a decimal string. */
+static void json_i64(ms_buf *out, int64_t v)
+{
+    ms_buf_add(out, "\"", 1);
+    ms_buf_add_int(out, v);
+    ms_buf_add(out, "\"", 1);
 }
 
 static void json_u64(ms_buf *out, uint64_t v)
 {
-    ms_buf_printf(out, "\"%llu\"", (unsigned long long)v);
+    json_i64(out, (int64_t)v); /* Unix ns fit until 2262 */
+}
+
+/* `bytes` as a quoted lower-case hex string. */
+static void json_hex(ms_buf *out, const uint8_t *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char *w = ms_buf_reserve(out, 2 * n + 2);
+    *w++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        *w++ = digits[bytes[i] >> 4];
+        *w++ = digits[bytes[i] & 15];
+    }
+    *w = '"';
+    out->n += 2 * n + 2;
 }
 
 static void encode_span(ms_buf *out, const ms_span *s)
 {
-    char tid[MS_TRACE_ID_HEX + 1], sid[MS_SPAN_ID_HEX + 1];
-    ms_trace_ids_hex(&s->ctx, tid, sid);
-    ms_buf_printf(out, "{\"traceId\":\"%s\",\"spanId\":\"%s\"", tid, sid);
+    ADD_LIT(out, "{\"traceId\":");
+    json_hex(out, s->ctx.trace_id, sizeof s->ctx.trace_id);
+    ADD_LIT(out, ",\"spanId\":");
+    json_hex(out, s->ctx.span_id, sizeof s->ctx.span_id);
     if (s->has_parent) {
-        ms_trace_ctx p = {.valid = true};
-        memcpy(p.span_id, s->parent_span_id, sizeof p.span_id);
-        ms_trace_ids_hex(&p, tid, sid);
-        ms_buf_printf(out, ",\"parentSpanId\":\"%s\"", sid);
+        ADD_LIT(out, ",\"parentSpanId\":");
+        json_hex(out, s->parent_span_id, sizeof s->parent_span_id);
     }
-    ms_buf_adds(out, ",\"name\":");
+    ADD_LIT(out, ",\"name\":");
     json_str(out, s->text + s->name);
     /* OTLP's SpanKind: 0 is unspecified, so ours (internal first) is one less */
-    ms_buf_printf(out, ",\"kind\":%d,\"startTimeUnixNano\":", (int)s->kind + 1);
+    ADD_LIT(out, ",\"kind\":");
+    ms_buf_add_int(out, (int)s->kind + 1);
+    ADD_LIT(out, ",\"startTimeUnixNano\":");
     json_u64(out, s->start_ns);
-    ms_buf_adds(out, ",\"endTimeUnixNano\":");
+    ADD_LIT(out, ",\"endTimeUnixNano\":");
     json_u64(out, s->end_ns);
-    ms_buf_adds(out, ",\"attributes\":[");
+    ADD_LIT(out, ",\"attributes\":[");
     for (int i = 0; i < s->nattrs; i++) {
         const ms_span_attr *a = &s->attrs[i];
         if (i)
-            ms_buf_adds(out, ",");
+            ms_buf_add(out, ",", 1);
         if (a->is_int) {
-            ms_buf_adds(out, "{\"key\":");
+            ADD_LIT(out, "{\"key\":");
             json_str(out, s->text + a->key);
-            ms_buf_printf(out, ",\"value\":{\"intValue\":\"%lld\"}}", (long long)a->i);
+            ADD_LIT(out, ",\"value\":{\"intValue\":");
+            json_i64(out, a->i);
+            ADD_LIT(out, "}}");
         } else {
             json_kv_str(out, s->text + a->key, s->text + a->value);
         }
     }
-    ms_buf_adds(out, "]");
+    ms_buf_add(out, "]", 1);
     if (s->is_error) {
-        ms_buf_adds(out, ",\"status\":{\"code\":2,\"message\":");
+        ADD_LIT(out, ",\"status\":{\"code\":2,\"message\":");
         json_str(out, s->text + s->message);
-        ms_buf_adds(out, "},\"events\":[{\"name\":\"exception\",\"timeUnixNano\":");
+        ADD_LIT(out, "},\"events\":[{\"name\":\"exception\",\"timeUnixNano\":");
         json_u64(out, s->error_ns);
-        ms_buf_adds(out, ",\"attributes\":[");
+        ADD_LIT(out, ",\"attributes\":[");
         json_kv_str(out, "exception.message", s->text + s->message);
-        ms_buf_adds(out, "]}]");
+        ADD_LIT(out, "]}]");
     }
-    ms_buf_adds(out, "}");
+    ms_buf_add(out, "}", 1);
 }
 
 void ms_trace_encode(ms_buf *out, const char *service, const char *instance, void *const *spans,
@@ -535,7 +582,10 @@ void ms_trace_collect(ms_buf *out)
 {
     ms_metrics_family(out, "trace_spans_started_total", "counter",
                       "Spans started and recorded (sampled).");
-    ms_metrics_sample(out, "trace_spans_started_total", (double)atomic_load(&started), NULL);
+    unsigned long long n = 0;
+    for (int i = 0; i < STARTED_STRIPES; i++)
+        n += atomic_load_explicit(&started[i].n, memory_order_relaxed);
+    ms_metrics_sample(out, "trace_spans_started_total", (double)n, NULL);
     ms_metrics_family(out, "trace_spans_exported_total", "counter",
                       "Spans the collector accepted.");
     ms_metrics_sample(out, "trace_spans_exported_total", (double)atomic_load(&exported), NULL);
