@@ -14,6 +14,7 @@ static const char *log_service = "microshop";
 /* relaxed: a line racing a change may go either way, and nothing else depends on it */
 static atomic_int log_min = MS_LOG_INFO;
 static ms_log_context_fn log_context;
+static ms_log_sink_fn log_sink;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void ms_log_init(const char *service, ms_log_level min_level)
@@ -40,6 +41,11 @@ const char *ms_log_level_name(ms_log_level level)
 void ms_log_set_context_fn(ms_log_context_fn fn)
 {
     log_context = fn;
+}
+
+void ms_log_set_sink_fn(ms_log_sink_fn fn)
+{
+    log_sink = fn;
 }
 
 int ms_log_level_parse(const char *s, ms_log_level *out)
@@ -154,8 +160,12 @@ static bool next_field(field_src *f, const char **key, const char **val)
     return true;
 }
 
+enum { SINK_FIELDS_MAX = 64 }; /* pairs handed to a sink; a 4 KiB line rarely holds more */
+
 static void write_line(ms_log_level level, const char *msg, field_src *f)
 {
+    const char *kept[2 * SINK_FIELDS_MAX];
+    size_t nkept = 0;
     char storage[4096];
     line_buf b = {storage, 0, sizeof storage - 2, false};
     struct timespec ts;
@@ -174,7 +184,8 @@ static void write_line(ms_log_level level, const char *msg, field_src *f)
     put(&b, ",\"msg\":", 7);
     put_escaped(&b, msg);
     char trace_id[33], span_id[17];
-    if (log_context && log_context(trace_id, span_id)) {
+    bool traced = log_context && log_context(trace_id, span_id);
+    if (traced) {
         put(&b, ",\"trace_id\":", 12);
         put_escaped(&b, trace_id);
         put(&b, ",\"span_id\":", 11);
@@ -193,13 +204,32 @@ static void write_line(ms_log_level level, const char *msg, field_src *f)
             put(&b, val, strlen(val));
         else
             put_escaped(&b, val);
-        if (b.full)
+        if (b.full) {
             b.n = mark; /* a field that does not fit is left out, with those after it */
+        } else if (nkept < SINK_FIELDS_MAX) {
+            kept[2 * nkept] = key;
+            kept[2 * nkept + 1] = val;
+            nkept++;
+        }
     }
     memcpy(b.p + b.n, "}\n", 2);
     b.n += 2;
     ssize_t w = write(STDERR_FILENO, b.p, b.n);
     (void)w;
+    if (log_sink) {
+        ms_log_record r = {
+            .level = level,
+            .time_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+            .msg = msg,
+            .fields = kept,
+            .nfields = nkept,
+            .trace_id = traced ? trace_id : NULL,
+            .span_id = traced ? span_id : NULL,
+            .line = b.p,
+            .line_len = b.n,
+        };
+        log_sink(&r);
+    }
 }
 
 void ms_logv(ms_log_level level, const char *msg, va_list fields)

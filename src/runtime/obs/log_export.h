@@ -1,0 +1,46 @@
+/*
+ * log_export.h — the process's log lines as OpenTelemetry log records, exported as OTLP/HTTP
+ * JSON to ${OTEL_EXPORTER_OTLP_ENDPOINT}/v1/logs beside the spans (the gateway's receiver
+ * keeps them for the ops console). ms_trace_init starts it and ms_trace_shutdown stops it, so a
+ * process exports its logs exactly when it exports its spans, unless OTEL_LOGS_EXPORTER=none.
+ *
+ * Every line written (core/log.h's sink) becomes a record: its time, severity, msg as the
+ * body, its fields as attributes (a '#' field as a number), and the trace and span ids of the
+ * request it was written in. The writing thread only copies the line into a bounded queue
+ * (batch.h) and never waits for the network; a full queue drops the record (counted). Lines
+ * written by the exporter's own thread (its failures) go to stderr only, so an unreachable
+ * collector never feeds the queue with news of itself.
+ *
+ * Threading: init, shutdown once at start and end (before and after the threads that log);
+ * the sink runs on any thread; collect on the scraping thread.
+ */
+#ifndef MS_LOG_EXPORT_H
+#define MS_LOG_EXPORT_H
+
+#include <stddef.h>
+
+#include "runtime/core/buf.h"
+#include "runtime/core/log.h"
+
+/*
+ * Starts exporting for `service` to `endpoint` (http://host[:port][/path]; NULL or empty: not
+ * at all). Reads OTEL_LOGS_EXPORTER (otlp, the default, or none), OTEL_BLRP_MAX_QUEUE_SIZE
+ * (2048), OTEL_BLRP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BLRP_SCHEDULE_DELAY (1000 ms). 0, or
+ * MS_EINVAL for a bad setting (logged naming it).
+ */
+int ms_log_export_init(const char *service, const char *endpoint);
+/* Exports what is queued (within timeout_ms) and stops; what is left is dropped, counted.
+ * A later init starts again (tests). Not started: nothing. */
+void ms_log_export_shutdown(int timeout_ms);
+/* Appends log_records_{exported,dropped}_total and log_export_failures_total. */
+void ms_log_export_collect(ms_buf *out);
+
+/* A queued record: a copy of one line (see ms_log_export_record). */
+typedef struct ms_log_export_rec ms_log_export_rec;
+/* Copies a line into a record (malloc'ed, free() it), strings capped at 1 KiB each. */
+ms_log_export_rec *ms_log_export_record(const ms_log_record *r);
+/* Appends an OTLP/HTTP JSON ExportLogsServiceRequest of recs[0..n) (ms_log_export_rec *). */
+void ms_log_export_encode(ms_buf *out, const char *service, const char *instance, void *const *recs,
+                          size_t n);
+
+#endif
