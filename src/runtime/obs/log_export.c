@@ -73,6 +73,25 @@ static uint16_t put_text(ms_log_export_rec *rec, const char *s, size_t cap)
     return at;
 }
 
+static bool is_hex(const char *s, size_t n)
+{
+    if (!s || strlen(s) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The index of field `key` when its value is n lower-case hex digits, else -1. */
+static long id_field(const ms_log_record *r, size_t nf, const char *key, size_t n)
+{
+    for (size_t i = 0; i < nf; i++)
+        if (strcmp(r->fields[2 * i], key) == 0 && is_hex(r->fields[2 * i + 1], n))
+            return (long)i;
+    return -1;
+}
+
 ms_log_export_rec *ms_log_export_record(const ms_log_record *r)
 {
     size_t nf = r->nfields < FIELDS_MAX ? r->nfields : FIELDS_MAX;
@@ -89,15 +108,25 @@ ms_log_export_rec *ms_log_export_record(const ms_log_record *r)
     memset(rec, 0, sizeof *rec);
     rec->time_ns = r->time_unix_ns;
     rec->level = r->level;
-    if (r->trace_id && r->span_id) {
-        snprintf(rec->trace_id, sizeof rec->trace_id, "%s", r->trace_id);
-        snprintf(rec->span_id, sizeof rec->span_id, "%s", r->span_id);
+    /* a line written outside the thread's context may name its request's ids itself (the
+     * gateway's access line): they are the record's ids then, not attributes */
+    long tf = -1, sf = -1;
+    if (!r->trace_id && (tf = id_field(r, nf, "trace_id", 32)) >= 0 &&
+        (sf = id_field(r, nf, "span_id", 16)) < 0)
+        tf = -1;
+    const char *tid = tf >= 0 ? r->fields[2 * tf + 1] : r->trace_id;
+    const char *sid = sf >= 0 ? r->fields[2 * sf + 1] : r->span_id;
+    if (tid && sid) {
+        snprintf(rec->trace_id, sizeof rec->trace_id, "%s", tid);
+        snprintf(rec->span_id, sizeof rec->span_id, "%s", sid);
     }
     rec->text[0] = '\0';
     rec->used = 1;
     rec->msg = put_text(rec, r->msg, need);
     for (size_t i = 0; i < nf; i++) {
         const char *k = r->fields[2 * i], *v = r->fields[2 * i + 1];
+        if ((long)i == tf || (long)i == sf)
+            continue;
         bool raw = k[0] == '#';
         size_t mark = rec->used;
         uint16_t ko = put_text(rec, raw ? k + 1 : k, need);

@@ -60,12 +60,18 @@ static void test_encode(void **state)
     line.level = MS_LOG_DEBUG;
     line.nfields = 0;
     ms_log_export_rec *without = ms_log_export_record(&line);
+    /* the ids as fields of a line written outside the context (the gateway's access line) */
+    const char *named[] = {"method", "GET", "trace_id", TRACE_ID, "span_id", SPAN_ID};
+    ms_log_record access = {.level = MS_LOG_INFO, .msg = "access", .fields = named, .nfields = 3};
+    ms_log_export_rec *own = ms_log_export_record(&access);
+    named[3] = "not-an-id"; /* not ids: plain fields */
+    ms_log_export_rec *odd = ms_log_export_record(&access);
     assert_non_null(with);
     assert_non_null(without);
     ms_buf out;
     ms_buf_init(&out, 0);
-    void *items[] = {with, without};
-    ms_log_export_encode(&out, "order", "inst-1", items, 2);
+    void *items[] = {with, without, own, odd};
+    ms_log_export_encode(&out, "order", "inst-1", items, 4);
     json_error_t err;
     json_t *doc = json_loadb(out.p, out.n, 0, &err);
     if (!doc)
@@ -78,7 +84,7 @@ static void test_encode(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(sl, "scope"), "name")),
                         "microshop");
     json_t *recs = json_object_get(sl, "logRecords");
-    assert_int_equal(json_array_size(recs), 2);
+    assert_int_equal(json_array_size(recs), 4);
 
     json_t *r = json_array_get(recs, 0);
     assert_string_equal(json_string_value(json_object_get(r, "timeUnixNano")),
@@ -106,10 +112,24 @@ static void test_encode(void **state)
     assert_null(json_object_get(r, "traceId"));
     assert_null(json_object_get(r, "spanId"));
     assert_int_equal(json_array_size(json_object_get(r, "attributes")), 0);
+
+    r = json_array_get(recs, 2);
+    assert_string_equal(json_string_value(json_object_get(r, "traceId")), TRACE_ID);
+    assert_string_equal(json_string_value(json_object_get(r, "spanId")), SPAN_ID);
+    attrs = json_object_get(r, "attributes");
+    assert_int_equal(json_array_size(attrs), 1);
+    assert_string_equal(attr_str(attrs, "method"), "GET");
+    r = json_array_get(recs, 3);
+    assert_null(json_object_get(r, "traceId"));
+    attrs = json_object_get(r, "attributes");
+    assert_int_equal(json_array_size(attrs), 3);
+    assert_string_equal(attr_str(attrs, "trace_id"), "not-an-id");
     json_decref(doc);
     ms_buf_release(&out);
     free(with);
     free(without);
+    free(own);
+    free(odd);
 }
 
 static void test_long_values_are_capped(void **state)
