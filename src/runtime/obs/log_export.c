@@ -43,8 +43,13 @@ static struct {
 /* Process lifetime: they survive a shutdown so the last scrape still reports them. */
 static atomic_ullong exported, dropped, failures;
 
-/* Set on the exporter's flusher thread: what it logs is not exported (see log_export.h). */
+/* Set on an exporter's flusher thread: what it logs is not exported (see log_export.h). */
 static _Thread_local bool on_flusher;
+
+void ms_log_export_ignore_thread(void)
+{
+    on_flusher = true;
+}
 
 /* ---- records ---- */
 
@@ -262,8 +267,12 @@ static int flush(void *arg, void *const *items, size_t n)
         return 0;
     }
     atomic_fetch_add_explicit(&failures, 1, memory_order_relaxed);
-    if (rc == 0) /* refused for good */
+    /* refused for good; or stopping: the lines are on stderr already, and a collector that
+     * cannot be reached now (often the gateway, stopping too) is not waited for */
+    if (rc == 0 || stop_by) {
         atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
+        return 0;
+    }
     return rc;
 }
 

@@ -8,8 +8,8 @@
  * body, its fields as attributes (a '#' field as a number), and the trace and span ids of the
  * request it was written in. The writing thread only copies the line into a bounded queue
  * (batch.h) and never waits for the network; a full queue drops the record (counted). Lines
- * written by the exporter's own thread (its failures) go to stderr only, so an unreachable
- * collector never feeds the queue with news of itself.
+ * written by an exporter's own thread (this one's, the spans' exporter's: their failures) go to
+ * stderr only, so an unreachable collector never feeds the queue with news of itself.
  *
  * Threading: init, shutdown once at start and end (before and after the threads that log);
  * the sink runs on any thread; collect on the scraping thread.
@@ -29,9 +29,12 @@
  * MS_EINVAL for a bad setting (logged naming it).
  */
 int ms_log_export_init(const char *service, const char *endpoint);
-/* Exports what is queued (within timeout_ms) and stops; what is left is dropped, counted.
- * A later init starts again (tests). Not started: nothing. */
+/* Exports what is queued (one attempt, within timeout_ms) and stops; what could not be sent
+ * is dropped, counted. A later init starts again (tests). Not started: nothing. */
 void ms_log_export_shutdown(int timeout_ms);
+/* Lines the calling thread writes from now on are not exported: for an exporter's own thread,
+ * whose lines are about the pipeline they would take. Any thread. */
+void ms_log_export_ignore_thread(void);
 /* Appends log_records_{exported,dropped}_total and log_export_failures_total. */
 void ms_log_export_collect(ms_buf *out);
 

@@ -118,6 +118,7 @@ void ms_trace_encode(ms_buf *out, const char *service, const char *instance, voi
 static int flush(void *arg, void *const *items, size_t n)
 {
     (void)arg;
+    ms_log_export_ignore_thread(); /* its failures would fail the same way as lines */
     uint64_t stop_by = atomic_load(&tr.stop_by_ms), now = ms_otlp_now_ms();
     if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
         atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);

@@ -1,7 +1,7 @@
 /* test_log_export.c — log_export.c: the OTLP JSON of a log line (severity, body, fields as
  * typed attributes, trace ids, strings that are not UTF-8), export to a collector that fails
- * first (retried, exported once), the exporter's own failure lines kept out of the export, a
- * full queue's drops counted, OTEL_LOGS_EXPORTER, and the metrics. */
+ * first (retried, exported once), the exporters' own lines kept out of the export, a full
+ * queue's drops counted, one attempt at stop, OTEL_LOGS_EXPORTER, and the metrics. */
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -332,6 +332,50 @@ static void test_queue_full_drops(void **state)
     collector_stop(&c);
 }
 
+static void *exporter_thread(void *arg)
+{
+    (void)arg;
+    ms_log_export_ignore_thread(); /* as the spans' exporter's thread does */
+    ms_log(MS_LOG_WARN, "from an exporter's thread", NULL);
+    return NULL;
+}
+
+static void test_exporter_threads_are_not_exported(void **state)
+{
+    (void)state;
+    collector c;
+    use(&c);
+    assert_int_equal(ms_log_export_init("test", endpoint), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, exporter_thread, NULL), 0);
+    pthread_join(t, NULL);
+    ms_log(MS_LOG_INFO, "from the application", NULL);
+    assert_true(collector_wait(&c, &c.records, 1));
+    ms_log_export_shutdown(2000);
+    char all[4096];
+    bodies(&c, all, sizeof all);
+    assert_string_equal(all, "from the application");
+    collector_stop(&c);
+}
+
+static void test_stopping_does_not_retry(void **state)
+{
+    (void)state;
+    collector c;
+    use(&c);
+    collector_stop(&c);                               /* nothing listens there now */
+    setenv("OTEL_BLRP_SCHEDULE_DELAY", "3600000", 1); /* the first attempt is the stop's */
+    assert_int_equal(ms_log_export_init("test", endpoint), 0);
+    double dropped = metric("log_records_dropped_total");
+    double failures = metric("log_export_failures_total");
+    ms_log(MS_LOG_INFO, "one", NULL);
+    ms_log(MS_LOG_INFO, "two", NULL);
+    ms_log_export_shutdown(5000);
+    /* one attempt, then the lines (on stderr already) are dropped and counted */
+    assert_true(metric("log_export_failures_total") == failures + 1);
+    assert_true(metric("log_records_dropped_total") == dropped + 2);
+}
+
 static void test_settings(void **state)
 {
     (void)state;
@@ -387,6 +431,8 @@ int main(void)
         cmocka_unit_test(test_export_retries),
         cmocka_unit_test(test_refused_for_good),
         cmocka_unit_test(test_queue_full_drops),
+        cmocka_unit_test(test_exporter_threads_are_not_exported),
+        cmocka_unit_test(test_stopping_does_not_retry),
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_promtool_accepts_metrics),
     };
