@@ -1,6 +1,7 @@
 /* The process's log exporter; see log_export.h. */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,8 @@ struct ms_log_export_rec {
 
 static struct {
     atomic_bool exporting;
-    ms_batch *batch; /* read by writing threads only while exporting */
+    atomic_int writers; /* sinks between their check of exporting and their enqueue */
+    ms_batch *batch;    /* read by writing threads only while exporting */
     char service[128], instance[MS_UUID_LEN + 1];
     atomic_ullong stop_by_ms; /* 0: not stopping */
     /* flusher thread only */
@@ -237,13 +239,19 @@ void ms_log_export_encode(ms_buf *out, const char *service, const char *instance
 
 static void sink(const ms_log_record *r)
 {
-    if (on_flusher || !atomic_load_explicit(&lx.exporting, memory_order_acquire))
+    if (on_flusher)
         return;
-    ms_log_export_rec *rec = ms_log_export_record(r);
-    if (!rec || ms_batch_enqueue(lx.batch, rec) < 0) {
-        atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
-        free(rec);
+    /* counted before the check, so a shutdown that saw no writer cannot free the batch under
+     * one that saw exporting still true */
+    atomic_fetch_add(&lx.writers, 1);
+    if (atomic_load(&lx.exporting)) {
+        ms_log_export_rec *rec = ms_log_export_record(r);
+        if (!rec || ms_batch_enqueue(lx.batch, rec) < 0) {
+            atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
+            free(rec);
+        }
     }
+    atomic_fetch_sub(&lx.writers, 1);
 }
 
 static int flush(void *arg, void *const *items, size_t n)
@@ -330,7 +338,7 @@ int ms_log_export_init(const char *service, const char *endpoint)
         ms_buf_release(&lx.body);
         return rc;
     }
-    atomic_store_explicit(&lx.exporting, true, memory_order_release);
+    atomic_store(&lx.exporting, true);
     ms_log_set_sink_fn(sink);
     return 0;
 }
@@ -340,8 +348,11 @@ void ms_log_export_shutdown(int timeout_ms)
     if (!lx.batch)
         return;
     /* lines written from now on are not exported (the batch's own report of what it could
-     * not flush among them); a line racing this is refused by the stopping batch */
-    atomic_store_explicit(&lx.exporting, false, memory_order_release);
+     * not flush among them); a line being queued meanwhile is waited for, so the batch is not
+     * freed under it */
+    atomic_store(&lx.exporting, false);
+    while (atomic_load(&lx.writers) > 0) /* a line being queued now: a copy and a lock away */
+        sched_yield();
     atomic_store(&lx.stop_by_ms, ms_otlp_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0));
     size_t left = ms_batch_stop(lx.batch);
     lx.batch = NULL;

@@ -11,8 +11,9 @@
  * written by an exporter's own thread (this one's, the spans' exporter's: their failures) go to
  * stderr only, so an unreachable collector never feeds the queue with news of itself.
  *
- * Threading: init, shutdown once at start and end (before and after the threads that log);
- * the sink runs on any thread; collect on the scraping thread.
+ * Threading: init and shutdown by one owner, at start and end; the sink runs on any thread, and
+ * shutdown waits for a line being queued by another before it frees the queue; collect on the
+ * scraping thread.
  */
 #ifndef MS_LOG_EXPORT_H
 #define MS_LOG_EXPORT_H
