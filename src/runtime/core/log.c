@@ -13,6 +13,7 @@
 static const char *log_service = "microshop";
 /* relaxed: a line racing a change may go either way, and nothing else depends on it */
 static atomic_int log_min = MS_LOG_INFO;
+static _Thread_local int thread_min = MS_LOG_DEBUG;
 static ms_log_context_fn log_context;
 static ms_log_sink_fn log_sink;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -61,7 +62,13 @@ int ms_log_level_parse(const char *s, ms_log_level *out)
 
 int ms_log_enabled(ms_log_level level)
 {
-    return (int)level >= atomic_load_explicit(&log_min, memory_order_relaxed);
+    return (int)level >= atomic_load_explicit(&log_min, memory_order_relaxed) &&
+           (int)level >= thread_min;
+}
+
+void ms_log_set_thread_level(ms_log_level level)
+{
+    thread_min = (int)level;
 }
 
 typedef struct {

@@ -25,6 +25,9 @@ int ms_log_enabled(ms_log_level level);
 /* The lowest level written, changeable while running (any thread; takes effect at once). */
 void ms_log_set_level(ms_log_level level);
 ms_log_level ms_log_get_level(void);
+/* The lowest level the calling thread writes, on top of the process's (default debug: no
+ * further filter). For a thread whose warnings are told elsewhere, as the log exporter's. */
+void ms_log_set_thread_level(ms_log_level level);
 
 /*
  * Where lines find the calling thread's trace context: `fn` fills both ids (lower-case hex,

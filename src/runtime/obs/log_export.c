@@ -258,6 +258,10 @@ static int flush(void *arg, void *const *items, size_t n)
 {
     (void)arg;
     on_flusher = true;
+    /* its warnings (a flush failed, will retry) stay unwritten: the collector is the spans',
+     * whose exporter tells of an outage once, and log_export_failures_total counts them; a
+     * refused export is an error, still written */
+    ms_log_set_thread_level(MS_LOG_ERROR);
     uint64_t stop_by = atomic_load(&lx.stop_by_ms), now = ms_otlp_now_ms();
     if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
         atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);

@@ -9,7 +9,9 @@
  * request it was written in. The writing thread only copies the line into a bounded queue
  * (batch.h) and never waits for the network; a full queue drops the record (counted). Lines
  * written by an exporter's own thread (this one's, the spans' exporter's: their failures) go to
- * stderr only, so an unreachable collector never feeds the queue with news of itself.
+ * stderr only, so an unreachable collector never feeds the queue with news of itself; this
+ * one's thread writes only errors (a refused export): an outage of the collector, the spans'
+ * too, is told once by the spans' exporter and counted in log_export_failures_total.
  *
  * Threading: init and shutdown by one owner, at start and end; the sink runs on any thread, and
  * shutdown waits for a line being queued by another before it frees the queue; collect on the

@@ -348,7 +348,7 @@ int ms_otlp_http_export(ms_otlp_http *c, const ms_buf *body, uint64_t deadline, 
         if (!c->warned) {
             char st[16];
             snprintf(st, sizeof st, "%d", status);
-            ms_log(MS_LOG_WARN, "the collector refused an export; it is dropped", "signal",
+            ms_log(MS_LOG_ERROR, "the collector refused an export; it is dropped", "signal",
                    c->signal, "status", st, NULL);
             c->warned = true;
         }

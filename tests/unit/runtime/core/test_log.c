@@ -1,8 +1,10 @@
 /*
  * test_log.c — log lines: trace ids from the context hook inside a request and none outside,
- * the level changed while running, and every line valid JSON whatever its values hold
- * (quotes, control bytes, bytes that are not UTF-8, values longer than a line).
+ * the level changed while running, a thread's own level, the sink seeing every written line, and
+ * every line valid JSON whatever its values hold (quotes, control bytes, bytes that are not UTF-8,
+ * values longer than a line).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,6 +171,37 @@ static void test_level_changes_while_running(void **state)
     assert_string_equal(ms_log_level_name(MS_LOG_ERROR), "error");
 }
 
+static void *quiet_thread(void *arg)
+{
+    (void)arg;
+    ms_log_set_thread_level(MS_LOG_ERROR);
+    ms_log(MS_LOG_WARN, "quiet warn", NULL);
+    ms_log(MS_LOG_ERROR, "quiet error", NULL);
+    return NULL;
+}
+
+static void write_from_a_quiet_thread(void)
+{
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, quiet_thread, NULL), 0);
+    pthread_join(t, NULL);
+    ms_log(MS_LOG_WARN, "loud warn", NULL); /* another thread: unchanged */
+}
+
+static void test_a_threads_own_level(void **state)
+{
+    (void)state;
+    ms_log_init("test_log", MS_LOG_INFO);
+    char *text = capture(write_from_a_quiet_thread);
+    json_t *lines[4];
+    assert_int_equal(parse_lines(text, lines, 4), 2);
+    assert_string_equal(str(lines[0], "msg"), "quiet error");
+    assert_string_equal(str(lines[1], "msg"), "loud warn");
+    for (int i = 0; i < 2; i++)
+        json_decref(lines[i]);
+    free(text);
+}
+
 static void write_awkward(void)
 {
     ms_log(MS_LOG_INFO, "quote \" backslash \\ newline \n tab \t del \x7f", "k\"ey",
@@ -293,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_ids_from_the_context_hook),
         cmocka_unit_test(test_ids_from_the_current_trace),
         cmocka_unit_test(test_level_changes_while_running),
+        cmocka_unit_test(test_a_threads_own_level),
         cmocka_unit_test(test_every_line_is_json),
         cmocka_unit_test(test_the_sink_sees_every_written_line),
     };
