@@ -3,7 +3,9 @@ trace queries (/ops/api/traces), and the page itself (/ops) in a real headless C
 over the DevTools protocol: it loads without console errors or exceptions, shows every
 service healthy, lists a trace and draws its waterfall; an order placed through the API is
 found there with spans of the gateway, order, inventory and payment services (once the
-services export their spans). Screenshots are kept in the test's tmp dir and in
+services export their spans), and its log lines from the gateway and the order service are
+found in the Logs panel by its trace id (typed into the filter, or picked by a click on the
+trace), a line's trace link drawing that trace. Screenshots are kept in the test's tmp dir and in
 $MS_ARTEFACTS (default build/test-artefacts/console)."""
 import base64
 import json
@@ -478,6 +480,85 @@ def test_an_order_through_the_api_is_traced_across_the_services(browser, shop, g
         "[...document.querySelectorAll('#waterfall .wf-row')].map(r => r.dataset.service)"))
     assert want <= drawn, drawn
     browser.screenshot("order-trace.png", tmp_path)
+    assert browser.errors == [], browser.errors
+
+
+def place_traced_order(shop, gw):
+    """An order through the gateway's API under a trace id of the test's: that id."""
+    r = gw.request("POST", "/api/v1/users", json={
+        "email": f"console-{secrets.token_hex(4)}@example.com", "name": "Ada",
+        "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+    user = r.json()["id"]
+    p = shop.product(stock=5, price=2500)
+    poll(lambda: shop.order_svc.db.count("user_directory", "WHERE user_id = ?", [user]) == 1,
+         20 * SLOW, what="the order service to know the user")
+    tid = secrets.token_hex(16)
+    r = gw.request("POST", "/api/v1/orders", headers={
+        **JSON, **ident(user), "traceparent": f"00-{tid}-{secrets.token_hex(8)}-01"},
+        json={"items": [line(p, 1)], "payment": {"card_number": "4242424242424242"}})
+    assert r.status_code == 201, r.text
+    return tid
+
+
+LOG_ROWS = "[...document.querySelectorAll('#logs tbody tr')]"
+
+
+def test_an_orders_log_lines_are_found_by_its_trace_id(browser, shop, gw, tmp_path):
+    tid = place_traced_order(shop, gw)
+    want = {("gateway", "access"), ("order", "order accepted")}
+
+    def exported():
+        got = gw.admin("GET", "/ops/api/logs", params={"trace_id": tid}).json()["logs"]
+        return want <= {(x["service"], x["msg"]) for x in got}
+    poll(exported, 30 * SLOW, interval=0.2, what="the order's lines from gateway and order")
+    poll(lambda: gw.admin("GET", f"/ops/api/traces/{tid}").status_code == 200, 30 * SLOW,
+         interval=0.2, what="the order's trace")
+    open_console(browser, gw)
+    # typed into the filter: only that trace's lines, from both services
+    browser.evaluate(f"(() => {{ const i = document.getElementById('log-trace'); i.focus(); "
+                     f"i.value = '{tid}'; i.dispatchEvent(new Event('input')); }})()")
+    browser.wait_for(f"document.getElementById('logs').dataset.traceId === '{tid}' && "
+                     f"{LOG_ROWS}.some(r => r.dataset.service === 'order')", 20 * SLOW,
+                     what="the order's lines in the Logs panel")
+    rows = browser.evaluate(
+        f"{LOG_ROWS}.map(r => [r.dataset.service, r.dataset.traceId, "
+        "r.querySelector('td.msg').textContent])")
+    assert {(svc, msg) for svc, _, msg in rows} >= want, rows
+    assert all(t == tid for _, t, _ in rows), rows
+    browser.screenshot("order-logs.png", tmp_path)
+    # a line's trace link draws that trace
+    browser.evaluate(f"document.querySelector('#logs a.trace-link[data-trace-id=\"{tid}\"]')"
+                     ".click()")
+    browser.wait_for(f"document.getElementById('waterfall').dataset.traceId === '{tid}'",
+                     10 * SLOW, what="the waterfall of the line's trace")
+    # a half-typed id asks nothing and is marked; a click on a listed trace filters by it
+    browser.evaluate("(() => { const i = document.getElementById('log-trace'); "
+                     "i.value = 'abc'; i.dispatchEvent(new Event('input')); })()")
+    assert browser.evaluate("document.getElementById('log-trace').classList.contains('invalid')")
+    other, exports = a_trace()
+    for doc in exports:
+        assert post_otlp(gw, doc).status_code == 200
+    row = f"#traces tr[data-trace-id=\"{other}\"]"
+    browser.wait_for(f"!!document.querySelector('{row}')", 20 * SLOW, what="another trace listed")
+    browser.evaluate(f"document.querySelector('{row}').click()")
+    browser.wait_for(f"document.getElementById('logs').dataset.traceId === '{other}'", 10 * SLOW,
+                     what="the logs filtered by the clicked trace")
+    assert browser.evaluate("document.getElementById('log-trace').value") == other
+    assert not browser.evaluate("document.getElementById('log-trace').classList"
+                                ".contains('invalid')")
+    assert browser.evaluate(f"{LOG_ROWS}.length") == 0  # that trace has no lines
+    # and the waterfall's link to its lines
+    row = f"#traces tr[data-trace-id=\"{tid}\"]"
+    browser.wait_for(f"!!document.querySelector('{row}')", 20 * SLOW, what="the order's trace")
+    browser.evaluate(f"document.querySelector('{row}').click()")
+    browser.wait_for(f"document.getElementById('waterfall').dataset.traceId === '{tid}'",
+                     10 * SLOW, what="the order's waterfall")
+    browser.evaluate("document.getElementById('log-trace').value = ''")
+    browser.evaluate("document.querySelector('#waterfall a.wf-logs').click()")
+    browser.wait_for(f"document.getElementById('logs').dataset.traceId === '{tid}' && "
+                     f"{LOG_ROWS}.length > 0", 10 * SLOW, what="the waterfall's log lines")
+    browser.screenshot("order-trace-logs.png", tmp_path)
     assert browser.errors == [], browser.errors
 
 

@@ -13,7 +13,9 @@
 static const char *log_service = "microshop";
 /* relaxed: a line racing a change may go either way, and nothing else depends on it */
 static atomic_int log_min = MS_LOG_INFO;
+static _Thread_local int thread_min = MS_LOG_DEBUG;
 static ms_log_context_fn log_context;
+static ms_log_sink_fn log_sink;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void ms_log_init(const char *service, ms_log_level min_level)
@@ -42,6 +44,11 @@ void ms_log_set_context_fn(ms_log_context_fn fn)
     log_context = fn;
 }
 
+void ms_log_set_sink_fn(ms_log_sink_fn fn)
+{
+    log_sink = fn;
+}
+
 int ms_log_level_parse(const char *s, ms_log_level *out)
 {
     for (int i = 0; i < 4; i++) {
@@ -55,7 +62,13 @@ int ms_log_level_parse(const char *s, ms_log_level *out)
 
 int ms_log_enabled(ms_log_level level)
 {
-    return (int)level >= atomic_load_explicit(&log_min, memory_order_relaxed);
+    return (int)level >= atomic_load_explicit(&log_min, memory_order_relaxed) &&
+           (int)level >= thread_min;
+}
+
+void ms_log_set_thread_level(ms_log_level level)
+{
+    thread_min = (int)level;
 }
 
 typedef struct {
@@ -165,11 +178,21 @@ static bool next_field(field_src *f, const char **key, const char **val)
     return true;
 }
 
-/* Builds one line into out[MS_LOG_LINE_MAX] (with the thread's trace ids when `context`): its
- * length, the newline included. */
+enum { SINK_FIELDS_MAX = 64 }; /* pairs handed to a sink; a 4 KiB line rarely holds more */
+
+/* A built line as the sink sees it, with the storage its record borrows. */
+typedef struct {
+    ms_log_record r;
+    const char *kept[2 * SINK_FIELDS_MAX];
+    char trace_id[33], span_id[17];
+} line_record;
+
+/* Builds one line into out[MS_LOG_LINE_MAX] (with the thread's trace ids when `context`) and
+ * its record: its length, the newline included. */
 static size_t format_line(char *out, ms_log_level level, const char *msg, field_src *f,
-                          bool context)
+                          bool context, line_record *rec)
 {
+    size_t nkept = 0;
     line_buf b = {out, 0, MS_LOG_LINE_MAX - 2, false};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -186,12 +209,12 @@ static size_t format_line(char *out, ms_log_level level, const char *msg, field_
     put_escaped(&b, log_service);
     put(&b, ",\"msg\":", 7);
     put_escaped(&b, msg);
-    char trace_id[33], span_id[17];
-    if (context && log_context && log_context(trace_id, span_id)) {
+    bool traced = context && log_context && log_context(rec->trace_id, rec->span_id);
+    if (traced) {
         put(&b, ",\"trace_id\":", 12);
-        put_escaped(&b, trace_id);
+        put_escaped(&b, rec->trace_id);
         put(&b, ",\"span_id\":", 11);
-        put_escaped(&b, span_id);
+        put_escaped(&b, rec->span_id);
     }
     const char *key, *val;
     while (!b.full && next_field(f, &key, &val)) {
@@ -206,26 +229,49 @@ static size_t format_line(char *out, ms_log_level level, const char *msg, field_
             put(&b, val, strlen(val));
         else
             put_escaped(&b, val);
-        if (b.full)
+        if (b.full) {
             b.n = mark; /* a field that does not fit is left out, with those after it */
+        } else if (nkept < SINK_FIELDS_MAX) {
+            rec->kept[2 * nkept] = key;
+            rec->kept[2 * nkept + 1] = val;
+            nkept++;
+        }
     }
     memcpy(b.p + b.n, "}\n", 2);
+    rec->r = (ms_log_record){
+        .level = level,
+        .time_unix_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+        .msg = msg,
+        .fields = rec->kept,
+        .nfields = nkept,
+        .trace_id = traced ? rec->trace_id : NULL,
+        .span_id = traced ? rec->span_id : NULL,
+        .line = out,
+        .line_len = b.n + 2,
+    };
     return b.n + 2;
 }
 
 static void write_line(ms_log_level level, const char *msg, field_src *f)
 {
     char storage[MS_LOG_LINE_MAX];
-    size_t n = format_line(storage, level, msg, f, true);
+    line_record rec;
+    size_t n = format_line(storage, level, msg, f, true, &rec);
     ssize_t w = write(STDERR_FILENO, storage, n);
     (void)w;
+    if (log_sink)
+        log_sink(&rec.r);
 }
 
 size_t ms_log_format_fields(char *out, ms_log_level level, const char *msg,
                             const char *const *fields, size_t n)
 {
     field_src f = {NULL, fields, n, 0};
-    return format_line(out, level, msg, &f, false);
+    line_record rec;
+    size_t len = format_line(out, level, msg, &f, false, &rec);
+    if (log_sink)
+        log_sink(&rec.r);
+    return len;
 }
 
 void ms_logv(ms_log_level level, const char *msg, va_list fields)

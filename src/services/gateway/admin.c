@@ -8,6 +8,7 @@
  *   POST /admin/scale                 {"service", "replicas"}: asks the supervisor
  *   POST /admin/restart               {"service"[, "instance"]}: asks the supervisor
  *   POST /v1/traces                   OTLP/HTTP JSON spans for the console (trace_store.c)
+ *   POST /v1/logs                     OTLP/HTTP JSON log records for the console (log_store.c)
  *   GET  /ops ...                     the ops console and its queries (console.c)
  * The supervisor is MICROSHOP_SUPERVISOR_URL (set by `microshop run`); without it the last two
  * answer 503. The listener refuses a non-loopback address unless MICROSHOP_ADMIN_PUBLIC=1: it
@@ -28,6 +29,7 @@
 #include "runtime/http/server.h"
 #include "services/gateway/gateway_admin.h"
 #include "services/gateway/gateway_internal.h"
+#include "services/gateway/log_store.h"
 #include "runtime/core/banned.h"
 
 enum { SUPERVISOR_DEADLINE_MS = 20000, REPLICAS_MAX = 8 };
@@ -256,14 +258,17 @@ int gateway_admin_start(void)
         ms_router_add(admin.router, "POST", "/admin/scale", scale) < 0 ||
         ms_router_add(admin.router, "POST", "/admin/restart", restart) < 0 ||
         ms_router_add(admin.router, "POST", "/v1/traces", gateway_otlp_receive) < 0 ||
+        ms_router_add(admin.router, "POST", "/v1/logs", gateway_logs_receive) < 0 ||
         ms_router_add(admin.router, "GET", "/ops", gateway_console_page) < 0 ||
         ms_router_add(admin.router, "GET", "/ops/app.js", gateway_console_app_js) < 0 ||
         ms_router_add(admin.router, "GET", "/ops/app.css", gateway_console_app_css) < 0 ||
         ms_router_add(admin.router, "GET", "/ops/chart.js", gateway_console_chart_js) < 0 ||
         ms_router_add(admin.router, "GET", "/ops/api/traces", gateway_traces_list) < 0 ||
-        ms_router_add(admin.router, "GET", "/ops/api/traces/{trace_id}", gateway_trace_get) < 0)
+        ms_router_add(admin.router, "GET", "/ops/api/traces/{trace_id}", gateway_trace_get) < 0 ||
+        ms_router_add(admin.router, "GET", "/ops/api/logs", gateway_logs_list) < 0)
         MS_BUG("an admin route template is malformed");
     gateway_traces_start();
+    gateway_logs_start();
     ms_server_admin a = {
         .host = admin.host,
         .port = admin.port,
@@ -279,6 +284,7 @@ void gateway_admin_stop(void)
 {
     ms_server_set_admin(NULL);
     gateway_traces_stop();
+    gateway_logs_stop();
     ms_router_free(admin.router);
     admin.router = NULL;
 }

@@ -10,8 +10,8 @@
  * dropped whole (a trace still receiving spans stays). A span's attributes and strings are
  * capped too (ATTRS_MAX, STRING_MAX), so one exporter cannot fill the store with one span.
  *
- * Root SERVER spans of operations routes (/health, /ready, /metrics, /v1/traces, /admin/...,
- * /ops...) are accepted but not kept (see operational).
+ * Root SERVER spans of operations routes (/health, /ready, /metrics, /v1/traces, /v1/logs,
+ * /admin/..., /ops...) are accepted but not kept (see operational).
  *
  * A request is answered per OTLP/HTTP: 200 {} when every span was kept; 200 with
  * partialSuccess {rejectedSpans, errorMessage} when some were malformed and the rest kept; 400
@@ -358,7 +358,8 @@ static bool keep(json_t *doc, size_t bytes, uint64_t start, uint64_t end)
  * spans would push the traces a person looks for out of the store within minutes. */
 static bool operational(json_t *doc)
 {
-    static const char *const exact[] = {"/health", "/ready", "/metrics", "/v1/traces", "/ops"};
+    static const char *const exact[] = {"/health",    "/ready",   "/metrics",
+                                        "/v1/traces", "/v1/logs", "/ops"};
     static const char *const prefix[] = {"/admin/", "/ops/"};
     if (!json_is_null(json_object_get(doc, "parent_span_id")) ||
         strcmp(json_string_value(json_object_get(doc, "kind")), "server") != 0)

@@ -220,6 +220,7 @@ static void create(checkout *k, json_t *quote)
         fail(k, rc, k->decision.reason);
         return;
     }
+    ms_log(MS_LOG_INFO, "order accepted", "order_id", k->id, "user_id", k->user_id, NULL);
     order_fill_append(k->stream, k->id, &k->decision, k->keyed ? k->event_id : NULL,
                       k->keyed ? k->metadata : NULL, k->events, k->outbox, 0, &k->append);
     ms_trace_ctx ctx;

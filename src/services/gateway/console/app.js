@@ -1,11 +1,15 @@
 /*
  * The ops console: every 2 s it reads this listener's /admin/instances (health, breakers) and
  * /metrics (the gateway's calls to each service: rates, errors, latency from histogram bucket
- * deltas) and the trace list; a click on a trace draws its waterfall. Plain DOM, no framework;
- * Chart.js draws the lines. Only same-origin requests (the page's Content-Security-Policy).
+ * deltas), the trace list and the recent log lines (filtered by trace id, service and lowest
+ * level); a click on a trace draws its waterfall and shows its log lines, a click on a line's
+ * trace id draws that trace. Plain DOM, no framework; Chart.js draws the lines. Only
+ * same-origin requests (the page's Content-Security-Policy).
  *
  * For tests and scripts the page states what it shows: <body data-health="healthy|degraded|
- * down|unknown" data-services="user,order,..."> and data-health on each service row.
+ * down|unknown" data-services="user,order,..."> and data-health on each service row; each
+ * log row carries data-trace-id, data-service and data-level, and #logs data-trace-id the
+ * filter it shows.
  */
 (function () {
   'use strict';
@@ -23,6 +27,8 @@
     latest: {},        /* service -> the last computed {rps, errRate, p50, p99} */
     selected: null,    /* trace id drawn in the waterfall */
     services: [],
+    logServices: [],
+    logSeq: 0,         /* the latest log query: an older answer arriving later is not drawn */
     polling: false
   };
 
@@ -378,6 +384,15 @@
     var head = el('div', 'wf-head');
     byFlow(doc.services).forEach(function (s) { head.appendChild(chip(s)); });
     head.appendChild(el('span', 'muted', spans.length + ' spans, root ' + doc.root_name));
+    var logs = el('a', 'trace-link wf-logs', 'its log lines');
+    logs.href = '#logs';
+    logs.addEventListener('click', function (ev) {
+      ev.preventDefault();
+      $('log-trace').value = doc.trace_id;
+      pollLogs().catch(showError);
+      $('logs').scrollIntoView({block: 'nearest'});
+    });
+    head.appendChild(logs);
     frag.appendChild(head);
     treeOrder(spans).forEach(function (item) {
       var s = item.span;
@@ -425,11 +440,90 @@
 
   function showTrace(id) {
     state.selected = id;
+    if ($('log-trace').value !== id) {
+      $('log-trace').value = id;
+      pollLogs();
+    }
     var rows = $('traces').tBodies[0].rows;
     for (var i = 0; i < rows.length; i++)
       rows[i].className = rows[i].dataset.traceId === id ? 'selected' : '';
     return getJSON('/ops/api/traces/' + encodeURIComponent(id)).then(renderWaterfall)
       .catch(function (e) { showError(e); });
+  }
+
+  /* ---- logs ---- */
+
+  var TRACE_ID = /^[0-9a-f]{32}$/;
+
+  function fieldsCell(attrs) {
+    var td = el('td', 'fields');
+    Object.keys(attrs || {}).forEach(function (k, i) {
+      var v = attrs[k];
+      if (i) td.appendChild(document.createTextNode(' '));
+      td.appendChild(el('b', null, k));
+      td.appendChild(document.createTextNode('=' +
+        (typeof v === 'string' ? v : JSON.stringify(v))));
+    });
+    return td;
+  }
+
+  function renderLogs(doc, traceId) {
+    var tbody = $('logs').tBodies[0];
+    var rows = document.createDocumentFragment();
+    (doc.logs || []).forEach(function (l) {
+      var tr = el('tr');
+      tr.dataset.service = l.service;
+      tr.dataset.level = l.level;
+      if (l.trace_id) tr.dataset.traceId = l.trace_id;
+      tr.appendChild(el('td', null, clock(l.time_ms)));
+      var td = el('td');
+      td.appendChild(chip(l.service));
+      tr.appendChild(td);
+      tr.appendChild(el('td', null)).appendChild(el('span', 'lvl lvl-' + l.level, l.level));
+      tr.appendChild(el('td', 'msg', l.msg));
+      tr.appendChild(fieldsCell(l.attributes));
+      td = el('td');
+      if (l.trace_id) {
+        var a = el('a', 'trace-link', l.trace_id.slice(0, 12) + '…');
+        a.href = '#waterfall';
+        a.title = 'trace ' + l.trace_id;
+        a.dataset.traceId = l.trace_id;
+        td.appendChild(a);
+      }
+      tr.appendChild(td);
+      rows.appendChild(tr);
+    });
+    tbody.replaceChildren(rows);
+    $('logs').dataset.traceId = traceId;
+    var n = (doc.logs || []).length;
+    $('logs-empty').hidden = n > 0;
+    $('log-count').textContent = n < doc.matched ? n + ' newest of ' + doc.matched : n + ' lines';
+    var names = byFlow(doc.services || []);
+    if (names.join(',') !== state.logServices.join(',')) {
+      state.logServices = names;
+      var sel = $('log-service'), keep = sel.value;
+      while (sel.options.length > 1) sel.remove(1);
+      names.forEach(function (name) { sel.add(new Option(name, name)); });
+      if (keep && names.indexOf(keep) < 0) sel.add(new Option(keep, keep));
+      sel.value = keep;
+    }
+  }
+
+  /* The lines the filters ask for; a trace id being typed (not yet 32 hex digits) asks
+   * nothing and is marked. */
+  function pollLogs() {
+    var input = $('log-trace');
+    var tid = input.value.trim().toLowerCase();
+    var valid = tid === '' || TRACE_ID.test(tid);
+    input.classList.toggle('invalid', !valid);
+    if (!valid) return Promise.resolve();
+    var svc = $('log-service').value, level = $('log-level').value;
+    var url = '/ops/api/logs?limit=200' + (tid ? '&trace_id=' + tid : '') +
+      (svc ? '&service=' + encodeURIComponent(svc) : '') + (level ? '&level=' + level : '');
+    var seq = ++state.logSeq;
+    return getJSON(url).then(function (doc) {
+      if (seq === state.logSeq) renderLogs(doc, tid);
+    });
   }
 
   /* ---- the loop ---- */
@@ -451,7 +545,8 @@
     var svc = $('trace-service').value;
     var traceUrl = '/ops/api/traces?limit=50' + (svc ? '&service=' + encodeURIComponent(svc) : '') +
       ($('trace-background').checked ? '' : '&background=0');
-    Promise.all([getJSON('/admin/instances'), getText('/metrics'), getJSON(traceUrl)])
+    Promise.all([getJSON('/admin/instances'), getText('/metrics'), getJSON(traceUrl),
+      pollLogs()])
       .then(function (r) {
         state.latest = rates(parseMetrics(r[1]), t);
         renderServices(r[0]);
@@ -477,10 +572,22 @@
     });
     $('trace-service').addEventListener('change', poll);
     $('trace-background').addEventListener('change', poll);
+    $('logs').tBodies[0].addEventListener('click', function (ev) {
+      var a = ev.target.closest('a.trace-link');
+      if (!a) return;
+      ev.preventDefault();
+      showTrace(a.dataset.traceId);
+      $('waterfall').scrollIntoView({block: 'nearest'});
+    });
+    $('log-trace').addEventListener('input', function () {
+      pollLogs().catch(showError);
+    });
+    $('log-service').addEventListener('change', function () { pollLogs().catch(showError); });
+    $('log-level').addEventListener('change', function () { pollLogs().catch(showError); });
     poll();
     setInterval(poll, POLL_MS);
   });
 
   /* for tests and the curious: draw a trace by id */
-  window.opsConsole = {showTrace: showTrace};
+  window.opsConsole = {showTrace: showTrace, pollLogs: pollLogs};
 })();

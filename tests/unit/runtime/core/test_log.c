@@ -1,11 +1,15 @@
 /*
  * test_log.c — log lines: trace ids from the context hook inside a request and none outside,
- * the level changed while running, and every line valid JSON whatever its values hold
- * (quotes, control bytes, bytes that are not UTF-8, values longer than a line).
+ * the level changed while running, a thread's own level, the sink seeing every written line, and
+ * every line valid JSON whatever its values hold (quotes, control bytes, bytes that are not UTF-8,
+ * values longer than a line).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -167,6 +171,37 @@ static void test_level_changes_while_running(void **state)
     assert_string_equal(ms_log_level_name(MS_LOG_ERROR), "error");
 }
 
+static void *quiet_thread(void *arg)
+{
+    (void)arg;
+    ms_log_set_thread_level(MS_LOG_ERROR);
+    ms_log(MS_LOG_WARN, "quiet warn", NULL);
+    ms_log(MS_LOG_ERROR, "quiet error", NULL);
+    return NULL;
+}
+
+static void write_from_a_quiet_thread(void)
+{
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, quiet_thread, NULL), 0);
+    pthread_join(t, NULL);
+    ms_log(MS_LOG_WARN, "loud warn", NULL); /* another thread: unchanged */
+}
+
+static void test_a_threads_own_level(void **state)
+{
+    (void)state;
+    ms_log_init("test_log", MS_LOG_INFO);
+    char *text = capture(write_from_a_quiet_thread);
+    json_t *lines[4];
+    assert_int_equal(parse_lines(text, lines, 4), 2);
+    assert_string_equal(str(lines[0], "msg"), "quiet error");
+    assert_string_equal(str(lines[1], "msg"), "loud warn");
+    for (int i = 0; i < 2; i++)
+        json_decref(lines[i]);
+    free(text);
+}
+
 static void write_awkward(void)
 {
     ms_log(MS_LOG_INFO, "quote \" backslash \\ newline \n tab \t del \x7f", "k\"ey",
@@ -219,13 +254,81 @@ static void test_every_line_is_json(void **state)
     free(text);
 }
 
+/* What the sink saw, copied (the record is borrowed for the call only). */
+static struct {
+    int calls;
+    ms_log_level level;
+    char msg[64], keys[128], trace_id[33], line[4200];
+    uint64_t time_unix_ns;
+    bool traced;
+} seen;
+
+static void sink(const ms_log_record *r)
+{
+    seen.calls++;
+    seen.level = r->level;
+    seen.time_unix_ns = r->time_unix_ns;
+    snprintf(seen.msg, sizeof seen.msg, "%s", r->msg);
+    seen.keys[0] = '\0';
+    for (size_t i = 0; i < r->nfields; i++) {
+        size_t n = strlen(seen.keys);
+        snprintf(seen.keys + n, sizeof seen.keys - n, "%s=%s;", r->fields[2 * i],
+                 r->fields[2 * i + 1] ? r->fields[2 * i + 1] : "(null)");
+    }
+    seen.traced = r->trace_id != NULL;
+    snprintf(seen.trace_id, sizeof seen.trace_id, "%s", r->trace_id ? r->trace_id : "");
+    assert_true(r->line_len < sizeof seen.line);
+    memcpy(seen.line, r->line, r->line_len);
+    seen.line[r->line_len] = '\0';
+}
+
+static void write_for_the_sink(void)
+{
+    ms_log(MS_LOG_DEBUG, "below the level", NULL);
+    ms_log(MS_LOG_WARN, "inside", "k", "v", "#n", "7", "nil", NULL, NULL);
+}
+
+static void test_the_sink_sees_every_written_line(void **state)
+{
+    (void)state;
+    ms_log_init("test_log", MS_LOG_INFO);
+    ms_log_set_context_fn(fixed_ids);
+    ms_log_set_sink_fn(sink);
+    memset(&seen, 0, sizeof seen);
+    char *text = capture(write_for_the_sink);
+    assert_int_equal(seen.calls, 1); /* a line not written is not seen */
+    assert_int_equal(seen.level, MS_LOG_WARN);
+    assert_string_equal(seen.msg, "inside");
+    assert_string_equal(seen.keys, "k=v;#n=7;nil=(null);");
+    assert_true(seen.traced);
+    assert_string_equal(seen.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_string_equal(seen.line, text); /* the line as written, newline included */
+    assert_true(seen.time_unix_ns > 1600000000ull * 1000000000ull);
+    free(text);
+
+    /* lines of every shape, and a field array */
+    memset(&seen, 0, sizeof seen);
+    ms_log_set_context_fn(fixed_ids); /* its next call: outside */
+    text = capture(write_awkward);
+    ms_log_set_sink_fn(NULL);
+    ms_log_set_context_fn(NULL);
+    assert_int_equal(seen.calls, 4);
+    assert_string_equal(seen.msg, "access");
+    assert_string_equal(seen.keys, "method=GET;#status=200;user=u\"1;");
+    free(text);
+    ms_log(MS_LOG_INFO, "after the sink", NULL); /* none set: nothing called */
+    assert_int_equal(seen.calls, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ids_from_the_context_hook),
         cmocka_unit_test(test_ids_from_the_current_trace),
         cmocka_unit_test(test_level_changes_while_running),
+        cmocka_unit_test(test_a_threads_own_level),
         cmocka_unit_test(test_every_line_is_json),
+        cmocka_unit_test(test_the_sink_sees_every_written_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,9 +22,10 @@
 #include "runtime/core/error.h"
 #include "runtime/obs/metrics.h"
 #include "runtime/obs/trace_internal.h"
+#include "fixtures/otlp_collector.h"
 #include "runtime/core/banned.h"
 
-enum { DEADLINE_MS = 20000 };
+enum { DEADLINE_MS = OTLP_COLLECTOR_DEADLINE_MS };
 
 static const char *const GOOD = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -235,125 +236,6 @@ static void test_encode(void **state)
     json_decref(doc);
     ms_buf_release(&out);
     free(s);
-}
-
-/* ---- a collector in a thread: answers the scripted statuses, then 200 ---- */
-
-typedef struct collector {
-    int fd, port;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    int script[8], nscript, requests;
-    int spans; /* in requests answered 2xx */
-    char last_span[64];
-    bool is_stopping;
-} collector;
-
-/* Reads one request (head and Content-Length body) into buf; its length, or -1 at EOF. */
-static ssize_t read_request(int fd, char *buf, size_t cap)
-{
-    size_t n = 0;
-    for (;;) {
-        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
-        if (got <= 0)
-            return -1;
-        n += (size_t)got;
-        buf[n] = '\0';
-        char *end = strstr(buf, "\r\n\r\n");
-        if (!end)
-            continue;
-        const char *cl = strcasestr(buf, "Content-Length:");
-        size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
-        if (n >= want)
-            return (ssize_t)n;
-    }
-}
-
-static void *collector_main(void *arg)
-{
-    collector *c = arg;
-    static char buf[1 << 20];
-    for (;;) {
-        struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        pthread_mutex_lock(&c->mu);
-        bool stop = c->is_stopping;
-        pthread_mutex_unlock(&c->mu);
-        if (stop)
-            break;
-        if (poll(&p, 1, 50) <= 0)
-            continue;
-        int cfd = accept(c->fd, NULL, NULL);
-        if (cfd < 0)
-            continue;
-        ssize_t n;
-        while ((n = read_request(cfd, buf, sizeof buf)) > 0) {
-            pthread_mutex_lock(&c->mu);
-            int status = c->requests < c->nscript ? c->script[c->requests] : 200;
-            c->requests++;
-            if (status == 200) {
-                json_t *doc = json_loads(strstr(buf, "\r\n\r\n") + 4, 0, NULL);
-                json_t *spans = json_object_get(
-                    json_array_get(
-                        json_object_get(json_array_get(json_object_get(doc, "resourceSpans"), 0),
-                                        "scopeSpans"),
-                        0),
-                    "spans");
-                c->spans += (int)json_array_size(spans);
-                json_t *name = json_object_get(json_array_get(spans, 0), "name");
-                snprintf(c->last_span, sizeof c->last_span, "%s",
-                         name ? json_string_value(name) : "");
-                json_decref(doc);
-            }
-            pthread_mutex_unlock(&c->mu);
-            char resp[128];
-            int rn = snprintf(resp, sizeof resp,
-                              "HTTP/1.1 %d X\r\nContent-Length: 2\r\nContent-Type: "
-                              "application/json\r\n\r\n{}",
-                              status);
-            if (send(cfd, resp, (size_t)rn, MSG_NOSIGNAL) != rn)
-                break;
-        }
-        close(cfd);
-    }
-    return NULL;
-}
-
-static void collector_start(collector *c)
-{
-    memset(c, 0, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(c->fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(c->fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(c->fd, (struct sockaddr *)&a, &len), 0);
-    c->port = ntohs(a.sin_port);
-    assert_int_equal(listen(c->fd, 16), 0);
-    assert_int_equal(pthread_create(&c->thread, NULL, collector_main, c), 0);
-}
-
-static void collector_stop(collector *c)
-{
-    pthread_mutex_lock(&c->mu);
-    c->is_stopping = true;
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, NULL);
-    close(c->fd);
-    pthread_mutex_destroy(&c->mu);
-}
-
-static bool wait_spans(collector *c, int n)
-{
-    for (int waited = 0; waited < DEADLINE_MS; waited += 5) {
-        pthread_mutex_lock(&c->mu);
-        bool done = c->spans >= n;
-        pthread_mutex_unlock(&c->mu);
-        if (done)
-            return true;
-        usleep(5000);
-    }
-    return false;
 }
 
 /* The value of an unlabelled sample in the tracer's metrics. */

@@ -1,0 +1,382 @@
+/* The process's log exporter; see log_export.h. */
+#include <errno.h>
+#include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "runtime/core/config.h"
+#include "runtime/core/error.h"
+#include "runtime/core/id.h"
+#include "runtime/obs/batch.h"
+#include "runtime/obs/log_export.h"
+#include "runtime/obs/metrics.h"
+#include "runtime/obs/otlp_http.h"
+#include "runtime/obs/trace_internal.h"
+#include "runtime/core/banned.h"
+
+enum { FIELDS_MAX = 64, STRING_MAX = 1024, TEXT_MAX = 16384 };
+
+struct ms_log_export_rec {
+    uint64_t time_ns;
+    ms_log_level level;
+    char trace_id[33], span_id[17]; /* "" outside a traced request */
+    uint16_t msg;                   /* offsets in text */
+    uint16_t nfields;
+    uint16_t key[FIELDS_MAX], value[FIELDS_MAX]; /* value 0: null */
+    uint64_t raw;                                /* bit i: field i was written unquoted */
+    size_t used;                                 /* of text; offset 0 is "" */
+    char text[];
+};
+
+static struct {
+    atomic_bool exporting;
+    atomic_int writers; /* sinks between their check of exporting and their enqueue */
+    ms_batch *batch;    /* read by writing threads only while exporting */
+    char service[128], instance[MS_UUID_LEN + 1];
+    atomic_ullong stop_by_ms; /* 0: not stopping */
+    /* flusher thread only */
+    ms_otlp_http http;
+    ms_buf body;
+} lx;
+
+/* Process lifetime: they survive a shutdown so the last scrape still reports them. */
+static atomic_ullong exported, dropped, failures;
+
+/* Set on an exporter's flusher thread: what it logs is not exported (see log_export.h). */
+static _Thread_local bool on_flusher;
+
+void ms_log_export_ignore_thread(void)
+{
+    on_flusher = true;
+}
+
+/* ---- records ---- */
+
+/* `s` cut to STRING_MAX bytes on a character boundary. */
+static size_t capped_len(const char *s)
+{
+    size_t n = strlen(s);
+    if (n <= STRING_MAX)
+        return n;
+    n = STRING_MAX;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
+/* Copies `s` (capped) into the record's text: its offset, or 0 ("") when it does not fit. */
+static uint16_t put_text(ms_log_export_rec *rec, const char *s, size_t cap)
+{
+    size_t n = capped_len(s);
+    if (rec->used + n + 1 > cap)
+        return 0;
+    uint16_t at = (uint16_t)rec->used;
+    memcpy(rec->text + at, s, n);
+    rec->text[at + n] = '\0';
+    rec->used += n + 1;
+    return at;
+}
+
+static bool is_hex(const char *s, size_t n)
+{
+    if (!s || strlen(s) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The index of field `key` when its value is n lower-case hex digits, else -1. */
+static long id_field(const ms_log_record *r, size_t nf, const char *key, size_t n)
+{
+    for (size_t i = 0; i < nf; i++)
+        if (strcmp(r->fields[2 * i], key) == 0 && is_hex(r->fields[2 * i + 1], n))
+            return (long)i;
+    return -1;
+}
+
+ms_log_export_rec *ms_log_export_record(const ms_log_record *r)
+{
+    size_t nf = r->nfields < FIELDS_MAX ? r->nfields : FIELDS_MAX;
+    size_t need = 1 + capped_len(r->msg) + 1;
+    for (size_t i = 0; i < nf; i++) {
+        const char *k = r->fields[2 * i], *v = r->fields[2 * i + 1];
+        need += capped_len(k) + 1 + (v ? capped_len(v) + 1 : 0);
+    }
+    if (need > TEXT_MAX)
+        need = TEXT_MAX; /* the fields that do not fit are left out, as in the line */
+    ms_log_export_rec *rec = malloc(sizeof *rec + need);
+    if (!rec)
+        return NULL;
+    memset(rec, 0, sizeof *rec);
+    rec->time_ns = r->time_unix_ns;
+    rec->level = r->level;
+    /* a line written outside the thread's context may name its request's ids itself (the
+     * gateway's access line): they are the record's ids then, not attributes */
+    long tf = -1, sf = -1;
+    if (!r->trace_id && (tf = id_field(r, nf, "trace_id", 32)) >= 0 &&
+        (sf = id_field(r, nf, "span_id", 16)) < 0)
+        tf = -1;
+    const char *tid = tf >= 0 ? r->fields[2 * tf + 1] : r->trace_id;
+    const char *sid = sf >= 0 ? r->fields[2 * sf + 1] : r->span_id;
+    if (tid && sid) {
+        snprintf(rec->trace_id, sizeof rec->trace_id, "%s", tid);
+        snprintf(rec->span_id, sizeof rec->span_id, "%s", sid);
+    }
+    rec->text[0] = '\0';
+    rec->used = 1;
+    rec->msg = put_text(rec, r->msg, need);
+    for (size_t i = 0; i < nf; i++) {
+        const char *k = r->fields[2 * i], *v = r->fields[2 * i + 1];
+        if ((long)i == tf || (long)i == sf)
+            continue;
+        bool raw = k[0] == '#';
+        size_t mark = rec->used;
+        uint16_t ko = put_text(rec, raw ? k + 1 : k, need);
+        uint16_t vo = v ? put_text(rec, v, need) : 0;
+        if (!ko || (v && !vo)) {
+            rec->used = mark;
+            break;
+        }
+        rec->key[rec->nfields] = ko;
+        rec->value[rec->nfields] = vo;
+        if (raw)
+            rec->raw |= 1ull << rec->nfields;
+        rec->nfields++;
+    }
+    return rec;
+}
+
+/* OTLP's SeverityNumber: the first of each range (DEBUG 5, INFO 9, WARN 13, ERROR 17). */
+static int severity_number(ms_log_level l)
+{
+    return 5 + 4 * (int)l;
+}
+
+static const char *severity_text(ms_log_level l)
+{
+    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    return (unsigned)l < 4 ? names[l] : "INFO";
+}
+
+/* A value written unquoted in the line: an integer, a finite number or a boolean as such, else
+ * (never expected) its text. */
+static void encode_raw(ms_buf *out, const char *v)
+{
+    char *end;
+    errno = 0;
+    long long i = strtoll(v, &end, 10);
+    if (*v && !*end && errno == 0) {
+        ms_buf_printf(out, "{\"intValue\":\"%lld\"}", i);
+        return;
+    }
+    double d = strtod(v, &end);
+    if (*v && !*end && isfinite(d)) {
+        ms_buf_printf(out, "{\"doubleValue\":%.17g}", d);
+        return;
+    }
+    if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
+        ms_buf_printf(out, "{\"boolValue\":%s}", v);
+        return;
+    }
+    ms_buf_adds(out, "{\"stringValue\":");
+    ms_otlp_json_str(out, v);
+    ms_buf_adds(out, "}");
+}
+
+static void encode_record(ms_buf *out, const ms_log_export_rec *r)
+{
+    ms_buf_adds(out, "{\"timeUnixNano\":");
+    ms_otlp_json_u64(out, r->time_ns);
+    ms_buf_adds(out, ",\"observedTimeUnixNano\":");
+    ms_otlp_json_u64(out, r->time_ns);
+    ms_buf_printf(out, ",\"severityNumber\":%d,\"severityText\":\"%s\",\"body\":{\"stringValue\":",
+                  severity_number(r->level), severity_text(r->level));
+    ms_otlp_json_str(out, r->text + r->msg);
+    ms_buf_adds(out, "},\"attributes\":[");
+    for (int i = 0; i < r->nfields; i++) {
+        if (i)
+            ms_buf_adds(out, ",");
+        ms_buf_adds(out, "{\"key\":");
+        ms_otlp_json_str(out, r->text + r->key[i]);
+        ms_buf_adds(out, ",\"value\":");
+        if (!r->value[i]) {
+            ms_buf_adds(out, "{}"); /* null: an empty AnyValue */
+        } else if (r->raw & (1ull << i)) {
+            encode_raw(out, r->text + r->value[i]);
+        } else {
+            ms_buf_adds(out, "{\"stringValue\":");
+            ms_otlp_json_str(out, r->text + r->value[i]);
+            ms_buf_adds(out, "}");
+        }
+        ms_buf_adds(out, "}");
+    }
+    ms_buf_adds(out, "]");
+    if (r->trace_id[0])
+        ms_buf_printf(out, ",\"traceId\":\"%s\",\"spanId\":\"%s\"", r->trace_id, r->span_id);
+    ms_buf_adds(out, "}");
+}
+
+void ms_log_export_encode(ms_buf *out, const char *service, const char *instance, void *const *recs,
+                          size_t n)
+{
+    ms_buf_adds(out, "{\"resourceLogs\":[{");
+    ms_otlp_json_resource(out, service, instance);
+    ms_buf_adds(out, ",\"scopeLogs\":[{\"scope\":{\"name\":\"microshop\"},\"logRecords\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            ms_buf_adds(out, ",");
+        encode_record(out, recs[i]);
+    }
+    ms_buf_adds(out, "]}]}]}");
+}
+
+/* ---- the sink and the batch ---- */
+
+static void sink(const ms_log_record *r)
+{
+    if (on_flusher)
+        return;
+    /* counted before the check, so a shutdown that saw no writer cannot free the batch under
+     * one that saw exporting still true */
+    atomic_fetch_add(&lx.writers, 1);
+    if (atomic_load(&lx.exporting)) {
+        ms_log_export_rec *rec = ms_log_export_record(r);
+        if (!rec || ms_batch_enqueue(lx.batch, rec) < 0) {
+            atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
+            free(rec);
+        }
+    }
+    atomic_fetch_sub(&lx.writers, 1);
+}
+
+static int flush(void *arg, void *const *items, size_t n)
+{
+    (void)arg;
+    on_flusher = true;
+    /* its warnings (a flush failed, will retry) stay unwritten: the collector is the spans',
+     * whose exporter tells of an outage once, and log_export_failures_total counts them; a
+     * refused export is an error, still written */
+    ms_log_set_thread_level(MS_LOG_ERROR);
+    uint64_t stop_by = atomic_load(&lx.stop_by_ms), now = ms_otlp_now_ms();
+    if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
+        atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
+        return 0;
+    }
+    uint64_t deadline = now + MS_OTLP_EXPORT_TIMEOUT_MS;
+    if (stop_by && stop_by < deadline)
+        deadline = stop_by;
+    lx.body.n = 0;
+    ms_log_export_encode(&lx.body, lx.service, lx.instance, items, n);
+    bool sent;
+    int rc = ms_otlp_http_export(&lx.http, &lx.body, deadline, &sent);
+    if (sent) {
+        atomic_fetch_add_explicit(&exported, n, memory_order_relaxed);
+        return 0;
+    }
+    atomic_fetch_add_explicit(&failures, 1, memory_order_relaxed);
+    /* refused for good; or stopping: the lines are on stderr already, and a collector that
+     * cannot be reached now (often the gateway, stopping too) is not waited for */
+    if (rc == 0 || stop_by) {
+        atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
+        return 0;
+    }
+    return rc;
+}
+
+static void release(void *arg, void *item)
+{
+    (void)arg;
+    free(item);
+}
+
+static int refuse(const char *name, const char *why)
+{
+    ms_log(MS_LOG_ERROR, "bad log export setting", "variable", name, "error", why, NULL);
+    return MS_EINVAL;
+}
+
+int ms_log_export_init(const char *service, const char *endpoint)
+{
+    char err[256];
+    long queue, batch, delay;
+    const char *which = getenv("OTEL_LOGS_EXPORTER");
+    if (which && *which && strcmp(which, "otlp") != 0 && strcmp(which, "none") != 0)
+        return refuse("OTEL_LOGS_EXPORTER", "otlp or none is needed");
+    if (ms_config_env_long("OTEL_BLRP_MAX_QUEUE_SIZE", 2048, 1, 1 << 20, &queue, err, sizeof err) <
+            0 ||
+        ms_config_env_long("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1 << 20, &batch, err,
+                           sizeof err) < 0 ||
+        ms_config_env_long("OTEL_BLRP_SCHEDULE_DELAY", 1000, 1, 3600000, &delay, err, sizeof err) <
+            0) {
+        ms_log(MS_LOG_ERROR, "bad log export setting", "error", err, NULL);
+        return MS_EINVAL;
+    }
+    if ((which && strcmp(which, "none") == 0) || !endpoint || !*endpoint)
+        return 0;
+    const char *why = NULL;
+    if (ms_otlp_http_init(&lx.http, endpoint, "logs", &why) < 0)
+        return refuse("OTEL_EXPORTER_OTLP_ENDPOINT", why);
+    ms_trace_service_name(service ? service : "microshop", lx.service, sizeof lx.service);
+    ms_uuid_new(lx.instance);
+    ms_buf_init(&lx.body, 4096);
+    atomic_store(&lx.stop_by_ms, 0);
+    ms_batch_options o = {
+        .name = "log",
+        .max_items = batch > queue ? (int)queue : (int)batch,
+        .max_wait_ms = (int)delay,
+        .max_queued = (int)queue,
+        .backoff_min_ms = 100,
+        .backoff_max_ms = 5000,
+        .stop_timeout_ms = 5000, /* the most a shutdown takes; its timeout may cut it shorter */
+        .flush = flush,
+        .release = release,
+    };
+    int rc = ms_batch_start(&o, &lx.batch);
+    if (rc < 0) {
+        ms_otlp_http_release(&lx.http);
+        ms_buf_release(&lx.body);
+        return rc;
+    }
+    atomic_store(&lx.exporting, true);
+    ms_log_set_sink_fn(sink);
+    return 0;
+}
+
+void ms_log_export_shutdown(int timeout_ms)
+{
+    if (!lx.batch)
+        return;
+    /* lines written from now on are not exported (the batch's own report of what it could
+     * not flush among them); a line being queued meanwhile is waited for, so the batch is not
+     * freed under it */
+    atomic_store(&lx.exporting, false);
+    while (atomic_load(&lx.writers) > 0) /* a line being queued now: a copy and a lock away */
+        sched_yield();
+    atomic_store(&lx.stop_by_ms, ms_otlp_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0));
+    size_t left = ms_batch_stop(lx.batch);
+    lx.batch = NULL;
+    atomic_fetch_add_explicit(&dropped, left, memory_order_relaxed);
+    ms_otlp_http_release(&lx.http);
+    ms_buf_release(&lx.body);
+}
+
+void ms_log_export_collect(ms_buf *out)
+{
+    ms_metrics_family(out, "log_records_exported_total", "counter",
+                      "Log records the collector accepted.");
+    ms_metrics_sample(out, "log_records_exported_total", (double)atomic_load(&exported), NULL);
+    ms_metrics_family(out, "log_records_dropped_total", "counter",
+                      "Log records lost: the export queue was full, the collector refused them, "
+                      "or they were still queued at shutdown.");
+    ms_metrics_sample(out, "log_records_dropped_total", (double)atomic_load(&dropped), NULL);
+    ms_metrics_family(out, "log_export_failures_total", "counter",
+                      "Log export requests that failed (retried unless the collector refused "
+                      "them).");
+    ms_metrics_sample(out, "log_export_failures_total", (double)atomic_load(&failures), NULL);
+}

@@ -1,0 +1,386 @@
+/* The OTLP/HTTP JSON exporters' shared client and encoding pieces; see otlp_http.h. */
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/core/error.h"
+#include "runtime/core/log.h"
+#include "runtime/obs/otlp_http.h"
+#include "runtime/core/banned.h"
+
+enum { RESPONSE_MAX = 64 * 1024 };
+
+uint64_t ms_otlp_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- JSON ---- */
+
+/* The length of the valid UTF-8 sequence at `c` (2 to 4), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *c)
+{
+    size_t n = *c >= 0xc2 && *c < 0xe0   ? 2
+               : *c >= 0xe0 && *c < 0xf0 ? 3
+               : *c >= 0xf0 && *c < 0xf5 ? 4
+                                         : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((c[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && ((*c == 0xe0 && c[1] < 0xa0) || (*c == 0xed && c[1] > 0x9f))) ||
+        (n == 4 && ((*c == 0xf0 && c[1] < 0x90) || (*c == 0xf4 && c[1] > 0x8f))))
+        return 0;
+    return n;
+}
+
+/* Bytes that are not UTF-8 become U+FFFD: a collector refuses a document that is not UTF-8,
+ * and with it every other item of the export. The encoders run for every span and line on the
+ * exporters' threads (~80k spans a second at 100 % sampling on the gateway's path), so runs of
+ * plain bytes are appended at once and numbers written by hand: a printf or a byte-by-byte
+ * append made encoding three times costlier. */
+void ms_otlp_json_str(ms_buf *out, const char *s)
+{
+    static const char digits[] = "0123456789abcdef";
+    ms_buf_add(out, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s, *run = p;
+    while (*p) {
+        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
+            p++;
+            continue;
+        }
+        size_t n = *p >= 0x80 ? utf8_len(p) : 0;
+        if (n > 0) { /* valid UTF-8 stays in the run */
+            p += n;
+            continue;
+        }
+        ms_buf_add(out, run, (size_t)(p - run));
+        if (*p == '"' || *p == '\\') {
+            char e[2] = {'\\', (char)*p};
+            ms_buf_add(out, e, 2);
+        } else if (*p < 0x80) {
+            char e[6] = {'\\', 'u', '0', '0', digits[*p >> 4], digits[*p & 15]};
+            ms_buf_add(out, e, 6);
+        } else {
+            ms_buf_add(out, "\\ufffd", 6);
+        }
+        run = ++p;
+    }
+    ms_buf_add(out, run, (size_t)(p - run));
+    ms_buf_add(out, "\"", 1);
+}
+
+void ms_otlp_json_kv_str(ms_buf *out, const char *key, const char *value)
+{
+    ms_buf_adds(out, "{\"key\":");
+    ms_otlp_json_str(out, key);
+    ms_buf_adds(out, ",\"value\":{\"stringValue\":");
+    ms_otlp_json_str(out, value);
+    ms_buf_adds(out, "}}");
+}
+
+void ms_otlp_json_i64(ms_buf *out, int64_t v)
+{
+    ms_buf_add(out, "\"", 1);
+    ms_buf_add_int(out, v);
+    ms_buf_add(out, "\"", 1);
+}
+
+void ms_otlp_json_u64(ms_buf *out, uint64_t v)
+{
+    ms_otlp_json_i64(out, (int64_t)v); /* Unix ns fit until 2262 */
+}
+
+void ms_otlp_json_hex(ms_buf *out, const uint8_t *bytes, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    char *w = ms_buf_reserve(out, 2 * n + 2);
+    *w++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        *w++ = digits[bytes[i] >> 4];
+        *w++ = digits[bytes[i] & 15];
+    }
+    *w = '"';
+    out->n += 2 * n + 2;
+}
+
+void ms_otlp_json_resource(ms_buf *out, const char *service, const char *instance)
+{
+    ms_buf_adds(out, "\"resource\":{\"attributes\":[");
+    ms_otlp_json_kv_str(out, "service.name", service);
+    ms_buf_adds(out, ",");
+    ms_otlp_json_kv_str(out, "service.instance.id", instance);
+    ms_buf_adds(out, ",");
+    ms_otlp_json_kv_str(out, "telemetry.sdk.name", "microshop");
+    ms_buf_adds(out, ",");
+    ms_otlp_json_kv_str(out, "telemetry.sdk.language", "c");
+    ms_buf_adds(out, ",");
+    ms_otlp_json_kv_str(out, "telemetry.sdk.version", MS_VERSION);
+    ms_buf_adds(out, "]}");
+}
+
+/* ---- the endpoint ---- */
+
+int ms_otlp_http_init(ms_otlp_http *c, const char *e, const char *signal, const char **why)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->signal = signal;
+    if (strncasecmp(e, "http://", 7) != 0) {
+        *why = "only http://host:port is supported";
+        return MS_EINVAL;
+    }
+    const char *h = e + 7, *slash = strchr(h, '/');
+    size_t hn = slash ? (size_t)(slash - h) : strlen(h);
+    const char *colon = memchr(h, ':', hn);
+    size_t name_len = colon ? (size_t)(colon - h) : hn;
+    if (name_len == 0 || name_len >= sizeof c->host || memchr(h, '@', hn) || memchr(h, '[', hn)) {
+        *why = "a host name or IPv4 address is needed";
+        return MS_EINVAL;
+    }
+    memcpy(c->host, h, name_len);
+    c->host[name_len] = '\0';
+    const char *port = colon ? colon + 1 : "4318";
+    size_t pn = colon ? hn - name_len - 1 : 4;
+    long p = 0;
+    for (size_t i = 0; i < pn; i++) {
+        if (port[i] < '0' || port[i] > '9' || p > 65535) {
+            *why = "the port must be a number";
+            return MS_EINVAL;
+        }
+        p = p * 10 + (port[i] - '0');
+    }
+    if (pn == 0 || p < 1 || p > 65535) {
+        *why = "the port must be 1 to 65535";
+        return MS_EINVAL;
+    }
+    snprintf(c->port, sizeof c->port, "%ld", p);
+    const char *base = slash ? slash : "";
+    size_t bn = strlen(base);
+    while (bn && base[bn - 1] == '/')
+        bn--;
+    if (bn + sizeof "/v1/" + strlen(signal) > sizeof c->path) {
+        *why = "the path is too long";
+        return MS_EINVAL;
+    }
+    snprintf(c->path, sizeof c->path, "%.*s/v1/%s", (int)bn, base, signal);
+    ms_buf_init(&c->resp, 4096);
+    return 0;
+}
+
+static void conn_close(ms_otlp_http *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+void ms_otlp_http_release(ms_otlp_http *c)
+{
+    conn_close(c);
+    ms_buf_release(&c->resp);
+}
+
+/* ---- the blocking HTTP/1.1 client ---- */
+
+/* Waits for `events` on fd until `deadline` (monotonic ms): 0 or MS_ETIMEDOUT. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = ms_otlp_now_ms();
+        if (now >= deadline)
+            return MS_ETIMEDOUT;
+        struct pollfd p = {.fd = fd, .events = events};
+        int rc = poll(&p, 1, (int)(deadline - now));
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR)
+            return MS_EIO;
+    }
+}
+
+static int conn_open(ms_otlp_http *c, uint64_t deadline)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(c->host, c->port, &hints, &res) != 0)
+        return MS_ECONN;
+    int rc = MS_ECONN;
+    for (struct addrinfo *a = res; a && rc < 0; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 ||
+            (errno == EINPROGRESS && wait_fd(fd, POLLOUT, deadline) == 0)) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+                c->fd = fd;
+                rc = 0;
+                continue;
+            }
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+static int send_all(ms_otlp_http *c, const char *p, size_t n, uint64_t deadline)
+{
+    while (n) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(c->fd, POLLOUT, deadline);
+            if (rc < 0)
+                return rc;
+        } else {
+            return MS_ECONN;
+        }
+    }
+    return 0;
+}
+
+/* Finds a header's value in the head (lines end with \r\n); NULL when absent. */
+static const char *head_value(const char *head, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (const char *line = strstr(head, "\r\n"); line && line[2] != '\r';
+         line = strstr(line + 2, "\r\n")) {
+        const char *l = line + 2;
+        if (strncasecmp(l, name, n) == 0 && l[n] == ':') {
+            const char *v = l + n + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            const char *end = strstr(v, "\r\n");
+            *len = end ? (size_t)(end - v) : strlen(v);
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* Reads one response: its status, and whether the connection may be kept. A body without a
+ * Content-Length (chunked, or up to the close) is read to the close and the connection is not
+ * kept: the collector's answer is small and its content is not used. */
+static int read_response(ms_otlp_http *c, uint64_t deadline, int *status, bool *keep)
+{
+    ms_buf *r = &c->resp;
+    r->n = 0;
+    size_t head_len = 0, want = 0;
+    bool to_close = false;
+    for (;;) {
+        if (head_len && (to_close ? false : r->n >= head_len + want))
+            break;
+        if (r->n >= RESPONSE_MAX)
+            return MS_ETOOBIG;
+        char *w = ms_buf_reserve(r, 4096);
+        ssize_t got = recv(c->fd, w, 4095, 0);
+        if (got > 0) {
+            r->n += (size_t)got;
+        } else if (got == 0) {
+            if (head_len && to_close)
+                break;
+            return MS_ECONN;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int rc = wait_fd(c->fd, POLLIN, deadline);
+            if (rc < 0)
+                return rc;
+            continue;
+        } else {
+            return MS_ECONN;
+        }
+        if (head_len)
+            continue;
+        r->p[r->n] = '\0';
+        const char *end = strstr(r->p, "\r\n\r\n");
+        if (!end)
+            continue;
+        head_len = (size_t)(end - r->p) + 4;
+        int minor = 0;
+        if (sscanf(r->p, "HTTP/1.%d %d", &minor, status) != 2 || *status < 100 || *status > 599)
+            return MS_EIO;
+        size_t vlen = 0;
+        const char *cl = head_value(r->p, "Content-Length", &vlen);
+        const char *conn = head_value(r->p, "Connection", &vlen);
+        *keep = minor == 1 && !(conn && strncasecmp(conn, "close", 5) == 0);
+        if (cl) {
+            want = strtoul(cl, NULL, 10);
+        } else if (*status == 204 || *status == 304) {
+            want = 0;
+        } else {
+            to_close = true;
+            *keep = false;
+        }
+    }
+    return 0;
+}
+
+int ms_otlp_http_post(ms_otlp_http *c, const char *body, size_t n, uint64_t deadline)
+{
+    char head[1024];
+    int hn = snprintf(head, sizeof head,
+                      "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nUser-Agent: microshop/%s\r\n\r\n",
+                      c->path, c->host, c->port, n, MS_VERSION);
+    /* a kept connection the collector closed meanwhile fails at once: one fresh try then */
+    for (int fresh = c->fd < 0; fresh < 2; fresh++) {
+        if (c->fd < 0) {
+            int rc = conn_open(c, deadline);
+            if (rc < 0)
+                return rc;
+            fresh = 1;
+        }
+        int status = 0;
+        bool keep = false;
+        int rc = send_all(c, head, (size_t)hn, deadline);
+        if (rc == 0)
+            rc = send_all(c, body, n, deadline);
+        if (rc == 0)
+            rc = read_response(c, deadline, &status, &keep);
+        if (rc == 0) {
+            if (!keep)
+                conn_close(c);
+            return status;
+        }
+        conn_close(c);
+        if (fresh || rc == MS_ETIMEDOUT)
+            return rc;
+    }
+    return MS_ECONN;
+}
+
+int ms_otlp_http_export(ms_otlp_http *c, const ms_buf *body, uint64_t deadline, bool *sent)
+{
+    *sent = false;
+    int status = ms_otlp_http_post(c, body->p, body->n, deadline);
+    if (status >= 200 && status < 300) {
+        *sent = true;
+        return 0;
+    }
+    if (status >= 400 && status < 500 && status != 429) {
+        if (!c->warned) {
+            char st[16];
+            snprintf(st, sizeof st, "%d", status);
+            ms_log(MS_LOG_ERROR, "the collector refused an export; it is dropped", "signal",
+                   c->signal, "status", st, NULL);
+            c->warned = true;
+        }
+        return 0;
+    }
+    return status < 0 ? status : MS_EIO;
+}
