@@ -31,6 +31,7 @@ bench:
 	bash bench/checkout.sh
 	bash bench/gateway.sh
 	bash bench/observability.sh
+	bash bench/console.sh
 	bash bench/eventstore.sh
 
 format:

@@ -550,10 +550,15 @@
       .then(function (r) {
         state.latest = rates(parseMetrics(r[1]), t);
         renderServices(r[0]);
-        pushSample(new Date(t).toLocaleTimeString([], {hour12: false}), state.latest);
         renderTraces(r[2]);
         $('updated').textContent = 'updated ' + new Date(t).toLocaleTimeString([], {hour12: false});
         showError(null);
+        /* the charts after the table has been painted: making the first ones takes a few
+         * hundred ms of the main thread, which the table and the lists need not wait for */
+        var label = new Date(t).toLocaleTimeString([], {hour12: false}), sample = state.latest;
+        requestAnimationFrame(function () {
+          setTimeout(function () { pushSample(label, sample); }, 0);
+        });
       })
       .catch(function (e) {
         document.body.dataset.health = 'unknown';
