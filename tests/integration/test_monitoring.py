@@ -238,6 +238,8 @@ def test_the_jaeger_fragment_receives_otlp_over_http():
     assert jaeger["image"].startswith("jaegertracing/all-in-one")
     assert "4318:4318" in jaeger["ports"] and jaeger["environment"]["COLLECTOR_OTLP_ENABLED"]
     assert doc["x-microshop-tracing"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    # Jaeger takes no /v1/logs: the lines stay on stderr for Filebeat
+    assert doc["x-microshop-tracing"]["OTEL_LOGS_EXPORTER"] == "none"
 
 
 def test_filebeat_decodes_the_json_lines_and_ships_them_to_elasticsearch():
