@@ -1,7 +1,7 @@
 /*
- * otlp_doc.h — reading OTLP/HTTP JSON documents at the gateway's receiver (log_store.c; the
- * same rules as trace_store.c's): ids, fixed64 numbers, AnyValue and KeyValue lists as plain
- * JSON with their strings capped, so one exporter cannot fill a store with one item.
+ * otlp_doc.h — reading OTLP/HTTP JSON documents at the gateway's receivers (trace_store.c,
+ * log_store.c): ids, fixed64 numbers, AnyValue and KeyValue lists as plain JSON with their
+ * strings capped, so one exporter cannot fill a store with one item.
  * Pure functions; any thread. Returned JSON is new (the caller owns it).
  */
 #ifndef MS_GATEWAY_OTLP_DOC_H

@@ -8,7 +8,7 @@
  * Bounds: TRACES_MAX traces, SPANS_MAX spans, BYTES_MAX bytes (roughly: strings plus a fixed
  * cost per span), TRACE_SPANS_MAX spans per trace; past them the trace updated longest ago is
  * dropped whole (a trace still receiving spans stays). A span's attributes and strings are
- * capped too (ATTRS_MAX, STRING_MAX), so one exporter cannot fill the store with one span.
+ * capped too (otlp_doc.h), so one exporter cannot fill the store with one span.
  *
  * Root SERVER spans of operations routes (/health, /ready, /metrics, /v1/traces, /v1/logs,
  * /admin/..., /ops...) are accepted but not kept (see operational).
@@ -33,6 +33,7 @@
 #include "runtime/http/problem.h"
 #include "runtime/obs/metrics.h"
 #include "services/gateway/gateway_internal.h"
+#include "services/gateway/otlp_doc.h"
 #include "runtime/core/banned.h"
 
 enum {
@@ -41,9 +42,6 @@ enum {
     TRACE_SPANS_MAX = 2000,
     BYTES_MAX = 48 << 20,
     BODY_MAX = 4 << 20,
-    ATTRS_MAX = 64,
-    STRING_MAX = 1024,
-    VALUE_DEPTH_MAX = 4,
     ERRORS_SHOWN = 10,
     SPAN_COST = 256, /* bytes of a span besides its strings: its objects and slot */
     LIST_DEFAULT = 50,
@@ -68,139 +66,6 @@ static struct {
 } store = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- the OTLP document ---- */
-
-static bool is_hex(const char *s, size_t n)
-{
-    if (!s || strlen(s) != n)
-        return false;
-    bool nonzero = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-            return false;
-        nonzero |= c != '0';
-    }
-    return nonzero; /* all zeros is the invalid id (W3C trace context) */
-}
-
-static void lower_hex(char *dst, const char *src, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'F' ? src[i] - 'A' + 'a' : src[i]);
-    dst[n] = '\0';
-}
-
-/* A fixed64 of OTLP JSON: a decimal string (the encoding's rule) or a plain integer. */
-static bool get_u64(json_t *v, uint64_t *out)
-{
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *out = (uint64_t)json_integer_value(v);
-        return true;
-    }
-    const char *s = json_string_value(v);
-    if (!s || !*s || strlen(s) > 20)
-        return false;
-    uint64_t x = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        uint64_t d = (uint64_t)(*p - '0');
-        if (x > (UINT64_MAX - d) / 10)
-            return false;
-        x = x * 10 + d;
-    }
-    *out = x;
-    return true;
-}
-
-/* `s` cut to at most STRING_MAX bytes on a character boundary, as a new JSON string. */
-static json_t *capped_string(const char *s, size_t *bytes)
-{
-    size_t n = strlen(s);
-    if (n > STRING_MAX) {
-        n = STRING_MAX;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-            n--;
-    }
-    *bytes += n;
-    return json_stringn(s, n);
-}
-
-/* An OTLP AnyValue as plain JSON (strings capped); NULL when it has no known member. */
-static json_t *any_value(json_t *v, int depth, size_t *bytes)
-{
-    json_t *x;
-    if (!json_is_object(v) || depth > VALUE_DEPTH_MAX)
-        return NULL;
-    if ((x = json_object_get(v, "stringValue")) && json_is_string(x))
-        return capped_string(json_string_value(x), bytes);
-    if ((x = json_object_get(v, "boolValue")) && json_is_boolean(x))
-        return json_boolean(json_is_true(x));
-    if ((x = json_object_get(v, "intValue"))) {
-        if (json_is_integer(x))
-            return json_integer(json_integer_value(x));
-        const char *s = json_string_value(x);
-        char *end;
-        long long i = s ? strtoll(s, &end, 10) : 0;
-        return s && *s && !*end ? json_integer(i) : NULL;
-    }
-    if ((x = json_object_get(v, "doubleValue")) && json_is_number(x))
-        return json_real(json_number_value(x));
-    if ((x = json_object_get(v, "bytesValue")) && json_is_string(x))
-        return capped_string(json_string_value(x), bytes);
-    if ((x = json_object_get(v, "arrayValue"))) {
-        json_t *out = json_array();
-        size_t i;
-        json_t *e;
-        json_array_foreach(json_object_get(x, "values"), i, e)
-        {
-            if (i >= ATTRS_MAX)
-                break;
-            json_t *c = any_value(e, depth + 1, bytes);
-            json_array_append_new(out, c ? c : json_null());
-        }
-        return out;
-    }
-    if ((x = json_object_get(v, "kvlistValue"))) {
-        json_t *out = json_object();
-        size_t i;
-        json_t *kv;
-        json_array_foreach(json_object_get(x, "values"), i, kv)
-        {
-            const char *k = json_string_value(json_object_get(kv, "key"));
-            json_t *c = k && i < ATTRS_MAX
-                            ? any_value(json_object_get(kv, "value"), depth + 1, bytes)
-                            : NULL;
-            if (c)
-                json_object_set_new(out, k, c);
-        }
-        return out;
-    }
-    return NULL;
-}
-
-/* OTLP's KeyValue list as a JSON object; false when it is not a list of {key, value}. */
-static bool attributes(json_t *list, json_t *out, size_t *bytes)
-{
-    if (!list)
-        return true;
-    if (!json_is_array(list))
-        return false;
-    size_t i;
-    json_t *kv;
-    json_array_foreach(list, i, kv)
-    {
-        const char *k = json_string_value(json_object_get(kv, "key"));
-        if (!k)
-            return false;
-        if (i >= ATTRS_MAX)
-            continue;
-        json_t *v = any_value(json_object_get(kv, "value"), 0, bytes);
-        *bytes += strlen(k);
-        json_object_set_new(out, k, v ? v : json_null());
-    }
-    return true;
-}
 
 static const char *kind_name(json_int_t k)
 {
@@ -230,20 +95,20 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
     const char *bad = NULL, *why = NULL;
     if (!json_is_object(s))
         bad = "", why = "must be an object";
-    else if (!is_hex(tid, 32))
+    else if (!gateway_otlp_is_hex(tid, 32))
         bad = "traceId", why = "must be 32 hex digits, not all zero";
-    else if (!is_hex(sid, 16))
+    else if (!gateway_otlp_is_hex(sid, 16))
         bad = "spanId", why = "must be 16 hex digits, not all zero";
-    else if (pj && !json_is_null(pj) && !(pid && (!*pid || is_hex(pid, 16))))
+    else if (pj && !json_is_null(pj) && !(pid && (!*pid || gateway_otlp_is_hex(pid, 16))))
         bad = "parentSpanId", why = "must be empty or 16 hex digits";
     else if (!name)
         bad = "name", why = "must be a string";
     else if (kind && !(json_is_integer(kind) && json_integer_value(kind) >= 0 &&
                        json_integer_value(kind) <= 5))
         bad = "kind", why = "must be an integer from 0 to 5";
-    else if (!get_u64(json_object_get(s, "startTimeUnixNano"), start))
+    else if (!gateway_otlp_u64(json_object_get(s, "startTimeUnixNano"), start))
         bad = "startTimeUnixNano", why = "must be a decimal string of nanoseconds";
-    else if (!get_u64(json_object_get(s, "endTimeUnixNano"), end))
+    else if (!gateway_otlp_u64(json_object_get(s, "endTimeUnixNano"), end))
         bad = "endTimeUnixNano", why = "must be a decimal string of nanoseconds";
     else if (*end < *start)
         bad = "endTimeUnixNano", why = "must not be before startTimeUnixNano";
@@ -256,7 +121,7 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
         return NULL;
     }
     json_t *attrs = json_object();
-    if (!attributes(json_object_get(s, "attributes"), attrs, bytes)) {
+    if (!gateway_otlp_attributes(json_object_get(s, "attributes"), attrs, bytes)) {
         json_decref(attrs);
         snprintf(field, sizeof field, "resourceSpans[%zu].scopeSpans[%zu].spans[%zu].attributes",
                  at[0], at[1], at[2]);
@@ -264,10 +129,10 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
         return NULL;
     }
     char t[33], sp[17], p[17];
-    lower_hex(t, tid, 32);
-    lower_hex(sp, sid, 16);
+    gateway_otlp_lower_hex(t, tid, 32);
+    gateway_otlp_lower_hex(sp, sid, 16);
     if (pid && *pid)
-        lower_hex(p, pid, 16);
+        gateway_otlp_lower_hex(p, pid, 16);
     json_int_t code = json_integer_value(json_object_get(status, "code"));
     const char *msg = json_string_value(json_object_get(status, "message"));
     char s_start[24], s_end[24];
@@ -276,15 +141,15 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
     json_t *doc = json_pack(
         "{s:s, s:s, s:s?, s:o, s:o, s:o, s:s, s:s, s:s, s:f, s:f, s:o, s:{s:s, s:o}, s:b}",
         "trace_id", t, "span_id", sp, "parent_span_id", pid && *pid ? p : NULL, "service",
-        capped_string(service, bytes), "instance",
-        instance ? capped_string(instance, bytes) : json_null(), "name", capped_string(name, bytes),
-        "kind", kind_name(json_integer_value(kind)), "start_unix_nano", s_start, "end_unix_nano",
-        s_end, "start_ms", (double)*start / 1e6, "duration_ms", (double)(*end - *start) / 1e6,
-        "attributes", attrs, "status", "code",
+        gateway_otlp_string(service, bytes), "instance",
+        instance ? gateway_otlp_string(instance, bytes) : json_null(), "name",
+        gateway_otlp_string(name, bytes), "kind", kind_name(json_integer_value(kind)),
+        "start_unix_nano", s_start, "end_unix_nano", s_end, "start_ms", (double)*start / 1e6,
+        "duration_ms", (double)(*end - *start) / 1e6, "attributes", attrs, "status", "code",
         code == 1   ? "ok"
         : code == 2 ? "error"
                     : "unset",
-        "message", msg ? capped_string(msg, bytes) : json_string(""), "error", code == 2);
+        "message", msg ? gateway_otlp_string(msg, bytes) : json_string(""), "error", code == 2);
     *bytes += SPAN_COST;
     return doc;
 }
@@ -379,20 +244,6 @@ static bool operational(json_t *doc)
     return false;
 }
 
-/* The resource's service.name ("unknown_service" as the SDKs say when it has none). */
-static const char *resource_attr(json_t *resource, const char *key)
-{
-    size_t i;
-    json_t *kv;
-    json_array_foreach(json_object_get(resource, "attributes"), i, kv)
-    {
-        if (json_is_string(json_object_get(kv, "key")) &&
-            strcmp(json_string_value(json_object_get(kv, "key")), key) == 0)
-            return json_string_value(json_object_get(json_object_get(kv, "value"), "stringValue"));
-    }
-    return NULL;
-}
-
 static bool array_or_absent(json_t *v)
 {
     return !v || json_is_array(v);
@@ -454,8 +305,8 @@ void gateway_otlp_receive(ms_http_request *req)
     json_array_foreach(rs_list, i, rs)
     {
         json_t *res = json_object_get(rs, "resource");
-        const char *service = resource_attr(res, "service.name");
-        const char *instance = resource_attr(res, "service.instance.id");
+        const char *service = gateway_otlp_resource_attr(res, "service.name");
+        const char *instance = gateway_otlp_resource_attr(res, "service.instance.id");
         json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
         {
             size_t k;
