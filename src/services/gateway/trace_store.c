@@ -16,8 +16,8 @@
  * A request is answered per OTLP/HTTP: 200 {} when every span was kept; 200 with
  * partialSuccess {rejectedSpans, errorMessage} when some were malformed and the rest kept; 400
  * problem+json naming the fields when the document's shape is wrong or every span is; 415 for
- * anything but JSON (protobuf is not spoken); 413 past BODY_MAX (or the listener's own body
- * limit, --max-body-bytes, when that is lower).
+ * anything but JSON (protobuf is not spoken); 413 past GATEWAY_OTLP_BODY_MAX (or the listener's
+ * own body limit, --max-body-bytes, when that is lower). The handling is otlp_doc.c's.
  *
  * Threading: the handlers run on the admin loop and the metrics collector on the scraping
  * thread; the store is behind one mutex, and the JSON it holds is touched only under it.
@@ -41,8 +41,6 @@ enum {
     SPANS_MAX = 20000,
     TRACE_SPANS_MAX = 2000,
     BYTES_MAX = 48 << 20,
-    BODY_MAX = 4 << 20,
-    ERRORS_SHOWN = 10,
     SPAN_COST = 256, /* bytes of a span besides its strings: its objects and slot */
     LIST_DEFAULT = 50,
 };
@@ -79,10 +77,9 @@ static const char *kind_name(json_int_t k)
  *   {trace_id, span_id, parent_span_id (null for a root), service, instance, name, kind,
  *    start_unix_nano, end_unix_nano (decimal strings), start_ms (since the epoch, a number for
  *    scripts), duration_ms, attributes {}, status {code: unset|ok|error, message}, error}
- * Or NULL with the problem appended to `errors` under `at`.
+ * Or NULL with the problem named. times: start, end.
  */
-static json_t *span_doc(json_t *s, const char *service, const char *instance, const size_t at[3],
-                        json_t *errors, size_t *bytes, uint64_t *start, uint64_t *end)
+static json_t *span_doc(json_t *s, const gateway_otlp_item *it, size_t *bytes, uint64_t times[2])
 {
     const char *tid = json_string_value(json_object_get(s, "traceId"));
     const char *sid = json_string_value(json_object_get(s, "spanId"));
@@ -91,7 +88,8 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
     const char *name = json_string_value(json_object_get(s, "name"));
     json_t *kind = json_object_get(s, "kind");
     json_t *status = json_object_get(s, "status");
-    char field[200];
+    const char *service = it->service, *instance = it->instance;
+    uint64_t *start = &times[0], *end = &times[1];
     const char *bad = NULL, *why = NULL;
     if (!json_is_object(s))
         bad = "", why = "must be an object";
@@ -115,17 +113,13 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
     else if (status && !json_is_object(status))
         bad = "status", why = "must be an object";
     if (bad) {
-        snprintf(field, sizeof field, "resourceSpans[%zu].scopeSpans[%zu].spans[%zu]%s%s", at[0],
-                 at[1], at[2], *bad ? "." : "", bad);
-        ms_field_error(errors, field, "%s", why);
+        gateway_otlp_item_error(it, bad, why);
         return NULL;
     }
     json_t *attrs = json_object();
     if (!gateway_otlp_attributes(json_object_get(s, "attributes"), attrs, bytes)) {
         json_decref(attrs);
-        snprintf(field, sizeof field, "resourceSpans[%zu].scopeSpans[%zu].spans[%zu].attributes",
-                 at[0], at[1], at[2]);
-        ms_field_error(errors, field, "must be a list of {key, value}");
+        gateway_otlp_item_error(it, "attributes", "must be a list of {key, value}");
         return NULL;
     }
     char t[33], sp[17], p[17];
@@ -183,9 +177,10 @@ static trace_rec *find_trace(const char *id)
     return NULL;
 }
 
-/* Keeps one span document (consumed); false when its trace is full. */
-static bool keep(json_t *doc, size_t bytes, uint64_t start, uint64_t end)
+/* Keeps one span document (consumed); false when its trace is full. times: start, end. */
+static bool keep(json_t *doc, size_t bytes, const uint64_t times[2])
 {
+    uint64_t start = times[0], end = times[1];
     const char *id = json_string_value(json_object_get(doc, "trace_id"));
     trace_rec *t = find_trace(id);
     if (t && json_array_size(t->spans) >= TRACE_SPANS_MAX) {
@@ -244,124 +239,27 @@ static bool operational(json_t *doc)
     return false;
 }
 
-static bool array_or_absent(json_t *v)
-{
-    return !v || json_is_array(v);
-}
+static const gateway_otlp_kind traces = {
+    .what = "trace",
+    .item = "span",
+    .resources = "resourceSpans",
+    .scopes = "scopeSpans",
+    .items = "spans",
+    .rejected_name = "rejectedSpans",
+    .doc = span_doc,
+    .operational = operational,
+    .keep = keep,
+    .lock = &store.lock,
+    .accepted = &store.accepted,
+    .ignored = &store.ignored,
+    .rejected = &store.rejected,
+};
 
 void gateway_otlp_receive(ms_http_request *req)
 {
-    if (req->body_len > BODY_MAX) {
-        ms_problem(req, 413, "an OTLP export may carry at most 4 MiB: send smaller batches");
-        return;
-    }
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
-    json_t *errors = json_array();
-    size_t total = 0, kept = 0, ignored = 0;
-    json_t *rs_list = json_object_get(body, "resourceSpans");
-    if (!array_or_absent(rs_list))
-        ms_field_error(errors, "resourceSpans", "must be a list");
-    /* the shape first: nothing is kept from a document that is not OTLP */
-    size_t i, j;
-    json_t *rs, *ss;
-    json_array_foreach(rs_list, i, rs)
-    {
-        char at[128];
-        json_t *res = json_object_get(rs, "resource");
-        if (!json_is_object(rs) || (res && !json_is_object(res)) ||
-            !array_or_absent(json_object_get(res, "attributes"))) {
-            snprintf(at, sizeof at, "resourceSpans[%zu].resource", i);
-            ms_field_error(errors, at, "must be an object with a list of attributes");
-            continue;
-        }
-        if (!array_or_absent(json_object_get(rs, "scopeSpans"))) {
-            snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans", i);
-            ms_field_error(errors, at, "must be a list");
-            continue;
-        }
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-        {
-            if (!json_is_object(ss) || !array_or_absent(json_object_get(ss, "spans"))) {
-                snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans[%zu].spans", i, j);
-                ms_field_error(errors, at, "must be a list");
-                continue;
-            }
-            total += json_array_size(json_object_get(ss, "spans"));
-        }
-    }
-    if (json_array_size(errors)) {
-        ms_problem_fields(req, 400,
-                          "the body is not an OTLP trace export (resourceSpans[]."
-                          "scopeSpans[].spans[])",
-                          errors);
-        return;
-    }
-    /* then each span: the well-formed ones are kept, the others named */
-    json_t *docs = json_array();
-    uint64_t *times = malloc(2 * (total ? total : 1) * sizeof *times);
-    size_t *sizes = malloc((total ? total : 1) * sizeof *sizes);
-    json_array_foreach(rs_list, i, rs)
-    {
-        json_t *res = json_object_get(rs, "resource");
-        const char *service = gateway_otlp_resource_attr(res, "service.name");
-        const char *instance = gateway_otlp_resource_attr(res, "service.instance.id");
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-        {
-            size_t k;
-            json_t *s;
-            json_array_foreach(json_object_get(ss, "spans"), k, s)
-            {
-                /* the span's path is written only for an error (a snprintf per span was a
-                 * tenth of the receiver's own code) */
-                const size_t at[3] = {i, j, k};
-                size_t n = json_array_size(docs), bytes = 0;
-                json_t *d = span_doc(s, service ? service : "unknown_service", instance, at,
-                                     json_array_size(errors) < ERRORS_SHOWN ? errors : NULL, &bytes,
-                                     &times[2 * n], &times[2 * n + 1]);
-                if (d && operational(d)) {
-                    json_decref(d);
-                    ignored++;
-                } else if (d) {
-                    sizes[n] = bytes;
-                    json_array_append_new(docs, d);
-                }
-            }
-        }
-    }
-    pthread_mutex_lock(&store.lock);
-    for (size_t n = 0; n < json_array_size(docs); n++)
-        kept +=
-            keep(json_incref(json_array_get(docs, n)), sizes[n], times[2 * n], times[2 * n + 1]);
-    store.accepted += kept;
-    store.ignored += ignored;
-    store.rejected += total - kept - ignored;
-    pthread_mutex_unlock(&store.lock);
-    size_t malformed = total - ignored - json_array_size(docs);
-    json_decref(docs);
-    free(times);
-    free(sizes);
-    if (total > 0 && malformed == total) {
-        ms_problem_fields(req, 400, "no span of the export is well-formed", errors);
-        return;
-    }
-    if (kept + ignored == total) {
-        json_decref(errors);
-        ms_http_respond_json(req, 200, json_object());
-        return;
-    }
-    char why[300];
-    json_t *first = json_array_get(errors, 0);
-    if (first)
-        snprintf(why, sizeof why, "%s %s", json_string_value(json_object_get(first, "field")),
-                 json_string_value(json_object_get(first, "message")));
-    else
-        snprintf(why, sizeof why, "a trace holds at most %d spans", TRACE_SPANS_MAX);
-    json_decref(errors);
-    ms_http_respond_json(req, 200,
-                         json_pack("{s:{s:I, s:s}}", "partialSuccess", "rejectedSpans",
-                                   (json_int_t)(total - kept - ignored), "errorMessage", why));
+    char refused[64];
+    snprintf(refused, sizeof refused, "a trace holds at most %d spans", TRACE_SPANS_MAX);
+    gateway_otlp_receive_export(req, &traces, refused);
 }
 
 /* ---- the console's queries ---- */
