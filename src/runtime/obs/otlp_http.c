@@ -384,3 +384,29 @@ int ms_otlp_http_export(ms_otlp_http *c, const ms_buf *body, uint64_t deadline, 
     }
     return status < 0 ? status : MS_EIO;
 }
+
+int ms_otlp_flush(const ms_otlp_exporter *x, void *const *items, size_t n)
+{
+    uint64_t stop_by = atomic_load(x->stop_by_ms), now = ms_otlp_now_ms();
+    if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
+        atomic_fetch_add_explicit(&x->counts->dropped, n, memory_order_relaxed);
+        return 0;
+    }
+    uint64_t deadline = now + MS_OTLP_EXPORT_TIMEOUT_MS;
+    if (stop_by && stop_by < deadline)
+        deadline = stop_by;
+    x->body->n = 0;
+    x->encode(x->body, x->service, x->instance, items, n);
+    bool sent;
+    int rc = ms_otlp_http_export(x->http, x->body, deadline, &sent);
+    if (sent) {
+        atomic_fetch_add_explicit(&x->counts->exported, n, memory_order_relaxed);
+        return 0;
+    }
+    atomic_fetch_add_explicit(&x->counts->failures, 1, memory_order_relaxed);
+    if (rc == 0 || (stop_by && x->once_when_stopping)) {
+        atomic_fetch_add_explicit(&x->counts->dropped, n, memory_order_relaxed);
+        return 0;
+    }
+    return rc;
+}
