@@ -12,6 +12,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/core/utf8.h"
 #include "runtime/obs/otlp_http.h"
 #include "runtime/core/banned.h"
 
@@ -25,22 +26,6 @@ uint64_t ms_otlp_now_ms(void)
 }
 
 /* ---- JSON ---- */
-
-/* The length of the valid UTF-8 sequence at `c` (2 to 4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *c)
-{
-    size_t n = *c >= 0xc2 && *c < 0xe0   ? 2
-               : *c >= 0xe0 && *c < 0xf0 ? 3
-               : *c >= 0xf0 && *c < 0xf5 ? 4
-                                         : 0;
-    for (size_t i = 1; i < n; i++)
-        if ((c[i] & 0xc0) != 0x80)
-            return 0;
-    if ((n == 3 && ((*c == 0xe0 && c[1] < 0xa0) || (*c == 0xed && c[1] > 0x9f))) ||
-        (n == 4 && ((*c == 0xf0 && c[1] < 0x90) || (*c == 0xf4 && c[1] > 0x8f))))
-        return 0;
-    return n;
-}
 
 /* Bytes that are not UTF-8 become U+FFFD: a collector refuses a document that is not UTF-8,
  * and with it every other item of the export. The encoders run for every span and line on the
@@ -57,7 +42,7 @@ void ms_otlp_json_str(ms_buf *out, const char *s)
             p++;
             continue;
         }
-        size_t n = *p >= 0x80 ? utf8_len(p) : 0;
+        size_t n = *p >= 0x80 ? ms_utf8_len(p) : 0;
         if (n > 0) { /* valid UTF-8 stays in the run */
             p += n;
             continue;
