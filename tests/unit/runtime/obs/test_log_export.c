@@ -192,16 +192,7 @@ static bool context(char trace_id[33], char span_id[17])
 
 static double metric(const char *name)
 {
-    ms_buf out;
-    ms_buf_init(&out, 0);
-    ms_log_export_collect(&out);
-    ms_buf_add(&out, "", 1);
-    char pat[128];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *at = strstr(out.p, pat);
-    double v = at ? strtod(at + strlen(pat), NULL) : -1;
-    ms_buf_release(&out);
-    return v;
+    return collector_metric(ms_log_export_collect, name);
 }
 
 static char endpoint[64];
