@@ -147,14 +147,7 @@ static void test_sampler(void **state)
 
 static json_t *attr(json_t *attrs, const char *key)
 {
-    size_t i;
-    json_t *a;
-    json_array_foreach(attrs, i, a)
-    {
-        if (strcmp(json_string_value(json_object_get(a, "key")), key) == 0)
-            return json_object_get(a, "value");
-    }
-    return NULL;
+    return collector_attr(attrs, key);
 }
 
 static void test_encode(void **state)
