@@ -8,6 +8,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/core/utf8.h"
 #include "runtime/core/banned.h"
 
 static const char *log_service = "microshop";
@@ -87,22 +88,6 @@ static void put(line_buf *b, const char *s, size_t n)
     b->n += n;
 }
 
-/* The length of the valid UTF-8 sequence at `c` (1 to 4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *c)
-{
-    size_t n = *c >= 0xc2 && *c < 0xe0   ? 2
-               : *c >= 0xe0 && *c < 0xf0 ? 3
-               : *c >= 0xf0 && *c < 0xf5 ? 4
-                                         : 0;
-    for (size_t i = 1; i < n; i++)
-        if ((c[i] & 0xc0) != 0x80)
-            return 0;
-    if ((n == 3 && ((*c == 0xe0 && c[1] < 0xa0) || (*c == 0xed && c[1] > 0x9f))) ||
-        (n == 4 && ((*c == 0xf0 && c[1] < 0x90) || (*c == 0xf4 && c[1] > 0x8f))))
-        return 0; /* overlong, a surrogate, or past U+10FFFF */
-    return n;
-}
-
 /* A JSON string. A value longer than the line is cut (at a character), never the line's
  * syntax; bytes that are not UTF-8 become U+FFFD, so the line always parses. */
 static void put_escaped(line_buf *b, const char *s)
@@ -138,7 +123,7 @@ static void put_escaped(line_buf *b, const char *s)
             e[4] = hex[*c >> 4];
             e[5] = hex[*c & 15];
             n = 6;
-        } else if ((adv = utf8_len(c)) > 0) {
+        } else if ((adv = ms_utf8_len(c)) > 0) {
             out = (const char *)c;
             n = adv;
         } else {

@@ -44,7 +44,7 @@ static struct {
 } lx;
 
 /* Process lifetime: they survive a shutdown so the last scrape still reports them. */
-static atomic_ullong exported, dropped, failures;
+static ms_otlp_counters counts;
 
 /* Set on an exporter's flusher thread: what it logs is not exported (see log_export.h). */
 static _Thread_local bool on_flusher;
@@ -248,12 +248,25 @@ static void sink(const ms_log_record *r)
     if (atomic_load(&lx.exporting)) {
         ms_log_export_rec *rec = ms_log_export_record(r);
         if (!rec || ms_batch_enqueue(lx.batch, rec) < 0) {
-            atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&counts.dropped, 1, memory_order_relaxed);
             free(rec);
         }
     }
     atomic_fetch_sub(&lx.writers, 1);
 }
+
+static const ms_otlp_exporter exporter = {
+    .http = &lx.http,
+    .body = &lx.body,
+    .service = lx.service,
+    .instance = lx.instance,
+    .encode = ms_log_export_encode,
+    .stop_by_ms = &lx.stop_by_ms,
+    .counts = &counts,
+    /* stopping: the lines are on stderr already, and a collector that cannot be reached now
+     * (often the gateway, stopping too) is not waited for */
+    .once_when_stopping = true,
+};
 
 static int flush(void *arg, void *const *items, size_t n)
 {
@@ -263,30 +276,7 @@ static int flush(void *arg, void *const *items, size_t n)
      * whose exporter tells of an outage once, and log_export_failures_total counts them; a
      * refused export is an error, still written */
     ms_log_set_thread_level(MS_LOG_ERROR);
-    uint64_t stop_by = atomic_load(&lx.stop_by_ms), now = ms_otlp_now_ms();
-    if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
-        atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
-        return 0;
-    }
-    uint64_t deadline = now + MS_OTLP_EXPORT_TIMEOUT_MS;
-    if (stop_by && stop_by < deadline)
-        deadline = stop_by;
-    lx.body.n = 0;
-    ms_log_export_encode(&lx.body, lx.service, lx.instance, items, n);
-    bool sent;
-    int rc = ms_otlp_http_export(&lx.http, &lx.body, deadline, &sent);
-    if (sent) {
-        atomic_fetch_add_explicit(&exported, n, memory_order_relaxed);
-        return 0;
-    }
-    atomic_fetch_add_explicit(&failures, 1, memory_order_relaxed);
-    /* refused for good; or stopping: the lines are on stderr already, and a collector that
-     * cannot be reached now (often the gateway, stopping too) is not waited for */
-    if (rc == 0 || stop_by) {
-        atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
-        return 0;
-    }
-    return rc;
+    return ms_otlp_flush(&exporter, items, n);
 }
 
 static void release(void *arg, void *item)
@@ -361,7 +351,7 @@ void ms_log_export_shutdown(int timeout_ms)
     atomic_store(&lx.stop_by_ms, ms_otlp_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0));
     size_t left = ms_batch_stop(lx.batch);
     lx.batch = NULL;
-    atomic_fetch_add_explicit(&dropped, left, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counts.dropped, left, memory_order_relaxed);
     ms_otlp_http_release(&lx.http);
     ms_buf_release(&lx.body);
 }
@@ -370,13 +360,15 @@ void ms_log_export_collect(ms_buf *out)
 {
     ms_metrics_family(out, "log_records_exported_total", "counter",
                       "Log records the collector accepted.");
-    ms_metrics_sample(out, "log_records_exported_total", (double)atomic_load(&exported), NULL);
+    ms_metrics_sample(out, "log_records_exported_total", (double)atomic_load(&counts.exported),
+                      NULL);
     ms_metrics_family(out, "log_records_dropped_total", "counter",
                       "Log records lost: the export queue was full, the collector refused them, "
                       "or they were still queued at shutdown.");
-    ms_metrics_sample(out, "log_records_dropped_total", (double)atomic_load(&dropped), NULL);
+    ms_metrics_sample(out, "log_records_dropped_total", (double)atomic_load(&counts.dropped), NULL);
     ms_metrics_family(out, "log_export_failures_total", "counter",
                       "Log export requests that failed (retried unless the collector refused "
                       "them).");
-    ms_metrics_sample(out, "log_export_failures_total", (double)atomic_load(&failures), NULL);
+    ms_metrics_sample(out, "log_export_failures_total", (double)atomic_load(&counts.failures),
+                      NULL);
 }

@@ -12,6 +12,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
+#include "runtime/core/utf8.h"
 #include "runtime/obs/otlp_http.h"
 #include "runtime/core/banned.h"
 
@@ -25,22 +26,6 @@ uint64_t ms_otlp_now_ms(void)
 }
 
 /* ---- JSON ---- */
-
-/* The length of the valid UTF-8 sequence at `c` (2 to 4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *c)
-{
-    size_t n = *c >= 0xc2 && *c < 0xe0   ? 2
-               : *c >= 0xe0 && *c < 0xf0 ? 3
-               : *c >= 0xf0 && *c < 0xf5 ? 4
-                                         : 0;
-    for (size_t i = 1; i < n; i++)
-        if ((c[i] & 0xc0) != 0x80)
-            return 0;
-    if ((n == 3 && ((*c == 0xe0 && c[1] < 0xa0) || (*c == 0xed && c[1] > 0x9f))) ||
-        (n == 4 && ((*c == 0xf0 && c[1] < 0x90) || (*c == 0xf4 && c[1] > 0x8f))))
-        return 0;
-    return n;
-}
 
 /* Bytes that are not UTF-8 become U+FFFD: a collector refuses a document that is not UTF-8,
  * and with it every other item of the export. The encoders run for every span and line on the
@@ -57,7 +42,7 @@ void ms_otlp_json_str(ms_buf *out, const char *s)
             p++;
             continue;
         }
-        size_t n = *p >= 0x80 ? utf8_len(p) : 0;
+        size_t n = *p >= 0x80 ? ms_utf8_len(p) : 0;
         if (n > 0) { /* valid UTF-8 stays in the run */
             p += n;
             continue;
@@ -383,4 +368,30 @@ int ms_otlp_http_export(ms_otlp_http *c, const ms_buf *body, uint64_t deadline, 
         return 0;
     }
     return status < 0 ? status : MS_EIO;
+}
+
+int ms_otlp_flush(const ms_otlp_exporter *x, void *const *items, size_t n)
+{
+    uint64_t stop_by = atomic_load(x->stop_by_ms), now = ms_otlp_now_ms();
+    if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
+        atomic_fetch_add_explicit(&x->counts->dropped, n, memory_order_relaxed);
+        return 0;
+    }
+    uint64_t deadline = now + MS_OTLP_EXPORT_TIMEOUT_MS;
+    if (stop_by && stop_by < deadline)
+        deadline = stop_by;
+    x->body->n = 0;
+    x->encode(x->body, x->service, x->instance, items, n);
+    bool sent;
+    int rc = ms_otlp_http_export(x->http, x->body, deadline, &sent);
+    if (sent) {
+        atomic_fetch_add_explicit(&x->counts->exported, n, memory_order_relaxed);
+        return 0;
+    }
+    atomic_fetch_add_explicit(&x->counts->failures, 1, memory_order_relaxed);
+    if (rc == 0 || (stop_by && x->once_when_stopping)) {
+        atomic_fetch_add_explicit(&x->counts->dropped, n, memory_order_relaxed);
+        return 0;
+    }
+    return rc;
 }

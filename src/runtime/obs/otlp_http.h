@@ -1,8 +1,9 @@
 /*
  * otlp_http.h — what the OTLP/HTTP JSON exporters (trace_export.c, log_export.c) share: the
  * endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) parsed into a small blocking HTTP/1.1 client that POSTs
- * one export at a time, the outcome of an export as a batch flush sees it, and the JSON pieces
- * of the encoding.
+ * one export at a time, the outcome of an export as a batch flush sees it, the flush itself
+ * (ms_otlp_flush: the stop deadline, the export, the counters), and the JSON pieces of the
+ * encoding.
  *
  * The client is blocking on purpose: it runs on a batch's flusher thread (batch.h), never on a
  * loop. Every socket operation waits in poll() against the export's deadline.
@@ -14,6 +15,7 @@
 #ifndef MS_OTLP_HTTP_H
 #define MS_OTLP_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +53,36 @@ int ms_otlp_http_post(ms_otlp_http *c, const char *body, size_t n, uint64_t dead
  * retries them (429, 5xx, no answer).
  */
 int ms_otlp_http_export(ms_otlp_http *c, const ms_buf *body, uint64_t deadline_ms, bool *sent);
+
+/* An exporter's counters (process lifetime: they survive a shutdown so the last scrape still
+ * reports them). */
+typedef struct ms_otlp_counters {
+    atomic_ullong exported, dropped, failures;
+} ms_otlp_counters;
+
+/* Encodes n items as one export document into out. */
+typedef void (*ms_otlp_encode_fn)(ms_buf *out, const char *service, const char *instance,
+                                  void *const *items, size_t n);
+
+/* One exporter, as its batch's flush sees it (http and body are the flusher thread's). */
+typedef struct ms_otlp_exporter {
+    ms_otlp_http *http;
+    ms_buf *body;
+    const char *service, *instance;
+    ms_otlp_encode_fn encode;
+    const atomic_ullong *stop_by_ms; /* 0: not stopping; else the shutdown's deadline */
+    ms_otlp_counters *counts;
+    /* stopping, a failed export is dropped at once rather than retried until the deadline */
+    bool once_when_stopping;
+} ms_otlp_exporter;
+
+/*
+ * A batch flush of `x` (batch.h's contract): past the stop deadline the items are dropped;
+ * else one export, against the sooner of MS_OTLP_EXPORT_TIMEOUT_MS and that deadline. Sent:
+ * counted exported; refused for good (or failed while stopping, with once_when_stopping):
+ * dropped and 0; else a negative MS_E* and the batch retries. Every failure is counted.
+ */
+int ms_otlp_flush(const ms_otlp_exporter *x, void *const *items, size_t n);
 
 /* JSON pieces of OTLP: a string, {"key":k,"value":{"stringValue":v}}, an int64 or fixed64 (a
  * decimal string), bytes as a quoted lower-case hex string (trace and span ids), and the

@@ -34,7 +34,7 @@ static struct {
 } tr;
 
 /* Process lifetime: they survive a shutdown so the last scrape still reports them. */
-static atomic_ullong exported, dropped, failures;
+static ms_otlp_counters counts;
 /* Spans started, striped: every loop bumps it for every span, and one shared counter bounced
  * its cache line between the loops (~0.7 % of a process's CPU). A thread takes a stripe on its
  * first span; the collector adds them up. */
@@ -62,7 +62,7 @@ void ms_trace_export_span(ms_span *s)
 {
     ms_batch *b = tr.batch;
     if (!b || ms_batch_enqueue(b, s) < 0) {
-        atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&counts.dropped, 1, memory_order_relaxed);
         free(s);
     }
 }
@@ -134,30 +134,22 @@ void ms_trace_encode(ms_buf *out, const char *service, const char *instance, voi
     ms_buf_adds(out, "]}]}]}");
 }
 
+static const ms_otlp_exporter exporter = {
+    .http = &tr.http,
+    .body = &tr.body,
+    .service = tr.service,
+    .instance = tr.instance,
+    .encode = ms_trace_encode,
+    .stop_by_ms = &tr.stop_by_ms,
+    .counts = &counts,
+    .once_when_stopping = false, /* spans are nowhere else: retried until the stop deadline */
+};
+
 static int flush(void *arg, void *const *items, size_t n)
 {
     (void)arg;
     ms_log_export_ignore_thread(); /* its failures would fail the same way as lines */
-    uint64_t stop_by = atomic_load(&tr.stop_by_ms), now = ms_otlp_now_ms();
-    if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
-        atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
-        return 0;
-    }
-    uint64_t deadline = now + MS_OTLP_EXPORT_TIMEOUT_MS;
-    if (stop_by && stop_by < deadline)
-        deadline = stop_by;
-    tr.body.n = 0;
-    ms_trace_encode(&tr.body, tr.service, tr.instance, items, n);
-    bool sent;
-    int rc = ms_otlp_http_export(&tr.http, &tr.body, deadline, &sent);
-    if (sent) {
-        atomic_fetch_add_explicit(&exported, n, memory_order_relaxed);
-        return 0;
-    }
-    atomic_fetch_add_explicit(&failures, 1, memory_order_relaxed);
-    if (rc == 0) /* refused for good */
-        atomic_fetch_add_explicit(&dropped, n, memory_order_relaxed);
-    return rc;
+    return ms_otlp_flush(&exporter, items, n);
 }
 
 static void release(void *arg, void *item)
@@ -270,7 +262,7 @@ void ms_trace_shutdown(int timeout_ms)
      * only while recording; a span started just before is refused by the stopping batch) */
     size_t left = ms_batch_stop(tr.batch);
     tr.batch = NULL;
-    atomic_fetch_add_explicit(&dropped, left, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counts.dropped, left, memory_order_relaxed);
     ms_otlp_http_release(&tr.http);
     ms_buf_release(&tr.body);
     /* the logs last: stopping the spans may log; they get what is left of the time */
@@ -288,14 +280,16 @@ void ms_trace_collect(ms_buf *out)
     ms_metrics_sample(out, "trace_spans_started_total", (double)n, NULL);
     ms_metrics_family(out, "trace_spans_exported_total", "counter",
                       "Spans the collector accepted.");
-    ms_metrics_sample(out, "trace_spans_exported_total", (double)atomic_load(&exported), NULL);
+    ms_metrics_sample(out, "trace_spans_exported_total", (double)atomic_load(&counts.exported),
+                      NULL);
     ms_metrics_family(out, "trace_spans_dropped_total", "counter",
                       "Spans lost: the export queue was full, the collector refused them, or "
                       "they were still queued at shutdown.");
-    ms_metrics_sample(out, "trace_spans_dropped_total", (double)atomic_load(&dropped), NULL);
+    ms_metrics_sample(out, "trace_spans_dropped_total", (double)atomic_load(&counts.dropped), NULL);
     ms_metrics_family(out, "trace_export_failures_total", "counter",
                       "Export requests that failed (retried unless the collector refused them).");
-    ms_metrics_sample(out, "trace_export_failures_total", (double)atomic_load(&failures), NULL);
+    ms_metrics_sample(out, "trace_export_failures_total", (double)atomic_load(&counts.failures),
+                      NULL);
     ms_log_export_collect(out);
     if (tr.batch)
         ms_batch_collect(out, NULL);

@@ -16,8 +16,8 @@
  * A request is answered per OTLP/HTTP, as POST /v1/traces is: 200 {} when every record was
  * kept; 200 with partialSuccess {rejectedLogRecords, errorMessage} when some were malformed
  * and the rest kept; 400 problem+json naming the fields when the document's shape is wrong or
- * every record is; 415 for anything but JSON; 413 past BODY_MAX (or the listener's own body
- * limit when that is lower).
+ * every record is; 415 for anything but JSON; 413 past GATEWAY_OTLP_BODY_MAX (or the listener's
+ * own body limit when that is lower). The handling is otlp_doc.c's.
  *
  * Threading: the handlers run on the admin loop and the metrics collector on the scraping
  * thread; the ring is behind one mutex, and the JSON it holds is touched only under it.
@@ -41,8 +41,6 @@
 enum {
     LOGS_MAX = 5000,
     BYTES_MAX = 16 << 20,
-    BODY_MAX = 4 << 20,
-    ERRORS_SHOWN = 10,
     RECORD_COST = 192, /* bytes of a record besides its strings: its objects and slot */
     LIST_DEFAULT = 200,
     LIST_MAX = 1000,
@@ -103,17 +101,18 @@ static bool optional_id(json_t *v, size_t n, char *buf, const char **out)
  *    service, instance, level (debug|info|warn|error), severity_number, msg (the body; a body
  *    that is not a string as JSON text), trace_id and span_id (null outside a trace),
  *    attributes {}}
- * Or NULL with the problem appended to `errors` under `at`.
+ * Or NULL with the problem named. times: its time (the second unused).
  */
-static json_t *record_doc(json_t *r, const char *service, const char *instance, const char *at,
-                          json_t *errors, size_t *bytes, uint64_t *time)
+static json_t *record_doc(json_t *r, const gateway_otlp_item *it, size_t *bytes, uint64_t times[2])
 {
+    const char *service = it->service, *instance = it->instance;
+    uint64_t *time = &times[0];
     json_t *tj = json_object_get(r, "timeUnixNano"),
            *oj = json_object_get(r, "observedTimeUnixNano");
     json_t *sev = json_object_get(r, "severityNumber"),
            *sevtext = json_object_get(r, "severityText");
     json_t *body = json_object_get(r, "body");
-    char tbuf[33], sbuf[17], field[200];
+    char tbuf[33], sbuf[17];
     const char *tid = NULL, *sid = NULL, *bad = NULL, *why = NULL;
     uint64_t t = 0, observed = 0;
     if (!json_is_object(r))
@@ -136,15 +135,13 @@ static json_t *record_doc(json_t *r, const char *service, const char *instance, 
     else if (!optional_id(json_object_get(r, "spanId"), 16, sbuf, &sid))
         bad = "spanId", why = "must be empty or 16 hex digits, not all zero";
     if (bad) {
-        snprintf(field, sizeof field, "%s%s%s", at, *bad ? "." : "", bad);
-        ms_field_error(errors, field, "%s", why);
+        gateway_otlp_item_error(it, bad, why);
         return NULL;
     }
     json_t *attrs = json_object();
     if (!gateway_otlp_attributes(json_object_get(r, "attributes"), attrs, bytes)) {
         json_decref(attrs);
-        snprintf(field, sizeof field, "%s.attributes", at);
-        ms_field_error(errors, field, "must be a list of {key, value}");
+        gateway_otlp_item_error(it, "attributes", "must be a list of {key, value}");
         return NULL;
     }
     *time = t ? t : observed;
@@ -209,130 +206,39 @@ static void drop_oldest(void)
     store.evicted++;
 }
 
-static void keep(json_t *doc, size_t bytes, uint64_t time)
+/* Keeps one record document (consumed); always true (the oldest make room). times: its time. */
+static bool keep(json_t *doc, size_t bytes, const uint64_t times[2])
 {
+    uint64_t time = times[0];
     while (store.n > 0 && (store.n == LOGS_MAX || store.bytes + bytes > BYTES_MAX))
         drop_oldest();
     store.ring[(store.head + store.n) % LOGS_MAX] = (log_slot){doc, bytes, time};
     store.n++;
     store.bytes += bytes;
+    return true;
 }
 
 /* ---- POST /v1/logs ---- */
 
-static bool array_or_absent(json_t *v)
-{
-    return !v || json_is_array(v);
-}
+static const gateway_otlp_kind logs = {
+    .what = "log",
+    .item = "log record",
+    .resources = "resourceLogs",
+    .scopes = "scopeLogs",
+    .items = "logRecords",
+    .rejected_name = "rejectedLogRecords",
+    .doc = record_doc,
+    .operational = operational,
+    .keep = keep,
+    .lock = &store.lock,
+    .accepted = &store.accepted,
+    .ignored = &store.ignored,
+    .rejected = &store.rejected,
+};
 
 void gateway_logs_receive(ms_http_request *req)
 {
-    if (req->body_len > BODY_MAX) {
-        ms_problem(req, 413, "an OTLP export may carry at most 4 MiB: send smaller batches");
-        return;
-    }
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
-    json_t *errors = json_array();
-    size_t total = 0, kept = 0, ignored = 0;
-    json_t *rl_list = json_object_get(body, "resourceLogs");
-    if (!array_or_absent(rl_list))
-        ms_field_error(errors, "resourceLogs", "must be a list");
-    /* the shape first: nothing is kept from a document that is not OTLP */
-    size_t i, j, k;
-    json_t *rl, *sl, *r;
-    json_array_foreach(rl_list, i, rl)
-    {
-        char at[128];
-        json_t *res = json_object_get(rl, "resource");
-        if (!json_is_object(rl) || (res && !json_is_object(res)) ||
-            !array_or_absent(json_object_get(res, "attributes"))) {
-            snprintf(at, sizeof at, "resourceLogs[%zu].resource", i);
-            ms_field_error(errors, at, "must be an object with a list of attributes");
-            continue;
-        }
-        if (!array_or_absent(json_object_get(rl, "scopeLogs"))) {
-            snprintf(at, sizeof at, "resourceLogs[%zu].scopeLogs", i);
-            ms_field_error(errors, at, "must be a list");
-            continue;
-        }
-        json_array_foreach(json_object_get(rl, "scopeLogs"), j, sl)
-        {
-            if (!json_is_object(sl) || !array_or_absent(json_object_get(sl, "logRecords"))) {
-                snprintf(at, sizeof at, "resourceLogs[%zu].scopeLogs[%zu].logRecords", i, j);
-                ms_field_error(errors, at, "must be a list");
-                continue;
-            }
-            total += json_array_size(json_object_get(sl, "logRecords"));
-        }
-    }
-    if (json_array_size(errors)) {
-        ms_problem_fields(req, 400,
-                          "the body is not an OTLP log export (resourceLogs[].scopeLogs[]."
-                          "logRecords[])",
-                          errors);
-        return;
-    }
-    /* then each record: the well-formed ones are kept, the others named */
-    json_t *docs = json_array();
-    uint64_t *times = malloc((total ? total : 1) * sizeof *times);
-    size_t *sizes = malloc((total ? total : 1) * sizeof *sizes);
-    json_array_foreach(rl_list, i, rl)
-    {
-        json_t *res = json_object_get(rl, "resource");
-        const char *service = gateway_otlp_resource_attr(res, "service.name");
-        const char *instance = gateway_otlp_resource_attr(res, "service.instance.id");
-        json_array_foreach(json_object_get(rl, "scopeLogs"), j, sl)
-        {
-            json_array_foreach(json_object_get(sl, "logRecords"), k, r)
-            {
-                char at[128];
-                snprintf(at, sizeof at, "resourceLogs[%zu].scopeLogs[%zu].logRecords[%zu]", i, j,
-                         k);
-                size_t n = json_array_size(docs), bytes = 0;
-                json_t *d = record_doc(r, service ? service : "unknown_service", instance, at,
-                                       json_array_size(errors) < ERRORS_SHOWN ? errors : NULL,
-                                       &bytes, &times[n]);
-                if (d && operational(d)) {
-                    json_decref(d);
-                    ignored++;
-                } else if (d) {
-                    sizes[n] = bytes;
-                    json_array_append_new(docs, d);
-                }
-            }
-        }
-    }
-    kept = json_array_size(docs);
-    pthread_mutex_lock(&store.lock);
-    for (size_t n = 0; n < kept; n++)
-        keep(json_incref(json_array_get(docs, n)), sizes[n], times[n]);
-    store.accepted += kept;
-    store.ignored += ignored;
-    store.rejected += total - kept - ignored;
-    pthread_mutex_unlock(&store.lock);
-    json_decref(docs);
-    free(times);
-    free(sizes);
-    size_t malformed = total - ignored - kept;
-    if (total > 0 && malformed == total) {
-        ms_problem_fields(req, 400, "no log record of the export is well-formed", errors);
-        return;
-    }
-    if (malformed == 0) {
-        json_decref(errors);
-        ms_http_respond_json(req, 200, json_object());
-        return;
-    }
-    char why[300];
-    json_t *first = json_array_get(errors, 0);
-    snprintf(why, sizeof why, "%s %s", json_string_value(json_object_get(first, "field")),
-             json_string_value(json_object_get(first, "message")));
-    json_decref(errors);
-    ms_http_respond_json(req, 200,
-                         json_pack("{s:{s:I, s:s}}", "partialSuccess", "rejectedLogRecords",
-                                   (json_int_t)malformed, "errorMessage", why));
+    gateway_otlp_receive_export(req, &logs, NULL);
 }
 
 /* ---- GET /ops/api/logs ---- */

@@ -1,7 +1,10 @@
 /* Reading OTLP/HTTP JSON documents; see otlp_doc.h. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/http/http_json.h"
+#include "runtime/http/problem.h"
 #include "services/gateway/otlp_doc.h"
 #include "runtime/core/banned.h"
 
@@ -152,4 +155,144 @@ const char *gateway_otlp_resource_attr(json_t *resource, const char *key)
             return json_string_value(json_object_get(json_object_get(kv, "value"), "stringValue"));
     }
     return NULL;
+}
+
+/* ---- the request ---- */
+
+void gateway_otlp_item_error(const gateway_otlp_item *it, const char *member, const char *why)
+{
+    char field[200];
+    snprintf(field, sizeof field, "%s[%zu].%s[%zu].%s[%zu]%s%s", it->kind->resources, it->at[0],
+             it->kind->scopes, it->at[1], it->kind->items, it->at[2], *member ? "." : "", member);
+    ms_field_error(it->errors, field, "%s", why);
+}
+
+static bool array_or_absent(json_t *v)
+{
+    return !v || json_is_array(v);
+}
+
+/* The document's shape (nothing is kept from one that is not OTLP): its problems in errors,
+ * and how many items it holds. */
+static size_t check_shape(const gateway_otlp_kind *kind, json_t *r_list, json_t *errors)
+{
+    size_t total = 0, i, j;
+    json_t *r, *sc;
+    char at[128];
+    if (!array_or_absent(r_list))
+        ms_field_error(errors, kind->resources, "must be a list");
+    json_array_foreach(r_list, i, r)
+    {
+        json_t *res = json_object_get(r, "resource");
+        if (!json_is_object(r) || (res && !json_is_object(res)) ||
+            !array_or_absent(json_object_get(res, "attributes"))) {
+            snprintf(at, sizeof at, "%s[%zu].resource", kind->resources, i);
+            ms_field_error(errors, at, "must be an object with a list of attributes");
+            continue;
+        }
+        if (!array_or_absent(json_object_get(r, kind->scopes))) {
+            snprintf(at, sizeof at, "%s[%zu].%s", kind->resources, i, kind->scopes);
+            ms_field_error(errors, at, "must be a list");
+            continue;
+        }
+        json_array_foreach(json_object_get(r, kind->scopes), j, sc)
+        {
+            if (!json_is_object(sc) || !array_or_absent(json_object_get(sc, kind->items))) {
+                snprintf(at, sizeof at, "%s[%zu].%s[%zu].%s", kind->resources, i, kind->scopes, j,
+                         kind->items);
+                ms_field_error(errors, at, "must be a list");
+                continue;
+            }
+            total += json_array_size(json_object_get(sc, kind->items));
+        }
+    }
+    return total;
+}
+
+void gateway_otlp_receive_export(ms_http_request *req, const gateway_otlp_kind *kind,
+                                 const char *refused_why)
+{
+    if (req->body_len > GATEWAY_OTLP_BODY_MAX) {
+        ms_problem(req, 413, "an OTLP export may carry at most 4 MiB: send smaller batches");
+        return;
+    }
+    json_t *body;
+    if (ms_http_json_body(req, &body) < 0)
+        return;
+    json_t *errors = json_array();
+    json_t *r_list = json_object_get(body, kind->resources);
+    size_t total = check_shape(kind, r_list, errors), kept = 0, ignored = 0;
+    if (json_array_size(errors)) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "the body is not an OTLP %s export (%s[].%s[].%s[])",
+                 kind->what, kind->resources, kind->scopes, kind->items);
+        ms_problem_fields(req, 400, detail, errors);
+        return;
+    }
+    /* then each item: the well-formed ones are kept, the others named */
+    json_t *docs = json_array();
+    uint64_t(*times)[2] = malloc((total ? total : 1) * sizeof *times);
+    size_t *sizes = malloc((total ? total : 1) * sizeof *sizes);
+    gateway_otlp_item it = {.kind = kind};
+    size_t i, j, k;
+    json_t *r, *sc, *item;
+    json_array_foreach(r_list, i, r)
+    {
+        json_t *res = json_object_get(r, "resource");
+        const char *service = gateway_otlp_resource_attr(res, "service.name");
+        it.service = service ? service : "unknown_service";
+        it.instance = gateway_otlp_resource_attr(res, "service.instance.id");
+        json_array_foreach(json_object_get(r, kind->scopes), j, sc)
+        {
+            json_array_foreach(json_object_get(sc, kind->items), k, item)
+            {
+                /* the item's path is written only for an error (a snprintf per span was a
+                 * tenth of the receiver's own code) */
+                it.at[0] = i, it.at[1] = j, it.at[2] = k;
+                it.errors = json_array_size(errors) < GATEWAY_OTLP_ERRORS_SHOWN ? errors : NULL;
+                size_t n = json_array_size(docs), bytes = 0;
+                json_t *d = kind->doc(item, &it, &bytes, times[n]);
+                if (d && kind->operational(d)) {
+                    json_decref(d);
+                    ignored++;
+                } else if (d) {
+                    sizes[n] = bytes;
+                    json_array_append_new(docs, d);
+                }
+            }
+        }
+    }
+    pthread_mutex_lock(kind->lock);
+    for (size_t n = 0; n < json_array_size(docs); n++)
+        kept += kind->keep(json_incref(json_array_get(docs, n)), sizes[n], times[n]);
+    *kind->accepted += kept;
+    *kind->ignored += ignored;
+    *kind->rejected += total - kept - ignored;
+    pthread_mutex_unlock(kind->lock);
+    size_t malformed = total - ignored - json_array_size(docs);
+    json_decref(docs);
+    free(times);
+    free(sizes);
+    if (total > 0 && malformed == total) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "no %s of the export is well-formed", kind->item);
+        ms_problem_fields(req, 400, detail, errors);
+        return;
+    }
+    if (kept + ignored == total) {
+        json_decref(errors);
+        ms_http_respond_json(req, 200, json_object());
+        return;
+    }
+    char why[300];
+    json_t *first = json_array_get(errors, 0);
+    if (first)
+        snprintf(why, sizeof why, "%s %s", json_string_value(json_object_get(first, "field")),
+                 json_string_value(json_object_get(first, "message")));
+    else
+        snprintf(why, sizeof why, "%s", refused_why ? refused_why : "");
+    json_decref(errors);
+    ms_http_respond_json(req, 200,
+                         json_pack("{s:{s:I, s:s}}", "partialSuccess", kind->rejected_name,
+                                   (json_int_t)(total - kept - ignored), "errorMessage", why));
 }

@@ -1,8 +1,12 @@
 /*
- * otlp_doc.h — reading OTLP/HTTP JSON documents at the gateway's receiver (log_store.c; the
- * same rules as trace_store.c's): ids, fixed64 numbers, AnyValue and KeyValue lists as plain
- * JSON with their strings capped, so one exporter cannot fill a store with one item.
- * Pure functions; any thread. Returned JSON is new (the caller owns it).
+ * otlp_doc.h — reading OTLP/HTTP JSON documents at the gateway's receivers (trace_store.c,
+ * log_store.c): ids, fixed64 numbers, AnyValue and KeyValue lists as plain JSON with their
+ * strings capped, so one exporter cannot fill a store with one item.
+ * Also the receivers' common request handling (gateway_otlp_receive_export): 413 past
+ * GATEWAY_OTLP_BODY_MAX, 415 for anything but JSON, 400 for a document of the wrong shape or
+ * with no well-formed item, else 200 {} or 200 with partialSuccess.
+ * Pure functions; any thread (the receive function on the admin loop). Returned JSON is new
+ * (the caller owns it).
  */
 #ifndef MS_GATEWAY_OTLP_DOC_H
 #define MS_GATEWAY_OTLP_DOC_H
@@ -10,9 +14,17 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
-enum { GATEWAY_OTLP_ATTRS_MAX = 64, GATEWAY_OTLP_STRING_MAX = 1024 };
+#include "runtime/http/server.h"
+
+enum {
+    GATEWAY_OTLP_ATTRS_MAX = 64,
+    GATEWAY_OTLP_STRING_MAX = 1024,
+    GATEWAY_OTLP_BODY_MAX = 4 << 20,
+    GATEWAY_OTLP_ERRORS_SHOWN = 10, /* problems named in one answer */
+};
 
 /* `s` is n hex digits (either case), not all zero (W3C's invalid id). */
 bool gateway_otlp_is_hex(const char *s, size_t n);
@@ -29,5 +41,39 @@ json_t *gateway_otlp_any_value(json_t *v, size_t *bytes);
 bool gateway_otlp_attributes(json_t *list, json_t *out, size_t *bytes);
 /* A resource's string attribute (service.name...), or NULL. */
 const char *gateway_otlp_resource_attr(json_t *resource, const char *key);
+
+/* One item of an export being read (a span, a log record), for the kind's doc function. */
+typedef struct gateway_otlp_item {
+    const struct gateway_otlp_kind *kind;
+    const char *service;  /* the resource's service.name, else "unknown_service" */
+    const char *instance; /* its service.instance.id, or NULL */
+    size_t at[3];         /* resource, scope and item index */
+    json_t *errors;       /* where problems are named; NULL past GATEWAY_OTLP_ERRORS_SHOWN */
+} gateway_otlp_item;
+
+/* Names a problem of the item: `member` ("" for the item itself) with `why`, under its path
+ * (resourceSpans[0].scopeSpans[1].spans[2].name). */
+void gateway_otlp_item_error(const gateway_otlp_item *it, const char *member, const char *why);
+
+/* What one kind of export is and where its items go. */
+typedef struct gateway_otlp_kind {
+    const char *what;                       /* "trace": "not an OTLP trace export" */
+    const char *item;                       /* "span": "no span of the export is..." */
+    const char *resources, *scopes, *items; /* resourceSpans, scopeSpans, spans */
+    const char *rejected_name;              /* partialSuccess's member: rejectedSpans */
+    /* The item's document (adding its size to *bytes, its times, as the store wants them, in
+     * times), or NULL with the problem named by gateway_otlp_item_error. */
+    json_t *(*doc)(json_t *item, const gateway_otlp_item *it, size_t *bytes, uint64_t times[2]);
+    bool (*operational)(json_t *doc); /* accepted, not kept */
+    /* Keeps a document (consumed) under *lock; false when the store refuses it. */
+    bool (*keep)(json_t *doc, size_t bytes, const uint64_t times[2]);
+    pthread_mutex_t *lock;
+    uint64_t *accepted, *ignored, *rejected; /* the store's counters, under *lock */
+} gateway_otlp_kind;
+
+/* Answers an OTLP/HTTP JSON export of `kind` (see the top). `refused_why` is the errorMessage
+ * when items were refused by keep and none was malformed (NULL where keep never refuses). */
+void gateway_otlp_receive_export(ms_http_request *req, const gateway_otlp_kind *kind,
+                                 const char *refused_why);
 
 #endif

@@ -8,7 +8,7 @@
  * Bounds: TRACES_MAX traces, SPANS_MAX spans, BYTES_MAX bytes (roughly: strings plus a fixed
  * cost per span), TRACE_SPANS_MAX spans per trace; past them the trace updated longest ago is
  * dropped whole (a trace still receiving spans stays). A span's attributes and strings are
- * capped too (ATTRS_MAX, STRING_MAX), so one exporter cannot fill the store with one span.
+ * capped too (otlp_doc.h), so one exporter cannot fill the store with one span.
  *
  * Root SERVER spans of operations routes (/health, /ready, /metrics, /v1/traces, /v1/logs,
  * /admin/..., /ops...) are accepted but not kept (see operational).
@@ -16,8 +16,8 @@
  * A request is answered per OTLP/HTTP: 200 {} when every span was kept; 200 with
  * partialSuccess {rejectedSpans, errorMessage} when some were malformed and the rest kept; 400
  * problem+json naming the fields when the document's shape is wrong or every span is; 415 for
- * anything but JSON (protobuf is not spoken); 413 past BODY_MAX (or the listener's own body
- * limit, --max-body-bytes, when that is lower).
+ * anything but JSON (protobuf is not spoken); 413 past GATEWAY_OTLP_BODY_MAX (or the listener's
+ * own body limit, --max-body-bytes, when that is lower). The handling is otlp_doc.c's.
  *
  * Threading: the handlers run on the admin loop and the metrics collector on the scraping
  * thread; the store is behind one mutex, and the JSON it holds is touched only under it.
@@ -33,6 +33,7 @@
 #include "runtime/http/problem.h"
 #include "runtime/obs/metrics.h"
 #include "services/gateway/gateway_internal.h"
+#include "services/gateway/otlp_doc.h"
 #include "runtime/core/banned.h"
 
 enum {
@@ -40,11 +41,6 @@ enum {
     SPANS_MAX = 20000,
     TRACE_SPANS_MAX = 2000,
     BYTES_MAX = 48 << 20,
-    BODY_MAX = 4 << 20,
-    ATTRS_MAX = 64,
-    STRING_MAX = 1024,
-    VALUE_DEPTH_MAX = 4,
-    ERRORS_SHOWN = 10,
     SPAN_COST = 256, /* bytes of a span besides its strings: its objects and slot */
     LIST_DEFAULT = 50,
 };
@@ -69,139 +65,6 @@ static struct {
 
 /* ---- the OTLP document ---- */
 
-static bool is_hex(const char *s, size_t n)
-{
-    if (!s || strlen(s) != n)
-        return false;
-    bool nonzero = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-            return false;
-        nonzero |= c != '0';
-    }
-    return nonzero; /* all zeros is the invalid id (W3C trace context) */
-}
-
-static void lower_hex(char *dst, const char *src, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (char)(src[i] >= 'A' && src[i] <= 'F' ? src[i] - 'A' + 'a' : src[i]);
-    dst[n] = '\0';
-}
-
-/* A fixed64 of OTLP JSON: a decimal string (the encoding's rule) or a plain integer. */
-static bool get_u64(json_t *v, uint64_t *out)
-{
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *out = (uint64_t)json_integer_value(v);
-        return true;
-    }
-    const char *s = json_string_value(v);
-    if (!s || !*s || strlen(s) > 20)
-        return false;
-    uint64_t x = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        uint64_t d = (uint64_t)(*p - '0');
-        if (x > (UINT64_MAX - d) / 10)
-            return false;
-        x = x * 10 + d;
-    }
-    *out = x;
-    return true;
-}
-
-/* `s` cut to at most STRING_MAX bytes on a character boundary, as a new JSON string. */
-static json_t *capped_string(const char *s, size_t *bytes)
-{
-    size_t n = strlen(s);
-    if (n > STRING_MAX) {
-        n = STRING_MAX;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-            n--;
-    }
-    *bytes += n;
-    return json_stringn(s, n);
-}
-
-/* An OTLP AnyValue as plain JSON (strings capped); NULL when it has no known member. */
-static json_t *any_value(json_t *v, int depth, size_t *bytes)
-{
-    json_t *x;
-    if (!json_is_object(v) || depth > VALUE_DEPTH_MAX)
-        return NULL;
-    if ((x = json_object_get(v, "stringValue")) && json_is_string(x))
-        return capped_string(json_string_value(x), bytes);
-    if ((x = json_object_get(v, "boolValue")) && json_is_boolean(x))
-        return json_boolean(json_is_true(x));
-    if ((x = json_object_get(v, "intValue"))) {
-        if (json_is_integer(x))
-            return json_integer(json_integer_value(x));
-        const char *s = json_string_value(x);
-        char *end;
-        long long i = s ? strtoll(s, &end, 10) : 0;
-        return s && *s && !*end ? json_integer(i) : NULL;
-    }
-    if ((x = json_object_get(v, "doubleValue")) && json_is_number(x))
-        return json_real(json_number_value(x));
-    if ((x = json_object_get(v, "bytesValue")) && json_is_string(x))
-        return capped_string(json_string_value(x), bytes);
-    if ((x = json_object_get(v, "arrayValue"))) {
-        json_t *out = json_array();
-        size_t i;
-        json_t *e;
-        json_array_foreach(json_object_get(x, "values"), i, e)
-        {
-            if (i >= ATTRS_MAX)
-                break;
-            json_t *c = any_value(e, depth + 1, bytes);
-            json_array_append_new(out, c ? c : json_null());
-        }
-        return out;
-    }
-    if ((x = json_object_get(v, "kvlistValue"))) {
-        json_t *out = json_object();
-        size_t i;
-        json_t *kv;
-        json_array_foreach(json_object_get(x, "values"), i, kv)
-        {
-            const char *k = json_string_value(json_object_get(kv, "key"));
-            json_t *c = k && i < ATTRS_MAX
-                            ? any_value(json_object_get(kv, "value"), depth + 1, bytes)
-                            : NULL;
-            if (c)
-                json_object_set_new(out, k, c);
-        }
-        return out;
-    }
-    return NULL;
-}
-
-/* OTLP's KeyValue list as a JSON object; false when it is not a list of {key, value}. */
-static bool attributes(json_t *list, json_t *out, size_t *bytes)
-{
-    if (!list)
-        return true;
-    if (!json_is_array(list))
-        return false;
-    size_t i;
-    json_t *kv;
-    json_array_foreach(list, i, kv)
-    {
-        const char *k = json_string_value(json_object_get(kv, "key"));
-        if (!k)
-            return false;
-        if (i >= ATTRS_MAX)
-            continue;
-        json_t *v = any_value(json_object_get(kv, "value"), 0, bytes);
-        *bytes += strlen(k);
-        json_object_set_new(out, k, v ? v : json_null());
-    }
-    return true;
-}
-
 static const char *kind_name(json_int_t k)
 {
     static const char *const names[] = {"unspecified", "internal", "server",
@@ -214,10 +77,9 @@ static const char *kind_name(json_int_t k)
  *   {trace_id, span_id, parent_span_id (null for a root), service, instance, name, kind,
  *    start_unix_nano, end_unix_nano (decimal strings), start_ms (since the epoch, a number for
  *    scripts), duration_ms, attributes {}, status {code: unset|ok|error, message}, error}
- * Or NULL with the problem appended to `errors` under `at`.
+ * Or NULL with the problem named. times: start, end.
  */
-static json_t *span_doc(json_t *s, const char *service, const char *instance, const size_t at[3],
-                        json_t *errors, size_t *bytes, uint64_t *start, uint64_t *end)
+static json_t *span_doc(json_t *s, const gateway_otlp_item *it, size_t *bytes, uint64_t times[2])
 {
     const char *tid = json_string_value(json_object_get(s, "traceId"));
     const char *sid = json_string_value(json_object_get(s, "spanId"));
@@ -226,48 +88,45 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
     const char *name = json_string_value(json_object_get(s, "name"));
     json_t *kind = json_object_get(s, "kind");
     json_t *status = json_object_get(s, "status");
-    char field[200];
+    const char *service = it->service, *instance = it->instance;
+    uint64_t *start = &times[0], *end = &times[1];
     const char *bad = NULL, *why = NULL;
     if (!json_is_object(s))
         bad = "", why = "must be an object";
-    else if (!is_hex(tid, 32))
+    else if (!gateway_otlp_is_hex(tid, 32))
         bad = "traceId", why = "must be 32 hex digits, not all zero";
-    else if (!is_hex(sid, 16))
+    else if (!gateway_otlp_is_hex(sid, 16))
         bad = "spanId", why = "must be 16 hex digits, not all zero";
-    else if (pj && !json_is_null(pj) && !(pid && (!*pid || is_hex(pid, 16))))
+    else if (pj && !json_is_null(pj) && !(pid && (!*pid || gateway_otlp_is_hex(pid, 16))))
         bad = "parentSpanId", why = "must be empty or 16 hex digits";
     else if (!name)
         bad = "name", why = "must be a string";
     else if (kind && !(json_is_integer(kind) && json_integer_value(kind) >= 0 &&
                        json_integer_value(kind) <= 5))
         bad = "kind", why = "must be an integer from 0 to 5";
-    else if (!get_u64(json_object_get(s, "startTimeUnixNano"), start))
+    else if (!gateway_otlp_u64(json_object_get(s, "startTimeUnixNano"), start))
         bad = "startTimeUnixNano", why = "must be a decimal string of nanoseconds";
-    else if (!get_u64(json_object_get(s, "endTimeUnixNano"), end))
+    else if (!gateway_otlp_u64(json_object_get(s, "endTimeUnixNano"), end))
         bad = "endTimeUnixNano", why = "must be a decimal string of nanoseconds";
     else if (*end < *start)
         bad = "endTimeUnixNano", why = "must not be before startTimeUnixNano";
     else if (status && !json_is_object(status))
         bad = "status", why = "must be an object";
     if (bad) {
-        snprintf(field, sizeof field, "resourceSpans[%zu].scopeSpans[%zu].spans[%zu]%s%s", at[0],
-                 at[1], at[2], *bad ? "." : "", bad);
-        ms_field_error(errors, field, "%s", why);
+        gateway_otlp_item_error(it, bad, why);
         return NULL;
     }
     json_t *attrs = json_object();
-    if (!attributes(json_object_get(s, "attributes"), attrs, bytes)) {
+    if (!gateway_otlp_attributes(json_object_get(s, "attributes"), attrs, bytes)) {
         json_decref(attrs);
-        snprintf(field, sizeof field, "resourceSpans[%zu].scopeSpans[%zu].spans[%zu].attributes",
-                 at[0], at[1], at[2]);
-        ms_field_error(errors, field, "must be a list of {key, value}");
+        gateway_otlp_item_error(it, "attributes", "must be a list of {key, value}");
         return NULL;
     }
     char t[33], sp[17], p[17];
-    lower_hex(t, tid, 32);
-    lower_hex(sp, sid, 16);
+    gateway_otlp_lower_hex(t, tid, 32);
+    gateway_otlp_lower_hex(sp, sid, 16);
     if (pid && *pid)
-        lower_hex(p, pid, 16);
+        gateway_otlp_lower_hex(p, pid, 16);
     json_int_t code = json_integer_value(json_object_get(status, "code"));
     const char *msg = json_string_value(json_object_get(status, "message"));
     char s_start[24], s_end[24];
@@ -276,15 +135,15 @@ static json_t *span_doc(json_t *s, const char *service, const char *instance, co
     json_t *doc = json_pack(
         "{s:s, s:s, s:s?, s:o, s:o, s:o, s:s, s:s, s:s, s:f, s:f, s:o, s:{s:s, s:o}, s:b}",
         "trace_id", t, "span_id", sp, "parent_span_id", pid && *pid ? p : NULL, "service",
-        capped_string(service, bytes), "instance",
-        instance ? capped_string(instance, bytes) : json_null(), "name", capped_string(name, bytes),
-        "kind", kind_name(json_integer_value(kind)), "start_unix_nano", s_start, "end_unix_nano",
-        s_end, "start_ms", (double)*start / 1e6, "duration_ms", (double)(*end - *start) / 1e6,
-        "attributes", attrs, "status", "code",
+        gateway_otlp_string(service, bytes), "instance",
+        instance ? gateway_otlp_string(instance, bytes) : json_null(), "name",
+        gateway_otlp_string(name, bytes), "kind", kind_name(json_integer_value(kind)),
+        "start_unix_nano", s_start, "end_unix_nano", s_end, "start_ms", (double)*start / 1e6,
+        "duration_ms", (double)(*end - *start) / 1e6, "attributes", attrs, "status", "code",
         code == 1   ? "ok"
         : code == 2 ? "error"
                     : "unset",
-        "message", msg ? capped_string(msg, bytes) : json_string(""), "error", code == 2);
+        "message", msg ? gateway_otlp_string(msg, bytes) : json_string(""), "error", code == 2);
     *bytes += SPAN_COST;
     return doc;
 }
@@ -318,9 +177,10 @@ static trace_rec *find_trace(const char *id)
     return NULL;
 }
 
-/* Keeps one span document (consumed); false when its trace is full. */
-static bool keep(json_t *doc, size_t bytes, uint64_t start, uint64_t end)
+/* Keeps one span document (consumed); false when its trace is full. times: start, end. */
+static bool keep(json_t *doc, size_t bytes, const uint64_t times[2])
 {
+    uint64_t start = times[0], end = times[1];
     const char *id = json_string_value(json_object_get(doc, "trace_id"));
     trace_rec *t = find_trace(id);
     if (t && json_array_size(t->spans) >= TRACE_SPANS_MAX) {
@@ -379,138 +239,27 @@ static bool operational(json_t *doc)
     return false;
 }
 
-/* The resource's service.name ("unknown_service" as the SDKs say when it has none). */
-static const char *resource_attr(json_t *resource, const char *key)
-{
-    size_t i;
-    json_t *kv;
-    json_array_foreach(json_object_get(resource, "attributes"), i, kv)
-    {
-        if (json_is_string(json_object_get(kv, "key")) &&
-            strcmp(json_string_value(json_object_get(kv, "key")), key) == 0)
-            return json_string_value(json_object_get(json_object_get(kv, "value"), "stringValue"));
-    }
-    return NULL;
-}
-
-static bool array_or_absent(json_t *v)
-{
-    return !v || json_is_array(v);
-}
+static const gateway_otlp_kind traces = {
+    .what = "trace",
+    .item = "span",
+    .resources = "resourceSpans",
+    .scopes = "scopeSpans",
+    .items = "spans",
+    .rejected_name = "rejectedSpans",
+    .doc = span_doc,
+    .operational = operational,
+    .keep = keep,
+    .lock = &store.lock,
+    .accepted = &store.accepted,
+    .ignored = &store.ignored,
+    .rejected = &store.rejected,
+};
 
 void gateway_otlp_receive(ms_http_request *req)
 {
-    if (req->body_len > BODY_MAX) {
-        ms_problem(req, 413, "an OTLP export may carry at most 4 MiB: send smaller batches");
-        return;
-    }
-    json_t *body;
-    if (ms_http_json_body(req, &body) < 0)
-        return;
-    json_t *errors = json_array();
-    size_t total = 0, kept = 0, ignored = 0;
-    json_t *rs_list = json_object_get(body, "resourceSpans");
-    if (!array_or_absent(rs_list))
-        ms_field_error(errors, "resourceSpans", "must be a list");
-    /* the shape first: nothing is kept from a document that is not OTLP */
-    size_t i, j;
-    json_t *rs, *ss;
-    json_array_foreach(rs_list, i, rs)
-    {
-        char at[128];
-        json_t *res = json_object_get(rs, "resource");
-        if (!json_is_object(rs) || (res && !json_is_object(res)) ||
-            !array_or_absent(json_object_get(res, "attributes"))) {
-            snprintf(at, sizeof at, "resourceSpans[%zu].resource", i);
-            ms_field_error(errors, at, "must be an object with a list of attributes");
-            continue;
-        }
-        if (!array_or_absent(json_object_get(rs, "scopeSpans"))) {
-            snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans", i);
-            ms_field_error(errors, at, "must be a list");
-            continue;
-        }
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-        {
-            if (!json_is_object(ss) || !array_or_absent(json_object_get(ss, "spans"))) {
-                snprintf(at, sizeof at, "resourceSpans[%zu].scopeSpans[%zu].spans", i, j);
-                ms_field_error(errors, at, "must be a list");
-                continue;
-            }
-            total += json_array_size(json_object_get(ss, "spans"));
-        }
-    }
-    if (json_array_size(errors)) {
-        ms_problem_fields(req, 400,
-                          "the body is not an OTLP trace export (resourceSpans[]."
-                          "scopeSpans[].spans[])",
-                          errors);
-        return;
-    }
-    /* then each span: the well-formed ones are kept, the others named */
-    json_t *docs = json_array();
-    uint64_t *times = malloc(2 * (total ? total : 1) * sizeof *times);
-    size_t *sizes = malloc((total ? total : 1) * sizeof *sizes);
-    json_array_foreach(rs_list, i, rs)
-    {
-        json_t *res = json_object_get(rs, "resource");
-        const char *service = resource_attr(res, "service.name");
-        const char *instance = resource_attr(res, "service.instance.id");
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-        {
-            size_t k;
-            json_t *s;
-            json_array_foreach(json_object_get(ss, "spans"), k, s)
-            {
-                /* the span's path is written only for an error (a snprintf per span was a
-                 * tenth of the receiver's own code) */
-                const size_t at[3] = {i, j, k};
-                size_t n = json_array_size(docs), bytes = 0;
-                json_t *d = span_doc(s, service ? service : "unknown_service", instance, at,
-                                     json_array_size(errors) < ERRORS_SHOWN ? errors : NULL, &bytes,
-                                     &times[2 * n], &times[2 * n + 1]);
-                if (d && operational(d)) {
-                    json_decref(d);
-                    ignored++;
-                } else if (d) {
-                    sizes[n] = bytes;
-                    json_array_append_new(docs, d);
-                }
-            }
-        }
-    }
-    pthread_mutex_lock(&store.lock);
-    for (size_t n = 0; n < json_array_size(docs); n++)
-        kept +=
-            keep(json_incref(json_array_get(docs, n)), sizes[n], times[2 * n], times[2 * n + 1]);
-    store.accepted += kept;
-    store.ignored += ignored;
-    store.rejected += total - kept - ignored;
-    pthread_mutex_unlock(&store.lock);
-    size_t malformed = total - ignored - json_array_size(docs);
-    json_decref(docs);
-    free(times);
-    free(sizes);
-    if (total > 0 && malformed == total) {
-        ms_problem_fields(req, 400, "no span of the export is well-formed", errors);
-        return;
-    }
-    if (kept + ignored == total) {
-        json_decref(errors);
-        ms_http_respond_json(req, 200, json_object());
-        return;
-    }
-    char why[300];
-    json_t *first = json_array_get(errors, 0);
-    if (first)
-        snprintf(why, sizeof why, "%s %s", json_string_value(json_object_get(first, "field")),
-                 json_string_value(json_object_get(first, "message")));
-    else
-        snprintf(why, sizeof why, "a trace holds at most %d spans", TRACE_SPANS_MAX);
-    json_decref(errors);
-    ms_http_respond_json(req, 200,
-                         json_pack("{s:{s:I, s:s}}", "partialSuccess", "rejectedSpans",
-                                   (json_int_t)(total - kept - ignored), "errorMessage", why));
+    char refused[64];
+    snprintf(refused, sizeof refused, "a trace holds at most %d spans", TRACE_SPANS_MAX);
+    gateway_otlp_receive_export(req, &traces, refused);
 }
 
 /* ---- the console's queries ---- */

@@ -7,10 +7,7 @@
  * context. Also the SQL summary and masking, and the resource's service name from the
  * environment.
  */
-#include <arpa/inet.h>
 #include <jansson.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,11 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "fixtures/otlp_collector.h"
 #include "fixtures/pg_test_db.h"
 #include "runtime/core/error.h"
 #include "runtime/db/db_internal.h"
@@ -34,127 +31,24 @@ enum { DEADLINE_MS = 20000 };
 /* A parameter's value that must never be exported. */
 static const char *const SECRET = "s3cret-value-4711";
 
-/* ---- a collector in a thread: keeps every span it is sent ---- */
-
-typedef struct collector {
-    int fd, port;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    json_t *spans; /* every span received, each with "service" added */
-    bool is_stopping;
-} collector;
-
-/* Reads one request (head and Content-Length body) into buf; its length, or -1 at EOF. */
-static ssize_t read_request(int fd, char *buf, size_t cap)
-{
-    size_t n = 0;
-    for (;;) {
-        ssize_t got = recv(fd, buf + n, cap - 1 - n, 0);
-        if (got <= 0)
-            return -1;
-        n += (size_t)got;
-        buf[n] = '\0';
-        char *end = strstr(buf, "\r\n\r\n");
-        if (!end)
-            continue;
-        const char *cl = strcasestr(buf, "Content-Length:");
-        size_t want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
-        if (n >= want)
-            return (ssize_t)n;
-    }
-}
-
-static void keep(collector *c, json_t *doc)
-{
-    size_t i, j, k;
-    json_t *rs, *ss, *sp, *a;
-    json_array_foreach(json_object_get(doc, "resourceSpans"), i, rs)
-    {
-        const char *service = "";
-        json_array_foreach(json_object_get(json_object_get(rs, "resource"), "attributes"), j, a)
-        {
-            if (strcmp(json_string_value(json_object_get(a, "key")), "service.name") == 0)
-                service =
-                    json_string_value(json_object_get(json_object_get(a, "value"), "stringValue"));
-        }
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-        {
-            json_array_foreach(json_object_get(ss, "spans"), k, sp)
-            {
-                json_object_set_new(sp, "service", json_string(service));
-                json_array_append(c->spans, sp);
-            }
-        }
-    }
-}
-
-static void *collector_main(void *arg)
-{
-    collector *c = arg;
-    static char buf[1 << 20];
-    for (;;) {
-        struct pollfd p = {.fd = c->fd, .events = POLLIN};
-        pthread_mutex_lock(&c->mu);
-        bool stop = c->is_stopping;
-        pthread_mutex_unlock(&c->mu);
-        if (stop)
-            break;
-        if (poll(&p, 1, 50) <= 0)
-            continue;
-        int cfd = accept(c->fd, NULL, NULL);
-        if (cfd < 0)
-            continue;
-        while (read_request(cfd, buf, sizeof buf) > 0) {
-            json_t *doc = json_loads(strstr(buf, "\r\n\r\n") + 4, 0, NULL);
-            pthread_mutex_lock(&c->mu);
-            keep(c, doc);
-            pthread_mutex_unlock(&c->mu);
-            json_decref(doc);
-            static const char resp[] =
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}";
-            if (send(cfd, resp, sizeof resp - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof resp - 1))
-                break;
-        }
-        close(cfd);
-    }
-    return NULL;
-}
+/* ---- the tracer exporting to a collector in a thread (fixtures/otlp_collector.h) ---- */
 
 /* Starts a collector and the tracer exporting to it every 10 ms. */
-static void collector_start(collector *c)
+static void tracer_start(collector *c)
 {
-    memset(c, 0, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-    c->spans = json_array();
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(c->fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(c->fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(c->fd, (struct sockaddr *)&a, &len), 0);
-    c->port = ntohs(a.sin_port);
-    assert_int_equal(listen(c->fd, 16), 0);
-    assert_int_equal(pthread_create(&c->thread, NULL, collector_main, c), 0);
-    char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", c->port);
-    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", ep, 1);
+    collector_start(c);
+    collector_set_endpoint(c);
     setenv("OTEL_BSP_SCHEDULE_DELAY", "10", 1);
     ms_trace_sampler_set(true, 1.0);
     assert_int_equal(ms_trace_init("dbtest"), 0);
 }
 
 /* Stops the tracer (what is queued goes out first) and the collector. */
-static void collector_stop(collector *c)
+static void tracer_stop(collector *c)
 {
     ms_trace_shutdown(5000);
     unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
-    pthread_mutex_lock(&c->mu);
-    c->is_stopping = true;
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, NULL);
-    close(c->fd);
-    pthread_mutex_destroy(&c->mu);
-    json_decref(c->spans);
+    collector_stop(c);
 }
 
 static int count_trace(collector *c, const ms_trace_ctx *ctx)
@@ -165,7 +59,7 @@ static int count_trace(collector *c, const ms_trace_ctx *ctx)
     size_t i;
     json_t *sp;
     pthread_mutex_lock(&c->mu);
-    json_array_foreach(c->spans, i, sp)
+    json_array_foreach(c->span_docs, i, sp)
     {
         n += strcmp(json_string_value(json_object_get(sp, "traceId")), tid) == 0;
     }
@@ -197,7 +91,7 @@ static json_t *find(collector *c, const ms_trace_ctx *ctx, const char *name, con
     int n = 0;
     size_t i;
     pthread_mutex_lock(&c->mu);
-    json_array_foreach(c->spans, i, sp)
+    json_array_foreach(c->span_docs, i, sp)
     {
         const char *t = attr(sp, "db.query.text");
         bool failed =
@@ -336,7 +230,7 @@ static void test_statement_spans(void **state)
 {
     fixture *f = ready(state);
     collector col;
-    collector_start(&col);
+    tracer_start(&col);
     ms_db_conn *c = open_conn(&f->cfg);
     bool is_pg = f->cfg.backend == MS_DB_POSTGRES;
 
@@ -408,13 +302,13 @@ static void test_statement_spans(void **state)
     ms_db_close(c);
     ms_trace_shutdown(5000); /* everything is out: nothing carries the parameter's value */
     pthread_mutex_lock(&col.mu);
-    char *all = json_dumps(col.spans, JSON_COMPACT);
+    char *all = json_dumps(col.span_docs, JSON_COMPACT);
     pthread_mutex_unlock(&col.mu);
     assert_non_null(all);
     assert_non_null(strstr(all, "INSERT INTO items"));
     assert_null(strstr(all, SECRET));
     free(all);
-    collector_stop(&col);
+    tracer_stop(&col);
 }
 
 /* What the pool's work and done callback saw. */
@@ -456,7 +350,7 @@ static void test_pool_carries_the_context(void **state)
 {
     fixture *f = ready(state);
     collector col;
-    collector_start(&col);
+    tracer_start(&col);
     uv_loop_t loop;
     uv_loop_init(&loop);
     ms_db_pool *p = NULL;
@@ -499,7 +393,7 @@ static void test_pool_carries_the_context(void **state)
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_true(closed);
     assert_int_equal(uv_loop_close(&loop), 0);
-    collector_stop(&col);
+    tracer_stop(&col);
 }
 
 static void test_sql_summary(void **state)

@@ -26,14 +26,7 @@ static const char *const SPAN_ID = "00f067aa0ba902b7";
 
 static json_t *attr(json_t *attrs, const char *key)
 {
-    size_t i;
-    json_t *a;
-    json_array_foreach(attrs, i, a)
-    {
-        if (strcmp(json_string_value(json_object_get(a, "key")), key) == 0)
-            return json_object_get(a, "value");
-    }
-    return NULL;
+    return collector_attr(attrs, key);
 }
 
 static const char *attr_str(json_t *attrs, const char *key)
@@ -192,16 +185,7 @@ static bool context(char trace_id[33], char span_id[17])
 
 static double metric(const char *name)
 {
-    ms_buf out;
-    ms_buf_init(&out, 0);
-    ms_log_export_collect(&out);
-    ms_buf_add(&out, "", 1);
-    char pat[128];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *at = strstr(out.p, pat);
-    double v = at ? strtod(at + strlen(pat), NULL) : -1;
-    ms_buf_release(&out);
-    return v;
+    return collector_metric(ms_log_export_collect, name);
 }
 
 static char endpoint[64];

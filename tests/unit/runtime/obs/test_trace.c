@@ -147,14 +147,7 @@ static void test_sampler(void **state)
 
 static json_t *attr(json_t *attrs, const char *key)
 {
-    size_t i;
-    json_t *a;
-    json_array_foreach(attrs, i, a)
-    {
-        if (strcmp(json_string_value(json_object_get(a, "key")), key) == 0)
-            return json_object_get(a, "value");
-    }
-    return NULL;
+    return collector_attr(attrs, key);
 }
 
 static void test_encode(void **state)
@@ -241,23 +234,7 @@ static void test_encode(void **state)
 /* The value of an unlabelled sample in the tracer's metrics. */
 static double metric(const char *name)
 {
-    ms_buf out;
-    ms_buf_init(&out, 0);
-    ms_trace_collect(&out);
-    ms_buf_add(&out, "", 1);
-    char pat[128];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *at = strstr(out.p, pat);
-    double v = at ? strtod(at + strlen(pat), NULL) : -1;
-    ms_buf_release(&out);
-    return v;
-}
-
-static void set_endpoint(int port)
-{
-    char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", port);
-    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", ep, 1);
+    return collector_metric(ms_trace_collect, name);
 }
 
 static void test_export_retries(void **state)
@@ -268,7 +245,7 @@ static void test_export_retries(void **state)
     c.script[0] = 503;
     c.script[1] = 429;
     c.nscript = 2;
-    set_endpoint(c.port);
+    collector_set_endpoint(&c);
     setenv("OTEL_BSP_SCHEDULE_DELAY", "10", 1);
     unsetenv("OTEL_BSP_MAX_QUEUE_SIZE");
     assert_int_equal(ms_trace_init("test"), 0);
@@ -303,7 +280,7 @@ static void test_refused_for_good(void **state)
     collector_start(&c);
     c.script[0] = 400; /* a 4xx but 429: dropped, counted, not sent again */
     c.nscript = 1;
-    set_endpoint(c.port);
+    collector_set_endpoint(&c);
     setenv("OTEL_BSP_SCHEDULE_DELAY", "10", 1);
     assert_int_equal(ms_trace_init("test"), 0);
     double dropped = metric("trace_spans_dropped_total");
@@ -330,7 +307,7 @@ static void test_queue_full_drops(void **state)
     (void)state;
     collector c;
     collector_start(&c);
-    set_endpoint(c.port);
+    collector_set_endpoint(&c);
     setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000", 1); /* nothing leaves before the shutdown */
     setenv("OTEL_BSP_MAX_QUEUE_SIZE", "3", 1);
     assert_int_equal(ms_trace_init("test"), 0);
@@ -367,7 +344,7 @@ static void test_off_records_nothing(void **state)
     /* sampled out: no span either */
     collector c;
     collector_start(&c);
-    set_endpoint(c.port);
+    collector_set_endpoint(&c);
     setenv("OTEL_TRACES_SAMPLER_ARG", "0", 1);
     assert_int_equal(ms_trace_init("test"), 0);
     assert_null(ms_span_start("x", MS_SPAN_INTERNAL, NULL, &ctx));
@@ -391,7 +368,7 @@ static void test_promtool_accepts_metrics(void **state)
     (void)state;
     collector c;
     collector_start(&c);
-    set_endpoint(c.port);
+    collector_set_endpoint(&c);
     assert_int_equal(ms_trace_init("test"), 0); /* running: the batch's families too */
     ms_buf out;
     ms_buf_init(&out, 0);
