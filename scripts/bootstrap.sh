@@ -11,7 +11,7 @@ build_pkgs=(gcc make cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-d
     libsqlite3-dev libpq-dev libargon2-dev libnats-dev libssl-dev libhiredis-dev libjs-chart.js)
 test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-requests python3-psycopg2
     python3-yaml prometheus sqlite3 curl procps clang-format clang-tidy cppcheck nats-server
-    redis-server chromium python3-websocket)
+    redis-server chromium python3-websocket kubernetes-client yamllint)
 bench_pkgs=(wrk nginx-light curl procps postgresql python3)
 
 want=("${build_pkgs[@]}")
@@ -32,6 +32,9 @@ fi
 
 missing=()
 for p in "${want[@]}"; do
+    # Any kubectl renders the manifests; Debian's would collide on /usr/bin/kubectl with another
+    # package's (the Google Cloud SDK's kubectl), so one already there is taken as it is.
+    [ "$p" = kubernetes-client ] && command -v kubectl >/dev/null && continue
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
