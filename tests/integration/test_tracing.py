@@ -19,7 +19,8 @@ from shop import ADDRESS, CARD, JSON, line, start_shop  # noqa: F401 - start_sho
 
 class Receiver:
     """An OTLP/HTTP trace receiver on 127.0.0.1: keeps every span POSTed to /v1/traces (with
-    its service.name), answering 503 to the first `refuse` requests."""
+    its service.name), answering 503 to the first `refuse` of them (`posts` counts them). The
+    log lines the services export beside (POST /v1/logs) are answered 200 and not kept."""
 
     def __init__(self, refuse=0):
         self.lock = threading.Lock()
@@ -31,11 +32,13 @@ class Receiver:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                refused = False
                 with receiver.lock:
-                    receiver.posts += 1
-                    refused = receiver.posts <= receiver.refuse
-                    if not refused and self.path == "/v1/traces":
-                        receiver._keep(json.loads(body))
+                    if self.path == "/v1/traces":
+                        receiver.posts += 1
+                        refused = receiver.posts <= receiver.refuse
+                        if not refused:
+                            receiver._keep(json.loads(body))
                 status = 503 if refused else 200
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
