@@ -323,19 +323,7 @@ def test_a_trace_is_listed_and_drawn(browser, gw, tmp_path):
 
 
 def test_an_order_through_the_api_is_traced_across_the_services(browser, shop, gw, tmp_path):
-    r = gw.request("POST", "/api/v1/users", json={
-        "email": f"console-{secrets.token_hex(4)}@example.com", "name": "Ada",
-        "password": "correct horse battery"})
-    assert r.status_code == 201, r.text
-    user = r.json()["id"]
-    p = shop.product(stock=5, price=2500)
-    poll(lambda: shop.order_svc.db.count("user_directory", "WHERE user_id = ?", [user]) == 1,
-         20 * SLOW, what="the order service to know the user")
-    tid = secrets.token_hex(16)
-    r = gw.request("POST", "/api/v1/orders", headers={
-        **JSON, **ident(user), "traceparent": f"00-{tid}-{secrets.token_hex(8)}-01"},
-        json={"items": [line(p, 1)], "payment": {"card_number": "4242424242424242"}})
-    assert r.status_code == 201, r.text
+    tid = place_traced_order(shop, gw)
     want = {"gateway", "order", "inventory", "payment"}
 
     def traced():
