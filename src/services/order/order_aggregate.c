@@ -1086,9 +1086,10 @@ static int read_state(const char *text, bool is_view, order_state *out)
         rc = read_order(js, "id", &t);
     /* the saga's fields: absent from views and snapshots of orders older than the saga */
     char stock[16] = "none", payment[16] = "none", payment_id[64] = "";
-    int has_stock = ms_js_get(js, 0, "stock_status"),
-        has_payment = ms_js_get(js, 0, "payment_status");
-    int has_id = ms_js_get(js, 0, "payment_id");
+    /* only a scanned text has tokens to look at: after a failed scan they are garbage */
+    int has_stock = rc == 0 ? ms_js_get(js, 0, "stock_status") : -1,
+        has_payment = rc == 0 ? ms_js_get(js, 0, "payment_status") : -1;
+    int has_id = rc == 0 ? ms_js_get(js, 0, "payment_id") : -1;
     if (rc == 0 &&
         ((has_stock >= 0 && !get_text(js, 0, "stock_status", stock, sizeof stock)) ||
          (has_payment >= 0 && !get_text(js, 0, "payment_status", payment, sizeof payment)) ||
