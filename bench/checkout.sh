@@ -127,7 +127,7 @@ settle() { # label seconds
 }
 
 # CPU per checkout of each service over the checkout runs (orders counted in the event store).
-shop=(user:$user_pid inventory:$inv_pid payment:$pay_pid order:$order_pid)
+shop=("user:$user_pid" "inventory:$inv_pid" "payment:$pay_pid" "order:$order_pid")
 declare -A cpu=()
 orders=0
 created() { bench_sql order order.db "SELECT count(*) FROM events WHERE type = 'OrderCreated'"; }

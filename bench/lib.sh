@@ -1,6 +1,8 @@
 # bench/lib.sh — what every HTTP benchmark shares (sourced, not run): options, a work dir
 # cleaned on exit, nginx `return 200` as the reference, a microshop target on SQLite or a
 # throwaway PostgreSQL, wrk runs in turns over rounds, medians and ratios to nginx.
+# The variables it sets (ports, pids, ids) are read by the scripts that source it:
+# shellcheck shell=bash disable=SC2034
 
 bench_usage="[--duration S] [--connections N] [--threads N] [--rounds N] [--backend sqlite|postgres]"
 duration=10
@@ -120,7 +122,7 @@ bench_spawn_service() { # target port [VAR=VALUE ...]
     env "$@" "$bin" serve "$target" --listen "127.0.0.1:$port" --data "$work/data" \
         --threads "$workers" --log-level warn &
     spid=$!
-    pids+=($spid)
+    pids+=("$spid")
 }
 
 # The services an order needs (user, inventory, payment); sets user_port, inv_port, pay_port,

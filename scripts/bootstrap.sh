@@ -9,9 +9,9 @@ set -euo pipefail
 
 build_pkgs=(gcc make cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
     libsqlite3-dev libpq-dev libargon2-dev libnats-dev libssl-dev libhiredis-dev libjs-chart.js)
-test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-requests python3-psycopg2
-    python3-yaml prometheus sqlite3 curl procps clang-format clang-tidy cppcheck nats-server
-    redis-server chromium python3-websocket kubernetes-client yamllint)
+test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-pytest-xdist python3-requests
+    python3-psycopg2 python3-yaml prometheus sqlite3 curl procps clang-format clang-tidy cppcheck
+    nats-server redis-server chromium python3-websocket kubernetes-client yamllint shellcheck gcovr)
 bench_pkgs=(wrk nginx-light curl procps postgresql python3)
 
 want=("${build_pkgs[@]}")

@@ -7,26 +7,32 @@
 #      each against SQLite and against PostgreSQL (the files that never reach a backend run on
 #      SQLite only; ASan on PostgreSQL runs the files whose code differs by backend)
 #   5. `make run`'s build with only bootstrap's build set (scripts/check_run_deps.py)
-#   6. style and static analysis (clang-format, cppcheck, clang-tidy)
-# Each runner prints its own summary; the last line sums them all.
+#   6. style and static analysis (clang-format, cppcheck, clang-tidy, shellcheck)
+#   7. line coverage of the ASan build, which ran every test above (gcovr)
+# Each runner prints its own summary; the last line sums them all. Reports for a CI server land
+# in build/test-results/: JUnit XML per step (*.xml) and Cobertura XML (coverage/cobertura.xml).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 jobs=$(nproc)
-results=$(mktemp -d)
+# Integration files run in parallel, a whole file per worker (pytest-xdist --dist loadfile:
+# a file's tests share its module fixtures). Each test starts its own processes, so more than
+# a few workers only queue on the CPU.
+workers=$((jobs < 4 ? jobs : 4))
+results=$root/build/test-results
+rm -rf "$results" && mkdir -p "$results/coverage"
 pgdir=""
 failed_steps=()
 
 cleanup() {
     [ -n "$pgdir" ] && bash tests/lib/pg.sh stop "$pgdir" >/dev/null 2>&1
-    rm -rf "$results"
 }
 trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 
 build() { # dir, extra cmake flags...
-    local log="$results/build-$1.log"
+    local log="$results/build-${1//\//-}.log"
     if cmake -S . -B "$1" "${@:2}" >"$log" 2>&1 && cmake --build "$1" -j "$jobs" >>"$log" 2>&1; then
         echo "$1: built"
     else
@@ -37,7 +43,9 @@ build() { # dir, extra cmake flags...
 
 step "build (release with debug info, and ASan+UBSan)"
 build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMS_TESTS=ON || { echo "build failed"; exit 1; }
-build build-asan -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_TESTS=ON || { echo "ASan build failed"; exit 1; }
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DMS_SANITIZE=ON -DMS_COVERAGE=ON -DMS_TESTS=ON ||
+    { echo "ASan build failed"; exit 1; }
+find build-asan -name '*.gcda' -delete # counts from this run only
 
 step "PostgreSQL for the tests"
 pgdir=$(mktemp -d /tmp/microshop-pg.XXXXXX)
@@ -65,7 +73,8 @@ unit build-asan asan
 integration() { # binary, backend, label, pytest arguments...
     step "integration tests ($3, $2)"
     MS_BINARY="$root/$1" MS_TEST_BACKEND=$2 /usr/bin/python3 -m pytest tests/integration -q \
-        -p no:cacheprovider --junitxml="$results/it-$3-$2.xml" "${@:4}" ||
+        -p no:cacheprovider -n "$workers" --dist loadfile --junitxml="$results/it-$3-$2.xml" \
+        "${@:4}" ||
         failed_steps+=("integration tests ($3, $2)")
 }
 # Some files never reach the backend under test: they drive `microshop run`, which keeps its
@@ -100,6 +109,16 @@ if bash scripts/lint.sh; then
 else
     failed_steps+=("lint")
     echo '<testsuite tests="1" failures="1" errors="0" skipped="0"/>' >"$results/lint.xml"
+fi
+
+step "coverage (the ASan build's unit and integration runs)"
+if gcovr -r . --filter src/ --object-directory build-asan -j "$jobs" \
+    --cobertura "$results/coverage/cobertura.xml" --txt "$results/coverage/summary.txt" \
+    --print-summary build-asan 2>"$results/coverage/gcovr.log" | tail -n 3; then
+    echo "coverage: build/test-results/coverage/cobertura.xml"
+else
+    cat "$results/coverage/gcovr.log"
+    failed_steps+=("coverage")
 fi
 
 step "summary"

@@ -78,6 +78,11 @@ def clean_env(extra=None):
 
 # ---- identity and payloads ----
 
+# A well-formed id that no service ever issues (they issue v7 ids): the "unknown id" cases use
+# it in parametrize lists, whose test ids must be the same in every pytest-xdist worker.
+NEVER_ISSUED_ID = "5e1f0c3a-8d2b-4f6e-9a7c-0b3d5f7e9a1c"
+
+
 def ident(user_id, role="customer"):
     return {"X-User-Id": user_id, "X-User-Role": role}
 

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from conftest import RFC3339, admin, assert_problem, ident, unchanged
+from conftest import NEVER_ISSUED_ID, RFC3339, admin, assert_problem, ident, unchanged
 
 DEFAULTS = {"language": "en", "currency": "USD", "marketing_emails": False, "updated_at": None}
 PREFS = {"language": "pt-BR", "currency": "EUR", "marketing_emails": True}
@@ -148,7 +148,7 @@ def test_preferences_need_identity_and_ownership(server, owner, method, who, sta
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
-@pytest.mark.parametrize("uid", [str(uuid.uuid4()), "12345"])
+@pytest.mark.parametrize("uid", [NEVER_ISSUED_ID, "12345"])
 def test_preferences_of_unknown_user_are_404(server, method, uid):
     with unchanged(server.db):
         r = server.request(method, path(uid), headers=admin(),

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from conftest import RFC3339, admin, assert_problem, ident, unchanged
+from conftest import NEVER_ISSUED_ID, RFC3339, admin, assert_problem, ident, unchanged
 
 ADDRESS = {"line1": "1 Infinite Loop", "city": "Cupertino", "postal_code": "95014",
            "country": "US"}
@@ -169,7 +169,7 @@ def test_profile_needs_identity_and_ownership(server, owner, method, who, status
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
-@pytest.mark.parametrize("uid", [str(uuid.uuid4()), "nope"])
+@pytest.mark.parametrize("uid", [NEVER_ISSUED_ID, "nope"])
 def test_profile_of_unknown_user_is_404(server, method, uid):
     with unchanged(server.db):
         r = server.request(method, path(uid), headers=admin(),

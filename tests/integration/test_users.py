@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from conftest import (ARGON2_PREFIX, SLOW, admin, assert_problem, assert_user, ident, new_email,
-                      poll, unchanged)
+from conftest import (ARGON2_PREFIX, NEVER_ISSUED_ID, SLOW, admin, assert_problem, assert_user,
+                      ident, new_email, poll, unchanged)
 
 PASSWORD = "correct horse battery"
 DROP = object()  # marks a field left out of the body
@@ -263,7 +263,7 @@ def test_admin_reads_any_user(server):
     assert r.status_code == 200 and r.json() == user
 
 
-@pytest.mark.parametrize("uid", [str(uuid.uuid4()), "not-a-uuid", "0" * 36,
+@pytest.mark.parametrize("uid", [NEVER_ISSUED_ID, "not-a-uuid", "0" * 36,
                                  "123e4567-e89b-12d3-a456-42661417400"])
 def test_unknown_or_malformed_id_is_404(server, uid):
     assert_problem(server.get(f"/api/v1/users/{uid}", headers=admin()), 404)
@@ -354,7 +354,7 @@ def test_patch_needs_identity_and_ownership(server, someone, make_headers, statu
                              who=make_headers(someone["id"])), status)
 
 
-@pytest.mark.parametrize("uid", [str(uuid.uuid4()), "nope"])
+@pytest.mark.parametrize("uid", [NEVER_ISSUED_ID, "nope"])
 def test_patch_unknown_user_is_404(server, uid):
     with unchanged(server.db):
         assert_problem(patch(server, uid, {"name": "Ghost"}, who=admin()), 404)

@@ -30,8 +30,10 @@ start)
         >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     port=$(free_port)
     # The port is free now, not reserved: if another process takes it first, start fails loudly.
+    # 300 connections: the suite runs test files in parallel, each starting whole shops whose
+    # services keep pools of their own; two such files at once can hold more than the default 100.
     as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null ||
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null ||
         { cat "$dir/server.log" >&2; exit 1; }
     i=0
     until "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port"; do
