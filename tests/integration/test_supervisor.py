@@ -8,6 +8,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -164,6 +165,37 @@ def test_a_checkout_through_the_gateway(shop):
     user, order = checkout(shop)
     r = requests.get(f"{shop.api}/api/v1/orders/{order}", headers=auth(user), timeout=10 * SLOW)
     assert r.status_code == 200 and r.json()["user_id"] == user
+
+
+SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "smoke.py")
+
+
+def smoke(*args):
+    return subprocess.run([sys.executable, SMOKE, *args], capture_output=True, text=True,
+                          timeout=120 * SLOW)
+
+
+def test_the_pipelines_smoke_check_passes_with_and_without_an_admin_token(shop):
+    """scripts/smoke.py, the deploy pipelines' check of a new environment."""
+    admin = re.search(r"ADMIN=(\S+)", shop.banner).group(1)
+    with_admin = smoke("--url", shop.api, "--admin-token", admin, "--orders", "2")
+    assert with_admin.returncode == 0, with_admin.stdout + with_admin.stderr
+    assert "smoke: ok (2 orders confirmed" in with_admin.stdout
+    # without one it buys a product the catalogue already stocks (the demo catalogue here)
+    plain = smoke("--url", shop.api, "--orders", "1")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+
+
+def test_the_smoke_check_fails_loudly(shop):
+    # a customer's token is no admin's: adding the product is refused, and the step is named
+    customer = shop.customer["Authorization"].split()[1]
+    r = smoke("--url", shop.api, "--admin-token", customer)
+    assert r.returncode == 1 and "POST /api/v1/products answered 403" in r.stderr, r.stderr
+    # nothing listening
+    r = smoke("--url", f"http://127.0.0.1:{free_port()}", "--timeout", "2")
+    assert r.returncode == 1 and "smoke: FAILED: GET /api/v1/products" in r.stderr, r.stderr
+    r = smoke("--url", shop.api, "--orders", "0")
+    assert r.returncode == 2 and "--orders" in r.stderr
 
 
 def test_admin_routes_are_not_on_the_public_port(shop):
