@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -371,6 +372,33 @@ class Prometheus:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def slo_gate(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "slo_gate.py"), *args],
+                          capture_output=True, text=True, timeout=60 * SLOW)
+
+
+def slo_gate_judges_from_this_prometheus(shop, prom):
+    """scripts/slo_gate.py, the pipelines' gate, on live series: checkouts pass it, a p99 bound
+    no request can meet fails it, an unknown service has no traffic, a dead Prometheus fails."""
+    def gate(*extra):
+        return slo_gate("--prometheus", prom.url, "--service", "gateway", "--window", "1m", *extra)
+
+    checkout(shop)
+    poll(lambda: gate().returncode == 0, 30 * SLOW, 0.5, what="the gate to see the checkout")
+    r = gate("--max-p99", "0")
+    assert r.returncode == 1 and "FAILED: p99" in r.stderr, r.stdout + r.stderr
+    r = slo_gate("--prometheus", prom.url, "--service", "nosuchservice", "--window", "1m")
+    assert r.returncode == 1 and "no answers in the window" in r.stderr, r.stderr
+    r = slo_gate("--prometheus", prom.url, "--service", "nosuchservice", "--window", "1m",
+                 "--allow-no-traffic")
+    assert r.returncode == 0, r.stderr
+    r = slo_gate("--prometheus", f"http://127.0.0.1:{free_port()}", "--service", "gateway")
+    assert r.returncode == 1 and "did not answer" in r.stderr, r.stderr
+    for bad in (("--service", 'x"}'), ("--window", "5 minutes"), ("--max-error-ratio", "2")):
+        r = gate(*bad)
+        assert r.returncode == 2 and bad[0] in r.stderr, (bad, r.stderr)
+
+
 def test_prometheus_scrapes_every_process_of_microshop_run(shop):
     targets = os.path.join(shop.data, "prometheus-targets.json")
     prom = Prometheus(targets)
@@ -390,6 +418,7 @@ def test_prometheus_scrapes_every_process_of_microshop_run(shop):
         r = requests.get(f"{prom.url}/api/v1/rules", timeout=10 * SLOW).json()
         loaded = {rule["name"] for g in r["data"]["groups"] for rule in g["rules"]}
         assert loaded == {a["alert"] for a in alert_rules()}
+        slo_gate_judges_from_this_prometheus(shop, prom)
 
         # a replica is scraped once it is in the targets file, and dropped when it leaves
         shop.scale("payment", 2)
