@@ -375,3 +375,34 @@ def test_yamllint_is_clean():
     r = subprocess.run([tool, "-f", "parsable", "-c", ".yamllint", "."], cwd=deploy,
                        capture_output=True, text=True, timeout=120 * SLOW)
     assert r.returncode == 0 and not r.stdout.strip(), f"yamllint:\n{r.stdout}{r.stderr}"
+
+
+def render_with_image(overlay, image):
+    return subprocess.run(["bash", os.path.join(K8S, "render.sh"), overlay, image],
+                          capture_output=True, text=True, timeout=120 * SLOW,
+                          env={**os.environ, "KUBECTL": KUBECTL})
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+@pytest.mark.parametrize("image", ["registry.example.com:5000/shop/microshop:1a2b3c4",
+                                   "registry.example.com/microshop@sha256:" + "ab" * 32])
+def test_render_sh_points_every_container_at_the_built_image(rendered, overlay, image):
+    """deploy/k8s/render.sh, the pipelines' deploy step: the overlay as it is, but every
+    container runs the image the pipeline built."""
+    r = render_with_image(overlay, image)
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert len(docs) == len(rendered[overlay])
+    images = {c["image"] for d in of_kind(docs, "Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {image}
+
+
+@pytest.mark.parametrize("args", [["staging"], ["nosuch", "a/b:c"], ["../base", "a/b:c"],
+                                  ["staging", "a b"], ["staging", "microshop"],
+                                  ["staging", "a/b@sha256:12"]])
+def test_render_sh_refuses_bad_arguments(args):
+    r = subprocess.run(["bash", os.path.join(K8S, "render.sh"), *args], capture_output=True,
+                       text=True, timeout=30 * SLOW, env={**os.environ, "KUBECTL": KUBECTL})
+    assert r.returncode == 2 and r.stdout == "" and r.stderr, (args, r)
+
