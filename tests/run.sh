@@ -78,9 +78,10 @@ integration() { # binary, backend, label, pytest arguments...
         failed_steps+=("integration tests ($3, $2)")
 }
 # Some files never reach the backend under test: they drive `microshop run`, which keeps its
-# own SQLite store whatever MS_TEST_BACKEND says, or (test_k8s) only render manifests. They run
+# own SQLite store whatever MS_TEST_BACKEND says, or only read files (test_k8s renders manifests,
+# test_pipelines reads the CI files). They run
 # on the SQLite passes only.
-backend_free=(test_console test_monitoring test_supervisor test_k8s)
+backend_free=(test_console test_monitoring test_supervisor test_k8s test_pipelines)
 # The ASan build on PostgreSQL also leaves out the files that run the same code on both backends
 # (HTTP limits, gateway stages, TLS, auth), which the ASan build already runs on SQLite and the
 # release build on PostgreSQL; this keeps CI well under its time.
