@@ -79,8 +79,7 @@ integration() { # binary, backend, label, pytest arguments...
 }
 # Some files never reach the backend under test: they drive `microshop run`, which keeps its
 # own SQLite store whatever MS_TEST_BACKEND says, or only read files (test_k8s renders manifests,
-# test_pipelines reads the CI files). They run
-# on the SQLite passes only.
+# test_pipelines reads the CI files). They run on the SQLite passes only.
 backend_free=(test_console test_monitoring test_supervisor test_k8s test_pipelines)
 # The ASan build on PostgreSQL also leaves out the files that run the same code on both backends
 # (HTTP limits, gateway stages, TLS, auth), which the ASan build already runs on SQLite and the
