@@ -475,6 +475,8 @@ static void finish(pconn *c, query *q)
         rc = MS_EDB;
         ms_db__set_error(c->db, "the statement was aborted %d times", q->attempts);
     }
+    if (rc == 0 && !q->result) /* no row description came: still a result, with no rows */
+        q->result = ms_db__result_new(0);
     answer(q, rc, c->db);
     query_free(q);
 }

@@ -2,7 +2,8 @@
  * test_db_query.c — ms_db_pool_query, the read path without a thread, on a real uv loop: on
  * SQLite (inline) and, when MS_TEST_PG_URL is set, on PostgreSQL's pipelined connections:
  * answers in order, parameters, errors, deadlines, lost connections, close with statements in
- * flight. Waits poll a condition with a generous deadline; nothing asserts on speed.
+ * flight, and a CLIENT span per statement under the caller's context. Waits poll a condition with a
+ * generous deadline; nothing asserts on speed.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,9 +14,11 @@
 
 #include <cmocka.h>
 
+#include "fixtures/otlp_collector.h"
 #include "fixtures/pg_test_db.h"
 #include "runtime/core/error.h"
 #include "runtime/db/db.h"
+#include "runtime/obs/trace_internal.h"
 #include "runtime/core/banned.h"
 
 enum { WAIT_MS = 20000, N = 200 };
@@ -30,7 +33,8 @@ typedef struct fixture {
 static int seq; /* orders answers across a case */
 
 typedef struct answer {
-    bool is_done;
+    bool is_done, had_ctx;
+    uint8_t ctx_span[8]; /* the current context's span inside `done` */
     int rc, order, nrows;
     char value[64]; /* the first cell, "(null)" for SQL NULL */
     char value2[64];
@@ -43,6 +47,10 @@ static void on_answer(int rc, ms_db_result *r, void *arg)
         fail_msg("answered twice");
     a->is_done = true;
     a->rc = rc;
+    const ms_trace_ctx *cur = ms_trace_current();
+    a->had_ctx = cur != NULL;
+    if (cur)
+        memcpy(a->ctx_span, cur->span_id, 8);
     a->order = ++seq;
     if (rc == 0) {
         assert_non_null(r);
@@ -422,6 +430,94 @@ static void test_close_with_statements_in_flight(void **state)
     assert_true(is_closed);
 }
 
+/* The spans exported for `parent`'s trace whose name is `name`: their number, the last in *out
+ * (a new reference). */
+static int find_spans(collector *col, const ms_trace_ctx *parent, const char *name, json_t **out)
+{
+    char tid[MS_TRACE_ID_HEX + 1], sid[MS_SPAN_ID_HEX + 1];
+    ms_trace_ids_hex(parent, tid, sid);
+    int n = 0;
+    size_t i;
+    json_t *sp;
+    pthread_mutex_lock(&col->mu);
+    json_array_foreach(col->span_docs, i, sp)
+    {
+        if (strcmp(json_string_value(json_object_get(sp, "traceId")), tid) == 0 &&
+            strcmp(json_string_value(json_object_get(sp, "name")), name) == 0) {
+            n++;
+            json_decref(*out);
+            *out = json_incref(sp);
+        }
+    }
+    pthread_mutex_unlock(&col->mu);
+    return n;
+}
+
+static void wait_span(fixture *f, collector *col, const ms_trace_ctx *parent, const char *name,
+                      json_t **out)
+{
+    uint64_t until = deadline_in(f, WAIT_MS);
+    while (find_spans(col, parent, name, out) == 0) {
+        if (deadline_in(f, 0) > until)
+            fail_msg("no span %s", name);
+        usleep(5000);
+    }
+}
+
+/* Inside a sampled context each statement is a CLIENT span under it, a failed one with its
+ * error, without a parameter's value; `done` runs inside the context it was called in. */
+static void test_statement_spans(void **state)
+{
+    fixture *f = ready(state);
+    collector col;
+    collector_start(&col);
+    collector_set_endpoint(&col);
+    setenv("OTEL_BSP_SCHEDULE_DELAY", "10", 1);
+    ms_trace_sampler_set(true, 1.0);
+    assert_int_equal(ms_trace_init("querytest"), 0);
+    ms_db_pool *p = new_pool(f, 1);
+
+    ms_trace_ctx req;
+    ms_span *server = ms_span_start("GET /t", MS_SPAN_SERVER, NULL, &req);
+    ms_trace_set_current(&req);
+    answer a[2] = {{0}};
+    query_row(p, f, 4711, &a[0], WAIT_MS);
+    ms_db_pool_query(p, 0, "SELECT n FROM no_such_table", 0, NULL, on_answer, &a[1]);
+    ms_trace_set_current(NULL); /* the loop answers outside the request */
+    wait_all(f, a, 2);
+    ms_span_end(server);
+    assert_int_equal(a[0].rc, 0);
+    assert_int_equal(a[1].rc, MS_EDB);
+    for (int i = 0; i < 2; i++) {
+        assert_true(a[i].had_ctx);
+        assert_memory_equal(a[i].ctx_span, req.span_id, 8);
+    }
+    assert_null(ms_trace_current());
+
+    json_t *ok = NULL, *bad = NULL;
+    wait_span(f, &col, &req, "SELECT t", &ok);
+    wait_span(f, &col, &req, "SELECT no_such_table", &bad);
+    char tid[MS_TRACE_ID_HEX + 1], sid[MS_SPAN_ID_HEX + 1];
+    ms_trace_ids_hex(&req, tid, sid);
+    assert_int_equal(json_integer_value(json_object_get(ok, "kind")), 3); /* CLIENT */
+    assert_string_equal(json_string_value(json_object_get(ok, "parentSpanId")), sid);
+    assert_int_not_equal(json_integer_value(json_object_get(json_object_get(ok, "status"), "code")),
+                         2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(bad, "status"), "code")),
+                     2);
+    char *all = json_dumps(ok, JSON_COMPACT);
+    assert_non_null(strstr(all, "SELECT n, name FROM t WHERE n = $1"));
+    assert_null(strstr(all, "4711"));
+    free(all);
+    json_decref(ok);
+    json_decref(bad);
+
+    close_pool(f, p);
+    ms_trace_shutdown(5000);
+    unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    collector_stop(&col);
+}
+
 #define BOTH(t)                                                                                    \
     cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &backend_sqlite),                 \
         cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &backend_pg)
@@ -437,6 +533,7 @@ int main(void)
         BOTH(test_lost_connection_fails_then_recovers),
         BOTH(test_unreachable_server_fails_with_econn),
         BOTH(test_close_with_statements_in_flight),
+        BOTH(test_statement_spans),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
