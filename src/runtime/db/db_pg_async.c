@@ -274,12 +274,12 @@ static void conn_drop(pconn *c, int rc, const ms_db_conn *why, bool resend)
     changed(p);
 }
 
+/* Only for a connection that was READY: it has its db and pg. */
 static void conn_lost(pconn *c, const char *what)
 {
-    const char *detail = c->pg ? pq.PQerrorMessage(c->pg) : "";
+    const char *detail = pq.PQerrorMessage(c->pg);
     ms_db__set_error(c->db, "%s%s%s", what, detail[0] ? ": " : "", detail);
-    ms_log(MS_LOG_WARN, "pipelined db connection lost", "error", c->db ? c->db->errmsg : what,
-           NULL);
+    ms_log(MS_LOG_WARN, "pipelined db connection lost", "error", c->db->errmsg, NULL);
     conn_drop(c, MS_ECONN, c->db, false);
 }
 
@@ -758,8 +758,9 @@ static void on_timer(uv_timer_t *t)
         slot *s = &p->slots[i];
         if (s->state == CONN_DOWN && s->retry_at < next)
             next = s->retry_at;
-        for (size_t j = 0; s->state == CONN_READY && j < s->conn->len; j++) {
-            query *q = ring_at(s->conn, j);
+        const pconn *c = s->state == CONN_READY ? s->conn : NULL;
+        for (size_t j = 0; c && j < c->len; j++) {
+            query *q = ring_at(c, j);
             if (q && q->done && q->deadline && q->deadline < next)
                 next = q->deadline;
         }
