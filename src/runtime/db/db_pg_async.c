@@ -79,7 +79,8 @@ typedef struct pconn {
     uv_work_t work;
     int connect_rc;
     uv_poll_t poll;
-    query **ring; /* sent, in order; NULL marks a Sync */
+    int poll_events; /* what the poll watches now */
+    query **ring;    /* sent, in order; NULL marks a Sync */
     size_t head, len, cap;
     int in_flight, unsynced;
     bool needs_flush, is_broken, is_dead;
@@ -185,6 +186,18 @@ static void ring_pop(pconn *c)
 {
     c->head = (c->head + 1) % c->cap;
     c->len--;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Changes what the poll watches only when it differs: a flush per loop iteration would
+ * otherwise restart it each time. */
+static void watch(pconn *c, int events)
+{
+    if (events != c->poll_events) {
+        c->poll_events = events;
+        uv_poll_start(&c->poll, events, on_poll);
+    }
 }
 
 static void conn_free(pconn *c)
@@ -531,7 +544,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
             return;
         }
         if (rc == 0)
-            uv_poll_start(&c->poll, UV_READABLE, on_poll);
+            watch(c, UV_READABLE);
     }
     if (events & UV_READABLE) {
         if (!pq.PQconsumeInput(c->pg)) {
@@ -565,7 +578,7 @@ static void flush_conn(pconn *c)
     if (rc < 0)
         conn_lost(c, "cannot send");
     else
-        uv_poll_start(&c->poll, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE, on_poll);
+        watch(c, rc ? UV_READABLE | UV_WRITABLE : UV_READABLE);
 }
 
 /* Just before the loop waits for I/O: what this iteration queued goes out, a batch per
@@ -647,7 +660,7 @@ static void connect_done(uv_work_t *w, int status)
         return;
     }
     c->poll.data = c;
-    uv_poll_start(&c->poll, UV_READABLE, on_poll);
+    watch(c, UV_READABLE);
     s->state = CONN_READY;
     s->conn = c;
     s->fails = 0;
