@@ -7,12 +7,14 @@
  *
  * Threading: an ms_db_conn is used by one thread at a time (blocking calls). An ms_db_pool is
  * owned by one loop thread: create, run and close it from that thread only; its work
- * functions run on libuv's thread pool, its done callbacks on the owning loop.
+ * functions run on libuv's thread pool, its done callbacks on the owning loop, and the single
+ * reads of ms_db_pool_query on the loop itself (non-blocking, pipelined, on PostgreSQL).
  * Ownership: results are owned by the caller (ms_db_result_free); the pool owns its conns.
  *
  * Tracing: inside a sampled trace context (obs/trace.h: db sits beside obs above core, and obs
  * includes nothing of db), every statement of ms_db_exec, ms_db_each and ms_db_insert_rowid,
- * BEGIN/COMMIT/ROLLBACK included, is a CLIENT span under the thread's current context, carrying
+ * BEGIN/COMMIT/ROLLBACK included, and of ms_db_pool_query, is a CLIENT span under the thread's
+ * current context (the caller's, for ms_db_pool_query), carrying
  * the SQL text but never a parameter's value. The pool carries the context of the thread that
  * queued work to the worker running it, and back to its done callback; outside a context a
  * statement costs one thread-local read more.
