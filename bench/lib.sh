@@ -292,3 +292,21 @@ thread_cpu_per_request() { # pid url [lua script]
             if (us > 0 || bytes > 0) printf "  %-14s %6.1f us %7.0f B\n", $1, us, bytes }
             END { printf "  %-14s %6.1f us %7.0f B\n", "all threads", total, written }'
 }
+
+# PostgreSQL's own ceiling for reads on the run's server: pgbench's select-only script with
+# prepared statements (one primary-key SELECT per transaction), as many clients as wrk has
+# connections. bench_pgbench_init makes its database (scale 1); sets pgbench_url.
+bench_pgbench_init() {
+    bench_pg_database bench_pgbench
+    pgbench_url=$db_url
+    pgbench -q -i -s 1 "$pgbench_url" >/dev/null 2>&1
+}
+
+# pgbench once: prints its tps on stdout and a line on stderr.
+run_pgbench() {
+    local tps
+    tps=$(pgbench -n -S -M prepared -c "$connections" -j 2 -T "$duration" "$pgbench_url" 2>/dev/null |
+        awk '/^tps/ {print $3; exit}')
+    printf '  %-28s %10.0f tps\n' "pgbench -S -M prepared" "${tps:-0}" >&2
+    echo "${tps:-0}"
+}

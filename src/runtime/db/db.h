@@ -7,12 +7,14 @@
  *
  * Threading: an ms_db_conn is used by one thread at a time (blocking calls). An ms_db_pool is
  * owned by one loop thread: create, run and close it from that thread only; its work
- * functions run on libuv's thread pool, its done callbacks on the owning loop.
+ * functions run on libuv's thread pool, its done callbacks on the owning loop, and the single
+ * reads of ms_db_pool_query on the loop itself (non-blocking, pipelined, on PostgreSQL).
  * Ownership: results are owned by the caller (ms_db_result_free); the pool owns its conns.
  *
  * Tracing: inside a sampled trace context (obs/trace.h: db sits beside obs above core, and obs
  * includes nothing of db), every statement of ms_db_exec, ms_db_each and ms_db_insert_rowid,
- * BEGIN/COMMIT/ROLLBACK included, is a CLIENT span under the thread's current context, carrying
+ * BEGIN/COMMIT/ROLLBACK included, and of ms_db_pool_query, is a CLIENT span under the thread's
+ * current context (the caller's, for ms_db_pool_query), carrying
  * the SQL text but never a parameter's value. The pool carries the context of the thread that
  * queued work to the worker running it, and back to its done callback; outside a context a
  * statement costs one thread-local read more.
@@ -38,6 +40,7 @@ typedef struct ms_db_config {
     int pool_recycle_s;      /* reopen a connection older than this (3600) */
     bool pool_pre_ping;      /* check a connection before handing it out (true) */
     int pool_idle_ms;        /* an overflow connection idle this long is closed (0: 5000) */
+    int pipeline_conns; /* PostgreSQL: pipelined connections per pool for ms_db_pool_query (0: 2) */
     /* Commits of this connection may be lost to a power cut (never to a crash of the process,
      * and never half): for data derived from a durable source that rebuilds it — read models
      * with their checkpoint, the relay's published marks (at least once anyway). SQLite runs
@@ -151,6 +154,21 @@ int ms_db_pool_new(uv_loop_t *loop, const ms_db_config *cfg, int share, ms_db_po
  * connection ends with MS_EPOOLTIMEOUT. Never blocks the loop. */
 void ms_db_pool_run(ms_db_pool *p, int flags, uint64_t deadline, ms_db_work_fn work,
                     ms_db_done_fn done, void *arg);
+/*
+ * One read statement without a thread: `done` gets its rows (rc 0, `r` owned by `done`, to free
+ * with ms_db_result_free) or an error as ms_db_exec's (`r` NULL), on the owning loop, exactly once.
+ * `sql` is borrowed until `done` runs (a string literal); `params` are copied before the call
+ * returns. `deadline` (uv_now() ms, 0: none) ends the statement with MS_ETIMEDOUT.
+ * On SQLite it runs inline on the loop's read connection (as MS_DB_READ), and `done` is called
+ * before this returns. On PostgreSQL it is sent on one of `pipeline_conns` non-blocking
+ * connections of the pool, pipelined behind the statements already sent there; `done` never runs
+ * inside this call (but with MS_ESHUTDOWN once the pool is closing). A lost connection fails its
+ * statements with MS_ECONN and is reopened (with backoff). Only for reads: a statement may be
+ * sent again when another one sent in the same batch failed, or its connection was stuck.
+ */
+typedef void (*ms_db_query_done_fn)(int rc, ms_db_result *r, void *arg);
+void ms_db_pool_query(ms_db_pool *p, uint64_t deadline, const char *sql, int nparams,
+                      const char *const *params, ms_db_query_done_fn done, void *arg);
 /* Closes idle connections now and the rest as their work ends; waiters get MS_ESHUTDOWN.
  * `on_closed` runs on the loop when everything is closed (may be NULL). */
 void ms_db_pool_close(ms_db_pool *p, void (*on_closed)(void *arg), void *arg);
@@ -160,6 +178,9 @@ typedef struct ms_db_pool_stats {
     int open, in_use, waiting;
     uint64_t checkouts_total, timeouts_total, reconnects_total;
     double wait_seconds_sum; /* total time spent waiting for a connection */
+    /* PostgreSQL's pipelined connections of ms_db_pool_query, also counted in open and (when
+     * a statement is in flight on them) in_use; each statement counts as a checkout */
+    int pipelined_open, pipelined_in_flight;
 } ms_db_pool_stats;
 /* A consistent snapshot; callable from any thread. */
 void ms_db_pool_get_stats(ms_db_pool *p, ms_db_pool_stats *out);

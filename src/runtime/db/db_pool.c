@@ -17,6 +17,7 @@
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/db/db_internal.h"
+#include "runtime/db/db_pg_async.h"
 #include "runtime/core/banned.h"
 
 #define PRE_PING_IDLE_NS 1000000000ULL
@@ -71,6 +72,7 @@ struct ms_db_pool {
     uv_prepare_t read_end;
     bool is_read_open;
     uint64_t read_token;
+    ms_db_pipe *pipe; /* PostgreSQL ms_db_pool_query, made on first use; NULL once closed */
     bool is_closing, is_timer_closed, is_prepare_closed;
     void (*on_closed)(void *);
     void *on_closed_arg;
@@ -82,11 +84,23 @@ struct ms_db_pool {
 
 static void publish(ms_db_pool *p)
 {
+    int open = 0, in_use = 0, in_flight = 0;
+    uint64_t statements = 0, reconnects = 0;
+    if (p->pipe)
+        ms_db__pipe_stats(p->pipe, &open, &in_use, &in_flight, &statements, &reconnects);
     uv_mutex_lock(&p->stats_mu);
-    p->published =
-        (ms_db_pool_stats){p->size,      p->overflow, p->open,       p->in_use, p->waiting,
-                           p->checkouts, p->timeouts, p->reconnects, p->wait_s};
+    p->published = (ms_db_pool_stats){p->size,        p->overflow,
+                                      p->open + open, p->in_use + in_use,
+                                      p->waiting,     p->checkouts + statements,
+                                      p->timeouts,    p->reconnects + reconnects,
+                                      p->wait_s,      open,
+                                      in_flight};
     uv_mutex_unlock(&p->stats_mu);
+}
+
+static void publish_cb(void *arg)
+{
+    publish(arg);
 }
 
 void ms_db_pool_get_stats(ms_db_pool *p, ms_db_pool_stats *out)
@@ -162,7 +176,7 @@ static void timer_cb(uv_timer_t *t);
 static void maybe_finish(ms_db_pool *p)
 {
     if (!p->is_closing || !p->is_timer_closed || !p->is_prepare_closed || p->pending > 0 ||
-        p->open > 0)
+        p->open > 0 || p->pipe)
         return;
     void (*cb)(void *) = p->on_closed;
     void *arg = p->on_closed_arg;
@@ -517,6 +531,60 @@ void ms_db_pool_run(ms_db_pool *p, int flags, uint64_t deadline, ms_db_work_fn w
     publish(p);
 }
 
+typedef struct inline_query {
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    ms_db_result *result;
+    ms_db_query_done_fn done;
+    void *arg;
+} inline_query;
+
+static int inline_query_work(ms_db_conn *c, void *arg)
+{
+    inline_query *iq = arg;
+    return ms_db_exec(c, iq->sql, iq->nparams, iq->params, &iq->result);
+}
+
+static void inline_query_done(int rc, void *arg)
+{
+    inline_query *iq = arg;
+    if (rc < 0) {
+        ms_db_result_free(iq->result);
+        iq->result = NULL;
+    }
+    iq->done(rc, iq->result, iq->arg);
+}
+
+void ms_db_pool_query(ms_db_pool *p, uint64_t deadline, const char *sql, int nparams,
+                      const char *const *params, ms_db_query_done_fn done, void *arg)
+{
+    if (p->is_closing) {
+        done(MS_ESHUTDOWN, NULL, arg);
+        return;
+    }
+    if (p->cfg.backend == MS_DB_SQLITE) {
+        inline_query iq = {sql, nparams, params, NULL, done, arg};
+        run_inline(p, deadline, inline_query_work, inline_query_done, &iq);
+        return;
+    }
+    if (!p->pipe) {
+        int rc = ms_db__pipe_new(p->loop, &p->cfg, publish_cb, p, &p->pipe);
+        if (rc < 0) {
+            done(rc, NULL, arg);
+            return;
+        }
+    }
+    ms_db__pipe_query(p->pipe, deadline, sql, nparams, params, done, arg);
+}
+
+static void pipe_closed(void *arg)
+{
+    ms_db_pool *p = arg;
+    p->pipe = NULL;
+    maybe_finish(p);
+}
+
 void ms_db_pool_close(ms_db_pool *p, void (*on_closed)(void *arg), void *arg)
 {
     if (p->is_closing)
@@ -539,6 +607,8 @@ void ms_db_pool_close(ms_db_pool *p, void (*on_closed)(void *arg), void *arg)
     }
     ms_db_close(p->reader);
     p->reader = NULL;
+    if (p->pipe)
+        ms_db__pipe_close(p->pipe, pipe_closed, p);
     publish(p);
     while (waiters) {
         request *r = waiters;

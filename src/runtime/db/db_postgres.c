@@ -5,7 +5,6 @@
  * Error texts keep only the primary message and SQLSTATE: libpq's DETAIL lines quote row values.
  */
 #include <dlfcn.h>
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,43 +15,15 @@
 #include "runtime/core/hash.h"
 #include "runtime/core/log.h"
 #include "runtime/db/db_internal.h"
+#include "runtime/db/db_pq.h"
 #include "runtime/core/banned.h"
 
 /*
  * libpq is loaded on first use instead of linked: the embedded default (SQLite) then never
  * maps libpq and the TLS, Kerberos and LDAP libraries it pulls in (about 4.5 MB resident).
  */
-// clang-format off
-#define PQ_FUNCTIONS(X) \
-    X(PQclear) \
-    X(PQcmdStatus) \
-    X(PQcmdTuples) \
-    X(PQconnectdbParams) \
-    X(PQerrorMessage) \
-    X(PQexec) \
-    X(PQexecPrepared) \
-    X(PQfinish) \
-    X(PQgetisnull) \
-    X(PQgetlength) \
-    X(PQgetvalue) \
-    X(PQhost) \
-    X(PQnfields) \
-    X(PQntuples) \
-    X(PQport) \
-    X(PQprepare) \
-    X(PQresultErrorField) \
-    X(PQresultStatus) \
-    X(PQsetNoticeReceiver) \
-    X(PQstatus) \
-    X(PQtransactionStatus)
-// clang-format on
-
-static struct {
-#define PQ_FIELD(f) __typeof__(f) *f;
-    PQ_FUNCTIONS(PQ_FIELD)
-#undef PQ_FIELD
-    bool loaded;
-} pq;
+ms_db_pq ms_db__pq;
+#define pq ms_db__pq
 static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
 
 static void pq_load(void)
@@ -70,6 +41,12 @@ static void pq_load(void)
     PQ_FUNCTIONS(PQ_LOAD)
 #undef PQ_LOAD
     pq.loaded = true; /* the handle stays open for the life of the process */
+}
+
+bool ms_db__pq_load(void)
+{
+    pthread_once(&pq_once, pq_load);
+    return pq.loaded;
 }
 
 #define STMT_CACHE_SIZE 64
@@ -91,9 +68,9 @@ typedef struct pg_conn {
     uint64_t clock, next_id;
 } pg_conn;
 
-/* Turns a finished PGresult into 0 or an MS_E* code (with errmsg set). Does not clear it. */
-static int check_result(pg_conn *p, const PGresult *res)
+int ms_db__pg_check(ms_db_conn *c, const PGresult *res)
 {
+    pg_conn *p = (pg_conn *)c;
     ExecStatusType st = res ? pq.PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY)
         return 0;
@@ -153,7 +130,7 @@ static int get_stmt(pg_conn *p, const char *sql, const char **name)
     char stmt_name[24];
     snprintf(stmt_name, sizeof stmt_name, "ms_%llu", (unsigned long long)++p->next_id);
     PGresult *res = pq.PQprepare(p->pg, stmt_name, sql, 0, NULL);
-    int rc = check_result(p, res);
+    int rc = ms_db__pg_check(&p->base, res);
     pq.PQclear(res);
     if (rc < 0)
         return rc;
@@ -221,7 +198,7 @@ static int run_prepared(pg_conn *p, const char *sql, int nparams, const char *co
             break;
         pq.PQclear(*res);
     }
-    return check_result(p, *res);
+    return ms_db__pg_check(&p->base, *res);
 }
 
 static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *const *params,
@@ -282,7 +259,7 @@ static int pg_exec_script(ms_db_conn *c, const char *sql)
 {
     pg_conn *p = (pg_conn *)c;
     PGresult *res = pq.PQexec(p->pg, sql);
-    int rc = check_result(p, res);
+    int rc = ms_db__pg_check(&p->base, res);
     pq.PQclear(res);
     return rc;
 }
@@ -294,6 +271,11 @@ static void pg_close(ms_db_conn *c)
         free(p->cache[i].sql);
     pq.PQfinish(p->pg);
     free(p);
+}
+
+PGconn *ms_db__pg_handle(ms_db_conn *c)
+{
+    return ((pg_conn *)c)->pg;
 }
 
 static const ms_db_ops pg_ops = {
@@ -310,8 +292,7 @@ static void ignore_notice(void *arg, const PGresult *res) {}
 
 int ms_db__pg_open(const ms_db_config *cfg, ms_db_conn **out)
 {
-    pthread_once(&pq_once, pq_load);
-    if (!pq.loaded)
+    if (!ms_db__pq_load())
         return MS_ECONN;
     pg_conn *p = ms_xcalloc(1, sizeof *p);
     p->base.ops = &pg_ops;

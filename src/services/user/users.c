@@ -289,17 +289,25 @@ void user_call_done(int rc, void *arg)
     user_answer(arg, rc, 200);
 }
 
-static int get_work(ms_db_conn *c, void *arg)
+static void get_done(int rc, ms_db_result *r, void *arg)
 {
     user_call *k = arg;
-    return load_user(c, k->id, &k->result);
+    if (rc == 0 && ms_db_nrows(r) == 0)
+        rc = MS_ENOTFOUND;
+    if (rc == 0)
+        put_user(&k->result, r);
+    ms_db_result_free(r);
+    user_answer(k, rc, 200);
 }
 
+/* One statement: sent without a thread (pipelined on PostgreSQL, inline on SQLite). */
 void user_get(ms_http_request *req)
 {
     user_call *k = ms_arena_alloc(&req->arena, sizeof *k);
-    if (user_call_begin(req, k, sizeof *k) == 0)
-        ms_db_pool_run(req->loop->db, MS_DB_READ, req->deadline, get_work, user_call_done, k);
+    if (user_call_begin(req, k, sizeof *k) == 0) {
+        const char *params[] = {k->id};
+        ms_db_pool_query(req->loop->db, req->deadline, SELECT_USER, 1, params, get_done, k);
+    }
 }
 
 /* ---- PATCH /api/v1/users/{id} ---- */
