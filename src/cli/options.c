@@ -85,6 +85,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         .pool_overflow = 0,
         .pool_timeout_ms = 30000,
         .pool_recycle_s = 3600,
+        .pipeline_conns = MS_DB_PIPELINE_CONNS_DEFAULT,
         .busy_timeout_ms = 5000,
         .request_timeout_ms = server->request_timeout_ms,
         .headers_timeout_ms = server->headers_timeout_ms,
@@ -115,6 +116,8 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
          H, "longest wait for a free connection (then 503)"},
         {"db-pool-recycle-s", "MICROSHOP_DB_POOL_RECYCLE_S", MS_OPT_INT, &o->pool_recycle_s, 1,
          7 * 24 * 3600, "reopen connections older than this"},
+        {"db-pipeline-conns", "MICROSHOP_DB_PIPELINE_CONNS", MS_OPT_INT, &o->pipeline_conns, 1, 16,
+         "PostgreSQL: each event loop's non-blocking connections for single reads"},
         {"db-pre-ping", "MICROSHOP_DB_PRE_PING", MS_OPT_BOOL, &o->pre_ping, 0, 0,
          "check a connection before use"},
         {"db-busy-timeout-ms", "MICROSHOP_DB_BUSY_TIMEOUT_MS", MS_OPT_INT, &o->busy_timeout_ms, 1,
@@ -254,6 +257,7 @@ int options_parse(serve_options *o, const ms_service *svc, bool with_http, int a
         .pool_timeout_ms = (int)o->pool_timeout_ms,
         .pool_recycle_s = (int)o->pool_recycle_s,
         .pool_pre_ping = o->pre_ping,
+        .pipeline_conns = (int)o->pipeline_conns,
     };
     return 0;
 }

@@ -15,6 +15,7 @@ typedef struct serve_options {
     const char *listen, *data, *database_url, *log_level;
     const char *tls_cert, *tls_key; /* both or neither */
     long threads, pool_size, pool_overflow, pool_timeout_ms, pool_recycle_s, busy_timeout_ms;
+    long pipeline_conns;
     long request_timeout_ms, headers_timeout_ms, idle_timeout_ms, body_timeout_ms, drain_timeout_ms;
     long max_body_bytes, max_header_bytes, max_headers;
     long body_deadline_ms, body_min_rate, max_connections;

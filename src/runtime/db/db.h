@@ -29,6 +29,8 @@
 
 typedef enum { MS_DB_SQLITE, MS_DB_POSTGRES } ms_db_backend;
 
+enum { MS_DB_PIPELINE_CONNS_DEFAULT = 2 };
+
 typedef struct ms_db_config {
     ms_db_backend backend;
     const char *sqlite_path; /* SQLite: the database file (created if missing) */
@@ -40,7 +42,8 @@ typedef struct ms_db_config {
     int pool_recycle_s;      /* reopen a connection older than this (3600) */
     bool pool_pre_ping;      /* check a connection before handing it out (true) */
     int pool_idle_ms;        /* an overflow connection idle this long is closed (0: 5000) */
-    int pipeline_conns; /* PostgreSQL: pipelined connections per pool for ms_db_pool_query (0: 2) */
+    int pipeline_conns;      /* PostgreSQL: pipelined connections per pool for ms_db_pool_query (0:
+                              * MS_DB_PIPELINE_CONNS_DEFAULT) */
     /* Commits of this connection may be lost to a power cut (never to a crash of the process,
      * and never half): for data derived from a durable source that rebuilds it — read models
      * with their checkpoint, the relay's published marks (at least once anyway). SQLite runs

@@ -35,7 +35,6 @@
 #define pq ms_db__pq
 
 enum {
-    DEFAULT_CONNS = 2,
     STMT_SLOTS = 32,  /* distinct statements prepared per connection; others run unnamed */
     MAX_ATTEMPTS = 3, /* sends of one statement aborted for another's reason */
     BACKOFF_MIN_MS = 50,
@@ -802,7 +801,7 @@ int ms_db__pipe_new(uv_loop_t *loop, const ms_db_config *cfg, void (*on_change)(
     ms_db_pipe *p = ms_xcalloc(1, sizeof *p);
     p->loop = loop;
     p->cfg = cfg;
-    p->n = cfg->pipeline_conns > 0 ? cfg->pipeline_conns : DEFAULT_CONNS;
+    p->n = cfg->pipeline_conns > 0 ? cfg->pipeline_conns : MS_DB_PIPELINE_CONNS_DEFAULT;
     p->slots = ms_xcalloc((size_t)p->n, sizeof *p->slots);
     p->on_change = on_change;
     p->change_arg = arg;

@@ -155,6 +155,8 @@ static void collect_db(ms_buf *out, void *arg)
         sum.timeouts_total += s.timeouts_total;
         sum.reconnects_total += s.reconnects_total;
         sum.wait_seconds_sum += s.wait_seconds_sum;
+        sum.pipelined_open += s.pipelined_open;
+        sum.pipelined_in_flight += s.pipelined_in_flight;
     }
     pthread_mutex_unlock(&srv.pools_lock);
     const char *svc = srv.cfg->service;
@@ -184,6 +186,15 @@ static void collect_db(ms_buf *out, void *arg)
     ms_metrics_family(out, "db_pool_wait_seconds_total", "counter",
                       "Time spent waiting for a connection.");
     ms_metrics_sample(out, "db_pool_wait_seconds_total", sum.wait_seconds_sum, "service", svc,
+                      NULL);
+    /* PostgreSQL only: the loops' own non-blocking connections for single-statement reads */
+    ms_metrics_family(out, "db_pool_pipelined_connections", "gauge",
+                      "Open pipelined read connections (PostgreSQL; also in db_pool_connections).");
+    ms_metrics_sample(out, "db_pool_pipelined_connections", sum.pipelined_open, "service", svc,
+                      NULL);
+    ms_metrics_family(out, "db_pool_pipelined_in_flight", "gauge",
+                      "Statements sent on pipelined connections and not yet answered.");
+    ms_metrics_sample(out, "db_pool_pipelined_in_flight", sum.pipelined_in_flight, "service", svc,
                       NULL);
 }
 
@@ -555,6 +566,9 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
         }
     }
     int db_conns = db ? db->pool_size + db->pool_overflow : 0;
+    if (db && db->backend == MS_DB_POSTGRES) /* each loop's pipelined read connections */
+        db_conns += srv.nloops *
+                    (db->pipeline_conns > 0 ? db->pipeline_conns : MS_DB_PIPELINE_CONNS_DEFAULT);
     int max_conns =
         cfg->max_connections > 0 ? cfg->max_connections : ms_server_max_connections(db_conns);
     for (int i = 0; i < srv.nall; i++)

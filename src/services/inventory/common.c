@@ -241,7 +241,7 @@ int inv_check_low(ms_db_conn *c, const char *product_id, int64_t before, int64_t
     return rc;
 }
 
-static const char SELECT_PRODUCT[] =
+const char INV_SELECT_PRODUCT[] =
     "SELECT p.id, p.sku, p.name, p.price_cents, p.currency, s.on_hand, s.reserved, "
     "s.low_threshold, p.created_at, p.updated_at FROM products p "
     "JOIN stock_levels s ON s.product_id = p.id WHERE p.id = $1";
@@ -250,9 +250,16 @@ int inv_load_product(ms_db_conn *c, const char *id, bool admin, ms_buf *out)
 {
     ms_db_result *r = NULL;
     const char *params[] = {id};
-    int rc = ms_db_exec(c, SELECT_PRODUCT, 1, params, &r);
-    if (rc == 0 && ms_db_nrows(r) == 0)
-        rc = MS_ENOTFOUND;
+    int rc = ms_db_exec(c, INV_SELECT_PRODUCT, 1, params, &r);
+    if (rc == 0)
+        rc = inv_product_doc(r, admin, out);
+    ms_db_result_free(r);
+    return rc;
+}
+
+int inv_product_doc(const ms_db_result *r, bool admin, ms_buf *out)
+{
+    int rc = ms_db_nrows(r) == 0 ? MS_ENOTFOUND : 0;
     if (rc == 0) {
         int64_t on_hand = inv_int(r, 0, 5), reserved = inv_int(r, 0, 6);
         json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I}", "id", ms_db_get(r, 0, 0), "sku",
@@ -268,6 +275,5 @@ int inv_load_product(ms_db_conn *c, const char *id, bool admin, ms_buf *out)
         }
         ms_json_put_doc(out, doc);
     }
-    ms_db_result_free(r);
     return rc;
 }

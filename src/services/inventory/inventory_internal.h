@@ -99,6 +99,10 @@ int inv_check_low(ms_db_conn *c, const char *product_id, int64_t before, int64_t
 /* Appends the admin view of one product (the public one plus on_hand, reserved,
  * low_stock_threshold) or the public view to `out`; MS_ENOTFOUND when there is none. */
 int inv_load_product(ms_db_conn *c, const char *id, bool admin, ms_buf *out);
+/* The same from a result of INV_SELECT_PRODUCT (id as $1) run elsewhere, e.g. by
+ * ms_db_pool_query. */
+extern const char INV_SELECT_PRODUCT[];
+int inv_product_doc(const ms_db_result *r, bool admin, ms_buf *out);
 /* An integer column of a result row. */
 int64_t inv_int(const ms_db_result *r, int row, int col);
 

@@ -207,26 +207,15 @@ void inv_product_list(ms_http_request *req)
 
 /* ---- GET /api/v1/products/{id} ---- */
 
-/* The public view only (inv_load_product's without `admin`), in one statement sent without a
- * thread: pipelined on PostgreSQL, inline on SQLite. */
-static const char SELECT_PUBLIC_PRODUCT[] =
-    "SELECT p.id, p.sku, p.name, p.price_cents, p.currency, s.on_hand - s.reserved "
-    "FROM products p JOIN stock_levels s ON s.product_id = p.id WHERE p.id = $1";
-
+/* The public view, in one statement sent without a thread: pipelined on PostgreSQL, inline on
+ * SQLite. */
 static void get_done(int rc, ms_db_result *r, void *arg)
 {
     read_call *k = arg;
-    if (rc == 0 && ms_db_nrows(r) == 0)
-        rc = MS_ENOTFOUND;
+    if (rc == 0)
+        rc = inv_product_doc(r, false, &k->base.result);
     if (rc == MS_ENOTFOUND)
         k->base.detail = "no such product";
-    if (rc == 0) {
-        json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I}", "id", ms_db_get(r, 0, 0), "sku",
-                                ms_db_get(r, 0, 1), "name", ms_db_get(r, 0, 2), "price_cents",
-                                (json_int_t)inv_int(r, 0, 3), "currency", ms_db_get(r, 0, 4),
-                                "available", (json_int_t)inv_int(r, 0, 5));
-        ms_json_put_doc(&k->base.result, doc);
-    }
     ms_db_result_free(r);
     inv_answer(&k->base, rc);
 }
@@ -237,8 +226,7 @@ void inv_product_get(ms_http_request *req)
     inv_call_init(req, k, sizeof *k, 200);
     if (inv_path_uuid(req, "id", k->id, "no such product") == 0) {
         const char *params[] = {k->id};
-        ms_db_pool_query(req->loop->db, req->deadline, SELECT_PUBLIC_PRODUCT, 1, params, get_done,
-                         k);
+        ms_db_pool_query(req->loop->db, req->deadline, INV_SELECT_PRODUCT, 1, params, get_done, k);
     }
 }
 
