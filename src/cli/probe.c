@@ -192,7 +192,7 @@ static int fetch_status(const probe_url *u, int64_t deadline, int *status, char 
         off += w > 0 ? (size_t)w : 0;
     }
     /* Only the status line matters: read until its end, or the peer closes. */
-    char line[128];
+    char line[128] = "";
     size_t got = 0;
     while (got < sizeof line - 1 && !memchr(line, '\n', got)) {
         if ((rc = wait_fd(fd, POLLIN, deadline)) < 0) {
