@@ -64,4 +64,5 @@ print(*(s.getsockname()[1] for s in socks))')
 export MICROSHOP_PORT MICROSHOP_PROMETHEUS_PORT
 
 cd "$root"
-/usr/bin/python3 -m pytest tests/deploy -v -p no:cacheprovider --junitxml="$out/deploy.xml" "$@"
+/usr/bin/python3 -m pytest tests/deploy -v -p no:cacheprovider -o junit_family=xunit1 \
+    --junitxml="$out/deploy.xml" "$@"
