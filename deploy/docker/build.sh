@@ -19,6 +19,8 @@ export DOCKER_BUILDKIT=0
 if ! docker image inspect "$base" >/dev/null 2>&1; then
     echo "build: making $base with debootstrap (about a minute)" >&2
     rootfs=$(mktemp -d /var/tmp/microshop-rootfs.XXXXXX)
+    # it becomes the image's /: mktemp's 0700 would shut out every user but root
+    chmod 0755 "$rootfs"
     trap 'rm -rf "$rootfs"' EXIT
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 ||
         { cat "$rootfs.log" >&2; rm -f "$rootfs.log"; exit 1; }

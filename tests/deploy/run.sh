@@ -44,9 +44,17 @@ teardown() {
     echo "deploy: done in $(($(date +%s) - started)) s (rc $rc)" >&2
     exit "$rc"
 }
+# pytest runs in the background so that a signal reaches these traps at once (bash runs a
+# trap only after the foreground command ends); a background job ignores SIGINT, so it is
+# stopped with SIGTERM, and teardown removes whatever it left
+child=
+stop() {
+    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null
+    exit "$1"
+}
 trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stop 130' INT
+trap 'stop 143' TERM
 
 DOCKER_HOST=$(bash "$root/tests/deploy/engine.sh" start "$state")
 export DOCKER_HOST
@@ -65,4 +73,6 @@ export MICROSHOP_PORT MICROSHOP_PROMETHEUS_PORT
 
 cd "$root"
 /usr/bin/python3 -m pytest tests/deploy -v -p no:cacheprovider -o junit_family=xunit1 \
-    --junitxml="$out/deploy.xml" "$@"
+    --junitxml="$out/deploy.xml" "$@" &
+child=$!
+wait "$child"
