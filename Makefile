@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: run test build build-asan bench format lint clean deps
+.PHONY: run test test-deploy build build-asan bench format lint clean deps
 
 run: deps build
 	./$(BUILD)/microshop run
@@ -12,6 +12,10 @@ run: deps build
 test:
 	bash scripts/bootstrap.sh test
 	bash tests/run.sh
+
+# the images and the compose stack on a private Docker engine (root; see tests/deploy/run.sh)
+test-deploy:
+	bash scripts/bootstrap.sh deploy && bash tests/deploy/run.sh build/test-results
 
 deps:
 	bash scripts/bootstrap.sh

@@ -3,6 +3,7 @@
 #   scripts/bootstrap.sh          build and run dependencies
 #   scripts/bootstrap.sh test     plus what the test suite starts (PostgreSQL, pytest, ...)
 #   scripts/bootstrap.sh bench    plus wrk and nginx (the benchmark reference)
+#   scripts/bootstrap.sh deploy   plus Docker, docker-compose, debootstrap (tests/deploy)
 #   scripts/bootstrap.sh --list [SET...]   print the packages instead of installing them
 # The build set is everything `make run` needs; `make test` checks that (check_run_deps.py).
 set -euo pipefail
@@ -13,6 +14,8 @@ test_pkgs=(libcmocka-dev postgresql python3 python3-pytest python3-pytest-xdist 
     python3-psycopg2 python3-yaml prometheus sqlite3 curl procps clang-format clang-tidy cppcheck
     nats-server redis-server chromium python3-websocket kubernetes-client yamllint shellcheck gcovr)
 bench_pkgs=(wrk nginx-light curl procps postgresql python3)
+deploy_pkgs=(docker.io docker-compose debootstrap iptables python3 python3-pytest python3-requests
+    python3-yaml)
 
 want=("${build_pkgs[@]}")
 list=0
@@ -21,7 +24,8 @@ for extra in "$@"; do
     --list) list=1 ;;
     test) want+=("${test_pkgs[@]}") ;;
     bench) want+=("${bench_pkgs[@]}") ;;
-    *) echo "bootstrap: unknown set '$extra' (use: test, bench)" >&2; exit 2 ;;
+    deploy) want+=("${deploy_pkgs[@]}") ;;
+    *) echo "bootstrap: unknown set '$extra' (use: test, bench, deploy)" >&2; exit 2 ;;
     esac
 done
 

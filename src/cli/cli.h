@@ -16,6 +16,8 @@ int cmd_routes(int argc, char **argv);
 int cmd_order(int argc, char **argv);
 /* `microshop token --sub UUID --role admin|customer [--ttl S]`: prints an access token. */
 int cmd_token(int argc, char **argv);
+/* `microshop probe [URL] [--timeout-ms N]`: one GET, exit 0 on 2xx (container health checks). */
+int cmd_probe(int argc, char **argv);
 
 /* The service targets, NULL-terminated, and a lookup by name (NULL when unknown). */
 extern const ms_service *const ms_targets[];

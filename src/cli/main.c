@@ -15,6 +15,7 @@ static void usage(FILE *out)
             "  microshop serve TARGET [flags]             run one component\n"
             "  microshop migrate TARGET [flags]           apply database migrations\n"
             "  microshop token --sub UUID --role ROLE     mint an access token (dev, ops)\n"
+            "  microshop probe [URL] [--timeout-ms N]     GET URL, exit 0 on 2xx (health checks)\n"
             "  microshop help TARGET                      flags of a target\n"
             "  microshop version\n\n"
             "targets:\n",
@@ -41,6 +42,8 @@ int main(int argc, char **argv)
         return cmd_routes(argc, argv);
     if (!strcmp(cmd, "token"))
         return cmd_token(argc, argv);
+    if (!strcmp(cmd, "probe"))
+        return cmd_probe(argc, argv);
     if (!strcmp(cmd, "order"))
         return cmd_order(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
