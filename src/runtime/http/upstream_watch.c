@@ -82,7 +82,7 @@ static bool same_list(const ms_http_upstream_list *a, const ms_http_upstream_lis
 static void apply(ms_upstream_watch *w)
 {
     ms_http_upstream_list *lists = malloc(NKNOWN * sizeof *lists);
-    char err[256];
+    char err[512]; /* a name and an instance list's whole error: nothing cut */
     if (!lists)
         return; /* tried again at the next change */
     int rc = ms_upstream_file_read(w->path, known, NKNOWN, lists, err, sizeof err);
