@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: run test test-deploy build build-asan bench format lint clean deps
+.PHONY: run test test-deploy image build build-asan bench format lint clean deps
 
 run: deps build
 	./$(BUILD)/microshop run
@@ -16,6 +16,10 @@ test:
 # the images and the compose stack on a private Docker engine (root; see tests/deploy/run.sh)
 test-deploy:
 	bash scripts/bootstrap.sh deploy && bash tests/deploy/run.sh build/test-results
+
+# the images alone, with the Docker engine DOCKER_HOST names (root when the base is missing)
+image:
+	bash scripts/bootstrap.sh deploy && bash deploy/docker/build.sh
 
 deps:
 	bash scripts/bootstrap.sh
