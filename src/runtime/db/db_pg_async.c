@@ -428,26 +428,13 @@ static bool is_missing_plan(const PGresult *res)
     return strcmp(state, "0A000") == 0 && msg && strstr(msg, "cached plan must not");
 }
 
-static ms_db_result *copy_result(PGresult *res)
-{
-    int nrows = pq.PQntuples(res), ncols = pq.PQnfields(res);
-    ms_db_result *r = ms_db__result_new(ncols);
-    for (int i = 0; i < nrows; i++)
-        for (int j = 0; j < ncols; j++)
-            ms_db__result_push(r, pq.PQgetisnull(res, i, j) ? NULL : pq.PQgetvalue(res, i, j),
-                               (size_t)pq.PQgetlength(res, i, j));
-    if (strncmp(pq.PQcmdStatus(res), "SELECT", 6) != 0)
-        r->affected = strtoll(pq.PQcmdTuples(res), NULL, 10);
-    return r;
-}
-
 /* One result of the statement at the head of c's FIFO (of its Prepare first, if any). */
 static void take_result(pconn *c, query *q, PGresult *res)
 {
     ExecStatusType st = pq.PQresultStatus(res);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         if (!q->awaits_prepare && q->rc == 0 && !q->is_retryable && !q->result)
-            q->result = copy_result(res);
+            q->result = ms_db__pg_result_copy(res);
         return;
     }
     if (st == PGRES_PIPELINE_ABORTED) {

@@ -68,6 +68,20 @@ typedef struct pg_conn {
     uint64_t clock, next_id;
 } pg_conn;
 
+ms_db_result *ms_db__pg_result_copy(PGresult *res)
+{
+    int nrows = pq.PQntuples(res), ncols = pq.PQnfields(res);
+    ms_db_result *r = ms_db__result_new(ncols);
+    for (int i = 0; i < nrows; i++)
+        for (int j = 0; j < ncols; j++)
+            ms_db__result_push(r, pq.PQgetisnull(res, i, j) ? NULL : pq.PQgetvalue(res, i, j),
+                               (size_t)pq.PQgetlength(res, i, j));
+    /* Reads report no changed rows, as on SQLite; INSERT ... RETURNING still counts. */
+    if (strncmp(pq.PQcmdStatus(res), "SELECT", 6) != 0)
+        r->affected = strtoll(pq.PQcmdTuples(res), NULL, 10);
+    return r;
+}
+
 int ms_db__pg_check(ms_db_conn *c, const PGresult *res)
 {
     pg_conn *p = (pg_conn *)c;
@@ -209,16 +223,7 @@ static int pg_exec(ms_db_conn *c, const char *sql, int nparams, const char *cons
     int rc = run_prepared(p, sql, nparams, params, &res);
     if (rc < 0 || !out)
         goto out;
-    int nrows = pq.PQntuples(res), ncols = pq.PQnfields(res);
-    ms_db_result *r = ms_db__result_new(ncols);
-    for (int i = 0; i < nrows; i++)
-        for (int j = 0; j < ncols; j++)
-            ms_db__result_push(r, pq.PQgetisnull(res, i, j) ? NULL : pq.PQgetvalue(res, i, j),
-                               (size_t)pq.PQgetlength(res, i, j));
-    /* Reads report no changed rows, as on SQLite; INSERT ... RETURNING still counts. */
-    if (strncmp(pq.PQcmdStatus(res), "SELECT", 6) != 0)
-        r->affected = strtoll(pq.PQcmdTuples(res), NULL, 10);
-    *out = r;
+    *out = ms_db__pg_result_copy(res);
 out:
     pq.PQclear(res);
     return rc;

@@ -64,5 +64,8 @@ PGconn *ms_db__pg_handle(ms_db_conn *c);
 /* Turns a finished PGresult of `c` into 0 or an MS_E* code, as ms_db_exec maps them, and sets
  * c's errmsg. Does not clear it. */
 int ms_db__pg_check(ms_db_conn *c, const PGresult *res);
+/* A successful result's rows as an ms_db_result (the caller frees it); `affected` set for
+ * statements other than SELECT. */
+ms_db_result *ms_db__pg_result_copy(PGresult *res);
 
 #endif
