@@ -116,9 +116,12 @@ def dashboard_exprs():
 
 # ---- Prometheus configs and alerts (no process needed) ----
 
-def test_promtool_accepts_both_prometheus_configs():
+def test_promtool_accepts_every_prometheus_config():
     out = promtool("check", "config", "prometheus.yml", "prometheus-run.yml")
     assert out.count("SUCCESS: 1 rule files found") == 2, out
+    # the compose stack's, scraping the services by their container names
+    out = promtool("check", "config", os.path.join(ROOT, "deploy", "compose", "prometheus.yml"))
+    assert "is valid prometheus config file syntax" in out, out
 
 
 def test_promtool_accepts_the_alert_rules():
