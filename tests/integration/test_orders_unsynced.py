@@ -59,6 +59,27 @@ def is_idle(pid, tid, quiet=0.1):
     return before[0] == "S" and thread_activity(pid, tid) == before
 
 
+# x86_64 system calls a thread waits in: poll, select, nanosleep, futex, clock_nanosleep,
+# epoll_wait, pselect6, ppoll, epoll_pwait, epoll_pwait2
+WAITING_SYSCALLS = {7, 23, 35, 202, 230, 232, 270, 271, 281, 441}
+
+
+def stopped_in_a_wait(pid, tid):
+    """For a thread in a ptrace stop: was it stopped inside a waiting system call (rather than
+    running, where it may hold a lock)? /proc reports the interrupted call, or -1 outside one."""
+    with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+        nr = f.read().split()[0]
+    return nr.lstrip("-").isdigit() and int(nr) in WAITING_SYSCALLS
+
+
+def detach(tid):
+    try:
+        ptrace(PTRACE_DETACH, tid)
+    except OSError as e:
+        if e.errno != errno.ESRCH:  # gone with the server: nothing to let go
+            raise
+
+
 @contextlib.contextmanager
 def stalled(s, name, quiet=0.1):
     """Stops the server's thread `name` and only it, once it has slept `quiet` seconds; lets it
@@ -66,26 +87,35 @@ def stalled(s, name, quiet=0.1):
     the test where ptrace is not permitted."""
     pid = s.proc.pid
     tid = thread_of(pid, name)
-    # stopped while it waits for work, it holds no lock and leaves no work half done (the
-    # syncer answers a batch before it takes the writer's lock to count it synced)
-    poll(lambda: is_idle(pid, tid, quiet), 5 * SLOW, what=f"{name} to wait for work")
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        # stopped while it waits for work, it holds no lock and leaves no work half done (the
+        # syncer answers a batch before it takes the writer's lock to count it synced)
+        poll(lambda: is_idle(pid, tid, quiet), 5 * SLOW, what=f"{name} to wait for work")
+        try:
+            ptrace(PTRACE_SEIZE, tid)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+                pytest.skip(f"ptrace is not permitted here, cannot stall {name}: {e.strerror}")
+            raise
+        try:
+            ptrace(PTRACE_INTERRUPT, tid)
+            _, status = os.waitpid(tid, WALL)
+            assert os.WIFSTOPPED(status), f"{name} did not stop: status {status:#x}"
+            caught_waiting = stopped_in_a_wait(pid, tid)
+        except BaseException:
+            detach(tid)
+            raise
+        if caught_waiting:
+            break
+        # it woke between the check and the stop (a loaded machine widens that moment) and
+        # may hold a lock the test's requests need: let it go and try again
+        detach(tid)
+        assert time.monotonic() < deadline, f"{name} was never stopped in a wait"
     try:
-        ptrace(PTRACE_SEIZE, tid)
-    except OSError as e:
-        if e.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
-            pytest.skip(f"ptrace is not permitted here, cannot stall {name}: {e.strerror}")
-        raise
-    try:
-        ptrace(PTRACE_INTERRUPT, tid)
-        _, status = os.waitpid(tid, WALL)
-        assert os.WIFSTOPPED(status), f"{name} did not stop: status {status:#x}"
         yield
     finally:
-        try:
-            ptrace(PTRACE_DETACH, tid)
-        except OSError as e:
-            if e.errno != errno.ESRCH:  # gone with the server: nothing to let go
-                raise
+        detach(tid)
 
 
 @pytest.mark.skipif(BACKEND != "sqlite", reason="PostgreSQL's commit is durable once visible: "
