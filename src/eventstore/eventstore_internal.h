@@ -101,7 +101,11 @@ struct ms_es {
     int64_t visible_position; /* atomic: top of the batches whose COMMIT has begun */
 
     uv_mutex_t stats_mu; /* stats, committed position */
-    uv_cond_t committed_cond;
+    /* Bumped (atomically) after the committed position grows; ms_es_wait_committed sleeps on it
+     * as a futex. Not a condition variable: glibc's broadcast can wait for a woken waiter to
+     * leave its group, so one waiter that is descheduled or stopped (a debugger) held up the
+     * writer, and every append with it. A futex wake never waits for anyone. */
+    uint32_t committed_seq;
     ms_es_stats stats;
 };
 

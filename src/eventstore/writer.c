@@ -28,6 +28,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -323,11 +326,14 @@ static void account(ms_es *es, es_job **jobs, size_t n, int64_t top)
         if (j->rc == 0 && !j->is_noop)
             s->events_total += j->req.nevents;
     }
-    if (top > s->committed_position) {
+    bool grew = top > s->committed_position;
+    if (grew)
         s->committed_position = top;
-        uv_cond_broadcast(&es->committed_cond);
-    }
     uv_mutex_unlock(&es->stats_mu);
+    if (grew) {
+        __atomic_add_fetch(&es->committed_seq, 1, __ATOMIC_RELEASE);
+        syscall(SYS_futex, &es->committed_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    }
 }
 
 /* Answers a batch that is durable (or failed). */
@@ -516,7 +522,6 @@ int ms_es_open(const ms_db_config *cfg, const ms_es_options *opt, ms_es **out)
     uv_cond_init(&es->marks_done);
     uv_cond_init(&es->has_wal);
     uv_mutex_init(&es->stats_mu);
-    uv_cond_init(&es->committed_cond);
     if (es->cfg.backend == MS_DB_SQLITE) { /* before the writer, which looks at both */
         ms_es__syncer_start(es);
         ms_es__checkpointer_start(es);
@@ -560,7 +565,6 @@ void ms_es_close(ms_es *es)
     if (es->wal_fd >= 0)
         close(es->wal_fd); /* SQLite holds no lock on the WAL file: closing drops none */
     ms_es__versions_clear(&es->versions, true);
-    uv_cond_destroy(&es->committed_cond);
     uv_cond_destroy(&es->has_wal);
     uv_mutex_destroy(&es->stats_mu);
     uv_cond_destroy(&es->marks_done);
@@ -627,18 +631,22 @@ int64_t ms_es_committed_position(ms_es *es)
 int ms_es_wait_committed(ms_es *es, int64_t position, int timeout_ms)
 {
     uint64_t deadline = uv_hrtime() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
-    int rc = 0;
-    uv_mutex_lock(&es->stats_mu);
-    while (es->stats.committed_position < position) {
+    for (;;) {
+        /* the sequence is read before the position: a commit after this read changes it, so
+         * the futex wait below returns at once instead of missing that commit's wake */
+        uint32_t seq = __atomic_load_n(&es->committed_seq, __ATOMIC_ACQUIRE);
+        uv_mutex_lock(&es->stats_mu);
+        bool reached = es->stats.committed_position >= position;
+        uv_mutex_unlock(&es->stats_mu);
+        if (reached)
+            return 0;
         uint64_t now = uv_hrtime();
-        if (now >= deadline) {
-            rc = MS_ETIMEDOUT;
-            break;
-        }
-        uv_cond_timedwait(&es->committed_cond, &es->stats_mu, deadline - now);
+        if (now >= deadline)
+            return MS_ETIMEDOUT;
+        uint64_t left = deadline - now;
+        struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+        syscall(SYS_futex, &es->committed_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
     }
-    uv_mutex_unlock(&es->stats_mu);
-    return rc;
 }
 
 void ms_es_get_stats(ms_es *es, ms_es_stats *out)
