@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 jobs=$(nproc)
 # MS_TEST_WORKERS=N runs the integration files N at a time, a whole file per worker
-# (pytest-xdist --dist loadfile: a file's tests share its module fixtures). It nearly halves the
-# time on two cores, but tests bound to a deadline (rate limits, 504s, a checkout answered 201
+# (pytest-xdist --dist loadfile: a file's tests share its module fixtures). It cuts ~40 % off the
+# passes on two cores, but tests bound to a deadline (rate limits, 504s, a checkout answered 201
 # within its deadline) then fail now and then on a loaded machine, so the default is one.
 workers=${MS_TEST_WORKERS:-1}
 [[ "$workers" =~ ^[1-9][0-9]?$ ]] || { echo "MS_TEST_WORKERS must be 1..99" >&2; exit 2; }
