@@ -161,7 +161,7 @@ static void print_banner(const demo_result *seeded)
            api);
     printf("\nScale or restart a service (admin listener):\n"
            "  curl -s -X POST http://%s/admin/scale -H 'Content-Type: application/json' "
-           "-d '{\"service\":\"order\",\"replicas\":2}'\n"
+           "-d '{\"service\":\"inventory\",\"replicas\":2}'\n"
            "  curl -s -X POST http://%s/admin/restart -H 'Content-Type: application/json' "
            "-d '{\"service\":\"order\"}'\n",
            run.admin, run.admin);
@@ -232,7 +232,13 @@ static bool parse_replicas(const char *spec, sup_config *cfg, char *err, size_t 
             return false;
         }
         for (int i = 1; i < SUP_MAX_SERVICES; i++)
-            cfg->replicas[i] = (int)all;
+            cfg->replicas[i] = i == 2 ? 1 : (int)all; /* names[2], order: see below */
+        if (all > 1)
+            fprintf(stderr,
+                    "microshop run: %ld instances of user, inventory and payment; order runs one "
+                    "(on SQLite its event store has one writing process; scale it out on "
+                    "PostgreSQL, as deploy/compose/docker-compose.replicas.yml does)\n",
+                    all);
         return true;
     }
     static const char *const names[SUP_MAX_SERVICES] = {"gateway", "user", "order", "inventory",

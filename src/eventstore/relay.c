@@ -3,21 +3,25 @@
  * (the file feed: publisher_file.c); marking rows published is outbox.c's, shared with the
  * store's writer, which runs the marks on SQLite (ms_es_mark_published).
  *
- * The loop: (re)connect; on PostgreSQL hold the advisory lock; select the oldest unpublished
- * rows; publish the in-order prefix; mark exactly those rows. Marking goes by runs of
- * consecutive seq (`seq BETWEEN first AND last`, one statement per run, one run in the common
- * case): a range spanning a gap could mark a row that committed after the select and was never
- * published.
+ * Two threads, a pipeline. The relay thread reads: (re)connect; on PostgreSQL hold the advisory
+ * lock; select the oldest rows not yet handed on (seq >= next_seq); queue their in-order prefix
+ * as one page on the batch processor (runtime/obs/batch.h), which flushes at `batch` rows or
+ * at once (1 ms) and retries a failed flush with backoff. The batch's flusher thread publishes
+ * a flush's rows and marks exactly those rows, so the next page is read while the last one is
+ * published. Marking goes by runs of consecutive seq (`seq BETWEEN first AND last`, one
+ * statement per run, one run in the common case): a range spanning a gap could mark a row that
+ * committed after the select and was never published.
  *
- * The generic batch processor (runtime/obs/batch.h) is not used here on purpose: the outbox
- * table is already the relay's durable, ordered queue, read a page at a time; an in-memory
- * queue in front of the publisher would hold a second copy of rows that are safe where they
- * are, refuse nothing a producer could act on (the rows are committed), and lose its contents
- * at a crash instead of leaving them for the next start. The batching that pays is inside the
- * NATS publisher: a page's messages are pipelined and their acks awaited together.
+ * The outbox table stays the durable queue: the batch holds copies of at most two pages, the
+ * reader reads only when a page fits (so the batch never refuses a row), and what is queued at
+ * a crash or left at stop is still unpublished in the table for the next start. A flush whose
+ * publish worked but whose mark failed is retried without publishing those rows again
+ * (published_through). A relay that lost the PostgreSQL lock takes it again only once its queue
+ * is empty, since a new owner starts after the highest marked row.
  *
- * Threads: `is_stopping`, `is_kicked` and the stats are guarded by r->mu; the connection, the
- * publisher and the batch belong to the relay thread.
+ * Threads: `is_stopping`, `is_kicked` and the stats are guarded by r->mu; the reading
+ * connection belongs to the relay thread; the publisher, the marking connection and the
+ * flush's arrays to the flusher.
  */
 #include <stdio.h>
 #include <pthread.h>
@@ -32,6 +36,7 @@
 #include "runtime/core/error.h"
 #include "runtime/core/id.h"
 #include "runtime/core/log.h"
+#include "runtime/obs/batch.h"
 #include "runtime/obs/metrics.h"
 #include "runtime/core/banned.h"
 
@@ -39,14 +44,23 @@ enum {
     BACKOFF_MIN_MS = 50,
     BACKOFF_MAX_MS = 5000,
     COUNT_EVERY_MS = 1000, /* the backlog COUNT(*) at most this often */
+    FLUSH_WAIT_MS = 1,     /* a page goes out at once; rows queued with it join it */
+    STOP_FLUSH_MS = 250,   /* at stop, a healthy publisher still takes what is queued */
 };
+
+/* A row on its way to the publisher: a copy of the selected row, its strings in `text`. */
+typedef struct relay_item {
+    ms_outbox_message m;
+    char text[];
+} relay_item;
 
 struct ms_relay {
     ms_db_config cfg; /* strings below are our copies */
     char *sqlite_path, *pg_conninfo, *service;
     ms_publisher pub;
     int batch, poll_ms, gap_wait_ms;
-    char select_sql[192];
+    char select_sql[224];
+    ms_batch *queue; /* pages on their way to the publisher */
 
     uv_thread_t thread;
     uv_mutex_t mu;
@@ -60,12 +74,17 @@ struct ms_relay {
     /* relay thread only */
     ms_db_conn *conn;
     bool has_lock;
-    int64_t next_seq;    /* the seq expected next (0: unknown) */
+    int64_t next_seq;    /* the seq to queue next (0: unknown) */
     uint64_t gap_since;  /* when the gap before next_seq was first seen (ms; 0: none) */
     uint64_t counted_at; /* when pending was last counted (ms) */
     unsigned attempt;    /* consecutive failures, for the backoff */
     ms_outbox_message *msgs;
+
+    /* flusher thread only */
+    ms_db_conn *mark_conn; /* NULL with a SQLite store, whose writer marks */
+    ms_outbox_message *out;
     int64_t *run_first, *run_last; /* the runs of consecutive seq a mark covers */
+    int64_t published_through;     /* the highest seq the publisher took */
 };
 
 static uint64_t now_ms(void)
@@ -118,18 +137,30 @@ static bool is_stopping(ms_relay *r)
 
 /* ---- the database side ---- */
 
-static void db_failed(ms_relay *r, const char *what, int rc)
+/* Logs a failed step on *conn (the reading or the marking connection); a lost connection is
+ * closed, to be reopened, and the reading one takes the PostgreSQL lock with it. */
+static void db_failed(ms_relay *r, ms_db_conn **conn, const char *what, int rc)
 {
     ms_log(MS_LOG_WARN, "outbox relay: database error", "service", r->service, "step", what,
-           "error", ms_errname(rc), "detail", r->conn ? ms_db_errmsg(r->conn) : "", NULL);
-    if (rc == MS_ECONN && r->conn) { /* reopen; on PostgreSQL the lock went with the session */
-        ms_db_close(r->conn);
-        r->conn = NULL;
+           "error", ms_errname(rc), "detail", *conn ? ms_db_errmsg(*conn) : "", NULL);
+    if (rc != MS_ECONN || !*conn)
+        return;
+    ms_db_close(*conn);
+    *conn = NULL;
+    if (conn == &r->conn) {
         r->has_lock = false;
         uv_mutex_lock(&r->mu);
         r->stats.has_lock = false;
         uv_mutex_unlock(&r->mu);
     }
+}
+
+/* Rows queued on the batch, not yet published and marked. */
+static size_t queued(ms_relay *r)
+{
+    ms_batch_stats s;
+    ms_batch_get_stats(r->queue, &s);
+    return s.queued;
 }
 
 static int64_t scalar_i64(const ms_db_result *res)
@@ -198,7 +229,7 @@ static double age_seconds(const char *ts)
 /* Records what the poll saw: pending rows and the oldest one's age. */
 static void note_poll(ms_relay *r, const ms_db_result *res, int n)
 {
-    int64_t pending = n;
+    int64_t pending = n + (int64_t)queued(r); /* the select skips rows already queued */
     bool is_counted = n < r->batch;
     if (!is_counted && now_ms() - r->counted_at >= COUNT_EVERY_MS) {
         ms_db_result *cnt = NULL;
@@ -246,101 +277,154 @@ static int in_order_prefix(ms_relay *r, int n)
     return k;
 }
 
-/* Opens the relay's connection; NULL on failure. */
-static int open_conn(ms_relay *r)
+/* Opens one of the relay's connections into *conn (NULL on failure). */
+static int open_conn(ms_relay *r, ms_db_conn **conn)
 {
-    int rc = ms_db_open(&r->cfg, false, &r->conn);
+    int rc = ms_db_open(&r->cfg, false, conn);
     if (rc != 0) {
-        ms_db_close(r->conn);
-        r->conn = NULL;
+        ms_db_close(*conn);
+        *conn = NULL;
     }
     return rc;
 }
 
-/* Marks msgs[0..n) published: one UPDATE per run of consecutive seq, in one transaction.
+/* Marks out[0..n) published: one UPDATE per run of consecutive seq, in one transaction.
  * SQLite with this process's store: the store's writer runs it (ms_es_mark_published says
- * why); else on the relay's own connection. */
-static int mark(ms_relay *r, int n)
+ * why); else on the flusher's own connection. */
+static int mark(ms_relay *r, size_t n)
 {
     char now[MS_TIME_LEN + 1];
     ms_time_now(now);
     size_t runs = 0;
-    for (int i = 0; i < n;) {
-        int j = i + 1;
-        while (j < n && r->msgs[j].seq == r->msgs[j - 1].seq + 1)
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && r->out[j].seq == r->out[j - 1].seq + 1)
             j++;
-        r->run_first[runs] = r->msgs[i].seq;
-        r->run_last[runs++] = r->msgs[j - 1].seq;
+        r->run_first[runs] = r->out[i].seq;
+        r->run_last[runs++] = r->out[j - 1].seq;
         i = j;
     }
-    if (r->es && ms_db_backend_of(r->conn) == MS_DB_SQLITE)
+    if (r->es && r->cfg.backend == MS_DB_SQLITE)
         return ms_es_mark_published(r->es, r->run_first, r->run_last, runs, now);
-    int rc = runs > 1 ? ms_db_begin(r->conn) : 0;
+    int rc = r->mark_conn ? 0 : open_conn(r, &r->mark_conn);
+    if (rc != 0)
+        return rc;
+    rc = runs > 1 ? ms_db_begin(r->mark_conn) : 0;
     if (rc == 0)
-        rc = ms_outbox_mark_runs(r->conn, r->run_first, r->run_last, runs, now);
-    return runs > 1 ? ms_db_end(r->conn, rc) : rc;
+        rc = ms_outbox_mark_runs(r->mark_conn, r->run_first, r->run_last, runs, now);
+    return runs > 1 ? ms_db_end(r->mark_conn, rc) : rc;
 }
 
-/* Publishes msgs[0..n) until it succeeds (or the relay stops), then marks them. */
-static void publish_batch(ms_relay *r, int n)
+/* The batch's flush, on its thread: publishes the rows the publisher has not taken yet, then
+ * marks all n. Non-zero: the batch backs off and hands the same rows (and maybe more) again. */
+static int relay_flush(void *arg, void *const *items, size_t n)
 {
-    for (;;) {
-        int rc = r->pub.publish(r->pub.self, r->msgs, (size_t)n);
-        if (rc == 0)
-            break;
-        uv_mutex_lock(&r->mu);
-        r->stats.failures_total++;
-        uv_mutex_unlock(&r->mu);
-        char attempt[16];
-        snprintf(attempt, sizeof attempt, "%u", r->attempt + 1);
-        ms_log(MS_LOG_WARN, "outbox relay: publish failed, will retry", "service", r->service,
-               "publisher", r->pub.name ? r->pub.name : "", "error", ms_errname(rc), "#attempt",
-               attempt, NULL);
-        if (!backoff(r))
-            return; /* stopping: nothing marked, the next start publishes the batch */
+    ms_relay *r = arg;
+    for (size_t i = 0; i < n; i++)
+        r->out[i] = ((const relay_item *)items[i])->m;
+    size_t fresh = 0;
+    while (fresh < n && r->out[fresh].seq <= r->published_through)
+        fresh++;
+    if (fresh < n) {
+        int rc = r->pub.publish(r->pub.self, r->out + fresh, n - fresh);
+        if (rc != 0) { /* logged by the batch, once per outage */
+            uv_mutex_lock(&r->mu);
+            r->stats.failures_total++;
+            uv_mutex_unlock(&r->mu);
+            return rc;
+        }
+        r->published_through = r->out[n - 1].seq;
     }
-    r->attempt = 0;
-    for (;;) {
-        int rc = 0;
-        if (!r->conn)
-            rc = open_conn(r);
-        if (rc == 0 && (rc = mark(r, n)) == 0)
-            break;
-        db_failed(r, "mark", rc);
-        if (!backoff(r))
-            return; /* published, not marked: at-least-once, the next start repeats them */
+    int rc = mark(r, n);
+    if (rc != 0) { /* published, not marked: the retry only marks; a crash publishes again */
+        db_failed(r, &r->mark_conn, "mark", rc);
+        return rc;
     }
-    r->attempt = 0;
-    r->next_seq = r->msgs[n - 1].seq + 1;
     uv_mutex_lock(&r->mu);
     r->stats.published_total += (uint64_t)n;
-    r->stats.last_seq = r->msgs[n - 1].seq;
-    r->stats.pending = r->stats.pending > n ? r->stats.pending - n : 0;
+    r->stats.last_seq = r->out[n - 1].seq;
+    r->stats.pending = r->stats.pending > (int64_t)n ? r->stats.pending - (int64_t)n : 0;
     uv_mutex_unlock(&r->mu);
+    ms_relay_kick(r); /* a reader waiting for room goes on */
+    return 0;
 }
 
-/* One round: connect, lock, select, publish, mark; then sleep as the round asks. */
+static void item_free(void *arg, void *item)
+{
+    (void)arg;
+    free(item);
+}
+
+/* A copy of msgs[i] the batch can own. */
+static relay_item *item_copy(const ms_outbox_message *m)
+{
+    const char *src[6] = {m->id,   m->aggregate_type, m->aggregate_id,
+                          m->type, m->payload,        m->created_at};
+    size_t len[6], total = 0;
+    for (int i = 0; i < 6; i++)
+        total += (len[i] = strlen(src[i] ? src[i] : "")) + 1;
+    relay_item *it = ms_xmalloc(sizeof *it + total);
+    const char **dst[6] = {&it->m.id,   &it->m.aggregate_type, &it->m.aggregate_id,
+                           &it->m.type, &it->m.payload,        &it->m.created_at};
+    char *p = it->text;
+    for (int i = 0; i < 6; i++) {
+        memcpy(p, src[i] ? src[i] : "", len[i] + 1);
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
+    it->m.seq = m->seq;
+    return it;
+}
+
+/* Queues msgs[0..k) as one page; the reader then goes on after them. */
+static void queue_page(ms_relay *r, int k)
+{
+    void **items = ms_xcalloc((size_t)k, sizeof *items);
+    for (int i = 0; i < k; i++)
+        items[i] = item_copy(&r->msgs[i]);
+    int rc = ms_batch_enqueue_many(r->queue, items, (size_t)k);
+    if (rc == 0) {
+        r->next_seq = r->msgs[k - 1].seq + 1;
+    } else { /* cannot happen: the reader reads only when a page fits, and stops first */
+        ms_log(MS_LOG_ERROR, "outbox relay: cannot queue rows", "service", r->service, "error",
+               ms_errname(rc), NULL);
+        for (int i = 0; i < k; i++)
+            free(items[i]);
+    }
+    free(items);
+}
+
+/* One round: connect, lock, select, queue a page; then sleep as the round asks. */
 static void relay_round(ms_relay *r)
 {
     int rc;
-    if (!r->conn && (rc = open_conn(r)) != 0) {
-        db_failed(r, "connect", rc);
+    if (!r->conn && (rc = open_conn(r, &r->conn)) != 0) {
+        db_failed(r, &r->conn, "connect", rc);
         backoff(r);
         return;
     }
     if (!r->has_lock) {
-        if ((rc = take_lock(r)) != 0) {
-            db_failed(r, "lock", rc);
+        if (queued(r) > 0) { /* rows of the last ownership go first: next_seq comes from marks */
+            relay_wait(r, 20, true);
+        } else if ((rc = take_lock(r)) != 0) {
+            db_failed(r, &r->conn, "lock", rc);
             backoff(r);
         } else if (!r->has_lock) {
             relay_wait(r, (uint64_t)r->poll_ms, false);
         }
         return;
     }
+    if (queued(r) > (size_t)r->batch) { /* no room for a page: a flush kicks when it made some */
+        relay_wait(r, (uint64_t)r->poll_ms, true);
+        return;
+    }
+    char from[24];
+    snprintf(from, sizeof from, "%lld", (long long)r->next_seq);
+    const char *param[] = {from};
     ms_db_result *res = NULL;
-    if ((rc = ms_db_exec(r->conn, r->select_sql, 0, NULL, &res)) != 0) {
+    if ((rc = ms_db_exec(r->conn, r->select_sql, 1, param, &res)) != 0) {
         ms_db_result_free(res);
-        db_failed(r, "select", rc);
+        db_failed(r, &r->conn, "select", rc);
         backoff(r);
         return;
     }
@@ -366,11 +450,11 @@ static void relay_round(ms_relay *r)
     note_poll(r, res, n);
     int k = n > 0 ? in_order_prefix(r, n) : 0;
     if (k > 0)
-        publish_batch(r, k);
+        queue_page(r, k);
     ms_db_result_free(res);
-    /* Caught up: let rows gather before the next round. Every round ends in a write
+    /* Caught up: let rows gather before the next round. Every flush ends in a write
      * transaction (marking rows published), the store writer's or one competing with it for
-     * the database's write lock; a round per commit would halve the commits' rate. */
+     * the database's write lock; a flush per commit would halve the commits' rate. */
     if (k > 0 && k < r->batch && r->linger_ms > 0)
         relay_wait(r, (uint64_t)r->linger_ms, false);
     if (n == 0)
@@ -394,6 +478,7 @@ static void relay_free(ms_relay *r)
 {
     free(r->run_first);
     free(r->run_last);
+    free(r->out);
     free(r->msgs);
     free(r->service);
     free(r->pg_conninfo);
@@ -427,17 +512,33 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
     /* with a store, rows may reference their events (ms_es_migrations 1003) */
     snprintf(r->select_sql, sizeof r->select_sql,
              "SELECT seq, id, aggregate_type, aggregate_id, type, payload, created_at FROM %s"
-             " WHERE published_at IS NULL ORDER BY seq LIMIT %d",
+             " WHERE published_at IS NULL AND seq >= CAST($1 AS BIGINT) ORDER BY seq LIMIT %d",
              r->es ? "outbox_messages" : "outbox", r->batch);
     r->msgs = ms_xcalloc((size_t)r->batch, sizeof *r->msgs);
+    r->out = ms_xcalloc((size_t)r->batch, sizeof *r->out);
     r->run_first = ms_xcalloc((size_t)r->batch, sizeof *r->run_first);
     r->run_last = ms_xcalloc((size_t)r->batch, sizeof *r->run_last);
-    int rc = open_conn(r);
+    int rc = open_conn(r, &r->conn);
     if (rc != 0)
         goto out;
     r->pub = *pub;
     uv_mutex_init(&r->mu);
     uv_cond_init(&r->cond);
+    ms_batch_options bo = {
+        .name = "outbox",
+        .max_items = r->batch,
+        .max_wait_ms = FLUSH_WAIT_MS,
+        .max_queued = 2 * r->batch,
+        .backoff_min_ms = BACKOFF_MIN_MS,
+        .backoff_max_ms = BACKOFF_MAX_MS,
+        .stop_timeout_ms = STOP_FLUSH_MS,
+        .keeps_source = true,
+        .flush = relay_flush,
+        .release = item_free,
+        .arg = r,
+    };
+    if ((rc = ms_batch_start(&bo, &r->queue)) != 0)
+        MS_BUG("the outbox relay's batch options are wrong");
     if (uv_thread_create(&r->thread, relay_main, r) != 0)
         MS_BUG("cannot start the outbox relay thread");
 out:
@@ -472,8 +573,10 @@ void ms_relay_stop(ms_relay *r)
     uv_cond_signal(&r->cond);
     uv_mutex_unlock(&r->mu);
     uv_thread_join(&r->thread);
+    ms_batch_stop(r->queue); /* what it could not publish stays in the table */
     if (r->pub.close)
         r->pub.close(r->pub.self);
+    ms_db_close(r->mark_conn);
     ms_db_close(r->conn); /* ends the session: releases the PostgreSQL lock */
     uv_cond_destroy(&r->cond);
     uv_mutex_destroy(&r->mu);

@@ -4,11 +4,14 @@
  * aggregate_id, type, payload, created_at, published_at) to a publisher, in seq order, at
  * least once.
  *
- * Delivery: a batch is marked published only after the publisher reported every message of it
- * durably handed over. A publish error marks nothing; the relay backs off (exponential, full
- * jitter, 50 ms .. 5 s) and retries the same batch: messages are never dropped. A crash
- * between publish and mark publishes those rows again after the restart, so consumers must
- * dedup by `id` (the outbox row's UUID; Eventuate's received_messages).
+ * Delivery: rows go out through the runtime's batch processor (runtime/obs/batch.h, batch
+ * "outbox"): the relay thread queues pages of rows, the batch's thread publishes a flush of up
+ * to `batch` rows and marks them published only after the publisher reported every message of
+ * it durably handed over. A publish error marks nothing; the batch backs off (exponential, full
+ * jitter, up to 5 s) and retries the same rows: messages are never dropped, and the table
+ * stays their durable copy. A crash between publish and mark publishes those rows again after
+ * the restart, so consumers must dedup by `id` (the outbox row's UUID; Eventuate's
+ * received_messages).
  *
  * Ordering: one relay publishes strictly in seq order. Only one relay may run per outbox: on
  * PostgreSQL the relay holds a session advisory lock (MS_RELAY_LOCK_KEY) and, while another
@@ -21,9 +24,10 @@
  * The outbox table's SQL and the marking are outbox.h's, the publisher interface and the file
  * feed publisher.h's; both are included here for the relay's users.
  *
- * Threading: each relay runs its own thread with its own connection; ms_relay_kick,
- * ms_relay_get_stats and ms_relay_collect may be called from any thread; start and stop from
- * one owner. The publisher is called on the relay thread only.
+ * Threading: each relay runs a reading thread with its own connection and a batch thread that
+ * publishes and marks (its own connection, unless a SQLite store's writer marks);
+ * ms_relay_kick, ms_relay_get_stats and ms_relay_collect may be called from any thread; start
+ * and stop from one owner. The publisher is called on the batch thread only.
  * Ownership: ms_relay_start copies the config and options; on success it owns the publisher
  * (ms_relay_stop closes it). Messages handed to publish are borrowed for the call.
  */
@@ -68,8 +72,9 @@ int ms_relay_start(const ms_db_config *db, const ms_publisher *pub, const ms_rel
 /* A commit just wrote outbox rows: poll now instead of at the next poll_ms. Any thread; cheap;
  * NULL is fine (no relay in this process). */
 void ms_relay_kick(ms_relay *r);
-/* Stops and joins the thread, closes the publisher and frees the relay. A publish under way
- * completes and is marked; a batch that is failing is left for the next start. NULL is fine. */
+/* Stops and joins the threads, closes the publisher and frees the relay. What is queued gets
+ * one more flush (up to 250 ms; one under way completes and is marked); rows still failing are
+ * left in the table for the next start. NULL is fine. */
 void ms_relay_stop(ms_relay *r);
 
 typedef struct ms_relay_stats {

@@ -42,7 +42,7 @@ def healthy(addr):
 
 
 class Run:
-    def __init__(self):
+    def __init__(self, *args):
         self.data = tempfile.mkdtemp(prefix="ms-it-sup-")
         self.base = free_port_range(5)
         self.admin_port = free_port()
@@ -51,7 +51,7 @@ class Run:
         self.log = open(os.path.join(self.data, "run.log"), "wb")
         self.proc = subprocess.Popen(
             [BINARY, "run", "--data", self.data, "--port-base", str(self.base),
-             "--admin", f"127.0.0.1:{self.admin_port}"],
+             "--admin", f"127.0.0.1:{self.admin_port}", *args],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, env=clean_env())
         banner = b""
         deadline = time.monotonic() + 30 * SLOW
@@ -396,6 +396,25 @@ def test_admin_listener_refuses_a_public_address():
                         "127.0.0.1:0", "--data", tempfile.gettempdir()],
                        capture_output=True, text=True, timeout=20 * SLOW, env=clean_env())
     assert p.returncode == 2 and "MICROSHOP_ADMIN_PUBLIC" in p.stderr, p.stderr
+
+
+def test_replicas_for_every_service_but_the_order_service():
+    run = Run("--replicas", "2")
+    try:
+        with open(os.path.join(run.data, "run.log"), "rb") as f:
+            assert b"order runs one" in f.read()
+        doc = requests.get(f"{run.admin}/admin/instances", timeout=5 * SLOW).json()
+        counts = {u["name"]: len(u["instances"]) for u in doc["upstreams"]}
+        assert counts == {"user": 2, "order": 1, "inventory": 2, "payment": 2}, doc
+        # gateway + 2 user + 1 order + 2 inventory + 2 payment, every one serving
+        assert len(children_of(run.proc.pid)) == 8
+        for u in doc["upstreams"]:
+            for i in u["instances"]:
+                poll(lambda: healthy(i["address"]), 30 * SLOW, what=f"{i['address']} healthy")
+        checkout(run)
+        assert run.stop() == 0, run.log_tail()
+    finally:
+        run.close()
 
 
 @pytest.mark.parametrize("args,mention", [(["--replicas", "0"], "--replicas"),

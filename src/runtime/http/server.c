@@ -21,6 +21,7 @@
 #include "runtime/http/http_metrics.h"
 #include "runtime/http/http_tls.h"
 #include "runtime/http/problem.h"
+#include "runtime/obs/batch.h"
 #include "runtime/core/banned.h"
 
 static struct {
@@ -552,6 +553,7 @@ int ms_server_run(const ms_server_config *cfg, ms_router *router, const ms_db_co
     srv.shards = ms_xcalloc((size_t)cfg->threads, sizeof(ms_http_metrics *));
     ms_metrics_register(collect_http, NULL);
     ms_metrics_register(collect_trace, NULL);
+    ms_metrics_register(ms_batch_collect, NULL); /* exporters' and the outbox relay's batches */
     if (db)
         ms_metrics_register(collect_db, NULL);
 

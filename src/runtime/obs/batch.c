@@ -168,8 +168,12 @@ static void *batch_main(void *arg)
     if (left > 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", left);
-        ms_log(MS_LOG_ERROR, "batch: items not flushed at stop", "batch", b->name, "#items", n,
-               NULL);
+        if (b->o.keeps_source)
+            ms_log(MS_LOG_INFO, "batch: items left for the next start", "batch", b->name, "#items",
+                   n, NULL);
+        else
+            ms_log(MS_LOG_ERROR, "batch: items not flushed at stop", "batch", b->name, "#items", n,
+                   NULL);
     }
     for (; b->count > 0; b->count--) {
         void *item = b->ring[b->head].item;
@@ -225,25 +229,36 @@ int ms_batch_start(const ms_batch_options *opt, ms_batch **out)
 
 int ms_batch_enqueue(ms_batch *b, void *item)
 {
-    if (!item)
-        return MS_EINVAL;
+    return ms_batch_enqueue_many(b, &item, 1);
+}
+
+int ms_batch_enqueue_many(ms_batch *b, void *const *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!items[i])
+            return MS_EINVAL;
+    if (n == 0)
+        return 0;
     int rc = 0;
     pthread_mutex_lock(&b->mu);
     if (b->is_stopping) {
         rc = MS_ESHUTDOWN;
         goto out;
     }
-    if (b->count >= (size_t)b->o.max_queued) {
-        b->stats.dropped_total++;
+    size_t cap = (size_t)b->o.max_queued;
+    if (n > cap - b->count) {
+        b->stats.dropped_total += n;
         rc = MS_EBUSY;
         goto out;
     }
-    size_t cap = (size_t)b->o.max_queued;
-    b->ring[(b->head + b->count) % cap] = (slot){.item = item, .at_ms = now_ms()};
-    b->count++;
+    size_t before = b->count;
+    uint64_t at = now_ms();
+    for (size_t i = 0; i < n; i++)
+        b->ring[(b->head + b->count++) % cap] = (slot){.item = items[i], .at_ms = at};
     b->stats.queued = b->count;
     /* the flusher needs to know of the first item (its timer starts) and of a full batch */
-    if (b->count == 1 || b->count == (size_t)b->o.max_items)
+    size_t full = (size_t)b->o.max_items;
+    if (before == 0 || (before < full && b->count >= full))
         pthread_cond_signal(&b->cond);
 out:
     pthread_mutex_unlock(&b->mu);

@@ -9,7 +9,9 @@
  * only when a flush of them returned 0. Nothing is dropped silently: the queue is bounded
  * (max_queued) and an item that does not fit is refused to its caller (MS_EBUSY) and counted.
  * At stop the queue is flushed (retrying until stop_timeout_ms); what is still queued then is
- * counted, logged and released.
+ * counted, logged and released. Users: the trace and log exporters (spans and lines queued by
+ * any thread) and the outbox relay (pages of rows read from the outbox table, which stays
+ * their durable copy: see relay.c).
  *
  * Threading: one flusher thread per batch calls `flush` (never two flushes at once);
  * ms_batch_enqueue, ms_batch_get_stats and ms_batch_collect may be called from any thread;
@@ -22,6 +24,7 @@
 #ifndef MS_BATCH_H
 #define MS_BATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,13 +37,16 @@ typedef int (*ms_batch_flush_fn)(void *arg, void *const *items, size_t n);
 typedef void (*ms_batch_release_fn)(void *arg, void *item);
 
 typedef struct ms_batch_options {
-    const char *name;        /* the metrics label batch=... and the logs' name (required) */
-    int max_items;           /* flush when this many are queued; most per flush (default 100) */
-    int max_wait_ms;         /* flush when the oldest item waited this long (default 5000) */
-    int max_queued;          /* refuse items beyond this many queued (default 10000) */
-    int backoff_min_ms;      /* first retry delay ceiling (default 100) */
-    int backoff_max_ms;      /* largest retry delay (default 5000) */
-    int stop_timeout_ms;     /* how long stop keeps flushing (default 5000) */
+    const char *name;    /* the metrics label batch=... and the logs' name (required) */
+    int max_items;       /* flush when this many are queued; most per flush (default 100) */
+    int max_wait_ms;     /* flush when the oldest item waited this long (default 5000) */
+    int max_queued;      /* refuse items beyond this many queued (default 10000) */
+    int backoff_min_ms;  /* first retry delay ceiling (default 100) */
+    int backoff_max_ms;  /* largest retry delay (default 5000) */
+    int stop_timeout_ms; /* how long stop keeps flushing (default 5000) */
+    /* The items are copies of a durable source the next start reads again (the outbox): what
+     * is left at stop is logged at INFO as left for then, not at ERROR as lost. */
+    bool keeps_source;
     ms_batch_flush_fn flush; /* required */
     ms_batch_release_fn release;
     void *arg; /* passed to flush and release */
@@ -55,6 +61,12 @@ int ms_batch_start(const ms_batch_options *opt, ms_batch **out);
 /* Queues `item` (non-NULL). 0: the batch owns it; MS_EBUSY: the queue is full (counted in
  * batch_dropped_total), MS_ESHUTDOWN: stopping; either way the caller keeps it. Any thread. */
 int ms_batch_enqueue(ms_batch *b, void *item);
+
+/* Queues items[0..n) (each non-NULL) in order, all or none, under one lock: a producer that
+ * hands over whole pages gets them flushed together (a page of max_items is one flush). 0,
+ * MS_EBUSY (they do not all fit: counted as n dropped), MS_ESHUTDOWN or MS_EINVAL; on error the
+ * caller keeps every item. Any thread. */
+int ms_batch_enqueue_many(ms_batch *b, void *const *items, size_t n);
 
 /* Flushes what is queued (retrying failures until stop_timeout_ms; a flush under way when the
  * time is up completes), joins the thread, releases what could not be flushed (logged with its

@@ -291,6 +291,4 @@ void ms_trace_collect(ms_buf *out)
     ms_metrics_sample(out, "trace_export_failures_total", (double)atomic_load(&counts.failures),
                       NULL);
     ms_log_export_collect(out);
-    if (tr.batch)
-        ms_batch_collect(out, NULL);
 }

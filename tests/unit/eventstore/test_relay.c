@@ -6,7 +6,8 @@
  * the crash case kills a relay process between publish and mark; the local feed is checked
  * line by line, and its fsync through an interposed fsync(). PostgreSQL only: two relays on
  * one database (one publishes), rows held behind a seq gap of an uncommitted insert, and a
- * relay whose session the server ended (it reconnects and takes the lock again).
+ * relay whose sessions the server ended (it reconnects and takes the lock again), and a mark
+ * lost after its rows were published (retried without publishing them again).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -628,16 +629,57 @@ static void test_pg_reconnects_and_retakes_lock(void **state)
     recorder *rec = rec_new(0);
     ms_relay *r = start(f, rec_publisher(rec), 0, 50);
     wait_published(r, 5, 10000);
-    /* The server ends the relay's session (and with it the lock). */
+    /* The server ends the relay's sessions, reading (with the lock) and marking. */
     assert_int_equal(scalar(f->c,
                             "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
                             " WHERE datname = current_database() AND pid <> pg_backend_pid()"),
-                     1);
+                     2);
     insert_rows(f->c, 5);
     ms_relay_kick(r);
     wait_published(r, 10, 5000);
     assert_true(stats(r).has_lock);
     assert_recorded_range(f, rec, 0, 1, 10);
+    ms_relay_stop(r);
+    rec_free(rec);
+}
+
+/* A publisher whose second call ends the relay's sessions once it has published: the mark of
+ * those rows then fails on a dead connection. */
+static ms_db_conn *killer_conn;
+static int64_t killed; /* sessions ended: the reading one and the marking one */
+
+static int publish_then_end_sessions(void *self, const ms_outbox_message *msgs, size_t n)
+{
+    int rc = rec_publish(self, msgs, n);
+    if (rc == 0 && rec_calls(self) == 2) {
+        killed =
+            scalar(killer_conn, "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    }
+    return rc;
+}
+
+static void test_pg_mark_lost_after_publish_is_retried_without_publishing_again(void **state)
+{
+    fixture *f = ready(state);
+    insert_rows(f->c, 10);
+    recorder *rec = rec_new(0);
+    killer_conn = f->c;
+    ms_publisher pub = {.publish = publish_then_end_sessions, .self = rec, .name = "killer"};
+    ms_relay *r = start(f, pub, 5, 50); /* pages 1..5 and 6..10 */
+    wait_published(r, 10, 20000);
+    /* 6..10 went out once: the retry after the failed mark only marked them */
+    assert_int_equal(killed, 2); /* the mark of 6..10 ran on a dead connection */
+    assert_recorded_range(f, rec, 0, 1, 10);
+    assert_int_equal(rec_calls(rec), 2);
+    assert_int_equal(stats(r).failures_total, 0);
+    assert_int_equal(scalar(f->c, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"), 0);
+    /* and the relay goes on with the lock taken again */
+    insert_rows(f->c, 3);
+    ms_relay_kick(r);
+    wait_published(r, 13, 20000);
+    assert_recorded_range(f, rec, 0, 1, 13);
+    assert_true(stats(r).has_lock);
     ms_relay_stop(r);
     rec_free(rec);
 }
@@ -660,6 +702,7 @@ int main(void)
         PG_ONLY(test_pg_two_relays_one_publishes),
         PG_ONLY(test_pg_holds_rows_behind_uncommitted_seq),
         PG_ONLY(test_pg_reconnects_and_retakes_lock),
+        PG_ONLY(test_pg_mark_lost_after_publish_is_retried_without_publishing_again),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

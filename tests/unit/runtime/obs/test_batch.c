@@ -1,5 +1,6 @@
 /* test_batch.c — batch.c: flush by size and by time, retry keeps order and loses nothing,
- * overflow refused and counted, stop flushes (or reports what it could not), metrics. */
+ * overflow refused and counted, pages queued all or none, stop flushes (or reports what it
+ * could not), metrics. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -241,6 +242,39 @@ static void test_overflow_refused_and_counted(void **state)
     assert_int_equal(ms_batch_stop(b), 0);
 }
 
+static void test_enqueue_many_is_all_or_none(void **state)
+{
+    sink *s = *state;
+    gate(s, true);
+    ms_batch_options o = opts(s);
+    o.max_items = 4;
+    o.max_queued = 10;
+    ms_batch *b;
+    assert_int_equal(ms_batch_start(&o, &b), 0);
+    void *page[6];
+    for (intptr_t i = 0; i < 6; i++)
+        page[i] = (void *)(i + 1);
+    assert_int_equal(ms_batch_enqueue_many(b, page, 6), 0);
+    /* four more fit, six do not: none of them is queued, all six counted */
+    assert_int_equal(ms_batch_enqueue_many(b, page, 6), MS_EBUSY);
+    void *bad[2] = {(void *)7, NULL};
+    assert_int_equal(ms_batch_enqueue_many(b, bad, 2), MS_EINVAL);
+    assert_int_equal(ms_batch_enqueue_many(b, page, 0), 0);
+    ms_batch_stats st;
+    ms_batch_get_stats(b, &st);
+    assert_int_equal(st.queued, 6);
+    assert_int_equal(st.dropped_total, 6);
+    for (intptr_t i = 0; i < 4; i++)
+        page[i] = (void *)(i + 7);
+    assert_int_equal(ms_batch_enqueue_many(b, page, 4), 0);
+    gate(s, false);
+    assert_true(wait_seen(s, 8)); /* two full batches; the last two wait for the stop */
+    assert_int_equal(ms_batch_stop(b), 0);
+    item_ids_in_order(s, 10);
+    for (size_t i = 0; i < s->flushes; i++) /* pages are split at max_items, never above */
+        assert_true(s->sizes[i] <= 4);
+}
+
 static void test_stop_flushes_queue(void **state)
 {
     sink *s = *state;
@@ -323,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flush_by_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_keeps_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow_refused_and_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enqueue_many_is_all_or_none, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_flushes_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_reports_unflushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
