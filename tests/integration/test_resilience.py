@@ -280,15 +280,19 @@ def test_a_slow_payment_instance_is_ejected_by_the_order_service(start_shop):
                             instance=slow) or None
     poll(ejected, 180 * SLOW, interval=0, what="the slow payment instance to be ejected")
     assert order.metric("http_client_instances_ejected", upstream="payment") == 1
-    # no charge reaches it while it is out, and checkouts are fast again
+    # checkouts are fast again: no charge reaches it while it is out, but for one probe when
+    # the run outlasts its 30 s out (a slow build), which sends it out again for 60 s
     charges = charges_of(s.server("payment2"))
     assert charges >= 5, charges  # it was ejected for answers it gave, slowly
     assert p99_of(lambda i: checkout(gw, user, p, f"after-{i}")) < BOUND
-    assert charges_of(s.server("payment2")) == charges
+    assert charges_of(s.server("payment2")) - charges <= 1
 
 
 def test_the_breaker_opens_and_closes_again(start_shop):
-    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_EJECT_BASE_MS="500")
+    # no answer is judged slow: a trial answered slowly (a loaded sanitizer build) would open
+    # the breaker again where the test looks for it half-open
+    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_EJECT_BASE_MS="500",
+                       MICROSHOP_GATEWAY_SLOW_MS="60000")
     user, p, oid = customer_and_order(s, gw)
     assert gw.metric("http_client_breaker_state", upstream="order") == 0
     s.stop("order")
