@@ -37,11 +37,14 @@ class Shop:
     (db, request, get, metric, port, url, ...), so a Shop stands in for the order server."""
 
     def __init__(self, instances=1, user=True, order_args=(), order_env=None, drop_env=(),
-                 env=None, gateway=False, order_instances=1, gateway_args=(), gateway_env=None):
+                 env=None, gateway=False, order_instances=1, gateway_args=(), gateway_env=None,
+                 payment_instances=1):
         """`env` goes to every service (NATS_URL, for instance), order_env to the order
         service only; with `gateway`, a gateway in front of them all (servers["gateway"]),
         started with gateway_args and gateway_env. order_instances > 1 adds order2, ... on the
-        order service's database (behind the gateway with the first)."""
+        order service's database (behind the gateway with the first); payment_instances > 1
+        adds payment2, ... on the payment service's database (the order service calls them
+        all)."""
         self._common_env = dict(env or {})
         self._set = ServerSet()
         self._specs = {}   # name -> (target, db, args, env)
@@ -56,10 +59,15 @@ class Shop:
                 name = "inventory" if i == 0 else f"inventory{i + 1}"
                 self._spec(name, "inventory", inv_db, own_db=(i == 0))
                 self.inventory_names.append(name)
-            self._spec("payment", "payment", Database("payment.db"))
+            pay_db = Database("payment.db")  # shared by every payment instance
+            payment_names = []
+            for i in range(payment_instances):
+                name = "payment" if i == 0 else f"payment{i + 1}"
+                self._spec(name, "payment", pay_db, own_db=(i == 0))
+                payment_names.append(name)
             env = {"MICROSHOP_INVENTORY_URL": ",".join(
                 self.servers[n].url for n in self.inventory_names),
-                "MICROSHOP_PAYMENT_URL": self.servers["payment"].url}
+                "MICROSHOP_PAYMENT_URL": ",".join(self.servers[n].url for n in payment_names)}
             if user:
                 env["MICROSHOP_USER_URL"] = self.servers["user"].url
             env.update(order_env or {})
@@ -274,7 +282,7 @@ def shop():
 def start_shop():
     """A factory: start_shop(instances=1, user=True, order_args=(), order_env=None,
     drop_env=(), env=None, gateway=False, order_instances=1, gateway_args=(),
-    gateway_env=None) -> Shop,
+    gateway_env=None, payment_instances=1) -> Shop,
     stopped (each process must exit 0) at the end of the test."""
     shops = []
 

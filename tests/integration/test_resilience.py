@@ -1,17 +1,25 @@
 """Resilience of the gateway's service client with real processes: two order instances behind
 the gateway, one killed under load (retries hide it), both gone (the breaker opens, then
 closes once they are back); two inventory instances, one stopped (ejected, then skipped; or
-found by the active health checks first). The gateway's times are made small through
-MICROSHOP_GATEWAY_*.
+found by the active health checks first); one inventory behind a relay that holds each
+request 2 s (a slow instance, nothing else wrong), ejected for its slow answers; two payment
+instances behind the order service, one slowed by its chaos setting, ejected by the order
+service's client. Once the bad instance is out, the route's p99 over 200 requests is below
+half the bad instance's delay: requests no longer reach it (a bound on where they go, not a
+speed figure). The gateway's times are made small through MICROSHOP_GATEWAY_*.
 
 A stopped process keeps what it holds: an order instance stopped inside a write would hold
 the SQLite file's write lock that the other instance waits on (one SQLite file is one
 instance's, in production; two share it here only to be two), so the stopped instance is an
 inventory, read by product id, which SQLite's WAL lets through whatever a writer holds. The
 gateway's cache is off for those reads, which must reach an instance."""
+import math
+import re
 import signal
+import socket
 import subprocess
 import threading
+import time
 
 import pytest
 import requests
@@ -56,6 +64,91 @@ def checkout(gw, user, p, key):
 
 def instance(s, name):
     return f"127.0.0.1:{s.server(name).port}"
+
+
+# A bad instance's delay, and the p99 bound that shows no request waits for it any more.
+DELAY = 2.0 * SLOW
+BOUND = DELAY / 2
+
+
+def p99_of(send, n=200):
+    """Sends n requests one after another (send(i) -> response, each must be a 2xx); the 99th
+    percentile (nearest rank) of their times in seconds."""
+    times = []
+    for i in range(n):
+        t0 = time.monotonic()
+        r = send(i)
+        times.append(time.monotonic() - t0)
+        assert 200 <= r.status_code < 300, f"{i}: {r.status_code} {r.text[:200]}"
+    times.sort()
+    p99 = times[math.ceil(0.99 * n) - 1]
+    print(f"p99 over {n}: {p99 * 1000:.1f} ms (max {times[-1] * 1000:.1f} ms)")
+    return p99
+
+
+def charges_of(payment):
+    """The charges a payment instance has answered, whatever their status."""
+    return sum(float(m.group(1)) for m in re.finditer(
+        r'^requests_total\{[^}]*method="POST"[^}]*endpoint="/internal/v1/payments"[^}]*\} (\S+)$',
+        payment.metrics(), re.M))
+
+
+class SlowRelay:
+    """A TCP relay to a real instance that holds every read from the client `delay` seconds
+    before passing it on: each request (a small GET is one read) answered that much later, the
+    instance otherwise sound. `reads` counts what reached it."""
+
+    def __init__(self, port, delay):
+        self.target, self.delay = port, delay
+        self.reads = 0
+        self._lock = threading.Lock()
+        self._socks = []
+        self._listen = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listen.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listen.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            with self._lock:
+                self._socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False),
+                             daemon=True).start()
+
+    def _pump(self, src, dst, slow):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if slow:
+                    with self._lock:
+                        self.reads += 1
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        try:
+            self._listen.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        except OSError:
+            pass
+        self._listen.close()
+        with self._lock:
+            for sock in self._socks:
+                sock.close()
 
 
 @pytest.mark.skipif(BACKEND == "sqlite", reason="two order instances share one store on "
@@ -122,12 +215,84 @@ def test_a_stopped_instance_is_ejected(start_shop):
             assert r.status_code == 200, r.text
         assert gw.metric("http_client_requests_total", upstream="inventory",
                          status="timeout") == timeouts
+        # the route recovered: a read sent to the stopped instance would wait for its 10 s
+        # deadline, so a p99 far below that means none of 200 went there
+        assert p99_of(lambda i: gw.get(path, timeout=30 * SLOW)) < BOUND
+        assert gw.metric("http_client_requests_total", upstream="inventory",
+                         status="timeout") == timeouts
     finally:
         stopped.signal(signal.SIGCONT)
 
 
+def test_a_slow_instance_is_ejected(start_shop):
+    # no gateway yet: it goes in front of the first inventory and the relay to the second
+    s = start_shop(instances=2)
+    p = s.product()
+    relay = SlowRelay(s.server("inventory2").port, DELAY)
+    try:
+        slow = f"127.0.0.1:{relay.port}"
+        gw = s.add_gateway("gateway", args=("--threads", "1"), env={
+            **FAST, "MICROSHOP_CACHE_ENTRIES": "0",
+            # an answer slower than this is a failure; the relay's are, the other's never
+            "MICROSHOP_GATEWAY_SLOW_MS": str(int(BOUND * 1000)),
+            "MICROSHOP_INVENTORY_URL": f"{s.server('inventory').url},http://{slow}"})
+        path = f"/api/v1/products/{p['id']}"
+
+        def ejected():
+            # slow answers are answers: each read succeeds, the slow ones count to ejection
+            r = gw.get(path, timeout=30 * SLOW)
+            assert r.status_code == 200, r.text
+            return gw.metric("http_client_ejections_total", upstream="inventory",
+                             instance=slow) or None
+        poll(ejected, 120 * SLOW, interval=0, what="the slow instance to be ejected")
+        assert gw.metric("http_client_instances_ejected", upstream="inventory") == 1
+        view = requests.get(f"{gw.admin_url}/admin/instances", timeout=5 * SLOW).json()
+        inventory, = [u for u in view["upstreams"] if u["name"] == "inventory"]
+        assert {i["address"]: i["state"] for i in inventory["instances"]}[slow] == "ejected", view
+        # ejected for a minute (FAST): no read reaches it, and the route is fast again
+        reads = relay.reads
+        assert p99_of(lambda i: gw.get(path, timeout=30 * SLOW)) < BOUND
+        assert relay.reads == reads
+        assert gw.metric("http_client_breaker_state", upstream="inventory") == 0
+    finally:
+        relay.close()
+
+
+def test_a_slow_payment_instance_is_ejected_by_the_order_service(start_shop):
+    # the chaos latency delays charges, which only the order service makes: its client
+    # (defaults: 5 answers slower than 1 s in a row eject for 30 s) is the one under test here
+    s = start_shop(gateway=True, payment_instances=2, gateway_args=("--threads", "1"),
+                   gateway_env={**FAST, "MICROSHOP_GATEWAY_SLOW_MS": str(int(DELAY * 4000))})
+    gw, order = s.server("gateway"), s.server("order")
+    user, p, _ = customer_and_order(s, gw)
+    r = s.server("payment2").request("PUT", "/internal/v1/chaos",
+                                     json={"latency_ms": int(DELAY * 1000), "failure_rate": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["latency_ms"] == int(DELAY * 1000)
+    slow = instance(s, "payment2")
+    n = [0]
+
+    def ejected():
+        n[0] += 1
+        r = checkout(gw, user, p, f"warm-{n[0]}")
+        assert r.status_code == 201, r.text
+        return order.metric("http_client_ejections_total", upstream="payment",
+                            instance=slow) or None
+    poll(ejected, 180 * SLOW, interval=0, what="the slow payment instance to be ejected")
+    assert order.metric("http_client_instances_ejected", upstream="payment") == 1
+    # checkouts are fast again: no charge reaches it while it is out, but for one probe when
+    # the run outlasts its 30 s out (a slow build), which sends it out again for 60 s
+    charges = charges_of(s.server("payment2"))
+    assert charges >= 5, charges  # it was ejected for answers it gave, slowly
+    assert p99_of(lambda i: checkout(gw, user, p, f"after-{i}")) < BOUND
+    assert charges_of(s.server("payment2")) - charges <= 1
+
+
 def test_the_breaker_opens_and_closes_again(start_shop):
-    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_EJECT_BASE_MS="500")
+    # no answer is judged slow: a trial answered slowly (a loaded sanitizer build) would open
+    # the breaker again where the test looks for it half-open
+    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_EJECT_BASE_MS="500",
+                       MICROSHOP_GATEWAY_SLOW_MS="60000")
     user, p, oid = customer_and_order(s, gw)
     assert gw.metric("http_client_breaker_state", upstream="order") == 0
     s.stop("order")
@@ -141,8 +306,18 @@ def test_the_breaker_opens_and_closes_again(start_shop):
     # back: after its open time the breaker lets trials through, and closes when they pass
     s.start("order")
     s.start("order2")
-    poll(lambda: gw.get(f"/api/v1/orders/{oid}", headers=ident(user)).status_code == 200,
-         30 * SLOW, interval=0.1, what="reads through the gateway again")
+
+    def answered():
+        r = gw.get(f"/api/v1/orders/{oid}", headers=ident(user))
+        assert r.status_code in (200, 503), r.text
+        return r.status_code == 200
+    poll(answered, 30 * SLOW, interval=0.1, what="reads through the gateway again")
+    # that first answer was a trial, one passed of three (one loop, nothing else calls): the
+    # breaker is half-open until the other two pass
+    assert gw.metric("http_client_breaker_state", upstream="order") == 2
+    view = requests.get(f"{gw.admin_url}/admin/breakers", timeout=5 * SLOW).json()
+    assert [b["state"] for b in view["breakers"] if b["upstream"] == "order"] == ["half_open"], \
+        view
     for _ in range(5):
         assert gw.get(f"/api/v1/orders/{oid}", headers=ident(user)).status_code == 200
     poll(lambda: gw.metric("http_client_breaker_state", upstream="order") == 0, 30 * SLOW,
