@@ -31,6 +31,20 @@
 
 enum { MAX_UPSTREAMS = 16, BACKOFF_BASE_MS = 25, BACKOFF_CAP_MS = 250, READ_BUF = 64 * 1024 };
 
+/*
+ * The retry budget (per upstream and client), counted in thousandths of a retry so that it stays
+ * in integers: each first attempt deposits a fifth of a retry (retries add at most 20 % to the
+ * attempts), each retry withdraws a whole one. The deposits are capped so that a long healthy
+ * time cannot bank an unbounded burst of retries; a reserve refilled with time (retry_min_per_s,
+ * holding RETRY_RESERVE_S seconds' worth) lets a quiet upstream retry now and then.
+ */
+enum {
+    RETRY_UNIT = 1000,
+    RETRY_DEPOSIT = RETRY_UNIT / 5,
+    RETRY_BANK_MAX = 100 * RETRY_UNIT,
+    RETRY_RESERVE_S = 3,
+};
+
 typedef struct conn conn;
 typedef struct call call;
 typedef struct upstream upstream;
@@ -69,8 +83,9 @@ struct upstream {
     instance **inst;
     int n;
     unsigned rr;
-    int calls;    /* pending calls */
-    int retrying; /* pending calls that have retried (the retry budget) */
+    int64_t bank;        /* the retry budget's deposits, at most RETRY_BANK_MAX */
+    int64_t reserve;     /* its floor, at most retry_min_per_s × RETRY_RESERVE_S retries */
+    uint64_t reserve_at; /* uv_now of the reserve's last refill */
     int nejected;
     ms_breaker br;
     ms_http_client__up *series;
@@ -128,7 +143,6 @@ struct call {
     bool trying;        /* an attempt is in flight on inst (counted in its active requests) */
     bool trial;         /* the call is one of the half-open breaker's trials */
     ms_outcome outcome; /* of the last attempt ended: what the breaker records for the call */
-    bool retrying;      /* counted in the upstream's retries in flight */
     bool refused;       /* the breaker refused the first attempt */
     bool check;         /* an active health check, pinned to inst: no retry, breaker or metrics */
     int last_err;       /* of the attempt before a planned retry (0: an answer) */
@@ -746,11 +760,6 @@ static void call_finish(call *k, int err)
     attempt_end(k, MS_OUTCOME_NEUTRAL, 0);
     end_probe(k);
     breaker_record(k);
-    if (!k->check) {
-        k->up->calls--;
-        if (k->retrying)
-            k->up->retrying--;
-    }
     if (k->prev)
         k->prev->next = k->next;
     else
@@ -793,6 +802,36 @@ static void call_finish(call *k, int err)
 
 static void on_call_timer(uv_timer_t *t);
 
+/* A first attempt pays into its upstream's retry budget. */
+static void budget_deposit(upstream *u)
+{
+    u->bank += RETRY_DEPOSIT;
+    if (u->bank > RETRY_BANK_MAX)
+        u->bank = RETRY_BANK_MAX;
+}
+
+/* Takes one retry from the budget: from the deposits, else from the reserve; false when
+ * neither holds a whole one. */
+static bool budget_withdraw(upstream *u, uint64_t now)
+{
+    int64_t per_s = u->c->cfg.retry_min_per_s, full = per_s * RETRY_UNIT * RETRY_RESERVE_S;
+    uint64_t since = now > u->reserve_at ? now - u->reserve_at : 0;
+    u->reserve_at = now;
+    /* thousandths per millisecond = retries per second; past RETRY_RESERVE_S it is full anyway */
+    u->reserve = since >= RETRY_RESERVE_S * 1000 ? full : u->reserve + (int64_t)since * per_s;
+    if (u->reserve > full)
+        u->reserve = full;
+    if (u->bank >= RETRY_UNIT) {
+        u->bank -= RETRY_UNIT;
+        return true;
+    }
+    if (u->reserve >= RETRY_UNIT) {
+        u->reserve -= RETRY_UNIT;
+        return true;
+    }
+    return false;
+}
+
 /*
  * Plans the next attempt after a full-jitter backoff; false when none is allowed (retries spent,
  * or it could not start before the deadline).
@@ -812,14 +851,9 @@ static bool retry_later(call *k, int err)
     uint64_t delay = r % (cap + 1), now = uv_now(c->loop);
     if (now + delay >= k->deadline)
         return false;
-    if (!k->retrying) { /* retries in flight stay under a fifth of the calls (at least 3) */
-        int budget = u->calls / 5 > 3 ? u->calls / 5 : 3;
-        if (u->retrying >= budget) {
-            ms_http_client__retry_skipped(c->cfg.metrics, u->name, "budget");
-            return false;
-        }
-        k->retrying = true;
-        u->retrying++;
+    if (!budget_withdraw(u, now)) {
+        ms_http_client__retry_skipped(c->cfg.metrics, u->name, "budget");
+        return false;
     }
     k->last_err = err;
     end_probe(k);
@@ -1031,7 +1065,8 @@ static void attempt_start(call *k)
         call_finish(k, k->attempts == 0 ? MS_ECONN : k->last_err);
         return;
     }
-    k->attempts++;
+    if (k->attempts++ == 0 && !k->check)
+        budget_deposit(k->up);
     instance *in = k->check ? k->inst : pick(k, k->inst);
     inst_set(&k->inst, in);
     k->trying = true;
@@ -1116,6 +1151,7 @@ void ms_http_client_config_defaults(ms_http_client_config *cfg)
         .eject_max_percent = 10,
         .breaker_open_ms = 5000,
         .health_interval_ms = 2000,
+        .retry_min_per_s = 3,
     };
 }
 
@@ -1144,6 +1180,7 @@ ms_http_client *ms_http_client_new(uv_loop_t *loop, const ms_http_client_config 
     DEFAULT_(eject_max_percent);
     DEFAULT_(breaker_open_ms);
     DEFAULT_(health_interval_ms);
+    DEFAULT_(retry_min_per_s);
 #undef DEFAULT_
     if (c->cfg.max_retries < 0)
         c->cfg.max_retries = 0;
@@ -1201,6 +1238,9 @@ int ms_http_client_add_upstream(ms_http_client *c, const char *name,
     u->c = c;
     u->name = ms_xstrdup(name);
     u->series = ms_http_client__up_join(c->cfg.metrics, name);
+    /* full: a new client may retry at once */
+    u->reserve = (int64_t)c->cfg.retry_min_per_s * RETRY_UNIT * RETRY_RESERVE_S;
+    u->reserve_at = uv_now(c->loop);
     u->n = list->n;
     u->inst = ms_xcalloc((size_t)list->n, sizeof *u->inst);
     for (int i = 0; i < list->n; i++)
@@ -1416,8 +1456,6 @@ static void call_start(call *k)
 {
     ms_http_client *c = k->c;
     c->live++;
-    if (!k->check)
-        k->up->calls++;
     k->start_ns = uv_hrtime();
     k->state = S_BACKOFF;
     uv_timer_init(c->loop, &k->timer);

@@ -29,9 +29,15 @@
  * call that is not idempotent only on a connect failure (its bytes were never sent). At most
  * max_retries (2) retries, after a full-jitter backoff (random in [0, min(250, 25·2^i)] ms), on
  * another healthy instance when there is one, and never one that could not start before the
- * deadline: then the last answer (a 503) or error is what the callback gets. Retry budget: the
- * calls of an upstream that have retried stay under max(3, a fifth of its pending calls); a
- * retry past it is not made (http_client_retries_skipped_total{reason="budget"}).
+ * deadline: then the last answer (a 503) or error is what the callback gets. Retry budget, per
+ * upstream and client (so per loop), counting attempts: each first attempt deposits a fifth of a
+ * retry, each retry withdraws a whole one, so retries add at most 20 % to an upstream's attempts.
+ * The deposits are capped at 100 retries (a long healthy time banks no bigger burst); beyond
+ * them a reserve refilled at retry_min_per_s (3 a second, holding at most 3 s worth: 9) lets a
+ * quiet upstream retry. Over any time T, a client's retries to an upstream ≤ 0.2 × its first
+ * attempts + 100 + retry_min_per_s × (3 + T in s). A retry the budget cannot pay for is not made
+ * (http_client_retries_skipped_total{reason="budget"}): the call ends with its last answer or
+ * error.
  *
  * Balancing: round robin (the default), or least-request: the one of two random usable
  * instances with fewer attempts in flight in this client.
@@ -153,6 +159,8 @@ typedef struct ms_http_client_config {
     uint32_t breaker_open_ms;        /* an open breaker's time before half-open (5000) */
     const char *health_path;         /* NULL: no active health checks; else GET it (copied) */
     uint32_t health_interval_ms;     /* between two checks of an instance (2000) */
+    uint32_t retry_min_per_s;        /* the retry budget's floor: retries a second an upstream
+                                        may make beyond its 20 % (3; 9 at most at once) */
 } ms_http_client_config;
 
 /* Fills the defaults above (metrics NULL). A zero field of a config is read as its default. */

@@ -339,7 +339,7 @@ void ms_http_client_metrics_render(ms_buf *out, void *metrics)
         ms_metrics_sample(out, "http_client_retries_total", (double)m->ups[i]->retries, "upstream",
                           m->ups[i]->name, NULL);
     ms_metrics_family(out, "http_client_retries_skipped_total", "counter",
-                      "Retries not made, by reason (budget: too many retries in flight).");
+                      "Retries not made, by reason (budget: the retry budget was spent).");
     for (int i = 0; i < m->nups; i++)
         ms_metrics_sample(out, "http_client_retries_skipped_total",
                           (double)m->ups[i]->skipped_budget, "upstream", m->ups[i]->name, "reason",

@@ -1233,6 +1233,7 @@ static void test_breaker_judges_calls(void **state)
     ms_http_client_config_defaults(&cfg);
     cfg.down_base_ms = cfg.down_max_ms = 1; /* the dead one is tried again by nearly every call */
     cfg.eject_consecutive = 1000;
+    cfg.retry_min_per_s = 1000; /* half the calls retry: far past the budget's 20 % */
     cfg.metrics = f->m;
     ms_http_client *c = ms_http_client_new(&f->loop, &cfg);
     char spec[128];
@@ -1294,45 +1295,137 @@ static void test_health_checks(void **state)
     ms_http_client_free(c);
 }
 
+/* ---- the retry budget: retries add at most a fifth to the attempts an upstream gets ---- */
+
+enum { BUDGET_CAP = 100, BUDGET_MIN_PER_S = 3, BUDGET_RESERVE = 3 * BUDGET_MIN_PER_S };
+
+/* Calls kept `width` in flight (1: one after another) until `total` have been made. */
 typedef struct {
-    int done, status503;
-} many;
+    ms_http_client *c;
+    ms_http_client_req req;
+    int total, started, done, refused, attempts, answered_503;
+} wave;
 
-static void on_many(int err, const ms_http_client_resp *r, void *arg)
+static void on_wave(int err, const ms_http_client_resp *r, void *arg);
+
+static void wave_next(wave *w)
 {
-    many *m = arg;
-    m->done++;
-    m->status503 += err == 0 && r->status == 503;
+    w->started++;
+    if (ms_http_client_request(w->c, &w->req, on_wave, w) != 0)
+        w->refused++, w->done++;
 }
 
-static bool many_done(void *arg)
+static void on_wave(int err, const ms_http_client_resp *r, void *arg)
 {
-    return ((many *)arg)->done == 10;
+    wave *w = arg;
+    w->done++;
+    w->attempts += r->attempts;
+    w->answered_503 += err == 0 && r->status == 503;
+    if (w->started < w->total)
+        wave_next(w);
 }
 
-static void test_retry_budget(void **state)
+static bool wave_done(void *arg)
+{
+    wave *w = arg;
+    return w->done == w->total;
+}
+
+static wave run_wave(fixture *f, ms_http_client *c, const char *path, int total, int width)
+{
+    wave w = {.c = c, .req = req_of("budget", HTTP_GET, path), .total = total};
+    for (int i = 0; i < width && w.started < total; i++)
+        wave_next(&w);
+    run_until(f, NULL, wave_done, &w);
+    assert_int_equal(w.refused, 0);
+    return w;
+}
+
+/* A client whose only instance (s0) answers /flaky with 503 from now on, with the breaker held
+ * closed and no ejection: every call makes its first attempt, the budget alone limits retries. */
+static ms_http_client *failing_upstream(fixture *f)
+{
+    atomic_store(&f->s[0]->fail_503_left, 1 << 30);
+    ms_http_client_config cfg;
+    ms_http_client_config_defaults(&cfg);
+    cfg.eject_consecutive = 1000;
+    ms_http_client *c = client_with(f, &cfg, "budget", 1);
+    assert_int_equal(ms_http_client_breaker_override(f->m, "budget", MS_BREAKER_FORCE_CLOSED), 0);
+    return c;
+}
+
+/* The reserve's retries since `since` (uv_now): full at the start, refilled at 3 a second. */
+static int floor_since(fixture *f, uint64_t since)
+{
+    uint64_t ms = uv_now(&f->loop) - since;
+    return BUDGET_RESERVE + (int)((ms * BUDGET_MIN_PER_S + 999) / 1000);
+}
+
+static long budget_skipped(fixture *f)
+{
+    char *text = metrics_text(f);
+    const char *key = "http_client_retries_skipped_total{upstream=\"budget\",reason=\"budget\"} ";
+    const char *p = strstr(text, key);
+    long n = p ? atol(p + strlen(key)) : -1;
+    free(text);
+    return n;
+}
+
+static void check_failing_wave(fixture *f, int width)
+{
+    enum { M = 500 };
+    uint64_t start = uv_now(&f->loop);
+    ms_http_client *c = failing_upstream(f);
+    int before = atomic_load(&f->s[0]->requests);
+    wave w = run_wave(f, c, "/flaky", M, width);
+    int got = atomic_load(&f->s[0]->requests) - before, retries = got - M;
+    assert_int_equal(got, w.attempts); /* every attempt reached the upstream */
+    assert_int_equal(w.answered_503, M);
+    /* at most a fifth more attempts than calls, plus the reserve's few */
+    assert_true(got <= M + M / 5 + floor_since(f, start));
+    /* and the budget was spent: one after another, each fifth banked is a retry made */
+    assert_true(retries >= (width == 1 ? M / 5 : M / 10));
+    assert_true(budget_skipped(f) >= M / 2);
+    ms_http_client_free(c);
+}
+
+static void test_retry_budget_sequential(void **state)
+{
+    check_failing_wave(*state, 1);
+}
+
+static void test_retry_budget_concurrent(void **state)
+{
+    check_failing_wave(*state, 50);
+}
+
+/* A long healthy time banks at most BUDGET_CAP retries for the failing burst after it. */
+static void test_retry_budget_capped(void **state)
 {
     fixture *f = *state;
-    /* ten calls answered 503, then nothing (a retry waits until its deadline): at most 6 of the
-     * 503s go to retries, so at least 4 calls want one, and only 3 may retry at once */
-    atomic_store(&f->s[0]->fail_503_left, 10);
-    static many m;
-    m = (many){0};
-    ms_http_client_req req = req_of("one", HTTP_GET, "/busy");
-    req.deadline = uv_now(&f->loop) + 1500;
-    for (int i = 0; i < 10; i++)
-        assert_int_equal(ms_http_client_request(f->c, &req, on_many, &m), 0);
-    run_until(f, NULL, many_done, &m);
-    assert_true(m.status503 >= 1);
-    char *text = metrics_text(f);
-    const char *p =
-        strstr(text, "http_client_retries_skipped_total{upstream=\"one\",reason=\"budget\"} ");
-    assert_non_null(p);
-    assert_true(
-        atoi(p +
-             strlen("http_client_retries_skipped_total{upstream=\"one\",reason=\"budget\"} ")) >=
-        1);
-    free(text);
+    enum { HEALTHY = 1000, BURST = 100 };
+    ms_http_client *c = failing_upstream(f);
+    wave ok = run_wave(f, c, "/ok", HEALTHY, 20);
+    assert_int_equal(ok.attempts, HEALTHY); /* 200 retries deposited, only 100 kept */
+    uint64_t start = uv_now(&f->loop);
+    int before = atomic_load(&f->s[0]->requests);
+    wave w = run_wave(f, c, "/flaky", BURST, 1);
+    int retries = atomic_load(&f->s[0]->requests) - before - BURST;
+    assert_int_equal(retries, w.attempts - BURST);
+    /* each call wants 2 retries (200): the bank and the burst's own deposits pay for 120 */
+    assert_true(retries >= BUDGET_CAP + BURST / 5);
+    assert_true(retries <= BUDGET_CAP + BURST / 5 + floor_since(f, start));
+    ms_http_client_free(c);
+}
+
+/* A quiet upstream still retries: the reserve pays for the retries its few calls cannot. */
+static void test_retry_budget_floor(void **state)
+{
+    fixture *f = *state;
+    ms_http_client *c = failing_upstream(f);
+    wave w = run_wave(f, c, "/flaky", 3, 1);
+    assert_int_equal(w.attempts, 3 + 6); /* 0.6 deposited: all six retries from the reserve */
+    ms_http_client_free(c);
 }
 
 int main(void)
@@ -1363,7 +1456,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_breaker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breaker_judges_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health_checks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget_sequential, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_budget_floor, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
