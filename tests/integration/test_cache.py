@@ -2,20 +2,29 @@
 from an in-process LRU, then from Redis (REDIS_URL), else from the service; a write through
 the gateway drops what it changed at once, an event from the services' feeds drops what it
 names; Redis going away only sends reads to the services, and it is used again once back; a
-cached user is served only to that user or an admin."""
+cached user is served only to that user or an admin; a caller who wrote reads that service past
+the cache for a minute, through any gateway that shares the secret of its signed cookie."""
+import base64
+import hashlib
+import hmac
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 
 import pytest
+import requests
 
 from conftest import BINARY, SLOW, admin, clean_env, free_port, ident, new_email, poll
 from shop import JSON, start_shop  # noqa: F401 - start_shop is a fixture
 
 LONG_TTL = {"MICROSHOP_CACHE_TTL_MS": "600000"}  # only an invalidation can drop an entry
+SECRET = "f" * 40
+SHARED = {**LONG_TTL, "MICROSHOP_IDENTITY_SECRET": SECRET}  # gateways that honour each other
+USER_BIT, INVENTORY_BIT = 1, 2
 
 
 class RedisServer:
@@ -300,3 +309,189 @@ def test_a_bad_redis_url_stops_the_gateway_at_start():
                        capture_output=True, timeout=20 * SLOW)
     assert p.returncode != 0
     assert b"REDIS_URL" in p.stderr
+
+
+def fresh_cookie(user, until_ms, mask, secret=SECRET):
+    """An ms_fresh cookie as a gateway signs it."""
+    mac = hmac.new(secret.encode(), f"{user}|{until_ms}|{mask}".encode(), hashlib.sha256).digest()
+    sig = base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()
+    return f"ms_fresh={until_ms}.{mask}.{sig}"
+
+
+def two_gateways(start_shop):
+    s = start_shop(gateway=True, gateway_env=SHARED)
+    gw, gw2 = s.server("gateway"), s.add_gateway("gateway2", SHARED)
+    wait_following(gw)
+    wait_following(gw2)
+    return s, gw, gw2
+
+
+def seen_by(gateways, write):
+    """write(), then until every gateway has seen one more event (what write() caused, when
+    nothing else is under way): nothing the test caches next is dropped by it."""
+    before = [metric(g, "cache_invalidations_total", source="event") for g in gateways]
+    result = write()
+    for g, n in zip(gateways, before):
+        poll(lambda g=g, n=n: metric(g, "cache_invalidations_total", source="event") > n,
+             20 * SLOW, what="the gateway to see the event")
+    return result
+
+
+def cached_hit(gw, path, want, **kw):
+    """Polls until gw answers path from its cache with `want` (a predicate on the document)."""
+    poll(lambda: (lambda r: r.headers["X-Cache"] == "hit" and want(r.json()))(read(gw, path, **kw)),
+         20 * SLOW, what=f"a hit at {gw.url} with the expected document")
+
+
+def test_a_writer_reads_its_own_user_change_through_another_gateway(start_shop):
+    s, gw, gw2 = two_gateways(start_shop)
+
+    def register():
+        r = gw.request("POST", "/api/v1/users", json={
+            "email": new_email(), "name": "Ada", "password": "correct horse battery"})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+    uid = seen_by((gw, gw2), register)
+    path = f"/api/v1/users/{uid}"
+    someone = admin()  # another caller who may read the user (a stable admin id)
+    writer = requests.Session()  # keeps the gateway's cookies, as a browser does
+
+    def patch(name):
+        r = writer.patch(gw.url + path, headers={**ident(uid), **JSON}, json={"name": name},
+                         timeout=10 * SLOW)
+        assert r.status_code == 200, r.text
+        assert "ms_fresh=" in r.headers.get("Set-Cookie", ""), r.headers
+    # a read that skips the cache does not fill it: once gateway2 has dropped the user, the
+    # writer's read there leaves it empty for the next caller
+    seen_by((gw2,), lambda: patch("Grace"))
+    mine = writer.get(gw2.url + path, headers=ident(uid), timeout=10 * SLOW)
+    assert (mine.status_code, mine.headers["X-Cache"], mine.json()["name"]) == (
+        200, "bypass", "Grace")
+    assert read(gw2, path, headers=someone).headers["X-Cache"] == "miss"
+    # every round: gateway2 holds the user in its LRU (a hit for another caller), the owner
+    # changes it through the first gateway and at once reads it through gateway2
+    name = "Grace"
+    for i in range(6):
+        cached_hit(gw2, path, lambda d, n=name: d["name"] == n, headers=someone)
+        name = f"Name {i}"
+        patch(name)
+        mine = writer.get(gw2.url + path, headers=ident(uid), timeout=10 * SLOW)
+        assert mine.status_code == 200, mine.text
+        assert (mine.headers["X-Cache"], mine.json()["name"]) == ("bypass", name), (i, mine.text)
+    assert metric(gw2, "cache_bypass_total", reason="own_write") >= 7
+    # the other caller keeps the cache (once the event has dropped the old answer), the writer
+    # still skips it
+    hits = metric(gw2, "cache_requests_total", tier="lru", result="hit")
+    cached_hit(gw2, path, lambda d: d["name"] == name, headers=someone)
+    assert metric(gw2, "cache_requests_total", tier="lru", result="hit") > hits
+    mine = writer.get(gw2.url + path, headers=ident(uid), timeout=10 * SLOW)
+    assert (mine.headers["X-Cache"], mine.json()["name"]) == ("bypass", name)
+
+
+def test_an_admin_reads_its_own_price_change_through_another_gateway(start_shop):
+    s, gw, gw2 = two_gateways(start_shop)
+    p = seen_by((gw, gw2), lambda: new_product(s, gw, price=1000))
+    path = f"/api/v1/products/{p['id']}"
+    writer_id = str(uuid.uuid4())
+    writer = requests.Session()
+    price = 1000
+    for i in range(6):
+        cached_hit(gw2, path, lambda d, want=price: d["price_cents"] == want)  # anyone
+        price = 1100 + i
+        r = writer.put(gw.url + f"{path}/price", headers={**ident(writer_id, "admin"), **JSON},
+                       json={"price_cents": price}, timeout=10 * SLOW)
+        assert r.status_code == 200, r.text
+        mine = writer.get(gw2.url + path, headers=ident(writer_id, "admin"), timeout=10 * SLOW)
+        assert mine.status_code == 200, mine.text
+        assert (mine.headers["X-Cache"], mine.json()["price_cents"]) == ("bypass", price), (
+            i, mine.text)
+        assert mine.headers.get("ETag"), mine.headers
+    assert metric(gw2, "cache_bypass_total", reason="own_write") >= 6
+    # only the writer: others, with or without an identity, are answered from the cache (once
+    # the last price's event has dropped the old answer)
+    hits = metric(gw2, "cache_requests_total", tier="lru", result="hit")
+    cached_hit(gw2, path, lambda d: d["price_cents"] == price)
+    cached_hit(gw2, path, lambda d: d["price_cents"] == price, headers=ident(str(uuid.uuid4())))
+    assert metric(gw2, "cache_requests_total", tier="lru", result="hit") >= hits + 2
+    # a write to the user service next: the cookie keeps the inventory and adds the user
+    # service (one until, the union of the services written)
+    u = s.customer(via=gw)
+    r = writer.patch(gw.url + f"/api/v1/users/{u}", headers={**ident(writer_id, "admin"),
+                     **JSON}, json={"name": "Renamed"}, timeout=10 * SLOW)
+    assert r.status_code == 200, r.text
+    _, mask, _ = writer.cookies["ms_fresh"].split(".")
+    assert int(mask) == USER_BIT | INVENTORY_BIT, writer.cookies["ms_fresh"]
+    for target in (path, f"/api/v1/users/{u}"):
+        mine = writer.get(gw2.url + target, headers=ident(writer_id, "admin"), timeout=10 * SLOW)
+        assert (mine.status_code, mine.headers["X-Cache"]) == (200, "bypass"), (target, mine.text)
+
+
+def test_a_fresh_cookie_counts_only_when_signed_for_its_caller(start_shop):
+    s, gw, gw2 = two_gateways(start_shop)
+    p = seen_by((gw, gw2), lambda: new_product(s, gw))
+    path = f"/api/v1/products/{p['id']}"
+    writer_id, caller = str(uuid.uuid4()), str(uuid.uuid4())
+    writer = requests.Session()
+
+    def put():
+        r = writer.put(gw.url + f"{path}/price", headers={**ident(writer_id, "admin"), **JSON},
+                       json={"price_cents": 4242}, timeout=10 * SLOW)
+        assert r.status_code == 200, r.text
+    seen_by((gw2,), put)  # its event cannot drop what gateway2 caches next
+    real = "ms_fresh=" + writer.cookies["ms_fresh"]
+    until = int(real.split("=")[1].split(".")[0])
+    assert until > time.time() * 1000, real
+    cached_hit(gw2, path, lambda d: d["price_cents"] == 4242)
+    later = int(time.time() * 1000) + 60000
+
+    def as_caller(cookie, who=caller):
+        return read(gw2, path, headers={**ident(who), "Cookie": cookie})
+    ignored = {
+        "the writer's own cookie": real,
+        "signed for another caller": fresh_cookie(writer_id, later, INVENTORY_BIT),
+        "signed with another secret": fresh_cookie(caller, later, INVENTORY_BIT, "x" * 40),
+        "a changed mask": fresh_cookie(caller, later, USER_BIT).replace(
+            f".{USER_BIT}.", f".{INVENTORY_BIT}."),
+        "a changed until": fresh_cookie(caller, later, INVENTORY_BIT).replace(
+            f"={later}.", f"={later + 1}."),
+        "unsigned": f"ms_fresh={later}.{INVENTORY_BIT}",
+        "expired": fresh_cookie(caller, int(time.time() * 1000) - 1000, INVENTORY_BIT),
+        "the user service only": fresh_cookie(caller, later, USER_BIT),
+        "another cookie's name": "x" + fresh_cookie(caller, later, INVENTORY_BIT),
+    }
+    for why, cookie in ignored.items():
+        hits = metric(gw2, "cache_requests_total", tier="lru", result="hit")
+        r = as_caller("a=b; " + cookie)
+        assert (r.headers["X-Cache"], r.json()["price_cents"]) == ("hit", 4242), why
+        assert metric(gw2, "cache_requests_total", tier="lru", result="hit") == hits + 1, why
+    # the same cookie, signed for this caller with the gateways' secret, is honoured
+    bypassed = metric(gw2, "cache_bypass_total", reason="own_write")
+    r = as_caller(fresh_cookie(caller, later, INVENTORY_BIT) + "; a=b")
+    assert r.headers["X-Cache"] == "bypass", r.headers
+    assert metric(gw2, "cache_bypass_total", reason="own_write") == bypassed + 1
+    # and the writer's own, with the writer's identity
+    assert as_caller(real, writer_id).headers["X-Cache"] == "bypass"
+
+
+def test_a_writers_read_skips_redis_too(start_shop, redis):
+    env = {**SHARED, "REDIS_URL": redis.url, "MICROSHOP_CACHE_ENTRIES": "0"}
+    s = start_shop(gateway=True, gateway_env=env)
+    gw = s.server("gateway")
+    wait_following(gw, redis=True)
+    p = new_product(s, gw, price=700)
+    path = f"/api/v1/products/{p['id']}"
+    read(gw, path)
+    poll(lambda: read(gw, path).headers["X-Cache"] == "hit", 20 * SLOW, what="a Redis hit")
+    writer_id = str(uuid.uuid4())
+    writer = requests.Session()
+    r = writer.put(gw.url + f"{path}/price", headers={**ident(writer_id, "admin"), **JSON},
+                   json={"price_cents": 800}, timeout=10 * SLOW)
+    assert r.status_code == 200, r.text
+    lookups = [metric(gw, "cache_requests_total", tier="redis", result=x) for x in ("hit", "miss")]
+    for _ in range(3):
+        mine = writer.get(gw.url + path, headers=ident(writer_id, "admin"), timeout=10 * SLOW)
+        assert (mine.headers["X-Cache"], mine.json()["price_cents"]) == ("bypass", 800)
+    assert [metric(gw, "cache_requests_total", tier="redis", result=x)
+            for x in ("hit", "miss")] == lookups
+    # nor did those reads fill it: the next caller's lookup misses
+    assert read(gw, path).headers["X-Cache"] == "miss"

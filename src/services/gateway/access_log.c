@@ -3,7 +3,7 @@
  * listener (gateway_internal.h), with method, path (never the query: it may hold tokens),
  * route (the template; absent for a 404), status, duration_ms, bytes_in, bytes_out,
  * request_id, client (the peer's address), user (once auth has run), upstream (the instance
- * that answered), cache (HIT or MISS for a cacheable read), and the request's trace_id and
+ * that answered), cache (HIT, MISS or BYPASS for a cacheable read), and the request's trace_id and
  * span_id. No header, cookie or body is ever written.
  *
  * Threading: the flag is set at start; lines are built on the loop threads (log.h's format)

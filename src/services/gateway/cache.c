@@ -1,7 +1,7 @@
 /*
  * cache.c — the cache stage: GET /api/v1/products/{id} and GET /api/v1/users/{id} (without a
  * query) answered from the cache when it holds the service's 200, else forwarded; every answer
- * of those routes says X-Cache: hit or miss.
+ * of those routes says X-Cache: hit, miss or bypass.
  *
  * A cached user is served only to an admin or to that user (auth has run: c->user_id,
  * c->is_admin); anyone else is forwarded and the service answers 403. A hit honours
@@ -13,6 +13,12 @@
  * hit fills the LRU, a service's 200 fills both. A 2xx write to /api/v1/products/{id}... or
  * /api/v1/users/{id}... drops that resource from both at once; events do the same from the follower
  * (cache_invalidate.c).
+ *
+ * A caller who wrote to the user or inventory service within the last minute
+ * (gateway_session_wrote, consistency.c: in this process or by a signed cookie from any gateway)
+ * reads that service's resources from the service itself, neither looking in nor filling
+ * either tier (X-Cache: bypass): another gateway's LRU may still hold the old answer until the
+ * event reaches it, and the writer must see its write. Everyone else keeps the cache.
  *
  * Settings (environment): MICROSHOP_CACHE_TTL_MS (5000), MICROSHOP_CACHE_ENTRIES (10000; 0: no
  * LRU), MICROSHOP_CACHE_MAX_BYTES (64 MiB), REDIS_URL (redis://host:port[/db]; unset: no Redis
@@ -64,6 +70,7 @@ static struct {
     atomic_uint_fast64_t epoch;
     atomic_uint_fast64_t requests[2][2]; /* [tier][hit] */
     atomic_uint_fast64_t invalidations[3];
+    atomic_uint_fast64_t bypass_own_write;
     atomic_int redis_up;
 } cache;
 
@@ -223,6 +230,16 @@ static void answer_hit(gateway_call *c, const cache_entry *e)
     ms_http_respond(req, e->status, e->content_type, e->body, e->body_len);
 }
 
+unsigned gateway_cache_backend_bit(int backend)
+{
+    const char *name = gateway_backend_name(backend);
+    if (strcmp(name, "user") == 0)
+        return 1;
+    if (strcmp(name, "inventory") == 0)
+        return 2;
+    return 0;
+}
+
 static void forward_miss(gateway_call *c)
 {
     c->cache = "MISS";
@@ -294,6 +311,14 @@ void gateway_cache_get(gateway_call *c)
         forward_miss(c);
         return;
     }
+    /* no flight: the service's answer does not fill the cache either */
+    if (gateway_session_wrote(c)) {
+        atomic_fetch_add(&cache.bypass_own_write, 1);
+        c->cache = "BYPASS";
+        ms_http_set_header(req, "X-Cache", "bypass");
+        gateway_forward(c);
+        return;
+    }
     cache_entry e;
     if (cache_lru_enabled()) {
         bool hit = cache_lru_get(key, &req->arena, &e);
@@ -337,8 +362,7 @@ static const char *written_resource(const char *path, char *id, size_t idn)
 
 static void fill(gateway_call *c, const ms_http_client_resp *resp)
 {
-    flight *f = flight_of(c);
-    if (!f || resp->body_len > CACHE_MAX_BODY)
+    if (resp->body_len > CACHE_MAX_BODY)
         return;
     ms_http_request *req = c->req;
     cache_entry e = {
@@ -353,6 +377,9 @@ static void fill(gateway_call *c, const ms_http_client_resp *resp)
                                  ms_hash(resp->body, resp->body_len));
         ms_http_set_header(req, "ETag", e.etag);
     }
+    flight *f = flight_of(c); /* none: a miss without a loop state, or a bypass */
+    if (!f)
+        return;
     if (cache_epoch() != f->epoch)
         return; /* invalidated while under way: this answer may be older than that */
     cache_lru_put(f->key, &e);
@@ -404,6 +431,11 @@ static void render(ms_buf *out, void *arg)
     for (int s = 0; s < 3; s++)
         ms_metrics_sample(out, "cache_invalidations_total",
                           (double)atomic_load(&cache.invalidations[s]), "source", sources[s], NULL);
+    ms_metrics_family(out, "cache_bypass_total", "counter",
+                      "Gateway cacheable reads sent past both tiers, by why (own_write: the "
+                      "caller wrote to that service within the last minute).");
+    ms_metrics_sample(out, "cache_bypass_total", (double)atomic_load(&cache.bypass_own_write),
+                      "reason", "own_write", NULL);
     ms_metrics_family(out, "cache_redis_up", "gauge",
                       "1 when the gateway has a live Redis connection for its cache.");
     ms_metrics_sample(out, "cache_redis_up", atomic_load(&cache.redis_up) > 0 ? 1.0 : 0.0, NULL);

@@ -10,6 +10,7 @@
  *   cache.c        product and user reads answered from the cache (else forwarded), and the
  *                  answers that fill or invalidate it
  *   consistency.c  a client's own writes in its lists (X-Min-Position from its last write)
+ *                  and in cached reads (which skip the cache for a minute after a write)
  *   proxy.c        the call to the service (gateway_forward) and its answer back
  *
  * Process-wide state (gateway_proc) is written at start, then read-only but for what the
@@ -55,7 +56,7 @@ typedef struct gateway_call {
     const char *request_id;
     const char *user_id; /* the caller once auth has run; NULL: anonymous */
     bool is_admin;
-    const char *cache;    /* "HIT" or "MISS" for a cacheable read; NULL: not one */
+    const char *cache;    /* "HIT", "MISS" or "BYPASS" for a cacheable read; NULL: not one */
     const char *upstream; /* the instance that answered ("host:port"); NULL: none */
     uint64_t deadline;    /* uv_now() ms: the route's deadline from the request's arrival */
     ms_http_header *fwd;  /* headers to forward; room for GATEWAY_MAX_FORWARDED */
@@ -95,12 +96,18 @@ void gateway_cache_get(gateway_call *c);
 /* Sees every answer of a service before it goes back: fills the cache with a cacheable
  * read's 200, drops what a successful write changed. */
 void gateway_cache_observe(gateway_call *c, const ms_http_client_resp *resp);
+/* The bit of a backend whose reads the cache holds (user 1, inventory 2), else 0. */
+unsigned gateway_cache_backend_bit(int backend);
 int gateway_cache_start(void);
 void gateway_cache_stop(void);
 
 /* consistency.c: adds X-Min-Position to a list read of a caller who wrote before. */
 void gateway_session_apply(gateway_call *c);
-/* Records the X-Position of a caller's successful write. */
+/* True while the caller's own write to the route's cached backend is recent (a minute, by
+ * the signed ms_fresh cookie or in this process): its cacheable reads skip the cache. */
+bool gateway_session_wrote(const gateway_call *c);
+/* Records a caller's successful write: its X-Position (ms_pos), and a write to a cached
+ * backend (ms_fresh). */
 void gateway_session_observe(gateway_call *c, const ms_http_client_resp *resp);
 int gateway_session_start(void);
 void gateway_session_stop(void);
