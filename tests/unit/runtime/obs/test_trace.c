@@ -375,7 +375,7 @@ static void test_promtool_accepts_metrics(void **state)
     ms_buf_init(&out, 0);
     ms_trace_collect(&out);
     ms_batch_collect(&out, NULL); /* beside it on /metrics (server.c registers both) */
-    ms_buf_add(&out, "", 1); /* NUL-terminated for strstr, not written */
+    ms_buf_add(&out, "", 1);      /* NUL-terminated for strstr, not written */
     out.n--;
     char path[] = "/tmp/ms-trace-metrics-XXXXXX";
     int fd = mkstemp(path);
