@@ -298,9 +298,25 @@ def test_a_cached_user_is_only_served_to_that_user_or_an_admin(start_shop):
     by_admin = read(gw, path, headers=admin())
     assert by_admin.headers["X-Cache"] == "hit" and by_admin.json() == mine.json()
     # the owner's own change through the gateway is seen at once
+    events = metric(gw, "cache_invalidations_total", source="event")
     r = gw.request("PATCH", path, headers={**ident(uid), **JSON}, json={"name": "Grace"})
     assert r.status_code == 200, r.text
     assert read(gw, path, headers=ident(uid)).json()["name"] == "Grace"
+    poll(lambda: metric(gw, "cache_invalidations_total", source="event") > events, 20 * SLOW,
+         what="the gateway to see user.updated")
+    # an admin's change made straight at the user service: only user.updated tells the gateway
+    # (the owner's read just now skipped the cache: its own write; the admin's fills it)
+    read(gw, path, headers=admin())
+    assert read(gw, path, headers=admin()).headers["X-Cache"] == "hit"
+    events = metric(gw, "cache_invalidations_total", source="event")
+    r = s.server("user").request("PATCH", path, headers={**admin(), **JSON},
+                                 json={"name": "Hedy"})
+    assert r.status_code == 200, r.text
+    poll(lambda: read(gw, path, headers=admin()).json()["name"] == "Hedy", 20 * SLOW,
+         what="the gateway to serve the new name")
+    assert metric(gw, "cache_invalidations_total", source="event") > events
+    for _ in range(3):  # and the old name does not come back
+        assert read(gw, path, headers=ident(uid)).json()["name"] == "Hedy"
 
 
 def test_a_bad_redis_url_stops_the_gateway_at_start():
