@@ -1,5 +1,6 @@
 """The gateway's own edge rules: per-client rate limits (429 with Retry-After, never more than
-the set rate lets through), per-route deadlines (504), and session consistency: a client's
+the set rate lets through), header and body limits (431, 413, nothing forwarded), per-route
+deadlines (504), and session consistency: a client's
 list reads through the gateway include its own writes, on this gateway (by user) and on
 another that shares the secret (by the signed cookie), which no other client can use."""
 import base64
@@ -11,7 +12,7 @@ import time
 
 import requests
 
-from conftest import SLOW, assert_problem, ident, poll
+from conftest import SLOW, RawConn, assert_problem, ident, poll, raw_request
 from shop import JSON, line, start_shop  # noqa: F401 - start_shop is a fixture
 
 SECRET = "s" * 40
@@ -119,3 +120,34 @@ def test_the_position_cookie_is_honoured_only_when_signed_for_its_caller(start_s
     # signed for this caller: the gateway asks the order service to wait for that position,
     # which it cannot reach: the read route's deadline answers
     assert_problem(listing("a=b; " + _cookie(user, far)), 504)
+
+
+def user_posts_served(s):
+    """POSTs to /api/v1/users the user service has answered (its own /metrics)."""
+    text = s.server("user").request("GET", "/metrics").text
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+               if ln.startswith("requests_total{") and 'method="POST"' in ln
+               and 'endpoint="/api/v1/users"' in ln)
+
+
+def test_headers_and_bodies_over_the_limits_end_at_the_gateway(start_shop):
+    s = start_shop(gateway=True)
+    gw = s.server("gateway")
+    before = user_posts_served(s)
+    with RawConn(gw) as c:  # a body over 1 MiB is refused before it is read
+        c.send(raw_request("POST", "/api/v1/users", {"Content-Type": "application/json",
+                                                      "Content-Length": str(1024 * 1024 + 1)}))
+        r = c.response()
+        assert_problem(r, 413)
+        assert c.is_closed()
+    base = len(raw_request("POST", "/api/v1/users", {"X-Big": "", "Content-Length": "2"}))
+    with RawConn(gw) as c:  # a header block one byte over 16 KiB
+        c.send(raw_request("POST", "/api/v1/users", {"X-Big": "a" * (16 * 1024 + 1 - base),
+                                                      "Content-Length": "2"}) + b"{}")
+        r = c.response()
+        assert_problem(r, 431)
+        assert c.is_closed()
+    assert user_posts_served(s) == before  # nothing reached the service
+    ok = gw.request("POST", "/api/v1/users", json={"email": "x"})  # and the gateway still works
+    assert_problem(ok, 422, "email")
+    assert user_posts_served(s) == before + 1
