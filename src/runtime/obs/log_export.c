@@ -8,14 +8,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "runtime/core/config.h"
 #include "runtime/core/error.h"
-#include "runtime/core/id.h"
 #include "runtime/obs/batch.h"
 #include "runtime/obs/log_export.h"
 #include "runtime/obs/metrics.h"
 #include "runtime/obs/otlp_http.h"
-#include "runtime/obs/trace_internal.h"
 #include "runtime/core/banned.h"
 
 enum { FIELDS_MAX = 64, STRING_MAX = 1024, TEXT_MAX = 16384 };
@@ -34,17 +31,9 @@ struct ms_log_export_rec {
 
 static struct {
     atomic_bool exporting;
-    atomic_int writers; /* sinks between their check of exporting and their enqueue */
-    ms_batch *batch;    /* read by writing threads only while exporting */
-    char service[128], instance[MS_UUID_LEN + 1];
-    atomic_ullong stop_by_ms; /* 0: not stopping */
-    /* flusher thread only */
-    ms_otlp_http http;
-    ms_buf body;
+    atomic_int writers;  /* sinks between their check of exporting and their enqueue */
+    ms_otlp_exporter ex; /* its batch read by writing threads only while exporting */
 } lx;
-
-/* Process lifetime: they survive a shutdown so the last scrape still reports them. */
-static ms_otlp_counters counts;
 
 /* Set on an exporter's flusher thread: what it logs is not exported (see log_export.h). */
 static _Thread_local bool on_flusher;
@@ -247,92 +236,54 @@ static void sink(const ms_log_record *r)
     atomic_fetch_add(&lx.writers, 1);
     if (atomic_load(&lx.exporting)) {
         ms_log_export_rec *rec = ms_log_export_record(r);
-        if (!rec || ms_batch_enqueue(lx.batch, rec) < 0) {
-            atomic_fetch_add_explicit(&counts.dropped, 1, memory_order_relaxed);
+        if (!rec || ms_batch_enqueue(lx.ex.batch, rec) < 0) {
+            atomic_fetch_add_explicit(&lx.ex.counts.dropped, 1, memory_order_relaxed);
             free(rec);
         }
     }
     atomic_fetch_sub(&lx.writers, 1);
 }
 
-static const ms_otlp_exporter exporter = {
-    .http = &lx.http,
-    .body = &lx.body,
-    .service = lx.service,
-    .instance = lx.instance,
-    .encode = ms_log_export_encode,
-    .stop_by_ms = &lx.stop_by_ms,
-    .counts = &counts,
-    /* stopping: the lines are on stderr already, and a collector that cannot be reached now
-     * (often the gateway, stopping too) is not waited for */
-    .once_when_stopping = true,
-};
-
 static int flush(void *arg, void *const *items, size_t n)
 {
-    (void)arg;
     on_flusher = true;
     /* its warnings (a flush failed, will retry) stay unwritten: the collector is the spans',
      * whose exporter tells of an outage once, and log_export_failures_total counts them; a
      * refused export is an error, still written */
     ms_log_set_thread_level(MS_LOG_ERROR);
-    return ms_otlp_flush(&exporter, items, n);
+    return ms_otlp_flush(arg, items, n);
 }
 
-static void release(void *arg, void *item)
-{
-    (void)arg;
-    free(item);
-}
-
-static int refuse(const char *name, const char *why)
-{
-    ms_log(MS_LOG_ERROR, "bad log export setting", "variable", name, "error", why, NULL);
-    return MS_EINVAL;
-}
+static const ms_otlp_exporter_settings settings = {
+    .signal = "logs",
+    .batch_name = "log",
+    .bad_setting = "bad log export setting",
+    .queue_env = "OTEL_BLRP_MAX_QUEUE_SIZE",
+    .batch_env = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+    .delay_env = "OTEL_BLRP_SCHEDULE_DELAY",
+    .queue_default = 2048,
+    .batch_default = 512,
+    .delay_default = 1000,
+    .encode = ms_log_export_encode,
+    /* stopping: the lines are on stderr already, and a collector that cannot be reached now
+     * (often the gateway, stopping too) is not waited for */
+    .once_when_stopping = true,
+    .flush = flush,
+};
 
 int ms_log_export_init(const char *service, const char *endpoint)
 {
-    char err[256];
-    long queue, batch, delay;
     const char *which = getenv("OTEL_LOGS_EXPORTER");
-    if (which && *which && strcmp(which, "otlp") != 0 && strcmp(which, "none") != 0)
-        return refuse("OTEL_LOGS_EXPORTER", "otlp or none is needed");
-    if (ms_config_env_long("OTEL_BLRP_MAX_QUEUE_SIZE", 2048, 1, 1 << 20, &queue, err, sizeof err) <
-            0 ||
-        ms_config_env_long("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1 << 20, &batch, err,
-                           sizeof err) < 0 ||
-        ms_config_env_long("OTEL_BLRP_SCHEDULE_DELAY", 1000, 1, 3600000, &delay, err, sizeof err) <
-            0) {
-        ms_log(MS_LOG_ERROR, "bad log export setting", "error", err, NULL);
+    if (which && *which && strcmp(which, "otlp") != 0 && strcmp(which, "none") != 0) {
+        ms_log(MS_LOG_ERROR, "bad log export setting", "variable", "OTEL_LOGS_EXPORTER", "error",
+               "otlp or none is needed", NULL);
         return MS_EINVAL;
     }
-    if ((which && strcmp(which, "none") == 0) || !endpoint || !*endpoint)
-        return 0;
-    const char *why = NULL;
-    if (ms_otlp_http_init(&lx.http, endpoint, "logs", &why) < 0)
-        return refuse("OTEL_EXPORTER_OTLP_ENDPOINT", why);
-    ms_trace_service_name(service ? service : "microshop", lx.service, sizeof lx.service);
-    ms_uuid_new(lx.instance);
-    ms_buf_init(&lx.body, 4096);
-    atomic_store(&lx.stop_by_ms, 0);
-    ms_batch_options o = {
-        .name = "log",
-        .max_items = batch > queue ? (int)queue : (int)batch,
-        .max_wait_ms = (int)delay,
-        .max_queued = (int)queue,
-        .backoff_min_ms = 100,
-        .backoff_max_ms = 5000,
-        .stop_timeout_ms = 5000, /* the most a shutdown takes; its timeout may cut it shorter */
-        .flush = flush,
-        .release = release,
-    };
-    int rc = ms_batch_start(&o, &lx.batch);
-    if (rc < 0) {
-        ms_otlp_http_release(&lx.http);
-        ms_buf_release(&lx.body);
+    int rc = ms_otlp_exporter_configure(&lx.ex, &settings);
+    if (rc < 0 || (which && strcmp(which, "none") == 0) || !endpoint || !*endpoint)
         return rc;
-    }
+    if ((rc = ms_otlp_exporter_start(&lx.ex, service, endpoint)) < 0)
+        return rc;
     atomic_store(&lx.exporting, true);
     ms_log_set_sink_fn(sink);
     return 0;
@@ -340,7 +291,7 @@ int ms_log_export_init(const char *service, const char *endpoint)
 
 void ms_log_export_shutdown(int timeout_ms)
 {
-    if (!lx.batch)
+    if (!lx.ex.batch)
         return;
     /* lines written from now on are not exported (the batch's own report of what it could
      * not flush among them); a line being queued meanwhile is waited for, so the batch is not
@@ -348,27 +299,23 @@ void ms_log_export_shutdown(int timeout_ms)
     atomic_store(&lx.exporting, false);
     while (atomic_load(&lx.writers) > 0) /* a line being queued now: a copy and a lock away */
         sched_yield();
-    atomic_store(&lx.stop_by_ms, ms_otlp_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0));
-    size_t left = ms_batch_stop(lx.batch);
-    lx.batch = NULL;
-    atomic_fetch_add_explicit(&counts.dropped, left, memory_order_relaxed);
-    ms_otlp_http_release(&lx.http);
-    ms_buf_release(&lx.body);
+    ms_otlp_exporter_stop(&lx.ex, timeout_ms);
 }
 
 void ms_log_export_collect(ms_buf *out)
 {
     ms_metrics_family(out, "log_records_exported_total", "counter",
                       "Log records the collector accepted.");
-    ms_metrics_sample(out, "log_records_exported_total", (double)atomic_load(&counts.exported),
-                      NULL);
+    ms_metrics_sample(out, "log_records_exported_total",
+                      (double)atomic_load(&lx.ex.counts.exported), NULL);
     ms_metrics_family(out, "log_records_dropped_total", "counter",
                       "Log records lost: the export queue was full, the collector refused them, "
                       "or they were still queued at shutdown.");
-    ms_metrics_sample(out, "log_records_dropped_total", (double)atomic_load(&counts.dropped), NULL);
+    ms_metrics_sample(out, "log_records_dropped_total", (double)atomic_load(&lx.ex.counts.dropped),
+                      NULL);
     ms_metrics_family(out, "log_export_failures_total", "counter",
                       "Log export requests that failed (retried unless the collector refused "
                       "them).");
-    ms_metrics_sample(out, "log_export_failures_total", (double)atomic_load(&counts.failures),
+    ms_metrics_sample(out, "log_export_failures_total", (double)atomic_load(&lx.ex.counts.failures),
                       NULL);
 }

@@ -10,10 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/core/config.h"
 #include "runtime/core/error.h"
 #include "runtime/core/log.h"
 #include "runtime/core/utf8.h"
 #include "runtime/obs/otlp_http.h"
+#include "runtime/obs/trace_internal.h"
 #include "runtime/core/banned.h"
 
 enum { RESPONSE_MAX = 64 * 1024 };
@@ -370,27 +372,96 @@ int ms_otlp_http_export(ms_otlp_http *c, const ms_buf *body, uint64_t deadline, 
     return status < 0 ? status : MS_EIO;
 }
 
-int ms_otlp_flush(const ms_otlp_exporter *x, void *const *items, size_t n)
+/* ---- the exporter ---- */
+
+int ms_otlp_exporter_configure(ms_otlp_exporter *x, const ms_otlp_exporter_settings *s)
 {
-    uint64_t stop_by = atomic_load(x->stop_by_ms), now = ms_otlp_now_ms();
+    char err[256];
+    x->s = s;
+    if (ms_config_env_long(s->queue_env, s->queue_default, 1, 1 << 20, &x->queue, err, sizeof err) <
+            0 ||
+        ms_config_env_long(s->batch_env, s->batch_default, 1, 1 << 20, &x->batch_size, err,
+                           sizeof err) < 0 ||
+        ms_config_env_long(s->delay_env, s->delay_default, 1, 3600000, &x->delay_ms, err,
+                           sizeof err) < 0) {
+        ms_log(MS_LOG_ERROR, s->bad_setting, "error", err, NULL);
+        return MS_EINVAL;
+    }
+    return 0;
+}
+
+static void release(void *arg, void *item)
+{
+    (void)arg;
+    free(item);
+}
+
+int ms_otlp_exporter_start(ms_otlp_exporter *x, const char *service, const char *endpoint)
+{
+    const ms_otlp_exporter_settings *s = x->s;
+    const char *why = NULL;
+    if (ms_otlp_http_init(&x->http, endpoint, s->signal, &why) < 0) {
+        ms_log(MS_LOG_ERROR, s->bad_setting, "variable", "OTEL_EXPORTER_OTLP_ENDPOINT", "error",
+               why, NULL);
+        return MS_EINVAL;
+    }
+    ms_trace_service_name(service ? service : "microshop", x->service, sizeof x->service);
+    ms_uuid_new(x->instance);
+    ms_buf_init(&x->body, 4096);
+    atomic_store(&x->stop_by_ms, 0);
+    ms_batch_options o = {
+        .name = s->batch_name,
+        .max_items = x->batch_size > x->queue ? (int)x->queue : (int)x->batch_size,
+        .max_wait_ms = (int)x->delay_ms,
+        .max_queued = (int)x->queue,
+        .backoff_min_ms = 100,
+        .backoff_max_ms = 5000,
+        .stop_timeout_ms = 5000, /* the most a shutdown takes; its timeout may cut it shorter */
+        .flush = s->flush,
+        .release = release,
+        .arg = x,
+    };
+    int rc = ms_batch_start(&o, &x->batch);
+    if (rc < 0) {
+        ms_otlp_http_release(&x->http);
+        ms_buf_release(&x->body);
+    }
+    return rc;
+}
+
+uint64_t ms_otlp_exporter_stop(ms_otlp_exporter *x, int timeout_ms)
+{
+    uint64_t stop_by = ms_otlp_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    atomic_store(&x->stop_by_ms, stop_by);
+    size_t left = ms_batch_stop(x->batch);
+    x->batch = NULL;
+    atomic_fetch_add_explicit(&x->counts.dropped, left, memory_order_relaxed);
+    ms_otlp_http_release(&x->http);
+    ms_buf_release(&x->body);
+    return stop_by;
+}
+
+int ms_otlp_flush(ms_otlp_exporter *x, void *const *items, size_t n)
+{
+    uint64_t stop_by = atomic_load(&x->stop_by_ms), now = ms_otlp_now_ms();
     if (stop_by && now >= stop_by) { /* shutting down and out of time: let them go */
-        atomic_fetch_add_explicit(&x->counts->dropped, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&x->counts.dropped, n, memory_order_relaxed);
         return 0;
     }
     uint64_t deadline = now + MS_OTLP_EXPORT_TIMEOUT_MS;
     if (stop_by && stop_by < deadline)
         deadline = stop_by;
-    x->body->n = 0;
-    x->encode(x->body, x->service, x->instance, items, n);
+    x->body.n = 0;
+    x->s->encode(&x->body, x->service, x->instance, items, n);
     bool sent;
-    int rc = ms_otlp_http_export(x->http, x->body, deadline, &sent);
+    int rc = ms_otlp_http_export(&x->http, &x->body, deadline, &sent);
     if (sent) {
-        atomic_fetch_add_explicit(&x->counts->exported, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&x->counts.exported, n, memory_order_relaxed);
         return 0;
     }
-    atomic_fetch_add_explicit(&x->counts->failures, 1, memory_order_relaxed);
-    if (rc == 0 || (stop_by && x->once_when_stopping)) {
-        atomic_fetch_add_explicit(&x->counts->dropped, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&x->counts.failures, 1, memory_order_relaxed);
+    if (rc == 0 || (stop_by && x->s->once_when_stopping)) {
+        atomic_fetch_add_explicit(&x->counts.dropped, n, memory_order_relaxed);
         return 0;
     }
     return rc;

@@ -1,16 +1,19 @@
 /*
  * otlp_http.h — what the OTLP/HTTP JSON exporters (trace_export.c, log_export.c) share: the
  * endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) parsed into a small blocking HTTP/1.1 client that POSTs
- * one export at a time, the outcome of an export as a batch flush sees it, the flush itself
- * (ms_otlp_flush: the stop deadline, the export, the counters), and the JSON pieces of the
- * encoding.
+ * one export at a time, the outcome of an export as a batch flush sees it, the exporter both
+ * run (ms_otlp_exporter: the batch settings read from the environment, the start on an
+ * endpoint, the flush with its stop deadline, export and counters, the stop), and the JSON
+ * pieces of the encoding. What differs between the two (their settings' names and defaults,
+ * the encoding) is an ms_otlp_exporter_settings.
  *
  * The client is blocking on purpose: it runs on a batch's flusher thread (batch.h), never on a
  * loop. Every socket operation waits in poll() against the export's deadline.
  *
- * Threading: one ms_otlp_http is used by one thread at a time (its batch's flusher); the JSON
- * helpers are pure. Ownership: the client owns its socket and response buffer until
- * ms_otlp_http_release.
+ * Threading: one ms_otlp_http is used by one thread at a time (its batch's flusher); an
+ * exporter is configured, started and stopped by one owner, its batch fed from any thread while
+ * started; the JSON helpers are pure. Ownership: the client owns its socket and response
+ * buffer until ms_otlp_http_release; a started exporter owns its client, body and batch.
  */
 #ifndef MS_OTLP_HTTP_H
 #define MS_OTLP_HTTP_H
@@ -21,6 +24,8 @@
 #include <stdint.h>
 
 #include "runtime/core/buf.h"
+#include "runtime/core/id.h"
+#include "runtime/obs/batch.h"
 
 enum { MS_OTLP_EXPORT_TIMEOUT_MS = 10000 };
 
@@ -64,25 +69,61 @@ typedef struct ms_otlp_counters {
 typedef void (*ms_otlp_encode_fn)(ms_buf *out, const char *service, const char *instance,
                                   void *const *items, size_t n);
 
-/* One exporter, as its batch's flush sees it (http and body are the flusher thread's). */
-typedef struct ms_otlp_exporter {
-    ms_otlp_http *http;
-    ms_buf *body;
-    const char *service, *instance;
+/* What tells one exporter (the spans', the logs') from another: names and defaults. */
+typedef struct ms_otlp_exporter_settings {
+    const char *signal;      /* "traces" or "logs": the endpoint's /v1/<signal> */
+    const char *batch_name;  /* the batch's name (batch.h): "trace" or "log" */
+    const char *bad_setting; /* the message an error about a setting is logged with */
+    /* the batch's settings, OTel's names: max queue size, max export batch size and schedule
+     * delay (ms), each read with its default */
+    const char *queue_env, *batch_env, *delay_env;
+    long queue_default, batch_default, delay_default;
     ms_otlp_encode_fn encode;
-    const atomic_ullong *stop_by_ms; /* 0: not stopping; else the shutdown's deadline */
-    ms_otlp_counters *counts;
     /* stopping, a failed export is dropped at once rather than retried until the deadline */
     bool once_when_stopping;
+    /* The batch's flush, arg the exporter: ms_otlp_flush after what the flusher thread needs. */
+    ms_batch_flush_fn flush;
+} ms_otlp_exporter_settings;
+
+/* One exporter: the batch that carries its items (malloc'ed: released with free) to the
+ * flusher thread, which encodes and POSTs them. Zero it once (static storage); counts stay. */
+typedef struct ms_otlp_exporter {
+    const ms_otlp_exporter_settings *s; /* set by ms_otlp_exporter_configure */
+    long queue, batch_size, delay_ms;   /* read by ms_otlp_exporter_configure */
+    ms_batch *batch;                    /* NULL: not started */
+    char service[128], instance[MS_UUID_LEN + 1];
+    atomic_ullong stop_by_ms; /* 0: not stopping; else the shutdown's deadline */
+    ms_otlp_counters counts;
+    /* the flusher thread's */
+    ms_otlp_http http;
+    ms_buf body;
 } ms_otlp_exporter;
 
+/* Reads s's three batch settings from the environment into x, which keeps s. 0, or MS_EINVAL
+ * for a bad one (logged: s->bad_setting). Owner thread, x not started. */
+int ms_otlp_exporter_configure(ms_otlp_exporter *x, const ms_otlp_exporter_settings *s);
+
 /*
- * A batch flush of `x` (batch.h's contract): past the stop deadline the items are dropped;
- * else one export, against the sooner of MS_OTLP_EXPORT_TIMEOUT_MS and that deadline. Sent:
- * counted exported; refused for good (or failed while stopping, with once_when_stopping):
- * dropped and 0; else a negative MS_E* and the batch retries. Every failure is counted.
+ * Starts x (configured) exporting to `endpoint` (not empty) as `service` (NULL: "microshop";
+ * OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES first, see ms_trace_service_name) with a new
+ * service.instance.id. 0; MS_EINVAL for a bad endpoint (logged: s->bad_setting, naming
+ * OTEL_EXPORTER_OTLP_ENDPOINT); or the batch's error, x left stopped. Owner thread.
  */
-int ms_otlp_flush(const ms_otlp_exporter *x, void *const *items, size_t n);
+int ms_otlp_exporter_start(ms_otlp_exporter *x, const char *service, const char *endpoint);
+
+/* Stops x (started): its batch gets until now + timeout_ms (0 or less: no time) to export what
+ * is queued, what is left is counted dropped, and x is stopped (x->batch NULL). Returns that
+ * deadline (ms_otlp_now_ms's clock). Owner thread, once nothing enqueues any more. */
+uint64_t ms_otlp_exporter_stop(ms_otlp_exporter *x, int timeout_ms);
+
+/*
+ * A batch flush of `x` (batch.h's contract), on its flusher thread: past the stop deadline the
+ * items are dropped; else one export, against the sooner of MS_OTLP_EXPORT_TIMEOUT_MS and that
+ * deadline. Sent: counted exported; refused for good (or failed while stopping, with
+ * once_when_stopping): dropped and 0; else a negative MS_E* and the batch retries. Every
+ * failure is counted.
+ */
+int ms_otlp_flush(ms_otlp_exporter *x, void *const *items, size_t n);
 
 /* JSON pieces of OTLP: a string, {"key":k,"value":{"stringValue":v}}, an int64 or fixed64 (a
  * decimal string), bytes as a quoted lower-case hex string (trace and span ids), and the

@@ -1,9 +1,10 @@
 /*
- * trace_export.c — the process's tracer (see trace.h): settings from the environment, the
- * batch processor (batch.h) that carries ended spans to the flusher thread, and the OTLP/HTTP
- * JSON encoding; the flusher POSTs each batch with otlp_http.h's blocking client (deadline:
- * 10 s, or the shutdown's, whichever comes first). It starts and stops the log exporter
- * (log_export.h) with it: logs go where spans go.
+ * trace_export.c — the process's tracer (see trace.h): its settings from the environment (the
+ * sampler; OTEL_BSP_* for the batch), the OTLP/HTTP JSON encoding of spans and the metrics. The
+ * rest is otlp_http.h's exporter: its batch (batch.h) carries ended spans to the flusher
+ * thread, which POSTs each batch with the blocking client (deadline: 10 s, or the shutdown's,
+ * whichever comes first). It starts and stops the log exporter (log_export.h) with it: logs go
+ * where spans go.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -12,9 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "runtime/core/config.h"
 #include "runtime/core/error.h"
-#include "runtime/core/id.h"
 #include "runtime/core/log.h"
 #include "runtime/obs/batch.h"
 #include "runtime/obs/log_export.h"
@@ -25,16 +24,8 @@
 
 static struct {
     atomic_bool recording;
-    ms_batch *batch;
-    char service[128], instance[MS_UUID_LEN + 1];
-    atomic_ullong stop_by_ms; /* 0: not stopping */
-    /* flusher thread only */
-    ms_otlp_http http;
-    ms_buf body;
+    ms_otlp_exporter ex;
 } tr;
-
-/* Process lifetime: they survive a shutdown so the last scrape still reports them. */
-static ms_otlp_counters counts;
 /* Spans started, striped: every loop bumps it for every span, and one shared counter bounced
  * its cache line between the loops (~0.7 % of a process's CPU). A thread takes a stripe on its
  * first span; the collector adds them up. */
@@ -60,9 +51,9 @@ void ms_trace_count_started(void)
 
 void ms_trace_export_span(ms_span *s)
 {
-    ms_batch *b = tr.batch;
+    ms_batch *b = tr.ex.batch;
     if (!b || ms_batch_enqueue(b, s) < 0) {
-        atomic_fetch_add_explicit(&counts.dropped, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&tr.ex.counts.dropped, 1, memory_order_relaxed);
         free(s);
     }
 }
@@ -134,31 +125,28 @@ void ms_trace_encode(ms_buf *out, const char *service, const char *instance, voi
     ms_buf_adds(out, "]}]}]}");
 }
 
-static const ms_otlp_exporter exporter = {
-    .http = &tr.http,
-    .body = &tr.body,
-    .service = tr.service,
-    .instance = tr.instance,
-    .encode = ms_trace_encode,
-    .stop_by_ms = &tr.stop_by_ms,
-    .counts = &counts,
-    .once_when_stopping = false, /* spans are nowhere else: retried until the stop deadline */
-};
-
 static int flush(void *arg, void *const *items, size_t n)
 {
-    (void)arg;
     ms_log_export_ignore_thread(); /* its failures would fail the same way as lines */
-    return ms_otlp_flush(&exporter, items, n);
-}
-
-static void release(void *arg, void *item)
-{
-    (void)arg;
-    free(item);
+    return ms_otlp_flush(arg, items, n);
 }
 
 /* ---- settings ---- */
+
+static const ms_otlp_exporter_settings settings = {
+    .signal = "traces",
+    .batch_name = "trace",
+    .bad_setting = "bad tracing setting",
+    .queue_env = "OTEL_BSP_MAX_QUEUE_SIZE",
+    .batch_env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    .delay_env = "OTEL_BSP_SCHEDULE_DELAY",
+    .queue_default = 2048,
+    .batch_default = 512,
+    .delay_default = 5000,
+    .encode = ms_trace_encode,
+    .once_when_stopping = false, /* spans are nowhere else: retried until the stop deadline */
+    .flush = flush,
+};
 
 static int refuse(const char *name, const char *why)
 {
@@ -198,53 +186,21 @@ static int parse_sampler(void)
 
 int ms_trace_init(const char *service)
 {
-    char err[256];
-    long queue, batch, delay;
     const char *off = getenv("OTEL_SDK_DISABLED");
     if (off && strcasecmp(off, "true") == 0) {
         ms_trace_sampler_set(true, 0.0); /* nothing sampled: children keep the caller's flag */
         return 0;
     }
     int rc = parse_sampler();
-    if (rc < 0)
+    if (rc < 0 || (rc = ms_otlp_exporter_configure(&tr.ex, &settings)) < 0)
         return rc;
-    if (ms_config_env_long("OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1, 1 << 20, &queue, err, sizeof err) <
-            0 ||
-        ms_config_env_long("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1 << 20, &batch, err,
-                           sizeof err) < 0 ||
-        ms_config_env_long("OTEL_BSP_SCHEDULE_DELAY", 5000, 1, 3600000, &delay, err, sizeof err) <
-            0) {
-        ms_log(MS_LOG_ERROR, "bad tracing setting", "error", err, NULL);
-        return MS_EINVAL;
-    }
     const char *endpoint = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
     if (!endpoint || !*endpoint)
         return ms_log_export_init(service, NULL); /* its settings checked all the same */
-    const char *why = NULL;
-    if (ms_otlp_http_init(&tr.http, endpoint, "traces", &why) < 0)
-        return refuse("OTEL_EXPORTER_OTLP_ENDPOINT", why);
-    ms_trace_service_name(service ? service : "microshop", tr.service, sizeof tr.service);
-    ms_uuid_new(tr.instance);
-    ms_buf_init(&tr.body, 4096);
-    atomic_store(&tr.stop_by_ms, 0);
-    ms_batch_options o = {
-        .name = "trace",
-        .max_items = batch > queue ? (int)queue : (int)batch,
-        .max_wait_ms = (int)delay,
-        .max_queued = (int)queue,
-        .backoff_min_ms = 100,
-        .backoff_max_ms = 5000,
-        .stop_timeout_ms = 5000, /* the most a shutdown takes; its timeout may cut it shorter */
-        .flush = flush,
-        .release = release,
-    };
-    if ((rc = ms_batch_start(&o, &tr.batch)) < 0) {
-        ms_otlp_http_release(&tr.http);
-        ms_buf_release(&tr.body);
+    if ((rc = ms_otlp_exporter_start(&tr.ex, service, endpoint)) < 0)
         return rc;
-    }
     atomic_store(&tr.recording, true);
-    if ((rc = ms_log_export_init(tr.service, endpoint)) < 0) {
+    if ((rc = ms_log_export_init(tr.ex.service, endpoint)) < 0) {
         ms_trace_shutdown(0);
         return rc;
     }
@@ -253,18 +209,12 @@ int ms_trace_init(const char *service)
 
 void ms_trace_shutdown(int timeout_ms)
 {
-    if (!tr.batch)
+    if (!tr.ex.batch)
         return;
-    uint64_t stop_by = ms_otlp_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     atomic_store(&tr.recording, false);
-    atomic_store(&tr.stop_by_ms, stop_by);
-    /* spans ended from now on are dropped and counted (tr.batch is read by other threads
+    /* spans ended from now on are dropped and counted (tr.ex.batch is read by other threads
      * only while recording; a span started just before is refused by the stopping batch) */
-    size_t left = ms_batch_stop(tr.batch);
-    tr.batch = NULL;
-    atomic_fetch_add_explicit(&counts.dropped, left, memory_order_relaxed);
-    ms_otlp_http_release(&tr.http);
-    ms_buf_release(&tr.body);
+    uint64_t stop_by = ms_otlp_exporter_stop(&tr.ex, timeout_ms);
     /* the logs last: stopping the spans may log; they get what is left of the time */
     uint64_t now = ms_otlp_now_ms();
     ms_log_export_shutdown(now < stop_by ? (int)(stop_by - now) : 0);
@@ -280,15 +230,16 @@ void ms_trace_collect(ms_buf *out)
     ms_metrics_sample(out, "trace_spans_started_total", (double)n, NULL);
     ms_metrics_family(out, "trace_spans_exported_total", "counter",
                       "Spans the collector accepted.");
-    ms_metrics_sample(out, "trace_spans_exported_total", (double)atomic_load(&counts.exported),
-                      NULL);
+    ms_metrics_sample(out, "trace_spans_exported_total",
+                      (double)atomic_load(&tr.ex.counts.exported), NULL);
     ms_metrics_family(out, "trace_spans_dropped_total", "counter",
                       "Spans lost: the export queue was full, the collector refused them, or "
                       "they were still queued at shutdown.");
-    ms_metrics_sample(out, "trace_spans_dropped_total", (double)atomic_load(&counts.dropped), NULL);
+    ms_metrics_sample(out, "trace_spans_dropped_total", (double)atomic_load(&tr.ex.counts.dropped),
+                      NULL);
     ms_metrics_family(out, "trace_export_failures_total", "counter",
                       "Export requests that failed (retried unless the collector refused them).");
-    ms_metrics_sample(out, "trace_export_failures_total", (double)atomic_load(&counts.failures),
-                      NULL);
+    ms_metrics_sample(out, "trace_export_failures_total",
+                      (double)atomic_load(&tr.ex.counts.failures), NULL);
     ms_log_export_collect(out);
 }
