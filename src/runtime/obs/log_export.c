@@ -178,8 +178,9 @@ static void encode_raw(ms_buf *out, const char *v)
     ms_buf_adds(out, "}");
 }
 
-static void encode_record(ms_buf *out, const ms_log_export_rec *r)
+static void encode_record(ms_buf *out, const void *item)
 {
+    const ms_log_export_rec *r = item;
     ms_buf_adds(out, "{\"timeUnixNano\":");
     ms_otlp_json_u64(out, r->time_ns);
     ms_buf_adds(out, ",\"observedTimeUnixNano\":");
@@ -214,15 +215,7 @@ static void encode_record(ms_buf *out, const ms_log_export_rec *r)
 void ms_log_export_encode(ms_buf *out, const char *service, const char *instance, void *const *recs,
                           size_t n)
 {
-    ms_buf_adds(out, "{\"resourceLogs\":[{");
-    ms_otlp_json_resource(out, service, instance);
-    ms_buf_adds(out, ",\"scopeLogs\":[{\"scope\":{\"name\":\"microshop\"},\"logRecords\":[");
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            ms_buf_adds(out, ",");
-        encode_record(out, recs[i]);
-    }
-    ms_buf_adds(out, "]}]}]}");
+    ms_otlp_json_export(out, MS_OTLP_LOGS, service, instance, recs, n, encode_record);
 }
 
 /* ---- the sink and the batch ---- */
@@ -255,15 +248,7 @@ static int flush(void *arg, void *const *items, size_t n)
 }
 
 static const ms_otlp_exporter_settings settings = {
-    .signal = "logs",
-    .batch_name = "log",
-    .bad_setting = "bad log export setting",
-    .queue_env = "OTEL_BLRP_MAX_QUEUE_SIZE",
-    .batch_env = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
-    .delay_env = "OTEL_BLRP_SCHEDULE_DELAY",
-    .queue_default = 2048,
-    .batch_default = 512,
-    .delay_default = 1000,
+    .signal = MS_OTLP_LOGS,
     .encode = ms_log_export_encode,
     /* stopping: the lines are on stderr already, and a collector that cannot be reached now
      * (often the gateway, stopping too) is not waited for */

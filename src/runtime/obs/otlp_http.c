@@ -27,6 +27,23 @@ uint64_t ms_otlp_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Each exporter's names and defaults: the endpoint's /v1/<path>, the batch's name, the message
+ * of a bad setting, its batch processor's variables by OTel's names (max queue size, max export
+ * batch size, schedule delay: their defaults are 2048, 512 and delay_ms), and the members of
+ * its export document (resources, scopes, items). */
+static const struct {
+    const char *path, *batch, *bad_setting, *queue_env, *batch_env, *delay_env;
+    long delay_ms;
+    const char *resources, *scopes, *items;
+} signals[] = {
+    [MS_OTLP_TRACES] = {"traces", "trace", "bad tracing setting", "OTEL_BSP_MAX_QUEUE_SIZE",
+                        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_SCHEDULE_DELAY", 5000,
+                        "resourceSpans", "scopeSpans", "spans"},
+    [MS_OTLP_LOGS] = {"logs", "log", "bad log export setting", "OTEL_BLRP_MAX_QUEUE_SIZE",
+                      "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_SCHEDULE_DELAY", 1000,
+                      "resourceLogs", "scopeLogs", "logRecords"},
+};
+
 /* ---- JSON ---- */
 
 /* Bytes that are not UTF-8 become U+FFFD: a collector refuses a document that is not UTF-8,
@@ -112,6 +129,22 @@ void ms_otlp_json_resource(ms_buf *out, const char *service, const char *instanc
     ms_buf_adds(out, ",");
     ms_otlp_json_kv_str(out, "telemetry.sdk.version", MS_VERSION);
     ms_buf_adds(out, "]}");
+}
+
+void ms_otlp_json_export(ms_buf *out, ms_otlp_signal signal, const char *service,
+                         const char *instance, void *const *items, size_t n,
+                         ms_otlp_encode_item_fn one)
+{
+    ms_buf_printf(out, "{\"%s\":[{", signals[signal].resources);
+    ms_otlp_json_resource(out, service, instance);
+    ms_buf_printf(out, ",\"%s\":[{\"scope\":{\"name\":\"microshop\"},\"%s\":[",
+                  signals[signal].scopes, signals[signal].items);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            ms_buf_adds(out, ",");
+        one(out, items[i]);
+    }
+    ms_buf_adds(out, "]}]}]}");
 }
 
 /* ---- the endpoint ---- */
@@ -378,13 +411,14 @@ int ms_otlp_exporter_configure(ms_otlp_exporter *x, const ms_otlp_exporter_setti
 {
     char err[256];
     x->s = s;
-    if (ms_config_env_long(s->queue_env, s->queue_default, 1, 1 << 20, &x->queue, err, sizeof err) <
+    const ms_otlp_signal g = s->signal;
+    if (ms_config_env_long(signals[g].queue_env, 2048, 1, 1 << 20, &x->queue, err, sizeof err) <
             0 ||
-        ms_config_env_long(s->batch_env, s->batch_default, 1, 1 << 20, &x->batch_size, err,
-                           sizeof err) < 0 ||
-        ms_config_env_long(s->delay_env, s->delay_default, 1, 3600000, &x->delay_ms, err,
+        ms_config_env_long(signals[g].batch_env, 512, 1, 1 << 20, &x->batch_size, err, sizeof err) <
+            0 ||
+        ms_config_env_long(signals[g].delay_env, signals[g].delay_ms, 1, 3600000, &x->delay_ms, err,
                            sizeof err) < 0) {
-        ms_log(MS_LOG_ERROR, s->bad_setting, "error", err, NULL);
+        ms_log(MS_LOG_ERROR, signals[g].bad_setting, "error", err, NULL);
         return MS_EINVAL;
     }
     return 0;
@@ -400,9 +434,9 @@ int ms_otlp_exporter_start(ms_otlp_exporter *x, const char *service, const char 
 {
     const ms_otlp_exporter_settings *s = x->s;
     const char *why = NULL;
-    if (ms_otlp_http_init(&x->http, endpoint, s->signal, &why) < 0) {
-        ms_log(MS_LOG_ERROR, s->bad_setting, "variable", "OTEL_EXPORTER_OTLP_ENDPOINT", "error",
-               why, NULL);
+    if (ms_otlp_http_init(&x->http, endpoint, signals[s->signal].path, &why) < 0) {
+        ms_log(MS_LOG_ERROR, signals[s->signal].bad_setting, "variable",
+               "OTEL_EXPORTER_OTLP_ENDPOINT", "error", why, NULL);
         return MS_EINVAL;
     }
     ms_trace_service_name(service ? service : "microshop", x->service, sizeof x->service);
@@ -410,7 +444,7 @@ int ms_otlp_exporter_start(ms_otlp_exporter *x, const char *service, const char 
     ms_buf_init(&x->body, 4096);
     atomic_store(&x->stop_by_ms, 0);
     ms_batch_options o = {
-        .name = s->batch_name,
+        .name = signals[s->signal].batch,
         .max_items = x->batch_size > x->queue ? (int)x->queue : (int)x->batch_size,
         .max_wait_ms = (int)x->delay_ms,
         .max_queued = (int)x->queue,

@@ -4,8 +4,8 @@
  * one export at a time, the outcome of an export as a batch flush sees it, the exporter both
  * run (ms_otlp_exporter: the batch settings read from the environment, the start on an
  * endpoint, the flush with its stop deadline, export and counters, the stop), and the JSON
- * pieces of the encoding. What differs between the two (their settings' names and defaults,
- * the encoding) is an ms_otlp_exporter_settings.
+ * pieces of the encoding. What differs between the two is their names and defaults (by
+ * ms_otlp_signal) and an ms_otlp_exporter_settings (the encoding, the flush).
  *
  * The client is blocking on purpose: it runs on a batch's flusher thread (batch.h), never on a
  * loop. Every socket operation waits in poll() against the export's deadline.
@@ -69,15 +69,14 @@ typedef struct ms_otlp_counters {
 typedef void (*ms_otlp_encode_fn)(ms_buf *out, const char *service, const char *instance,
                                   void *const *items, size_t n);
 
-/* What tells one exporter (the spans', the logs') from another: names and defaults. */
+/* The exporters, by what they export: their names and defaults (the endpoint's path, the
+ * batch's name, the message of a bad setting, OTel's variables for the batch and their
+ * defaults, the export document's members) are a row each in otlp_http.c. */
+typedef enum ms_otlp_signal { MS_OTLP_TRACES, MS_OTLP_LOGS } ms_otlp_signal;
+
+/* What else tells one exporter from the other. */
 typedef struct ms_otlp_exporter_settings {
-    const char *signal;      /* "traces" or "logs": the endpoint's /v1/<signal> */
-    const char *batch_name;  /* the batch's name (batch.h): "trace" or "log" */
-    const char *bad_setting; /* the message an error about a setting is logged with */
-    /* the batch's settings, OTel's names: max queue size, max export batch size and schedule
-     * delay (ms), each read with its default */
-    const char *queue_env, *batch_env, *delay_env;
-    long queue_default, batch_default, delay_default;
+    ms_otlp_signal signal;
     ms_otlp_encode_fn encode;
     /* stopping, a failed export is dropped at once rather than retried until the deadline */
     bool once_when_stopping;
@@ -99,14 +98,14 @@ typedef struct ms_otlp_exporter {
     ms_buf body;
 } ms_otlp_exporter;
 
-/* Reads s's three batch settings from the environment into x, which keeps s. 0, or MS_EINVAL
- * for a bad one (logged: s->bad_setting). Owner thread, x not started. */
+/* Reads the three batch settings of s's signal from the environment into x, which keeps s. 0,
+ * or MS_EINVAL for a bad one (logged). Owner thread, x not started. */
 int ms_otlp_exporter_configure(ms_otlp_exporter *x, const ms_otlp_exporter_settings *s);
 
 /*
  * Starts x (configured) exporting to `endpoint` (not empty) as `service` (NULL: "microshop";
  * OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES first, see ms_trace_service_name) with a new
- * service.instance.id. 0; MS_EINVAL for a bad endpoint (logged: s->bad_setting, naming
+ * service.instance.id. 0; MS_EINVAL for a bad endpoint (logged naming
  * OTEL_EXPORTER_OTLP_ENDPOINT); or the batch's error, x left stopped. Owner thread.
  */
 int ms_otlp_exporter_start(ms_otlp_exporter *x, const char *service, const char *endpoint);
@@ -135,5 +134,12 @@ void ms_otlp_json_i64(ms_buf *out, int64_t v);
 void ms_otlp_json_u64(ms_buf *out, uint64_t v);
 void ms_otlp_json_hex(ms_buf *out, const uint8_t *bytes, size_t n);
 void ms_otlp_json_resource(ms_buf *out, const char *service, const char *instance);
+/* One export document of `signal` holding items[0..n), each encoded by `one`:
+ * {"resourceSpans":[{<resource>,"scopeSpans":[{"scope":{"name":"microshop"},"spans":[...]}]}]}
+ * (resourceLogs, scopeLogs and logRecords for the logs). */
+typedef void (*ms_otlp_encode_item_fn)(ms_buf *out, const void *item);
+void ms_otlp_json_export(ms_buf *out, ms_otlp_signal signal, const char *service,
+                         const char *instance, void *const *items, size_t n,
+                         ms_otlp_encode_item_fn one);
 
 #endif

@@ -64,8 +64,9 @@ void ms_trace_export_span(ms_span *s)
  * known, never measured (see ms_otlp_json_str). */
 #define ADD_LIT(out, lit) ms_buf_add((out), (lit), sizeof(lit) - 1)
 
-static void encode_span(ms_buf *out, const ms_span *s)
+static void encode_span(ms_buf *out, const void *item)
 {
+    const ms_span *s = item;
     ADD_LIT(out, "{\"traceId\":");
     ms_otlp_json_hex(out, s->ctx.trace_id, sizeof s->ctx.trace_id);
     ADD_LIT(out, ",\"spanId\":");
@@ -114,15 +115,7 @@ static void encode_span(ms_buf *out, const ms_span *s)
 void ms_trace_encode(ms_buf *out, const char *service, const char *instance, void *const *spans,
                      size_t n)
 {
-    ms_buf_adds(out, "{\"resourceSpans\":[{");
-    ms_otlp_json_resource(out, service, instance);
-    ms_buf_adds(out, ",\"scopeSpans\":[{\"scope\":{\"name\":\"microshop\"},\"spans\":[");
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            ms_buf_adds(out, ",");
-        encode_span(out, spans[i]);
-    }
-    ms_buf_adds(out, "]}]}]}");
+    ms_otlp_json_export(out, MS_OTLP_TRACES, service, instance, spans, n, encode_span);
 }
 
 static int flush(void *arg, void *const *items, size_t n)
@@ -134,15 +127,7 @@ static int flush(void *arg, void *const *items, size_t n)
 /* ---- settings ---- */
 
 static const ms_otlp_exporter_settings settings = {
-    .signal = "traces",
-    .batch_name = "trace",
-    .bad_setting = "bad tracing setting",
-    .queue_env = "OTEL_BSP_MAX_QUEUE_SIZE",
-    .batch_env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-    .delay_env = "OTEL_BSP_SCHEDULE_DELAY",
-    .queue_default = 2048,
-    .batch_default = 512,
-    .delay_default = 5000,
+    .signal = MS_OTLP_TRACES,
     .encode = ms_trace_encode,
     .once_when_stopping = false, /* spans are nowhere else: retried until the stop deadline */
     .flush = flush,
