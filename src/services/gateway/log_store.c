@@ -57,7 +57,7 @@ static struct {
     log_slot ring[LOGS_MAX]; /* ring[head] is the oldest */
     int head, n;
     size_t bytes;
-    uint64_t accepted, ignored, rejected, evicted; /* since start, for /metrics */
+    gateway_otlp_counts counts;
 } store = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- the OTLP document ---- */
@@ -134,16 +134,9 @@ static json_t *record_doc(json_t *r, const gateway_otlp_item *it, size_t *bytes,
         bad = "traceId", why = "must be empty or 32 hex digits, not all zero";
     else if (!optional_id(json_object_get(r, "spanId"), 16, sbuf, &sid))
         bad = "spanId", why = "must be empty or 16 hex digits, not all zero";
-    if (bad) {
-        gateway_otlp_item_error(it, bad, why);
+    json_t *attrs = gateway_otlp_item_attributes(r, it, bad, why, bytes);
+    if (!attrs)
         return NULL;
-    }
-    json_t *attrs = json_object();
-    if (!gateway_otlp_attributes(json_object_get(r, "attributes"), attrs, bytes)) {
-        json_decref(attrs);
-        gateway_otlp_item_error(it, "attributes", "must be a list of {key, value}");
-        return NULL;
-    }
     *time = t ? t : observed;
     json_t *msg = gateway_otlp_any_value(body, bytes);
     if (msg && !json_is_string(msg)) {
@@ -172,8 +165,8 @@ static json_t *record_doc(json_t *r, const gateway_otlp_item *it, size_t *bytes,
 /* A line about operations traffic (see the top): accepted, not kept. */
 static bool operational(json_t *doc)
 {
-    static const char *const exact[] = {"/health", "/ready", "/metrics", "/ops"};
-    static const char *const prefix[] = {"/v1/", "/admin/", "/ops/"};
+    static const char *const exact[] = {"/health", "/ready", "/metrics", "/ops", NULL};
+    static const char *const prefix[] = {"/v1/", "/admin/", "/ops/", NULL};
     static const char *const keys[] = {"endpoint", "route", "path"};
     const char *msg = json_string_value(json_object_get(doc, "msg"));
     if (strcmp(msg, "request") != 0 && strcmp(msg, "access") != 0)
@@ -181,14 +174,8 @@ static bool operational(json_t *doc)
     json_t *attrs = json_object_get(doc, "attributes");
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const char *v = json_string_value(json_object_get(attrs, keys[k]));
-        if (!v)
-            continue;
-        for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
-            if (strcmp(v, exact[i]) == 0)
-                return true;
-        for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
-            if (strncmp(v, prefix[i], strlen(prefix[i])) == 0)
-                return true;
+        if (v && gateway_otlp_route_in(v, exact, prefix))
+            return true;
     }
     return false;
 }
@@ -203,7 +190,7 @@ static void drop_oldest(void)
     *s = (log_slot){0};
     store.head = (store.head + 1) % LOGS_MAX;
     store.n--;
-    store.evicted++;
+    store.counts.evicted++;
 }
 
 /* Keeps one record document (consumed); always true (the oldest make room). times: its time. */
@@ -220,6 +207,11 @@ static bool keep(json_t *doc, size_t bytes, const uint64_t times[2])
 
 /* ---- POST /v1/logs ---- */
 
+static size_t held(void)
+{
+    return (size_t)store.n;
+}
+
 static const gateway_otlp_kind logs = {
     .what = "log",
     .item = "log record",
@@ -231,9 +223,14 @@ static const gateway_otlp_kind logs = {
     .operational = operational,
     .keep = keep,
     .lock = &store.lock,
-    .accepted = &store.accepted,
-    .ignored = &store.ignored,
-    .rejected = &store.rejected,
+    .counts = &store.counts,
+    .held = held,
+    .received = {"otlp_receiver_log_records_total",
+                 "Log records received at POST /v1/logs, by outcome (ignored: a line about a "
+                 "probe, scrape, export or console request; rejected: malformed)."},
+    .evicted = {"otlp_receiver_log_records_evicted_total",
+                "Log records dropped from the console's ring to make room for newer ones."},
+    .stored = {"otlp_receiver_stored_log_records", "Log records the console's ring holds now."},
 };
 
 void gateway_logs_receive(ms_http_request *req)
@@ -334,31 +331,9 @@ void gateway_logs_list(ms_http_request *req)
 
 /* ---- metrics and life ---- */
 
-static void render(ms_buf *out, void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&store.lock);
-    ms_metrics_family(out, "otlp_receiver_log_records_total", "counter",
-                      "Log records received at POST /v1/logs, by outcome (ignored: a line about "
-                      "a probe, scrape, export or console request; rejected: malformed).");
-    ms_metrics_sample(out, "otlp_receiver_log_records_total", (double)store.accepted, "outcome",
-                      "accepted", NULL);
-    ms_metrics_sample(out, "otlp_receiver_log_records_total", (double)store.ignored, "outcome",
-                      "ignored", NULL);
-    ms_metrics_sample(out, "otlp_receiver_log_records_total", (double)store.rejected, "outcome",
-                      "rejected", NULL);
-    ms_metrics_family(out, "otlp_receiver_log_records_evicted_total", "counter",
-                      "Log records dropped from the console's ring to make room for newer ones.");
-    ms_metrics_sample(out, "otlp_receiver_log_records_evicted_total", (double)store.evicted, NULL);
-    ms_metrics_family(out, "otlp_receiver_stored_log_records", "gauge",
-                      "Log records the console's ring holds now.");
-    ms_metrics_sample(out, "otlp_receiver_stored_log_records", (double)store.n, NULL);
-    pthread_mutex_unlock(&store.lock);
-}
-
 void gateway_logs_start(void)
 {
-    ms_metrics_register(render, NULL);
+    ms_metrics_register(gateway_otlp_collect, (void *)&logs);
 }
 
 void gateway_logs_stop(void)
@@ -368,6 +343,6 @@ void gateway_logs_stop(void)
         drop_oldest();
     store.head = 0;
     store.bytes = 0;
-    store.accepted = store.ignored = store.rejected = store.evicted = 0;
+    store.counts = (gateway_otlp_counts){0};
     pthread_mutex_unlock(&store.lock);
 }

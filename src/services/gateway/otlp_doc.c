@@ -5,6 +5,7 @@
 
 #include "runtime/http/http_json.h"
 #include "runtime/http/problem.h"
+#include "runtime/obs/metrics.h"
 #include "services/gateway/otlp_doc.h"
 #include "runtime/core/banned.h"
 
@@ -157,6 +158,17 @@ const char *gateway_otlp_resource_attr(json_t *resource, const char *key)
     return NULL;
 }
 
+bool gateway_otlp_route_in(const char *path, const char *const exact[], const char *const prefix[])
+{
+    for (size_t i = 0; exact[i]; i++)
+        if (strcmp(path, exact[i]) == 0)
+            return true;
+    for (size_t i = 0; prefix[i]; i++)
+        if (strncmp(path, prefix[i], strlen(prefix[i])) == 0)
+            return true;
+    return false;
+}
+
 /* ---- the request ---- */
 
 void gateway_otlp_item_error(const gateway_otlp_item *it, const char *member, const char *why)
@@ -165,6 +177,22 @@ void gateway_otlp_item_error(const gateway_otlp_item *it, const char *member, co
     snprintf(field, sizeof field, "%s[%zu].%s[%zu].%s[%zu]%s%s", it->kind->resources, it->at[0],
              it->kind->scopes, it->at[1], it->kind->items, it->at[2], *member ? "." : "", member);
     ms_field_error(it->errors, field, "%s", why);
+}
+
+json_t *gateway_otlp_item_attributes(json_t *item, const gateway_otlp_item *it, const char *bad,
+                                     const char *why, size_t *bytes)
+{
+    if (bad) {
+        gateway_otlp_item_error(it, bad, why);
+        return NULL;
+    }
+    json_t *attrs = json_object();
+    if (!gateway_otlp_attributes(json_object_get(item, "attributes"), attrs, bytes)) {
+        json_decref(attrs);
+        gateway_otlp_item_error(it, "attributes", "must be a list of {key, value}");
+        return NULL;
+    }
+    return attrs;
 }
 
 static bool array_or_absent(json_t *v)
@@ -265,9 +293,9 @@ void gateway_otlp_receive_export(ms_http_request *req, const gateway_otlp_kind *
     pthread_mutex_lock(kind->lock);
     for (size_t n = 0; n < json_array_size(docs); n++)
         kept += kind->keep(json_incref(json_array_get(docs, n)), sizes[n], times[n]);
-    *kind->accepted += kept;
-    *kind->ignored += ignored;
-    *kind->rejected += total - kept - ignored;
+    kind->counts->accepted += kept;
+    kind->counts->ignored += ignored;
+    kind->counts->rejected += total - kept - ignored;
     pthread_mutex_unlock(kind->lock);
     size_t malformed = total - ignored - json_array_size(docs);
     json_decref(docs);
@@ -295,4 +323,23 @@ void gateway_otlp_receive_export(ms_http_request *req, const gateway_otlp_kind *
     ms_http_respond_json(req, 200,
                          json_pack("{s:{s:I, s:s}}", "partialSuccess", kind->rejected_name,
                                    (json_int_t)(total - kept - ignored), "errorMessage", why));
+}
+
+/* ---- metrics ---- */
+
+void gateway_otlp_collect(ms_buf *out, void *kind)
+{
+    const gateway_otlp_kind *k = kind;
+    const gateway_otlp_counts *c = k->counts;
+    pthread_mutex_lock(k->lock);
+    const char *received = k->received.name;
+    ms_metrics_family(out, received, "counter", k->received.help);
+    ms_metrics_sample(out, received, (double)c->accepted, "outcome", "accepted", NULL);
+    ms_metrics_sample(out, received, (double)c->ignored, "outcome", "ignored", NULL);
+    ms_metrics_sample(out, received, (double)c->rejected, "outcome", "rejected", NULL);
+    ms_metrics_family(out, k->evicted.name, "counter", k->evicted.help);
+    ms_metrics_sample(out, k->evicted.name, (double)c->evicted, NULL);
+    ms_metrics_family(out, k->stored.name, "gauge", k->stored.help);
+    ms_metrics_sample(out, k->stored.name, (double)k->held(), NULL);
+    pthread_mutex_unlock(k->lock);
 }

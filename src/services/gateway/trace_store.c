@@ -60,7 +60,7 @@ static struct {
     int n;
     size_t spans, bytes;
     uint64_t clock;
-    uint64_t accepted, ignored, rejected, evicted_traces; /* since start, for /metrics */
+    gateway_otlp_counts counts;
 } store = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- the OTLP document ---- */
@@ -112,16 +112,9 @@ static json_t *span_doc(json_t *s, const gateway_otlp_item *it, size_t *bytes, u
         bad = "endTimeUnixNano", why = "must not be before startTimeUnixNano";
     else if (status && !json_is_object(status))
         bad = "status", why = "must be an object";
-    if (bad) {
-        gateway_otlp_item_error(it, bad, why);
+    json_t *attrs = gateway_otlp_item_attributes(s, it, bad, why, bytes);
+    if (!attrs)
         return NULL;
-    }
-    json_t *attrs = json_object();
-    if (!gateway_otlp_attributes(json_object_get(s, "attributes"), attrs, bytes)) {
-        json_decref(attrs);
-        gateway_otlp_item_error(it, "attributes", "must be a list of {key, value}");
-        return NULL;
-    }
     char t[33], sp[17], p[17];
     gateway_otlp_lower_hex(t, tid, 32);
     gateway_otlp_lower_hex(sp, sid, 16);
@@ -157,7 +150,7 @@ static void drop_trace(int i)
     store.bytes -= t->bytes;
     json_decref(t->spans);
     store.traces[i] = store.traces[--store.n];
-    store.evicted_traces++;
+    store.counts.evicted++;
 }
 
 static void drop_oldest(void)
@@ -218,9 +211,9 @@ static bool keep(json_t *doc, size_t bytes, const uint64_t times[2])
  * spans would push the traces a person looks for out of the store within minutes. */
 static bool operational(json_t *doc)
 {
-    static const char *const exact[] = {"/health",    "/ready",   "/metrics",
-                                        "/v1/traces", "/v1/logs", "/ops"};
-    static const char *const prefix[] = {"/admin/", "/ops/"};
+    static const char *const exact[] = {"/health",  "/ready", "/metrics", "/v1/traces",
+                                        "/v1/logs", "/ops",   NULL};
+    static const char *const prefix[] = {"/admin/", "/ops/", NULL};
     if (!json_is_null(json_object_get(doc, "parent_span_id")) ||
         strcmp(json_string_value(json_object_get(doc, "kind")), "server") != 0)
         return false;
@@ -230,13 +223,12 @@ static bool operational(json_t *doc)
         const char *name = json_string_value(json_object_get(doc, "name"));
         route = strchr(name, ' ') ? strchr(name, ' ') + 1 : name;
     }
-    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
-        if (strcmp(route, exact[i]) == 0)
-            return true;
-    for (size_t i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
-        if (strncmp(route, prefix[i], strlen(prefix[i])) == 0)
-            return true;
-    return false;
+    return gateway_otlp_route_in(route, exact, prefix);
+}
+
+static size_t held(void)
+{
+    return store.spans;
 }
 
 static const gateway_otlp_kind traces = {
@@ -250,9 +242,15 @@ static const gateway_otlp_kind traces = {
     .operational = operational,
     .keep = keep,
     .lock = &store.lock,
-    .accepted = &store.accepted,
-    .ignored = &store.ignored,
-    .rejected = &store.rejected,
+    .counts = &store.counts,
+    .held = held,
+    .received = {"otlp_receiver_spans_total",
+                 "Spans received at POST /v1/traces, by outcome (ignored: the root span of a "
+                 "probe, scrape, export or console request; rejected: malformed, or past a "
+                 "trace's span limit)."},
+    .evicted = {"otlp_receiver_traces_evicted_total",
+                "Traces dropped from the console's store to make room for newer ones."},
+    .stored = {"otlp_receiver_stored_spans", "Spans the console's store holds now."},
 };
 
 void gateway_otlp_receive(ms_http_request *req)
@@ -435,33 +433,9 @@ void gateway_trace_get(ms_http_request *req)
 
 /* ---- metrics and life ---- */
 
-static void render(ms_buf *out, void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&store.lock);
-    ms_metrics_family(out, "otlp_receiver_spans_total", "counter",
-                      "Spans received at POST /v1/traces, by outcome (ignored: the root span of "
-                      "a probe, scrape, export or console request; rejected: malformed, or past "
-                      "a trace's span limit).");
-    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.accepted, "outcome",
-                      "accepted", NULL);
-    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.ignored, "outcome", "ignored",
-                      NULL);
-    ms_metrics_sample(out, "otlp_receiver_spans_total", (double)store.rejected, "outcome",
-                      "rejected", NULL);
-    ms_metrics_family(out, "otlp_receiver_traces_evicted_total", "counter",
-                      "Traces dropped from the console's store to make room for newer ones.");
-    ms_metrics_sample(out, "otlp_receiver_traces_evicted_total", (double)store.evicted_traces,
-                      NULL);
-    ms_metrics_family(out, "otlp_receiver_stored_spans", "gauge",
-                      "Spans the console's store holds now.");
-    ms_metrics_sample(out, "otlp_receiver_stored_spans", (double)store.spans, NULL);
-    pthread_mutex_unlock(&store.lock);
-}
-
 void gateway_traces_start(void)
 {
-    ms_metrics_register(render, NULL);
+    ms_metrics_register(gateway_otlp_collect, (void *)&traces);
 }
 
 void gateway_traces_stop(void)
@@ -471,6 +445,6 @@ void gateway_traces_stop(void)
         json_decref(store.traces[i].spans);
     store.n = 0;
     store.spans = store.bytes = 0;
-    store.accepted = store.ignored = store.rejected = store.evicted_traces = 0;
+    store.counts = (gateway_otlp_counts){0};
     pthread_mutex_unlock(&store.lock);
 }
