@@ -155,7 +155,9 @@ class SlowRelay:
                     "PostgreSQL; a SQLite event store has one writing process, which the "
                     "instances' positions and projectors rely on")
 def test_a_killed_instance_costs_almost_no_errors(start_shop):
-    s, gw = two_orders(start_shop)
+    # no answer counts as slow: on a loaded machine the instance left standing can take over a
+    # second now and then, which would open the breaker on the machine's speed, not the kill
+    s, gw = two_orders(start_shop, MICROSHOP_GATEWAY_SLOW_MS="60000")
     user, p, oid = customer_and_order(s, gw)
     # four clients at once: the few calls in flight on the killed instance are retried
     # elsewhere, paid by the fifth of a retry every earlier call banked (or the budget's floor)
@@ -189,9 +191,15 @@ def test_a_killed_instance_costs_almost_no_errors(start_shop):
     run_threads(threads, work)
     killer.join()
     assert s.server("order2").killed
-    # on failure, the client's view says why: instances down or ejected, the breaker's state
-    assert len(errors) <= total // 1000, (len(errors), errors[:3], requests.get(
-        f"{gw.admin_url}/admin/instances", timeout=5 * SLOW).text)
+    # on failure, the client's view says why: instances down or ejected, the breaker's state;
+    # and whether the instance left standing is still up, with its last lines
+    if len(errors) > total // 1000:
+        view = requests.get(f"{gw.admin_url}/admin/instances", timeout=5 * SLOW).json()
+        order = [u for u in view["upstreams"] if u["name"] == "order"]
+        first = s.server("order")
+        raise AssertionError(f"{len(errors)} errors, first {errors[:3]}; order upstream {order};"
+                             f" order exit status {first.proc.poll()}; its log:\n"
+                             f"{first.log_tail(20)}\ngateway log:\n{gw.log_tail(20)}")
 
 
 def test_a_stopped_instance_is_ejected(start_shop):
