@@ -143,9 +143,16 @@ def test_server_down_at_start_events_wait_in_the_outbox(nats, start_server):
     assert _unpublished(s.db) == 1
     poll(lambda: (s.metric("outbox_publish_failures_total", service="user") or 0) >= 1,
          20 * SLOW, 0.1, what="a failed publish counted")
+    # the relay's batch holds the row and retries it: counted, never dropped
+    poll(lambda: (s.metric("batch_flushes_total", batch="outbox", result="error") or 0) >= 1,
+         20 * SLOW, 0.1, what="the relay's failed flush counted")
+    assert s.metric("batch_queue_items", batch="outbox") == 1
     nats.start()
     poll(lambda: nats.messages(STREAM) == 1, 30 * SLOW, 0.1, what="the event in the stream")
     poll(lambda: _unpublished(s.db) == 0, 20 * SLOW, 0.1, what="the outbox row marked")
+    assert s.metric("batch_items_total", batch="outbox") == 1
+    assert s.metric("batch_queue_items", batch="outbox") == 0
+    assert s.metric("batch_dropped_total", batch="outbox") == 0
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:4222", "127.0.0.1:4222", "nats://host:99999"])
