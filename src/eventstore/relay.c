@@ -19,7 +19,7 @@
  * (published_through). A relay that lost the PostgreSQL lock takes it again only once its queue
  * is empty, since a new owner starts after the highest marked row.
  *
- * Threads: `is_stopping`, `is_kicked` and the stats are guarded by r->mu; the reading
+ * Threads: `is_stopping`, `is_kicked`, `in_flight` and the stats are guarded by r->mu; the reading
  * connection belongs to the relay thread; the publisher, the marking connection and the
  * flush's arrays to the flusher.
  */
@@ -67,6 +67,7 @@ struct ms_relay {
     uv_cond_t cond;
     bool is_stopping, is_kicked;
     bool is_awaiting_kick; /* in relay_wait with wake_on_kick: a kick must wake it */
+    int64_t in_flight;     /* rows queued on the batch and not yet marked */
     int linger_ms;
     ms_es *es; /* or NULL: see ms_relay_options */
     ms_relay_stats stats;
@@ -229,7 +230,7 @@ static double age_seconds(const char *ts)
 /* Records what the poll saw: pending rows and the oldest one's age. */
 static void note_poll(ms_relay *r, const ms_db_result *res, int n)
 {
-    int64_t pending = n + (int64_t)queued(r); /* the select skips rows already queued */
+    int64_t pending = -1; /* below one page: n plus the rows queued, which the select skips */
     bool is_counted = n < r->batch;
     if (!is_counted && now_ms() - r->counted_at >= COUNT_EVERY_MS) {
         ms_db_result *cnt = NULL;
@@ -243,6 +244,8 @@ static void note_poll(ms_relay *r, const ms_db_result *res, int n)
     }
     double lag = n > 0 ? age_seconds(ms_db_get(res, 0, 6)) : 0;
     uv_mutex_lock(&r->mu);
+    if (pending < 0) /* under the lock the flusher takes published rows out of in_flight with */
+        pending = n + r->in_flight;
     if (is_counted || pending > r->stats.pending) /* else keep the last count, less published */
         r->stats.pending = pending;
     r->stats.lag_seconds = lag;
@@ -344,6 +347,7 @@ static int relay_flush(void *arg, void *const *items, size_t n)
     r->stats.published_total += (uint64_t)n;
     r->stats.last_seq = r->out[n - 1].seq;
     r->stats.pending = r->stats.pending > (int64_t)n ? r->stats.pending - (int64_t)n : 0;
+    r->in_flight -= (int64_t)n;
     uv_mutex_unlock(&r->mu);
     ms_relay_kick(r); /* a reader waiting for room goes on */
     return 0;
@@ -382,10 +386,16 @@ static void queue_page(ms_relay *r, int k)
     void **items = ms_xcalloc((size_t)k, sizeof *items);
     for (int i = 0; i < k; i++)
         items[i] = item_copy(&r->msgs[i]);
+    uv_mutex_lock(&r->mu); /* counted before the flusher can mark them */
+    r->in_flight += k;
+    uv_mutex_unlock(&r->mu);
     int rc = ms_batch_enqueue_many(r->queue, items, (size_t)k);
     if (rc == 0) {
         r->next_seq = r->msgs[k - 1].seq + 1;
     } else { /* cannot happen: the reader reads only when a page fits, and stops first */
+        uv_mutex_lock(&r->mu);
+        r->in_flight -= k;
+        uv_mutex_unlock(&r->mu);
         ms_log(MS_LOG_ERROR, "outbox relay: cannot queue rows", "service", r->service, "error",
                ms_errname(rc), NULL);
         for (int i = 0; i < k; i++)
